@@ -1,0 +1,91 @@
+"""The ``fedleak`` command line.
+
+Commands live in one module each and are imported lazily, so ``fedleak --help`` answers
+without importing torch or Flower. User mistakes end in one line and exit status 2;
+runtime failures in one line and exit status 1; never a traceback (``-v`` shows it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from experiments.cli.logs import configure_logging
+from experiments.cli.state import CliState
+from fl import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("experiments.cli.datasets", "datasets"),
+    "models": ("experiments.cli.models", "models"),
+    "invert": ("experiments.cli.invert", "invert"),
+    "simulate": ("experiments.cli.simulate", "simulate"),
+    "attack": ("experiments.cli.attack", "attack"),
+    "mia": ("experiments.cli.mia", "mia"),
+    "compare": ("experiments.cli.compare", "compare"),
+    "report": ("experiments.cli.report", "report"),
+    "demo": ("experiments.cli.demo", "demo"),
+}
+
+
+class FedleakGroup(click.Group):
+    """Lazily imported subcommands, and project exceptions turned into one clear line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        from fl.errors import ConfigError, FedleakError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            if _verbose(ctx):
+                raise
+            raise click.UsageError(str(exc), ctx=ctx) from None
+        except FedleakError as exc:
+            if _verbose(ctx):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: results written so far are kept; rerun with --resume to continue", err=True)
+            sys.exit(130)
+
+
+def _verbose(ctx: click.Context) -> bool:
+    obj = ctx.find_object(CliState)
+    return obj is not None and obj.verbosity > 0
+
+
+@click.group(cls=FedleakGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="fedleak")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where tensors live: auto picks CUDA when available.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for partitions, weights and attacks.")
+@click.option("-v", "--verbose", count=True, help="More logs (-v shows Flower, Ray and Opacus logs and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
+@click.pass_context
+def cli(ctx: click.Context, device: str, seed: int, verbose: int, quiet: bool) -> None:
+    """fedleak: what a curious server or an outsider learns from a federated training run,
+    and which defense stops it, at what cost in accuracy."""
+    verbosity = -1 if quiet else verbose
+    configure_logging(verbosity)
+    ctx.obj = CliState(device_name=device, seed=seed, verbosity=verbosity)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="fedleak")

@@ -1,0 +1,29 @@
+"""Global CLI options shared by every command through click's context object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+import torch
+
+from fl.device import resolve_device
+
+
+@dataclass(frozen=True)
+class CliState:
+    """``--device``, ``--seed`` and verbosity, as given on the command line."""
+
+    device_name: str = "auto"
+    seed: int = 0
+    verbosity: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.device_name)
+
+
+def get_state(ctx: click.Context | None = None) -> CliState:
+    ctx = ctx or click.get_current_context()
+    obj = ctx.find_object(CliState)
+    return obj if obj is not None else CliState()
