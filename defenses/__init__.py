@@ -1,0 +1,1 @@
+"""Defenses against leakage from federated updates; each composes with the federation."""

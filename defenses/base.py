@@ -1,0 +1,76 @@
+"""The contract between a defense and the federation (Flower Message API).
+
+A defense never forks the training loop or FedAvg: like Flower's own DP wrappers it
+composes at up to four points, each optional:
+
+1. ``model_overrides`` / ``check_model``: settings the model must have (dropout rate,
+   a GroupNorm variant under DP-SGD) and a one-line refusal of incompatible models.
+2. ``prepare_local_training`` / ``finish_local_training``: wrap the client's model,
+   optimizer and data loader (DP-SGD with Opacus) and report per-client metrics
+   (cumulative epsilon), keeping per-client state in ``client_state`` across rounds.
+3. ``client_mods``: Flower client mods ``(msg, ctxt, call_next) -> Message`` that act on
+   the outgoing update (local DP noise, top-k pruning, quantization, client-side clipping).
+4. ``wrap_strategy``: wrap the server strategy (central DP with noise on the aggregate).
+
+``secure_aggregation`` asks the federation to run SecAgg+, so the server sees only the sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+ClientMod = Callable[..., Any]  # flwr.clientapp.typing.Mod
+
+
+@dataclass
+class LocalTraining:
+    """What a client trains with in one round; a defense may replace any part."""
+
+    model: nn.Module
+    optimizer: Optimizer
+    loader: Iterable[Any]
+    epochs: int
+    num_examples: int
+
+
+class Defense:
+    """Base class: every hook is a no-op, so a defense overrides only where it acts."""
+
+    name: str = "none"
+    secure_aggregation: bool = False
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Keyword arguments forced on ``build_model`` (e.g. ``{"dropout": 0.5}``)."""
+        return {}
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``ConfigError`` if the model cannot be used under this defense."""
+
+    def prepare_local_training(
+        self, training: LocalTraining, *, client_state: MutableMapping[str, Any], seed: int
+    ) -> LocalTraining:
+        """Return the (possibly wrapped) training objects for this round."""
+        return training
+
+    def finish_local_training(
+        self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
+    ) -> dict[str, float]:
+        """Update per-client state after training; return metrics for the reply (e.g. epsilon)."""
+        return {}
+
+    def client_mods(self) -> list[ClientMod]:
+        """Flower client mods to install on the ClientApp, outermost first."""
+        return []
+
+    def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int) -> Any:
+        """Wrap the server's Flower strategy (Message API)."""
+        return strategy
+
+    def server_metrics(self) -> dict[str, float]:
+        """Server-side privacy or cost figures after the run (e.g. central DP epsilon)."""
+        return {}
