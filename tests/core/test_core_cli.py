@@ -1,0 +1,52 @@
+"""The CLI root: help, version, global options, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from experiments.cli import cli
+from fl import __version__
+
+
+def test_help_lists_commands_and_global_options() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for text in ("--device", "--seed", "--verbose", "--quiet", "models"):
+        assert text in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_models_lists_every_model_with_parameter_counts() -> None:
+    result = CliRunner().invoke(cli, ["models", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("model,")
+    assert {line.split(",")[0] for line in lines[1:]} == {"convnet", "lenet", "mlp", "resnet18", "vit"}
+    assert '"1,615,626"' in result.output  # the small ViT on CIFAR-10 (REFERENCE.md: 1.6 M)
+
+
+def test_unknown_device_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["--device", "tpu", "models"])
+    assert result.exit_code == 2
+    assert "auto" in result.output and "cuda" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_one_clear_line() -> None:
+    from experiments.cli.state import CliState
+
+    with pytest.raises(Exception, match="no CUDA device is available"):
+        _ = CliState(device_name="cuda").device
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["frobnicate"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output
