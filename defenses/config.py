@@ -1,0 +1,115 @@
+"""The one configuration every defense is built from (CLI, scenario files and tests share it).
+
+Field names follow the libraries: Opacus (``noise_multiplier``, ``max_grad_norm``, ``delta``,
+``accountant``) and Flower (``clipping_norm`` for central/local DP, ``sensitivity`` and
+``epsilon`` as :class:`flwr.clientapp.mod.LocalDpMod` takes them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fl.errors import ConfigError
+
+CLIPPING_MODES = ("server-fixed", "client-fixed", "adaptive", "client-adaptive")
+ACCOUNTANTS = ("rdp", "prv")
+DROPOUT_PLACEMENTS = ("head", "all")
+MAX_QUANTIZE_BITS = 16
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """Which defense to run and its parameters; each defense reads only the fields it needs."""
+
+    name: str = "none"  # a key of DEFENSES: none, dropout, dp-local, dp-central, ldp, prune, quantize, ...
+    # dropout: the model's dropout rate p (0.25 = the DIA paper's MLP) and, for models that have
+    # the option (convnet), its placement: "head" (before the classifier) or "all" (every block).
+    dropout: float = 0.25
+    dropout_placement: str | None = None  # None keeps the model's own default placement
+    # DP-SGD (dp-local) and central DP (dp-central): Gaussian noise std = noise_multiplier * clip.
+    noise_multiplier: float | None = None  # None: computed from target_epsilon, or 1.0 without it
+    target_epsilon: float | None = None  # dp-local: noise for this epsilon over the whole run
+    delta: float = 1e-5  # DP delta for dp-local, dp-central and ldp; must be in (0, 1)
+    max_grad_norm: float = 1.0  # dp-local: per-sample gradient clipping bound (Opacus)
+    accountant: str = "rdp"  # dp-local: Opacus accountant, "rdp" or "prv"
+    clipping_norm: float = 1.0  # dp-central/ldp: L2 bound on each client's update (initial bound if adaptive)
+    clipping: str = "server-fixed"  # dp-central: server-fixed, client-fixed, adaptive (server-side), client-adaptive
+    sensitivity: float = 1.0  # ldp: L2 sensitivity of the clipped update (LocalDpMod)
+    epsilon: float = 1.0  # ldp: per-round epsilon of each client's release (LocalDpMod)
+    # prune: fraction of the update's entries ZEROED per tensor (0.9 keeps the 10 % largest |delta|).
+    prune_ratio: float = 0.9
+    quantize_bits: int = 8  # quantize: bits per update entry, 1..16 (2**bits levels per tensor)
+    stochastic_rounding: bool = True  # quantize: unbiased stochastic rounding, else round to nearest
+
+    def __post_init__(self) -> None:
+        _check_range("dropout", self.dropout, 0.0, 1.0, "[0, 1)", hi_open=True)
+        if self.dropout_placement is not None and self.dropout_placement not in DROPOUT_PLACEMENTS:
+            _bad("dropout_placement", self.dropout_placement, f"one of {', '.join(DROPOUT_PLACEMENTS)}")
+        if self.noise_multiplier is not None:
+            _check_range("noise_multiplier", self.noise_multiplier, 0.0, math.inf, ">= 0")
+        if self.target_epsilon is not None:
+            _check_positive("target_epsilon", self.target_epsilon)
+            if self.noise_multiplier is not None:
+                raise ConfigError(
+                    f"noise_multiplier={self.noise_multiplier} and target_epsilon={self.target_epsilon} "
+                    "are exclusive; give one of them"
+                )
+        _check_range("delta", self.delta, 0.0, 1.0, "(0, 1)", lo_open=True, hi_open=True)
+        _check_positive("max_grad_norm", self.max_grad_norm)
+        if self.accountant not in ACCOUNTANTS:
+            _bad("accountant", self.accountant, f"one of {', '.join(ACCOUNTANTS)}")
+        _check_positive("clipping_norm", self.clipping_norm)
+        if self.clipping not in CLIPPING_MODES:
+            _bad("clipping", self.clipping, f"one of {', '.join(CLIPPING_MODES)}")
+        _check_positive("sensitivity", self.sensitivity)
+        _check_positive("epsilon", self.epsilon)
+        _check_range("prune_ratio", self.prune_ratio, 0.0, 1.0, "[0, 1)", hi_open=True)
+        if (
+            isinstance(self.quantize_bits, bool)
+            or not isinstance(self.quantize_bits, int)
+            or not 1 <= self.quantize_bits <= MAX_QUANTIZE_BITS
+        ):
+            _bad("quantize_bits", self.quantize_bits, f"an integer in [1, {MAX_QUANTIZE_BITS}]")
+        if not isinstance(self.stochastic_rounding, bool):
+            _bad("stochastic_rounding", self.stochastic_rounding, "true or false")
+
+    @property
+    def sigma(self) -> float:
+        """The explicit noise multiplier, 1.0 when neither it nor ``target_epsilon`` is given."""
+        return 1.0 if self.noise_multiplier is None else self.noise_multiplier
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DefenseConfig:
+        """Build from a scenario-file table or CLI options; unknown keys are errors."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown defense option {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (for ``config.json``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _bad(key: str, value: object, valid: str) -> None:
+    raise ConfigError(f"defense option {key}={value!r} is invalid; expected {valid}")
+
+
+def _check_positive(key: str, value: float) -> None:
+    _check_range(key, value, 0.0, math.inf, "> 0", lo_open=True)
+
+
+def _check_range(
+    key: str, value: float, lo: float, hi: float, text: str, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _bad(key, value, f"a number in {text}" if text[0] in "[(" else f"a number {text}")
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok or math.isnan(value):
+        _bad(key, value, f"a value in {text}" if text[0] in "[(" else f"a value {text}")
