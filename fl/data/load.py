@@ -1,0 +1,48 @@
+"""``load_dataset``: a dataset by name from the data root, downloading what is missing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fl.data.dataset import ImageDataset
+from fl.data.download import download_all
+from fl.data.source import DATASETS, check_split, resolve_root
+from fl.errors import DataError
+
+log = logging.getLogger("fedleak")
+
+
+def load_dataset(
+    name: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
+) -> ImageDataset:
+    """Load split ``split`` of dataset ``name`` from ``root`` (see :func:`resolve_root`).
+
+    Missing files are downloaded from the official sources (MD5-checked) when ``download`` is
+    true and the network answers; otherwise one :class:`DataError` names the folder and the files
+    it expects. Partial copies (fewer images than the official release) are accepted and logged.
+    """
+    source = DATASETS.get(name)
+    check_split(split)
+    base = Path() if source.bundled else resolve_root(root)
+    folder = source.folder_path(base)
+    missing = source.missing(base, split)
+    if missing:
+        reason = "downloads disabled"
+        if download and source.resources:
+            try:
+                download_all(source.resources, folder, root=base)
+            except (DataError, OSError) as exc:
+                reason = f"download failed: {exc}"
+            missing = source.missing(base, split)
+        if missing:
+            raise DataError(
+                f"{name} {split}: files missing in {folder}: expected {', '.join(missing)} "
+                f"({reason}); put them there or choose another root with --data-dir / FEDLEAK_DATA"
+            )
+    images, labels, classes = source.reader(folder, split)
+    data = ImageDataset.from_uint8(name, images, labels, classes or source.classes)
+    full = source.sizes[split]
+    note = "" if len(data) >= full else f" (partial: the full {split} split has {full})"
+    log.info("%s %s: %d images found in %s%s", name, split, len(data), folder, note)
+    return data
