@@ -1,0 +1,135 @@
+"""Cell kinds: how one grid cell becomes a typed config and a call to another package's runner.
+
+Each kind (inversion, membership, federated) maps the scenario's generic keys (dataset,
+model, attacks, defense, seed, budget) onto its package's frozen config dataclass and calls
+that package's entry point. A new kind is one subclass registered in :data:`CELL_KINDS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from defenses import DefenseConfig
+from experiments.grid.configs import config_from_mapping
+from fl.errors import ConfigError
+from fl.registry import Registry
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """The generic description of one cell, before it becomes the kind's typed config."""
+
+    kind: str
+    where: str  # scenario location for error messages, e.g. "inversion[0]"
+    dataset: str
+    model: str
+    attacks: tuple[str, ...]
+    defense: DefenseConfig
+    seed: int
+    budget: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class CellKind:
+    """Base class: subclasses name their config type, map the spec onto it and run it."""
+
+    name: str = ""
+    # True when cells must share one long-lived process (the federation engine's Ray instance).
+    shared_engine: bool = False
+    # scenario budget key -> config field (e.g. "iterations" -> "iters")
+    budget_keys: Mapping[str, str] = {}
+    # defense families the kind can express
+    defenses: tuple[str, ...] = ("none",)
+
+    def config_type(self) -> type:
+        raise NotImplementedError
+
+    def attack_names(self) -> list[str]:
+        """Attacks this kind can run (unknown ones in a scenario fail with this list)."""
+        raise NotImplementedError
+
+    def config_values(self, spec: CellSpec) -> dict[str, Any]:
+        """Config field values for ``spec`` (dataset, model, attacks, defense, seed)."""
+        raise NotImplementedError
+
+    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
+            progress: bool) -> Mapping[str, Any]:
+        """Run one cell and return its summary (JSON-ready)."""
+        raise NotImplementedError
+
+    def build_config(self, spec: CellSpec) -> Any:
+        """The kind's typed config for ``spec``; bad keys or values fail naming them."""
+        valid = self.attack_names()
+        for attack in spec.attacks:
+            if attack not in valid:
+                raise ConfigError(
+                    f"unknown attack {attack!r} in {spec.where}.attacks; valid choices: {', '.join(valid)}"
+                )
+        if spec.defense.name not in self.defenses:
+            raise ConfigError(
+                f"{spec.where}: {self.name} cells cannot apply defense {spec.defense.name!r};"
+                f" valid choices: {', '.join(self.defenses)}"
+            )
+        values = self.config_values(spec)
+        for key, value in spec.budget.items():
+            if key not in self.budget_keys:
+                raise ConfigError(
+                    f"unknown key {key!r} in {spec.where}.budget; valid keys: {', '.join(self.budget_keys)}"
+                )
+            values[self.budget_keys[key]] = self.budget_value(key, value, spec.where)
+        values.update(spec.options)
+        return config_from_mapping(self.config_type(), values, where=spec.where)
+
+    def budget_value(self, key: str, value: Any, where: str) -> Any:
+        """Translate a budget value for its config field (identity by default)."""
+        return value
+
+    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """Flatten a summary into ``{attack: {metric: value}}`` ('' = cell-level metrics)."""
+        return flatten_summary(summary, attacks)
+
+
+def flatten_summary(summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Numbers at the top level go to attack '', tables keyed by an attack name to that attack.
+
+    A table called ``attacks`` holding per-attack tables is looked into; lists of numbers
+    (per-round curves) are summarised by their last value as ``<name>_last``.
+    """
+    out: dict[str, dict[str, float]] = {}
+
+    def put(attack: str, name: str, value: Any) -> None:
+        number = _number(value)
+        if number is not None:
+            out.setdefault(attack, {})[name] = number
+        elif isinstance(value, list) and value and all(_number(v) is not None for v in value):
+            out.setdefault(attack, {})[f"{name}_last"] = _number(value[-1])  # type: ignore[assignment]
+
+    def walk_attacks(table: Mapping[str, Any]) -> None:
+        for attack, metrics in table.items():
+            if isinstance(metrics, Mapping):
+                for name, value in metrics.items():
+                    put(str(attack), str(name), value)
+
+    for key, value in summary.items():
+        if key == "attacks" and isinstance(value, Mapping):
+            walk_attacks(value)
+        elif key in attacks and isinstance(value, Mapping):
+            walk_attacks({key: value})
+        else:
+            put("", str(key), value)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if not math.isnan(value) else math.nan
+
+
+CELL_KINDS: Registry[CellKind] = Registry("cell kind")

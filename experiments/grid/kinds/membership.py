@@ -1,0 +1,44 @@
+"""Membership-inference cells: one target model per cell, every listed attack against it.
+
+Attacks and metrics come from ``attacks.membership`` (LOSS, LiRA of Carlini et al., S&P 2022,
+RMIA of Zarifzadeh et al., ICML 2024); the defense (dropout, DP-SGD) shapes the target's training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+
+
+class MembershipKind(CellKind):
+    name = "membership"
+    budget_keys: Mapping[str, str] = {"shadow_models": "num_shadows", "epochs": "epochs", "pool": "pool_size"}
+    defenses = ("none", "dropout", "dp-local")
+
+    def config_type(self) -> type:
+        from attacks.membership import MIAConfig
+
+        return MIAConfig
+
+    def attack_names(self) -> list[str]:
+        from attacks.membership import ATTACKS
+
+        return ATTACKS.names()
+
+    def config_values(self, spec: CellSpec) -> dict[str, Any]:
+        return {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks, "defense": spec.defense,
+                "seed": spec.seed}
+
+    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
+            progress: bool) -> Mapping[str, Any]:
+        from attacks.membership import run_mia
+
+        return run_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
+
+
+CELL_KINDS.register("membership")(MembershipKind())
