@@ -1,0 +1,117 @@
+"""The ClientApp: a client trains the global model on its partition and replies with new weights.
+
+Message API of flwr >= 1.21 (``@app.train``, ``@app.query``). A defense's client mods
+(local DP noise, clipping, pruning, quantization) wrap the handler, so the reply that leaves
+the client is the defended one. The client's defense state (e.g. its privacy accountant)
+travels with the messages and is held by the server's checkpoint, so a resumed run continues
+every accountant where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl.federation.settings import ModelSpec, TrainSettings
+from fl.federation.task import state_dict_cpu, train_local
+from fl.seed import derive_seed
+
+CLIENT_KEY = "fedleak"
+TRUTH_KEY = "truth"
+
+_DATA_CACHE: dict[tuple[str, str | None], Any] = {}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a client listed in ``ClientSpec.faults`` (tests the server's failure handling)."""
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What every client process needs; pickled once into the simulation's workers."""
+
+    model: ModelSpec
+    dataset: str
+    partitions: tuple[np.ndarray, ...]  # client id -> indices into the training split
+    data_root: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    record_truth: bool = True  # reply with the indices trained on (evaluation only; stripped by the server)
+    faults: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) that raise
+
+
+def client_data(spec: ClientSpec, client: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, dataset_indices)`` of ``client`` (the dataset is loaded once per process)."""
+    key = (spec.dataset, spec.data_root)
+    if key not in _DATA_CACHE:
+        from fl.data import load_dataset
+
+        _DATA_CACHE[key] = load_dataset(spec.dataset, split="train", root=spec.data_root)
+    data = _DATA_CACHE[key]
+    idx = torch.as_tensor(spec.partitions[client], dtype=torch.long)
+    return data.images[idx], data.labels[idx], idx
+
+
+def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Context) -> Message:
+    """One round of local training for the client behind ``context`` (pure Flower handler)."""
+    client = int(context.node_config["partition-id"])
+    config = next(iter(message.content.config_records.values()))
+    server_round = int(config["server-round"])
+    if (server_round, client) in spec.faults:
+        raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
+    settings = TrainSettings.from_config(config)
+    state: dict[str, Any] = json.loads(str(config.get("client-state", "{}")))
+    device = torch.device(spec.device)
+    model = spec.model.build().to(device)
+    model.load_state_dict(next(iter(message.content.array_records.values())).to_torch_state_dict())
+    images, labels, indices = client_data(spec, client)
+    result = train_local(
+        model,
+        images.to(device),
+        labels.to(device),
+        indices.to(device),
+        settings,
+        seed=derive_seed(spec.seed, "client", client, server_round),
+        defense=defense,
+        client_state=state,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(state_dict_cpu(model)),
+            "metrics": MetricRecord(
+                {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}
+            ),
+            CLIENT_KEY: ConfigRecord({"partition-id": client, "client-state": json.dumps(state)}),
+        }
+    )
+    if spec.record_truth:
+        content[TRUTH_KEY] = ConfigRecord({"indices": [int(i) for i in result.indices.cpu()]})
+    return Message(content=content, reply_to=message)
+
+
+def handle_query(message: Message, context: Context) -> Message:
+    """Tell the server which client (partition id) this node is."""
+    client = int(context.node_config["partition-id"])
+    return Message(RecordDict({CLIENT_KEY: ConfigRecord({"partition-id": client})}), reply_to=message)
+
+
+def make_client_app(spec: ClientSpec, defense: Any = None) -> ClientApp:
+    """A ClientApp training with ``spec``; ``defense`` (duck-typed ``Defense``) adds its mods and hooks."""
+    mods = list(defense.client_mods()) if defense is not None else []
+    app = ClientApp(mods=mods)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        return handle_train(spec, defense, message, context)
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        return handle_query(message, context)
+
+    return app

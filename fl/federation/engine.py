@@ -1,0 +1,111 @@
+"""Run a federation through Flower's simulation engine (Ray backend), reusing one Ray instance.
+
+``flwr.simulation.run_simulation`` starts Ray when it is not running and its Ray backend
+calls ``ray.shutdown()`` when the run ends, so every call pays Ray's start-up (~8 s here).
+Inside :func:`ray_session` Ray is started once; the backend's ``terminate`` then stops only
+its actors, and the session shuts Ray down on exit, so consecutive federations (an
+experiment grid) pay the start-up once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fl.federation.server import FederationServer
+
+_SESSION_DEPTH = 0
+
+
+def make_server_app(server: FederationServer) -> ServerApp:
+    """A ServerApp whose ``main`` runs ``server``'s round loop (the result stays on ``server``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        server.run(grid)
+
+    return app
+
+
+def backend_config(*, client_cpus: float, client_gpus: float, verbose: bool) -> dict[str, Any]:
+    """Resources per client actor and Ray's own logging (quiet unless verbose)."""
+    return {
+        "client_resources": {"num_cpus": client_cpus, "num_gpus": client_gpus},
+        "init_args": ray_init_args(verbose=verbose),
+    }
+
+
+def ray_init_args(*, verbose: bool) -> dict[str, Any]:
+    return {
+        "logging_level": "INFO" if verbose else "ERROR",
+        "log_to_driver": verbose,
+        "include_dashboard": False,
+        "configure_logging": True,
+    }
+
+
+@contextlib.contextmanager
+def ray_session(*, verbose: bool = False) -> Iterator[None]:
+    """Keep one Ray instance alive for every simulation run inside the ``with`` block."""
+    global _SESSION_DEPTH
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    if _SESSION_DEPTH:
+        _SESSION_DEPTH += 1
+        try:
+            yield
+        finally:
+            _SESSION_DEPTH -= 1
+        return
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    pythonpath = os.pathsep.join(sys.path)
+    os.environ["PYTHONPATH"] = pythonpath
+    owns = not ray.is_initialized()
+    if owns:
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **ray_init_args(verbose=verbose))
+    original = RayBackend.terminate
+
+    def terminate_actors_only(self: RayBackend) -> None:
+        if self.pool:
+            self.pool.terminate_all_actors()
+
+    RayBackend.terminate = terminate_actors_only
+    _SESSION_DEPTH = 1
+    try:
+        yield
+    finally:
+        _SESSION_DEPTH = 0
+        RayBackend.terminate = original
+        if owns:
+            ray.shutdown()
+
+
+def simulate(
+    server: FederationServer,
+    client_app: ClientApp,
+    *,
+    num_clients: int,
+    client_cpus: float = 1.0,
+    client_gpus: float = 0.0,
+    verbose: bool = False,
+) -> None:
+    """Run ``server`` against ``num_clients`` virtual clients with Flower's Ray simulation engine."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    from flwr.simulation import run_simulation
+
+    run_simulation(
+        server_app=make_server_app(server),
+        client_app=client_app,
+        num_supernodes=num_clients,
+        backend_config=backend_config(client_cpus=client_cpus, client_gpus=client_gpus, verbose=verbose),
+        verbose_logging=verbose,
+    )

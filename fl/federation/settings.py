@@ -1,0 +1,86 @@
+"""What the server asks clients to train with, and what model they train.
+
+Both travel in the Flower ``ConfigRecord`` of every train message (Flower's own convention:
+the strategy's ``train_config``), so a curious server records exactly what it asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fl.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One round of local training (McMahan et al., 2017: E epochs of B-sized minibatch SGD)."""
+
+    local_epochs: int = 1  # passes over the client's data (ignored when local_steps > 0)
+    local_steps: int = 0  # > 0: exactly this many optimizer steps instead of epochs
+    batch_size: int = 32  # minibatch size B; 0 = full batch (the whole client dataset)
+    lr: float = 0.05  # client learning rate
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.0  # sgd momentum (0 keeps one step = one plain gradient step)
+    proximal_mu: float = 0.0  # FedProx (Li et al., 2020) proximal term weight; 0 = FedAvg
+
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1:
+            raise ConfigError(f"--local-epochs must be >= 1, got {self.local_epochs}")
+        if self.local_steps < 0:
+            raise ConfigError(f"--local-steps must be >= 0, got {self.local_steps}")
+        if self.batch_size < 0:
+            raise ConfigError(f"--batch-size must be >= 0 (0 = full batch), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
+        if self.proximal_mu < 0:
+            raise ConfigError(f"--proximal-mu must be >= 0, got {self.proximal_mu}")
+
+    def to_config(self) -> dict[str, int | float | str]:
+        """Flower ``ConfigRecord`` entries (keys prefixed ``train-``)."""
+        return {f"train-{k}": v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k[len("train-") :]: v for k, v in config.items() if k.startswith("train-")}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything ``fl.models.build_model`` needs, so a client and an attacker rebuild the same model."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    dropout: float = 0.0
+    norm: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self):  # -> nn.Module (torch imported lazily by fl.models)
+        from fl.models import build_model
+
+        return build_model(
+            self.name,
+            in_shape=tuple(self.in_shape),
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            norm=self.norm,
+            **dict(self.options),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"options": dict(self.options)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        data["in_shape"] = tuple(data["in_shape"])
+        return cls(**data)

@@ -1,0 +1,157 @@
+"""The task of the Flower app template: weights in and out, local training, evaluation.
+
+Local training is FedAvg's ClientUpdate (McMahan et al., AISTATS 2017) with FedProx's
+proximal term (Li et al., MLSys 2020) when ``proximal_mu > 0``. A defense may wrap the
+model, optimizer and loader (``prepare_local_training``), e.g. with Opacus DP-SGD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fl.federation.settings import TrainSettings
+from fl.models import set_dropout_generator
+from fl.seed import make_generator
+
+
+@dataclass
+class LocalTraining:
+    """What a client trains with in one round (the shape ``defenses.base.LocalTraining`` has).
+
+    ``fl`` does not import ``defenses``: a defense receives this object and may return any
+    object with the same attributes (duck typing keeps the layering one-way).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    epochs: int
+    num_examples: int
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What one round of local training produced (the new weights stay in the model)."""
+
+    num_examples: int
+    loss: float
+    steps: int
+    indices: torch.Tensor  # dataset indices of the examples trained on, in order of first use
+    metrics: Mapping[str, float]  # defense metrics (e.g. epsilon)
+
+
+def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's persistent state (parameters and buffers) as detached CPU tensors."""
+    module = getattr(model, "_module", model)  # Opacus GradSampleModule keeps the model in _module
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr)
+    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
+
+
+def make_loader(
+    images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, *, batch_size: int, seed: int
+) -> DataLoader:
+    """Shuffled minibatches ``(x, y, dataset_index)`` drawn with a private generator."""
+    size = batch_size or len(labels)
+    return DataLoader(
+        TensorDataset(images, labels, indices),
+        batch_size=size,
+        shuffle=True,
+        generator=make_generator(seed),
+    )
+
+
+def train_local(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    defense: Any = None,
+    client_state: MutableMapping[str, Any] | None = None,
+) -> LocalResult:
+    """Train ``model`` in place on one client's data; ``defense`` follows ``defenses.base.Defense``.
+
+    ``seed`` drives the minibatch order and the dropout masks (the client's private RNG).
+    """
+    state = client_state if client_state is not None else {}
+    optimizer = make_optimizer(model, settings)
+    loader = make_loader(images, labels, indices, batch_size=settings.batch_size, seed=seed)
+    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels))
+    if defense is not None:
+        training = defense.prepare_local_training(training, client_state=state, seed=seed)
+    set_dropout_generator(model, make_generator(seed + 1))
+    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    device = next(model.parameters()).device
+    loss_fn = nn.CrossEntropyLoss()
+    training.model.train()
+    total, steps, seen = 0.0, 0, []
+    max_steps = settings.local_steps or None
+    epochs = training.epochs if max_steps is None else max_steps  # each pass gives >= 1 step
+    for _ in range(epochs):
+        for batch in training.loader:
+            x, y = batch[0].to(device), batch[1].to(device)
+            if len(y) == 0:  # Poisson sampling (DP-SGD) may draw an empty batch
+                continue
+            training.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(training.model(x), y)
+            if anchor is not None:
+                prox = sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+                loss = loss + settings.proximal_mu / 2 * prox
+            loss.backward()
+            training.optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+            seen.append(batch[2])
+            if max_steps is not None and steps >= max_steps:
+                break
+        if max_steps is not None and steps >= max_steps:
+            break
+    set_dropout_generator(model, None)
+    metrics = defense.finish_local_training(training, client_state=state) if defense is not None else {}
+    order = _first_use_order(torch.cat(seen)) if seen else torch.empty(0, dtype=torch.long)
+    return LocalResult(
+        num_examples=training.num_examples,
+        loss=total / max(steps, 1),
+        steps=steps,
+        indices=order,
+        metrics=dict(metrics),
+    )
+
+
+def _first_use_order(seen: torch.Tensor) -> torch.Tensor:
+    """Unique values of ``seen`` in order of first appearance."""
+    uniq, inverse = torch.unique(seen, return_inverse=True)
+    first = torch.full((len(uniq),), len(seen), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(seen)), reduce="amin")
+    return uniq[first.argsort()]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on held-out data."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        x = images[start : start + batch_size].to(device)
+        y = labels[start : start + batch_size].to(device)
+        logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    n = max(len(labels), 1)
+    return loss_sum / n, correct / n
