@@ -15,11 +15,11 @@ setup() {
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
       echo "installing PyTorch (CUDA build: an NVIDIA GPU was found)"
       "${pip[@]}" install "torch>=2.4"
-    elif "${pip[@]}" install --no-index "torch==2.13.0" >/dev/null 2>&1; then
-      echo "installed PyTorch 2.13.0 (CPU build from local wheels)"
+    elif "${pip[@]}" install "torch==2.13.0+cpu" >/dev/null 2>&1; then
+      echo "installed PyTorch 2.13.0+cpu (CPU build found in the configured package sources)"
     else
-      echo "installing PyTorch (CPU build)"
-      "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+      echo "installing PyTorch (CPU build from the PyTorch CPU index)"
+      "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
     fi
   fi
   local stamp="$VENV/.fedleak-installed"
