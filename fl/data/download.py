@@ -68,8 +68,16 @@ def download_resource(resource: Resource, folder: Path, *, root: Path) -> None:
 
 
 def download_all(resources: Sequence[Resource], folder: Path, *, root: Path) -> None:
-    for resource in resources:
-        download_resource(resource, folder, root=root)
+    """Download every resource; on failure, remove the folders this call created and left empty."""
+    fresh = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        for resource in resources:
+            download_resource(resource, folder, root=root)
+    except BaseException:
+        for path in fresh:  # innermost first
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
 
 
 def _extract(archive: Path, root: Path) -> None:

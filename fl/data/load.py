@@ -31,7 +31,8 @@ def load_dataset(
         reason = "downloads disabled"
         if download and source.resources:
             try:
-                download_all(source.resources, folder, root=base)
+                needed = [r for r in source.resources if r.extract or r.filename in missing]
+                download_all(needed, folder, root=base)
             except (DataError, OSError) as exc:
                 reason = f"download failed: {exc}"
             missing = source.missing(base, split)

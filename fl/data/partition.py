@@ -89,6 +89,10 @@ def dirichlet(
     if not alpha > 0 or not np.isfinite(alpha):
         raise ConfigError(f"dirichlet alpha must be a positive number, got {alpha!r}")
     need = max(1, min(10, len(y) // (2 * num_clients))) if min_size is None else int(min_size)
+    if need * num_clients > len(y):
+        raise ConfigError(
+            f"dirichlet min_size {need} x {num_clients} clients exceeds the {len(y)} samples"
+        )
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     for _ in range(MAX_DIRICHLET_DRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]

@@ -15,20 +15,32 @@ from fl.errors import DataError
 
 ALLOWED_GLOBALS = frozenset(
     {
-        ("numpy.core.multiarray", "_reconstruct"),  # pickles written by numpy < 2
-        ("numpy._core.multiarray", "_reconstruct"),  # pickles written by numpy >= 2
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays pickled by numpy < 2
+        ("numpy._core.multiarray", "_reconstruct"),  # arrays pickled by numpy >= 2
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 arrays, numpy < 2
+        ("numpy._core.numeric", "_frombuffer"),  # protocol 5 arrays, numpy >= 2
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }
 )
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """Stand-in for ``_codecs.encode``, which Python 3 protocol-2 pickles use for ``bytes``;
+    only the ``latin1`` codec those pickles name is admitted."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only :data:`ALLOWED_GLOBALS`."""
+    """Unpickler that resolves only :data:`ALLOWED_GLOBALS` (and a latin1-only ``_codecs.encode``)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
         raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
 
 
