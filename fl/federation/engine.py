@@ -10,8 +10,10 @@ experiment grid) pay the start-up once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +35,16 @@ def make_server_app(server: FederationServer) -> ServerApp:
         server.run(grid)
 
     return app
+
+
+def quiet_flower(*, verbose: bool) -> None:
+    """Flower sets its logger to DEBUG on import and propagates to the root: errors only unless verbose."""
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    flwr_logger.propagate = False
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
 
 
 def backend_config(*, client_cpus: float, client_gpus: float, verbose: bool) -> dict[str, Any]:
@@ -102,6 +114,7 @@ def simulate(
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     from flwr.simulation import run_simulation
 
+    quiet_flower(verbose=verbose)
     run_simulation(
         server_app=make_server_app(server),
         client_app=client_app,

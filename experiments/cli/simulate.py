@@ -1,0 +1,181 @@
+"""``fedleak simulate``: a Flower federation with a defense and a curious server that attacks it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from experiments.cli.state import get_state
+
+DEFENSE_CHOICES = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
+
+
+def _defense_options(f: Any) -> Any:
+    opts = [
+        click.option("--defense", default="none", show_default=True, help=f"Defense: {', '.join(DEFENSE_CHOICES)}."),
+        click.option("--dropout", type=float, default=None, help="dropout defense: the model's dropout rate p."),
+        click.option("--noise-multiplier", type=float, default=None, help="dp-local/dp-central: noise std / clip."),
+        click.option("--target-epsilon", type=float, default=None, help="dp-local: epsilon budget for the whole run."),
+        click.option("--delta", type=float, default=None, help="DP delta (default 1e-5)."),
+        click.option("--max-grad-norm", type=float, default=None, help="dp-local: per-sample clipping bound."),
+        click.option("--clipping-norm", type=float, default=None, help="dp-central/ldp: clip of each client update."),
+        click.option("--clipping", default=None, help="dp-central: server-fixed|client-fixed|adaptive|client-adaptive."),
+        click.option("--sensitivity", type=float, default=None, help="ldp: L2 sensitivity."),
+        click.option("--epsilon", type=float, default=None, help="ldp: per-round epsilon of each release."),
+        click.option("--prune-ratio", type=float, default=None, help="prune: share of update entries zeroed."),
+        click.option("--quantize-bits", type=int, default=None, help="quantize: bits per entry."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+DEFENSE_KEYS = (
+    "dropout", "noise_multiplier", "target_epsilon", "delta", "max_grad_norm", "clipping_norm",
+    "clipping", "sensitivity", "epsilon", "prune_ratio", "quantize_bits",
+)
+
+
+@click.command()
+@click.option("--dataset", default="mnist", show_default=True, help="mnist, fmnist, cifar10, cifar100 or sample.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default $FEDLEAK_DATA).")
+@click.option("--model", default="mlp", show_default=True, help="A model of `fedleak models`.")
+@click.option("--norm", type=click.Choice(["batch", "group", "none"]), default=None, help="Normalisation variant.")
+@click.option("--clients", type=int, default=10, show_default=True)
+@click.option("--fraction", type=float, default=1.0, show_default=True, help="Share of clients sampled per round.")
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--client-examples", type=int, default=0, show_default=True, help="Cap per client (0 = all).")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "shards"]), default="iid", show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration.")
+@click.option("--local-epochs", type=int, default=1, show_default=True)
+@click.option("--local-steps", type=int, default=0, show_default=True, help="> 0: this many steps instead of epochs.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="0 = full batch.")
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg", show_default=True)
+@click.option("--proximal-mu", type=float, default=0.0, show_default=True, help="FedProx proximal term.")
+@_defense_options
+@click.option("--attack", type=click.Choice(["none", "ig", "dia"]), default="none", show_default=True)
+@click.option("--attack-clients", type=int, default=None, help="Clients attacked per round (default 1 with --attack).")
+@click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")
+@click.option("--attack-iters", type=int, default=200, show_default=True)
+@click.option("--capture", type=click.Choice(["all", "attacked", "none"]), default="attacked", show_default=True)
+@click.option("--client-cpus", type=float, default=1.0, show_default=True, help="Ray CPUs per client.")
+@click.option("--client-gpus", type=float, default=0.0, show_default=True, help="Ray GPU share per client.")
+@click.option("--baseline", is_flag=True, help="Also run --defense none with the same seed and compare.")
+@click.option("--stop-after-round", type=int, default=0, help="Stop after this round as if killed (then --resume).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.pass_context
+def simulate(ctx: click.Context, **kw: Any) -> None:
+    """Run a federation (Flower simulation, Ray) with a curious server recording the updates.
+
+    \b
+    Example:
+      fedleak simulate --dataset mnist --model mlp --clients 10 --rounds 5 \\
+          --defense dp-local --noise-multiplier 1.0 --attack dia --attack-clients 1 --out runs/sim1
+    """
+    from defenses import DefenseConfig
+    from experiments.federated import SimulationConfig
+    from experiments.federated.compare import compare_table
+    from fl.federation.engine import ray_session
+    from fl.federation.settings import TrainSettings
+    from fl.runs import atomic_write_text
+
+    state = get_state(ctx)
+    defense_values = {k: kw[k] for k in DEFENSE_KEYS if kw[k] is not None}
+    cfg = SimulationConfig(
+        dataset=kw["dataset"],
+        model=kw["model"],
+        norm=kw["norm"],
+        clients=kw["clients"],
+        fraction=kw["fraction"],
+        rounds=kw["rounds"],
+        client_examples=kw["client_examples"],
+        partition=kw["partition"],
+        alpha=kw["alpha"],
+        strategy=kw["strategy"],
+        train=TrainSettings(
+            local_epochs=kw["local_epochs"],
+            local_steps=kw["local_steps"],
+            batch_size=kw["batch_size"],
+            lr=kw["lr"],
+            optimizer=kw["optimizer"],
+            proximal_mu=kw["proximal_mu"] if kw["strategy"] == "fedprox" else 0.0,
+        ),
+        defense=DefenseConfig.from_dict({"name": kw["defense"], **defense_values}),
+        attack=kw["attack"],
+        attack_clients=kw["attack_clients"] if kw["attack_clients"] is not None else int(kw["attack"] != "none"),
+        attack_rounds=_rounds(kw["attack_rounds"]),
+        attack_iters=kw["attack_iters"],
+        capture=kw["capture"],
+        client_cpus=kw["client_cpus"],
+        client_gpus=kw["client_gpus"],
+        data_dir=kw["data_dir"],
+        seed=state.seed,
+        stop_after_round=kw["stop_after_round"],
+    )
+    from defenses import DEFENSES
+
+    DEFENSES.get(cfg.defense.name)  # an unknown name fails here, before Ray starts
+    out = Path(kw["out"])
+    runs = {cfg.defense.name: (cfg, out)}
+    if kw["baseline"] and cfg.defense.name != "none":
+        runs = {"none": (cfg.with_defense("none"), out / "baseline"), **runs}
+    results = {}
+    with ray_session(verbose=state.verbosity > 0):
+        for name, (run_cfg, run_out) in runs.items():
+            results[name] = _run_one(name, run_cfg, run_out, state, resume=kw["resume"])
+    if len(results) > 1:
+        table = compare_table(results)
+        atomic_write_text(out / "compare.md", table + "\n")
+        click.echo(table)
+
+
+def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from experiments.federated import run_federation
+
+    quiet = state.verbosity < 0
+    bar = tqdm(total=cfg.rounds, desc=name, unit="round", disable=quiet or not sys.stderr.isatty(), leave=False)
+
+    def report(record: dict[str, Any]) -> None:
+        line = _round_line(name, record, cfg.rounds)
+        bar.update(1)
+        if not quiet:
+            tqdm.write(line, file=sys.stderr) if not bar.disable else click.echo(line, err=True)
+
+    try:
+        result = run_federation(cfg, out_dir=out, device=state.device, progress=report, resume=resume, verbose=state.verbosity > 0)
+    finally:
+        bar.close()
+    eps = f", epsilon {result['epsilon']:.2f}" if result["epsilon"] is not None else ""
+    click.echo(
+        f"{name}: final accuracy {result['final_accuracy']:.4f}, loss {result['final_loss']:.4f}{eps} "
+        f"after {result['rounds_done']} rounds in {result['wall_s']:.1f} s -> {out}"
+    )
+    return result
+
+
+def _round_line(name: str, r: dict[str, Any], rounds: int) -> str:
+    parts = [f"[{name}] round {r['round']}/{rounds}", f"acc {r['accuracy']:.4f}", f"loss {r['loss']:.4f}"]
+    if "epsilon" in r:
+        parts.append(f"eps {r['epsilon']:.2f}")
+    if "attack_psnr" in r:
+        parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
+    if r["failed"]:
+        parts.append(f"failed clients {r['failed']}")
+    return " | ".join(parts)
+
+
+def _rounds(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of rounds", param_hint="--attack-rounds") from None

@@ -1,0 +1,136 @@
+"""Turn a captured update into an attack ``Observation``, attack it, and score against the truth.
+
+The attacker's inputs come only from ``RUN_DIR/capture`` (what the server received); the
+truth (``RUN_DIR/truth``) is read afterwards to score the reconstruction (PSNR/SSIM, after
+optimal matching, as in Inverting Gradients, Geiping et al., NeurIPS 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
+from attacks.inversion.base import attack_config, invert_many
+from attacks.inversion.metrics import score
+from attacks.inversion.observation import Observation
+from fl.errors import ConfigError
+from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """One reconstruction and its scores (per image and mean)."""
+
+    server_round: int
+    client: int | str
+    attack: str
+    reconstruction: torch.Tensor
+    truth: torch.Tensor
+    scores: dict[str, list[float]]
+
+    @property
+    def psnr(self) -> float:
+        return float(sum(self.scores["psnr"]) / len(self.scores["psnr"]))
+
+    @property
+    def ssim(self) -> float:
+        return float(sum(self.scores["ssim"]) / len(self.scores["ssim"]))
+
+
+def observation_from_capture(cap: CapturedUpdate) -> Observation:
+    """What the attacker knows: the global weights, the update, the settings it asked for.
+
+    One plain SGD step (no momentum, not Adam) turns the weight delta into the exact mean
+    gradient, ``g = -delta / lr``; otherwise the delta is inverted by unrolling local steps.
+    """
+    s = cap.settings
+    if s.optimizer != "sgd" or s.momentum or s.proximal_mu:
+        raise ConfigError(
+            f"the inversion attacks model plain SGD clients; this run used optimizer={s.optimizer}, "
+            f"momentum={s.momentum}, proximal_mu={s.proximal_mu}"
+        )
+    per_client = cap.num_examples // max(cap.num_clients, 1)
+    batch = s.batch_size or per_client
+    steps = s.local_steps or s.local_epochs * math.ceil(per_client / batch)
+    examples = min(steps * batch, per_client) * cap.num_clients
+    batch *= cap.num_clients  # the aggregate looks like one client with every client's batch
+    update = cap.parameter_update
+    options = dict(cap.model.options) | ({"norm": cap.model.norm} if cap.model.norm else {})
+    common = {
+        "model_name": cap.model.name,
+        "model_options": options,
+        "in_shape": tuple(cap.model.in_shape),
+        "num_classes": cap.model.num_classes,
+        "dropout": cap.model.dropout,
+        "weights_before": cap.weights_before,
+        "batch_size": min(batch, examples),
+        "num_examples": examples,
+    }
+    if steps == 1:
+        return Observation(**common, update={k: -v / s.lr for k, v in update.items()}, kind="gradient")
+    return Observation(**common, update=update, kind="delta", lr=s.lr, local_steps=steps)
+
+
+def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
+    """The examples behind a captured update (evaluation only), in the client's order of use."""
+    if client == AGGREGATE:
+        idx = [store.true_indices(server_round, c) for c in store.round_info(server_round)["sampled"]]
+        return torch.cat([images[torch.as_tensor(i)] for i in idx])
+    return images[torch.as_tensor(store.true_indices(server_round, int(client)))]
+
+
+def attack_captured(
+    store: CaptureStore,
+    targets: list[tuple[int, int | str]],
+    attack: str,
+    train_images: torch.Tensor,
+    *,
+    iters: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    options: dict[str, Any] | None = None,
+) -> list[AttackOutcome]:
+    """Attack every ``(round, client)`` capture at once (one batched optimization where possible)."""
+    caps = [store.load(r, c) for r, c in targets]
+    observations = [observation_from_capture(c) for c in caps]
+    cfg = attack_config(attack, None, iters=iters, seed=seed, **(options or {}))
+    results = invert_many(observations, attack, config=cfg, device=device)
+    outcomes = []
+    for (r, c), obs, res in zip(targets, observations, results, strict=True):
+        truth = true_images(store, r, c, train_images)[: obs.num_examples]
+        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth)))
+    return outcomes
+
+
+def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
+    """PNG: the client's true images (top) above the reconstructions (bottom), matched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attacks.inversion.metrics import match
+
+    rec = outcome.reconstruction[match(outcome.reconstruction, outcome.truth)]
+    n = len(outcome.truth)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 3.6), squeeze=False)
+    for j in range(n):
+        for i, (img, title) in enumerate(((outcome.truth[j], "true"), (rec[j], f"{outcome.scores['psnr'][j]:.1f} dB"))):
+            ax = axes[i][j]
+            pic = img.detach().cpu().clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
+            ax.imshow(pic, cmap="gray" if pic.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.suptitle(f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

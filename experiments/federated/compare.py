@@ -1,0 +1,39 @@
+"""Utility cost of a defense: its final accuracy next to the undefended run with the same seed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.tables import format_table
+
+HEADER = ["defense", "final acc", "Δ acc vs none", "epsilon", "PSNR first round", "PSNR last round"]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def compare_rows(results: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """One row per defense (results keyed by defense name; ``none`` is the reference)."""
+    base = results.get("none", {}).get("final_accuracy")
+    rows = []
+    for name, res in results.items():
+        acc = res.get("final_accuracy")
+        psnr = res.get("attack_psnr") or {}
+        rounds = sorted(psnr, key=int)
+        rows.append(
+            [
+                name,
+                _fmt(acc, ".4f"),
+                _fmt(acc - base if acc is not None and base is not None else None, "+.4f"),
+                _fmt(res.get("epsilon"), ".2f"),
+                _fmt(psnr[rounds[0]] if rounds else None, ".1f"),
+                _fmt(psnr[rounds[-1]] if rounds else None, ".1f"),
+            ]
+        )
+    return rows
+
+
+def compare_table(results: Mapping[str, Mapping[str, Any]], fmt: str = "md") -> str:
+    return format_table(HEADER, compare_rows(results), fmt)

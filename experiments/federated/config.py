@@ -1,0 +1,105 @@
+"""``SimulationConfig``: one federated experiment, shared by ``fedleak simulate``, grids and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from defenses import DefenseConfig
+from fl.errors import ConfigError
+from fl.federation.capture import CAPTURE_MODES
+from fl.federation.server import STRATEGIES
+from fl.federation.settings import TrainSettings
+
+ATTACKS = ("none", "ig", "dia")
+PARTITIONS = ("iid", "dirichlet", "shards")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """A federation, its defense and the curious server's attack (CLI option names in comments)."""
+
+    dataset: str = "mnist"  # --dataset
+    model: str = "mlp"  # --model (a key of fl.models.MODELS)
+    norm: str | None = None  # --norm batch|group|none (group: the DP-ready variant)
+    clients: int = 10  # --clients: virtual clients (Flower SuperNodes)
+    fraction: float = 1.0  # --fraction: share sampled per round, in (0, 1]
+    rounds: int = 3  # --rounds
+    client_examples: int = 0  # --client-examples: cap on each client's partition (0 = all of it)
+    partition: str = "iid"  # --partition iid|dirichlet|shards
+    alpha: float = 0.5  # --alpha: Dirichlet concentration (non-IID when small)
+    strategy: str = "fedavg"  # --strategy fedavg|fedprox
+    train: TrainSettings = field(default_factory=TrainSettings)  # --local-epochs/--local-steps/--batch-size/--lr/--optimizer/--proximal-mu
+    defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its parameters
+    attack: str = "none"  # --attack none|ig|dia (run by the curious server during the federation)
+    attack_clients: int = 0  # --attack-clients: sampled clients attacked per attacked round
+    attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
+    attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction
+    capture: str = "attacked"  # --capture all|attacked|none
+    client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
+    client_gpus: float = 0.0  # --client-gpus: Ray GPU share per client
+    data_dir: str | None = None  # --data-dir (None: $FEDLEAK_DATA or the user cache)
+    seed: int = 0  # global --seed
+    stop_after_round: int = 0  # --stop-after-round: end early as if killed (tests resume)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.clients < 1 or self.rounds < 1:
+            raise ConfigError(f"--clients and --rounds must be >= 1, got {self.clients} and {self.rounds}")
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"unknown partition {self.partition!r}; valid choices: {', '.join(PARTITIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
+        if self.attack not in ATTACKS:
+            raise ConfigError(f"unknown attack {self.attack!r}; valid choices: {', '.join(ATTACKS)}")
+        if self.capture not in CAPTURE_MODES:
+            raise ConfigError(f"unknown capture mode {self.capture!r}; valid choices: {', '.join(CAPTURE_MODES)}")
+        if self.attack_clients > self.clients_per_round:
+            raise ConfigError(
+                f"--attack-clients {self.attack_clients} exceeds the {self.clients_per_round} clients "
+                f"sampled per round (--clients {self.clients} x --fraction {self.fraction})"
+            )
+        if self.attack != "none" and self.attack_clients < 1:
+            raise ConfigError(f"--attack {self.attack} needs --attack-clients >= 1")
+        if self.attack != "none" and self.capture == "none":
+            raise ConfigError(f"--attack {self.attack} needs captured updates; use --capture attacked or all")
+        bad = [r for r in self.attack_rounds if not 1 <= r <= self.rounds]
+        if bad:
+            raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")
+        if self.client_cpus <= 0 or self.client_gpus < 0:
+            raise ConfigError(f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}")
+
+    @property
+    def clients_per_round(self) -> int:
+        return max(1, int(self.clients * self.fraction))
+
+    @property
+    def rounds_attacked(self) -> tuple[int, ...]:
+        if self.attack == "none":
+            return ()
+        return tuple(sorted(set(self.attack_rounds or (1, self.rounds))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SimulationConfig:
+        """Build from a scenario table or ``config.json``; unknown keys are errors."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown simulation option {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}")
+        values = dict(data)
+        if isinstance(values.get("train"), Mapping):
+            values["train"] = TrainSettings(**values["train"])
+        if isinstance(values.get("defense"), Mapping):
+            values["defense"] = DefenseConfig.from_dict(values["defense"])
+        if "attack_rounds" in values:
+            values["attack_rounds"] = tuple(values["attack_rounds"])
+        return cls(**values)
+
+    def with_defense(self, name: str) -> SimulationConfig:
+        """The same federation under another defense (``--baseline`` runs ``none``)."""
+        return replace(self, defense=replace(self.defense, name=name))

@@ -1,0 +1,179 @@
+"""``run_federation``: compose data, model, defense, the curious server and its attack, then simulate.
+
+The driver reads like the protocol (breaching's layout): data -> model -> defense -> server
+(curious) -> clients -> simulate -> per-round attack -> results in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from defenses import build_defense
+from experiments.federated.config import SimulationConfig
+from fl.data import load_dataset, partition
+from fl.errors import ConfigError
+from fl.federation.capture import CaptureStore, CaptureWriter
+from fl.federation.checkpoint import Checkpoint
+from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.engine import simulate
+from fl.federation.server import FederationServer, ServerSpec
+from fl.federation.settings import ModelSpec
+from fl.runs import atomic_write_json, init_run_dir, read_json
+from fl.seed import derive_seed
+
+log = logging.getLogger("fedleak.federation")
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
+    """The federated model with the defense's overrides (dropout rate, placement)."""
+    overrides = dict(defense.model_overrides())
+    dropout = float(overrides.pop("dropout", 0.0))
+    return ModelSpec(cfg.model, tuple(shape), num_classes, dropout=dropout, norm=cfg.norm, options=overrides)
+
+
+def client_partitions(cfg: SimulationConfig, labels: torch.Tensor) -> list[np.ndarray]:
+    parts = partition(labels.numpy(), cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)
+    if cfg.client_examples:
+        parts = [p[: cfg.client_examples] for p in parts]
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise ConfigError(f"clients {empty} got no data under --partition {cfg.partition}; use fewer clients or a larger --alpha")
+    return parts
+
+
+def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, device: torch.device) -> Callable:
+    """Per-round hook: the curious server attacks the captured updates of the attacked clients."""
+    from experiments.federated.attacking import attack_captured, save_grid
+
+    def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+        r = record["round"]
+        if r not in cfg.rounds_attacked:
+            return {}
+        store = CaptureStore(run_dir)
+        targets = [(r, c) for c in store.clients(r) if c in record["attacked"] or c == "aggregate"]
+        if not targets:
+            return {}
+        outcomes = attack_captured(
+            store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r), device=device
+        )
+        for o in outcomes:
+            save_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
+        scores = {str(o.client): {"psnr": o.psnr, "ssim": o.ssim} for o in outcomes}
+        return {"attack": cfg.attack, "attack_scores": scores, "attack_psnr": float(np.mean([o.psnr for o in outcomes]))}
+
+    return on_round
+
+
+def run_federation(
+    cfg: SimulationConfig,
+    *,
+    out_dir: str | Path,
+    device: torch.device | str = "cpu",
+    progress: bool | ProgressFn = True,
+    resume: bool = False,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run one federation into ``out_dir`` and return its final metrics.
+
+    Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP), ``attack_psnr``
+    (round -> mean PSNR), ``failures``, ``rounds_done`` and ``wall_s``. Call it inside
+    :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    device = torch.device(device)
+    if resume and (out / "config.json").is_file():
+        saved = SimulationConfig.from_dict(read_json(out / "config.json"))
+        if {**saved.to_dict(), "stop_after_round": 0} != {**cfg.to_dict(), "stop_after_round": 0}:
+            raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
+    defense = build_defense(cfg.defense)
+    train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
+    test = load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
+    spec = model_spec(cfg, defense, train.shape, train.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = spec.build()
+    defense.check_model(model)
+    parts = client_partitions(cfg, train.labels)
+    server_spec = ServerSpec(
+        model=spec,
+        num_clients=cfg.clients,
+        num_rounds=cfg.rounds,
+        settings=cfg.train,
+        fraction=cfg.fraction,
+        strategy=cfg.strategy,
+        seed=cfg.seed,
+        capture=cfg.capture,
+        attack_clients=cfg.attack_clients,
+        stop_after_round=cfg.stop_after_round,
+    )
+    if not (resume and Checkpoint.exists(out)):
+        init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
+    if cfg.capture != "none":
+        CaptureWriter(out, spec).write_partitions(cfg.dataset, "train", parts)
+    hook = _attack_hook(cfg, out, train.images, device) if cfg.attack != "none" else None
+    report = progress if callable(progress) else None
+
+    def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+        extra = hook(record, weights) if hook is not None else {}
+        if report is not None:
+            report({**record, **extra})
+        return extra
+
+    server = FederationServer(
+        spec=server_spec,
+        run_dir=out,
+        initial_weights={k: v.detach().clone() for k, v in model.state_dict().items()},
+        test_data=(test.images, test.labels),
+        defense=defense,
+        on_round=on_round,
+        resume=resume,
+        device=device,
+    )
+    client_spec = ClientSpec(
+        model=spec,
+        dataset=cfg.dataset,
+        partitions=tuple(parts),
+        data_root=cfg.data_dir,
+        seed=cfg.seed,
+        device="cuda" if cfg.client_gpus > 0 else "cpu",
+        record_truth=cfg.capture != "none",
+    )
+    if defense.secure_aggregation:
+        from experiments.federated.secagg import simulate_secagg
+
+        simulate_secagg(server, client_spec, defense, cfg=cfg, verbose=verbose)
+    else:
+        simulate(
+            server,
+            make_client_app(client_spec, defense),
+            num_clients=cfg.clients,
+            client_cpus=cfg.client_cpus,
+            client_gpus=cfg.client_gpus,
+            verbose=verbose,
+        )
+    ckpt = server.result or Checkpoint.load(out)
+    return _summarise(ckpt, out, time.perf_counter() - start)
+
+
+def _summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
+    last = ckpt.history[-1] if ckpt.history else {}
+    result = {
+        "final_accuracy": last.get("accuracy"),
+        "final_loss": last.get("loss"),
+        "epsilon": last.get("epsilon"),
+        "attack_psnr": {h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},
+        "failures": {h["round"]: h["failed"] for h in ckpt.history if h["failed"]},
+        "rounds_done": ckpt.server_round,
+        "wall_s": wall_s,
+    }
+    atomic_write_json(out / "result.json", {**result, "history": ckpt.history})
+    return result
