@@ -1,0 +1,119 @@
+"""The one interface every inversion attack shares (the breaching-style ``reconstruct``).
+
+An attack takes observations (what the server sent and what the clients sent back, plus
+what the attacker knows) and returns an :class:`InversionResult` per observation. Attacks
+register a class in :data:`ATTACKS` with a frozen config dataclass ``Config`` and a
+``run(observations, config, *, device, progress)`` method that attacks all the given
+victims at once (batched where the attack allows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from attacks.inversion.observation import Observation
+from fl.errors import ConfigError
+from fl.registry import Registry
+
+
+@dataclass(frozen=True)
+class InversionResult:
+    """What one attack recovered from one observation (tensors on the CPU).
+
+    ``inputs``: (num_examples, C, H, W) in [0, 1]; ``labels``: (num_examples,) the labels the
+    attack used (``label_source`` says whether it recovered them or was given them);
+    ``trace``: gradient-matching loss per logged iteration (``{"iter": [...], "loss": [...]}``);
+    ``grad_loss``: the final matching loss of the kept restart; ``masks``: recovered dropout
+    masks (DIA) keyed ``<site>.mask``.
+    """
+
+    attack: str
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    label_source: str
+    trace: dict[str, list[float]] = field(default_factory=lambda: {"iter": [], "loss": []})
+    grad_loss: float = float("nan")
+    time_s: float = 0.0
+    iters: int = 0
+    masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+class Attack(Protocol):
+    """An inversion attack: a config dataclass and a batched ``run``."""
+
+    Config: ClassVar[type]
+
+    def run(
+        self,
+        observations: Sequence[Observation],
+        config: Any,
+        *,
+        device: torch.device,
+        progress: bool = False,
+        seeds: Sequence[int] | None = None,
+    ) -> list[InversionResult]:
+        """Reconstruct every observation's inputs; one result per observation, in order.
+
+        ``seeds[k]`` seeds victim k's initialisation (default: derived from ``config.seed``).
+        """
+        ...
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def attack_config(attack: str, config: Any = None, **overrides: Any) -> Any:
+    """The attack's config: ``config`` checked against the attack, or its defaults + ``overrides``."""
+    cls = ATTACKS.get(attack)
+    if config is None:
+        return _make_config(cls.Config, attack, overrides)
+    if not isinstance(config, cls.Config):
+        raise ConfigError(f"attack {attack!r} takes a {cls.Config.__name__}, got {type(config).__name__}")
+    return config
+
+
+def _make_config(cfg_cls: type, attack: str, values: dict[str, Any]) -> Any:
+    valid = list(cfg_cls.__dataclass_fields__)
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"attack {attack!r} has no option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}")
+    return cfg_cls(**values)
+
+
+def invert_many(
+    observations: Sequence[Observation],
+    attack: str,
+    *,
+    config: Any = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    seeds: Sequence[int] | None = None,
+) -> list[InversionResult]:
+    """Attack several independent victims at once (one batched optimization where possible).
+
+    Victim k's initialisation is seeded by ``seeds[k]`` (default ``derive_seed(config.seed,
+    "victim", k)``), so attacking victims together or one by one gives the same results.
+    """
+    if not observations:
+        return []
+    cls = ATTACKS.get(attack)
+    cfg = attack_config(attack, config)
+    if seeds is not None and len(seeds) != len(observations):
+        raise ConfigError(f"{len(seeds)} seeds for {len(observations)} observations")
+    return cls().run(list(observations), cfg, device=torch.device(device), progress=progress, seeds=seeds)
+
+
+def invert(
+    obs: Observation,
+    attack: str,
+    *,
+    config: Any = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> InversionResult:
+    """Reconstruct the inputs behind one observed update with attack ``attack``."""
+    return invert_many([obs], attack, config=config, device=device, progress=progress)[0]

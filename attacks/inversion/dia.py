@@ -1,0 +1,66 @@
+"""The Dropout Inversion Attack (Scheliga et al., "Dropout is NOT All You Need to Prevent
+Gradient Leakage", AAAI 2023), and its oracle upper bound.
+
+DIA optimizes one real-valued mask per dropout site per sample together with the images:
+masks start from Bernoulli(1 - p), are applied as ``x * M / (1 - p)``, clamped to [0, 1] and
+pulled towards the dropout rate by ``mask_reg * sum_sites (mean(1 - M) - p)^2``. Distance,
+prior and optimizer are those of Inverting Gradients. ``oracle`` runs IG with the client's
+true masks: the bound a mask-recovering attack can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attacks.inversion.base import ATTACKS
+from attacks.inversion.ig import IGConfig, OptimizationAttack
+from attacks.inversion.observation import Observation
+from attacks.inversion.optim import LoopSettings, MaskMode
+from fl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DIAConfig(IGConfig):
+    """DIA settings (the paper's MLP setting: TV 1e-5, mask regulariser 1e-4)."""
+
+    tv_weight: float = 1e-5  # weight of the total-variation prior
+    mask_reg: float = 1e-4  # pull of each mask's mean drop rate towards p
+    mask_step_size: float = 0.1  # Adam learning rate of the masks
+    mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
+
+    def loop(self) -> LoopSettings:
+        return LoopSettings(
+            iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
+            mask_reg=self.mask_reg, mask_step_size=self.mask_step_size, mask_signed=self.mask_signed,
+            log_every=self.log_every,
+        )
+
+
+@ATTACKS.register("dia")
+class DropoutInversion(OptimizationAttack):
+    """Images and dropout masks optimized jointly."""
+
+    Config = DIAConfig
+    name = "dia"
+    masks: MaskMode = "learn"
+
+    def check(self, obs: Observation) -> None:
+        if obs.dropout <= 0.0:
+            raise ConfigError(
+                f"attack 'dia' needs a model with dropout, but {obs.model_name!r} has dropout 0; use 'ig' instead"
+            )
+
+
+@ATTACKS.register("oracle")
+class OracleMasks(OptimizationAttack):
+    """IG given the client's true dropout masks (an upper bound, not a real attack)."""
+
+    Config = IGConfig
+    name = "oracle"
+    masks: MaskMode = "given"
+
+    def check(self, obs: Observation) -> None:
+        if obs.dropout <= 0.0:
+            raise ConfigError(f"attack 'oracle' needs a model with dropout, but {obs.model_name!r} has dropout 0")
+        if obs.true_masks is None:
+            raise ConfigError("attack 'oracle' needs the client's true dropout masks (Observation.true_masks)")

@@ -1,0 +1,90 @@
+"""Label recovery from the last fully connected layer's gradient.
+
+* One example (iDLG, Zhao et al., 2020): the last layer's weight gradient is
+  ``(softmax(z) - onehot(y)) h^T``, rank one, and the true class is the only row with a
+  negative coefficient. With a bias, the bias gradient ``softmax(z) - onehot(y)`` gives it
+  directly; without one, we project the rows on the leading right singular vector and take
+  the row whose sign differs from the majority.
+* A batch (label counts, Geng et al., "Towards General Deep Leakage in Federated Learning",
+  2021): the class-wise sums of the last layer's gradient are ``mean_i (p_ic - y_ic) O_i`` with
+  ``O_i`` the sum of the penultimate features; approximating ``p_ic`` and ``O_i`` by their
+  averages over dummy inputs through the known model gives the count of every class.
+
+A weight delta is read as the average gradient ``-delta / (lr * local_steps)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attacks.inversion.observation import Observation
+from fl.errors import ConfigError
+
+
+def last_linear(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear]:
+    """The classifier: the last fully connected layer with ``num_classes`` outputs."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    if not found:
+        raise ConfigError("label recovery needs a model whose last layer is fully connected; pass known labels instead")
+    return found[-1]
+
+
+def average_gradient(obs: Observation, key: str) -> Tensor:
+    """The observed update of parameter ``key`` as an average gradient."""
+    u = obs.update[key].detach().double().cpu()
+    if obs.kind == "gradient":
+        return u
+    return -u / (obs.lr * obs.local_steps)
+
+
+def recover_labels(obs: Observation, *, dummy: int = 64, seed: int = 0) -> Tensor:
+    """Labels of the ``num_examples`` examples behind ``obs`` (a single label, or label counts)."""
+    model = obs.build_model()
+    name, layer = last_linear(model, obs.num_classes)
+    gw = average_gradient(obs, f"{name}.weight")
+    gb = average_gradient(obs, f"{name}.bias") if layer.bias is not None else None
+    if obs.num_examples == 1:
+        return torch.tensor([single_label(gw, gb)])
+    probs, feat_sum = _dummy_statistics(model, layer, obs, dummy, seed)
+    coef = gb if gb is not None else gw.sum(1) / feat_sum
+    counts = label_counts(obs.num_examples * (probs - coef))
+    return torch.repeat_interleave(torch.arange(obs.num_classes), counts)
+
+
+def single_label(gw: Tensor, gb: Tensor | None) -> int:
+    """iDLG: the class whose last-layer gradient coefficient is negative."""
+    if gb is not None:
+        return int(gb.argmin())
+    _, _, vh = torch.linalg.svd(gw, full_matrices=False)
+    coef = gw @ vh[0]
+    if (coef > 0).sum() < (coef < 0).sum():
+        coef = -coef
+    return int(coef.argmin())
+
+
+def label_counts(estimate: Tensor) -> Tensor:
+    """Round real-valued class counts to non-negative integers with the same total."""
+    n = round(float(estimate.sum()))
+    est = estimate.clamp_min(0)
+    est = est * (n / est.sum()) if est.sum() > 0 else torch.full_like(est, n / est.numel())
+    counts = est.floor().long()
+    rest = n - int(counts.sum())
+    if rest > 0:
+        counts[torch.argsort(est - counts, descending=True)[:rest]] += 1
+    return counts
+
+
+def _dummy_statistics(
+    model: nn.Module, layer: nn.Linear, obs: Observation, dummy: int, seed: int
+) -> tuple[Tensor, float]:
+    """Mean softmax and mean penultimate-feature sum over uniform dummy inputs."""
+    feats: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(dummy, *obs.in_shape, generator=gen))
+    handle.remove()
+    h = feats[0].reshape(dummy, -1, layer.in_features).sum(1).double()
+    return out.double().softmax(-1).mean(0), float(h.sum(1).mean())

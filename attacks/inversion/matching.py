@@ -1,0 +1,201 @@
+"""Gradient matching: simulate the client on candidate data and compare with the observed update.
+
+The attacker replays the client's local training functionally (``torch.func``), from the
+weights the server sent, on candidate inputs, labels and dropout masks, and measures the
+distance to the observed update: the cosine distance of Inverting Gradients (Geiping et al.,
+NeurIPS 2020) or the squared L2 distance of DLG (Zhu et al., NeurIPS 2019). One local step is
+compared as a gradient; several are unrolled (SGD, the client's learning rate and batches)
+and compared as the weight delta, as Inverting Gradients does for FedAvg.
+
+Single-step fast path ("ghost" inner products): a fully connected layer's weight gradient is
+``D^T A`` (output gradients times inputs), so its inner product with the target ``T`` is
+``sum(D * (A T^T))`` and its squared norm ``sum((D D^T) * (A A^T))`` (the trick of ghost
+clipping, Li et al., ICLR 2022). Neither needs the weight-sized per-victim gradient, which
+is what makes an MLP iteration cost a few forward passes instead of many elementwise passes
+over weight-sized tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, replace_all_batch_norm_modules_
+from torch.nn import functional as F
+
+from attacks.inversion.observation import Observation
+from fl.models import dropout_sites
+
+DISTANCES = ("cosine", "l2")
+Params = dict[str, Tensor]
+
+
+@dataclass
+class _Tap:
+    """Per-call state of the forward hooks on fully connected layers (ghost path)."""
+
+    eps: dict[str, Tensor]
+    acts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Matcher:
+    """The client simulation and gradient distance for observations of one architecture.
+
+    All functions are pure in their tensor arguments, so they compose with ``torch.func.grad``
+    and ``torch.func.vmap`` (one call per victim, or many victims at once).
+    """
+
+    def __init__(
+        self, obs: Observation, *, device: torch.device, dtype: torch.dtype, distance: str = "cosine", ghost: bool = True
+    ) -> None:
+        model = obs.build_model().to(device=device, dtype=dtype)
+        replace_all_batch_norm_modules_(model)  # batch statistics of the victim's own batch, no running stats
+        model.train()
+        for _, site in dropout_sites(model):
+            site.eval()  # no mask given = dropout off (the eval-mode attacker); masks come as buffers
+        self.model = model
+        self.distance = distance
+        self.steps = obs.step_indices()
+        self.single = obs.local_steps == 1
+        self.lr = obs.lr
+        self.param_names = [n for n, _ in model.named_parameters()]
+        self.buffers = {k: v for k, v in model.named_buffers() if not k.endswith(".mask")}
+        self.sites = [f"{name}.mask" for name, _ in dropout_sites(model)]
+        self._tap: _Tap | None = None
+        self.linear: dict[str, nn.Linear] = {}
+        if ghost and self.single:
+            self.linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            for name, module in self.linear.items():
+                module.register_forward_hook(self._hook(name))
+            self._lin_params = {f"{n}.{p}" for n, m in self.linear.items() for p, _ in m.named_parameters()}
+            self._out_shapes = self._linear_out_shapes(obs)
+
+    # ---- the client ------------------------------------------------------------------
+    def train_loss(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor]) -> Tensor:
+        """The client's mean cross-entropy on one batch with the given dropout masks."""
+        out = functional_call(self.model, {**params, **self.buffers, **masks}, (x,))
+        return F.cross_entropy(out, y)
+
+    def simulate(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor]) -> Params:
+        """The update the client would send for inputs ``x`` (n, C, H, W) and labels ``y`` (n,).
+
+        One step: the gradient. Several: the unrolled SGD delta ``w_after - w_before``.
+        ``masks[site]`` has shape (local_steps, batch_size, *site).
+        """
+        if self.single:
+            idx = self.steps[0]
+            return grad(self.train_loss)(params, x[idx], y[idx], {k: m[0] for k, m in masks.items()})
+        current = params
+        for s, idx in enumerate(self.steps):
+            g = grad(self.train_loss)(current, x[idx], y[idx], {k: m[s] for k, m in masks.items()})
+            current = {k: current[k] - self.lr * g[k] for k in current}
+        return {k: current[k] - params[k] for k in params}
+
+    # ---- the distance ----------------------------------------------------------------
+    def pieces(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params) -> tuple[Tensor, Tensor]:
+        """``(<u, target>, |u|^2)`` for the simulated update ``u`` (ghost path where it applies)."""
+        if self.linear:
+            return self._ghost_pieces(params, x, y, masks, target)
+        update = self.simulate(params, x, y, masks)
+        dot = sum((update[k] * target[k]).sum() for k in update)
+        norm2 = sum((update[k] * update[k]).sum() for k in update)
+        return dot, norm2
+
+    def loss(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params) -> Tensor:
+        """Gradient distance; ``target`` comes from :meth:`prepare_target`."""
+        dot, norm2 = self.pieces(params, x, y, masks, target)
+        if self.distance == "cosine":
+            return 1.0 - dot / norm2.clamp_min(1e-30).sqrt()
+        return norm2 - 2.0 * dot + target["__norm2__"]
+
+    def prepare_target(self, obs: Observation, device: torch.device, dtype: torch.dtype) -> Params:
+        """The observed update as the quantity :meth:`simulate` returns (unit norm for cosine).
+
+        A one-step delta ``-lr * g`` is turned back into the gradient ``g``.
+        """
+        scale = -1.0 / obs.lr if (obs.kind == "delta" and self.single) else 1.0
+        target = {k: obs.update[k].to(device=device, dtype=dtype) * scale for k in self.param_names}
+        norm2 = sum((t * t).sum() for t in target.values())
+        if self.distance == "cosine":
+            return {k: t / norm2.sqrt() for k, t in target.items()}
+        return {**target, "__norm2__": norm2}
+
+    # ---- ghost inner products for fully connected layers ---------------------------
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
+            tap = self._tap
+            if tap is None:
+                return None
+            tap.acts[name] = inputs[0]
+            return output + tap.eps[name]
+
+        return hook
+
+    def _linear_out_shapes(self, obs: Observation) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        hooks = [m.register_forward_hook(_shape_hook(shapes, n)) for n, m in self.linear.items()]
+        p = next(self.model.parameters())
+        with torch.no_grad():
+            self.model(torch.zeros(len(self.steps[0]), *obs.in_shape, device=p.device, dtype=p.dtype))
+        for h in hooks:
+            h.remove()
+        return shapes
+
+    def _ghost_pieces(
+        self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params
+    ) -> tuple[Tensor, Tensor]:
+        idx = self.steps[0]
+        xb, yb, mb = x[idx], y[idx], {k: m[0] for k, m in masks.items()}
+        fixed = {k: v for k, v in params.items() if k in self._lin_params}
+        other = {k: v for k, v in params.items() if k not in self._lin_params}
+        ref = x
+
+        def loss_with_taps(other: Params, eps: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            self._tap = _Tap(eps)
+            try:
+                out = functional_call(self.model, {**fixed, **other, **self.buffers, **mb}, (xb,))
+                acts = self._tap.acts
+            finally:
+                self._tap = None
+            return F.cross_entropy(out, yb), acts
+
+        eps0 = {n: ref.new_zeros(s) for n, s in self._out_shapes.items()}
+        (g_other, dz), acts = grad(loss_with_taps, argnums=(0, 1), has_aux=True)(other, eps0)
+        dot = ref.new_zeros(())
+        norm2 = ref.new_zeros(())
+        for name, module in self.linear.items():
+            a = acts[name].reshape(-1, module.in_features)
+            d = dz[name].reshape(-1, module.out_features)
+            dot = dot + (d * (a @ target[f"{name}.weight"].T)).sum()
+            norm2 = norm2 + ((d @ d.T) * (a @ a.T)).sum()
+            if module.bias is not None:
+                gb = d.sum(0)
+                dot = dot + (gb * target[f"{name}.bias"]).sum()
+                norm2 = norm2 + (gb * gb).sum()
+        for k, g in g_other.items():
+            dot = dot + (g * target[k]).sum()
+            norm2 = norm2 + (g * g).sum()
+        return dot, norm2
+
+
+def _shape_hook(shapes: dict[str, tuple[int, ...]], name: str):
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        shapes[name] = tuple(output.shape)
+
+    return hook
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Anisotropic total variation: mean absolute difference of neighbouring pixels (IG's prior)."""
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    return dx + dy
+
+
+def mask_regularizer(masks: dict[str, Tensor], p: float) -> Tensor:
+    """DIA's mask prior: sum over sites of (mean drop rate - p)^2 (Scheliga et al., AAAI 2023)."""
+    terms = [((1.0 - m).mean() - p) ** 2 for m in masks.values()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+

@@ -1,0 +1,120 @@
+"""The one configuration of a black-box membership audit, shared by the CLI, scenario files,
+the experiment grid and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from attacks.membership.base import ATTACKS
+from attacks.membership.training import DPConfig, TrainConfig
+from fl.errors import ConfigError
+
+DEFENSES = ("none", "dropout", "dp-local")
+FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
+
+
+@dataclass(frozen=True)
+class MIAConfig:
+    """Target, shadows, defense and attacks of one audit (defaults: the REFERENCE.md setting)."""
+
+    dataset: str = "cifar10"
+    model: str = "convnet"
+    norm: str | None = "group"  # GroupNorm: DP-ready and vmap-able; None keeps the model's default
+    model_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"width": 16}
+    dropout: float = 0.0  # the model's dropout rate (the dropout defense sets it > 0)
+    attacks: tuple[str, ...] = ("loss", "lira", "rmia")
+    shadows: int = 8  # shadow/reference models for LiRA and RMIA; each record is IN for half
+    pool_size: int = 4000  # candidate records, split at random into members and non-members
+    population_size: int = 1000  # RMIA's population records (never in any model's training set)
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"  # sgd | adam
+    defense: str = "none"  # none | dropout (uses ``dropout``) | dp-local (DP-SGD to ``epsilon``)
+    epsilon: float = 8.0  # dp-local: target epsilon of the whole training run
+    delta: float = 1e-5  # dp-local: DP delta (also used for the empirical epsilon)
+    max_grad_norm: float = 1.0  # dp-local: per-sample clipping bound
+    fprs: tuple[float, ...] = (0.001, 0.01, 0.1)  # FPRs at which TPR is reported
+    flip: bool | None = None  # query mirror images too; None: yes for CIFAR, no for MNIST
+    fix_variance: bool = True  # LiRA: one global std per side (best with few shadows)
+    gamma: float = 1.0  # RMIA: threshold on the pairwise likelihood ratio
+    offline_a: float = 0.3  # RMIA offline: scaling of p_OUT(x) towards p(x)
+    vectorize: str = "auto"  # shadow training: auto (vmap on CUDA, loop on CPU) | vmap | loop
+    bootstrap: int = 200  # bootstrap replicates for confidence intervals (0 = none)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.attacks:
+            ATTACKS.get(name)
+        if not self.attacks:
+            raise ConfigError("give at least one attack")
+        if any(ATTACKS.get(a).needs_shadows for a in self.attacks) and self.shadows < 1:
+            raise ConfigError(
+                f"shadows must be >= 1 for {', '.join(self.attacks)}, got {self.shadows}"
+            )
+        if self.shadows < 0:
+            raise ConfigError(f"shadows must be >= 0, got {self.shadows}")
+        for f in self.fprs:
+            if not 0.0 < f < 1.0:
+                raise ConfigError(f"FPR {f} is outside (0, 1)")
+        if self.pool_size < 4:
+            raise ConfigError(f"pool_size must be >= 4, got {self.pool_size}")
+        if self.population_size < 1 and any(ATTACKS.get(a).needs_population for a in self.attacks):
+            raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
+        if self.defense not in DEFENSES:
+            raise ConfigError(
+                f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}"
+            )
+        if self.defense == "dropout" and self.dropout <= 0:
+            raise ConfigError("the dropout defense needs --dropout > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        self.train_config  # noqa: B018  (validates the training fields)
+        self.dp_config  # noqa: B018  (validates the DP fields)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+        )
+
+    @property
+    def dp_config(self) -> DPConfig | None:
+        if self.defense != "dp-local":
+            return None
+        return DPConfig(epsilon=self.epsilon, delta=self.delta, max_grad_norm=self.max_grad_norm)
+
+    @property
+    def query_flip(self) -> bool:
+        return self.dataset in FLIP_DATASETS if self.flip is None else self.flip
+
+    @property
+    def attack_options(self) -> dict[str, Any]:
+        """Options handed to every attack (each takes the ones that are its fields)."""
+        return {"fix_variance": self.fix_variance, "gamma": self.gamma, "a": self.offline_a}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MIAConfig:
+        """Build from a scenario-file table; unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown mia option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        vals = dict(values)
+        for key in ("attacks", "fprs"):
+            if key in vals:
+                vals[key] = tuple(vals[key])
+        return cls(**vals)

@@ -1,0 +1,254 @@
+"""``run_mia``: one black-box membership audit, end to end.
+
+The protocol reads like the threat model: draw one pool of records and split it at random into
+members and non-members; train the target on the members (with the configured defense); train
+shadow models on random halves of the pool; query every model on the pool (and on population
+records for RMIA); score with each attack; evaluate; write scores, metrics and the ROC figure.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.membership.base import Observation, build_attack
+from attacks.membership.config import MIAConfig
+from attacks.membership.metrics import evaluate
+from attacks.membership.plots import plot_roc
+from attacks.membership.shadows import cache_key, train_shadows
+from attacks.membership.signals import query_logits
+from attacks.membership.training import accuracy, train_model
+from fl.errors import ConfigError
+from fl.runs import (
+    atomic_write_bytes,
+    atomic_write_json,
+    init_run_dir,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
+from fl.seed import derive_seed
+
+log = logging.getLogger("fedleak.mia")
+
+
+def default_cache_dir() -> Path:
+    """``$FEDLEAK_CACHE/mia`` or ``~/.cache/fedleak/mia`` (created only when something is stored)."""
+    root = (
+        os.environ.get("FEDLEAK_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedleak"
+    )
+    return Path(root) / "mia"
+
+
+def draw_pool(
+    cfg: MIAConfig, data_root: str | Path | None
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor, int]:
+    """Pool images/labels, the member mask, population images/labels, and the number of classes.
+
+    Train and test splits are merged into one set, so members and non-members come from the same
+    source; the pool and the population are disjoint random subsets of it.
+    """
+    from fl.data import load_dataset
+
+    parts = [load_dataset(cfg.dataset, split=s, root=data_root) for s in ("train", "test")]
+    images = torch.cat([p.images for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    needs_pop = any(build_attack(a).needs_population for a in cfg.attacks)
+    pop_size = cfg.population_size if needs_pop else 0
+    if cfg.pool_size + pop_size > len(images):
+        raise ConfigError(
+            f"pool_size {cfg.pool_size} + population_size {pop_size} exceeds the {len(images)} records of {cfg.dataset}"
+        )
+    rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
+    order = rng.permutation(len(images))
+    pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
+    members = np.zeros(cfg.pool_size, dtype=bool)
+    members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
+    return images[pool], labels[pool], members, images[pop], labels[pop], parts[0].num_classes
+
+
+def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
+    from fl.models import build_model
+
+    def build(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(
+            cfg.model,
+            in_shape=in_shape,
+            num_classes=num_classes,
+            dropout=cfg.dropout,
+            norm=cfg.norm,
+            **dict(cfg.model_options),
+        )
+
+    return build
+
+
+def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
+    return {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "norm": cfg.norm,
+        "model_options": dict(cfg.model_options),
+        "dropout": cfg.dropout,
+    }
+
+
+def train_target(
+    cfg: MIAConfig,
+    build,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    device: torch.device,
+    cache_dir: Path,
+) -> tuple[nn.Module, float | None]:
+    """The target model trained on the members (cached like the shadows); returns (model, epsilon)."""
+    parts = {
+        **_key_parts(cfg),
+        "role": "target",
+        "train": cfg.train_config,
+        "dp": cfg.dp_config,
+        "seed": cfg.seed,
+    }
+    folder = cache_dir / cache_key(parts, images, labels)
+    model = build(derive_seed(cfg.seed, "target"))
+    if (folder / "target.safetensors").is_file():
+        model.load_state_dict(load_tensors(folder / "target.safetensors"))
+        return model.to(device).eval(), read_json(folder / "target.json")["epsilon"]
+    eps = train_model(
+        model,
+        images,
+        labels,
+        cfg.train_config,
+        seed=derive_seed(cfg.seed, "target-train"),
+        device=device,
+        dp=cfg.dp_config,
+    )
+    save_tensors(folder / "target.safetensors", model.state_dict())
+    atomic_write_json(folder / "target.json", {"epsilon": eps, **parts})
+    return model, eps
+
+
+def run_mia(
+    cfg: MIAConfig,
+    *,
+    device: torch.device | str,
+    data_root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the audit; returns test/train accuracy, the accountant's epsilon and per-attack metrics."""
+    device = torch.device(device)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if out_dir is not None:
+        init_run_dir(out_dir, config=cfg, seed=cfg.seed, device=device)
+    attacks = {name: build_attack(name, **cfg.attack_options) for name in cfg.attacks}
+    x, y, members, pop_x, pop_y, num_classes = draw_pool(cfg, data_root)
+    build = _builder(cfg, tuple(x.shape[1:]), num_classes)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    target, eps = train_target(cfg, build, x[members], y[members], device=device, cache_dir=cache)
+    timings["target_s"] = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "train_accuracy": accuracy(target, x[members], y[members], device=device),
+        "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
+        "epsilon": eps,
+        "delta": cfg.delta if eps is not None else None,
+    }
+    log.info(
+        "target: train acc %.3f, test acc %.3f%s",
+        result["train_accuracy"],
+        result["test_accuracy"],
+        f", epsilon {eps:.3g}" if eps is not None else "",
+    )
+
+    flip = cfg.query_flip
+    kw: dict[str, Any] = {
+        "labels": y,
+        "target_logits": query_logits(target, x, flip=flip, device=device),
+    }
+    if len(pop_x):
+        kw.update(
+            population_labels=pop_y,
+            target_population_logits=query_logits(target, pop_x, flip=flip, device=device),
+        )
+    if any(a.needs_shadows for a in attacks.values()):
+        t0 = time.perf_counter()
+        shadows, inside, info = train_shadows(
+            build, x, y, num_shadows=cfg.shadows, train=cfg.train_config, dp=cfg.dp_config, seed=derive_seed(cfg.seed, "shadows"),
+            device=device, cache_dir=cache, key_parts=_key_parts(cfg), vectorize=cfg.vectorize, progress=progress,
+        )  # fmt: skip
+        timings["shadows_s"] = time.perf_counter() - t0
+        result["shadows"] = info
+        kw.update(
+            shadow_in=torch.from_numpy(inside),
+            shadow_logits=torch.stack(
+                [query_logits(m, x, flip=flip, device=device) for m in shadows]
+            ),
+        )
+        if len(pop_x):
+            kw["shadow_population_logits"] = torch.stack(
+                [query_logits(m, pop_x, flip=flip, device=device) for m in shadows]
+            )
+    obs = Observation(**kw)
+
+    scores: dict[str, np.ndarray] = {}
+    result["attacks"] = {}
+    for name, attack in attacks.items():
+        attack.check(obs)
+        scores[name] = attack.score(obs)
+        m = evaluate(
+            scores[name],
+            members,
+            fprs=cfg.fprs,
+            bootstrap=cfg.bootstrap,
+            seed=cfg.seed,
+            epsilon=eps,
+            delta=cfg.delta,
+        )
+        result["attacks"][name] = m
+        if m.get("bound_violated"):
+            log.warning(
+                "WARNING: %s exceeds the DP bound at epsilon=%.3g (%d significant points): a bug or an accounting error",
+                name, eps, int(m["significant_violations"]),
+            )  # fmt: skip
+    result["timings"] = timings
+    if out_dir is not None:
+        _write(Path(out_dir), cfg, result, scores, members, eps)
+    return result
+
+
+def _write(
+    out: Path,
+    cfg: MIAConfig,
+    result: dict[str, Any],
+    scores: dict[str, np.ndarray],
+    members: np.ndarray,
+    eps: float | None,
+) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, members=members, **{f"score_{k}": v for k, v in scores.items()})
+    atomic_write_bytes(out / "scores.npz", buf.getvalue())
+    atomic_write_json(out / "metrics.json", result)
+    title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (
+        f" ε={eps:.3g}" if eps is not None else ""
+    )
+    plot_roc(
+        {k: (v, members) for k, v in scores.items()},
+        out / "roc.png",
+        epsilon=eps,
+        delta=cfg.delta,
+        title=title,
+    )
