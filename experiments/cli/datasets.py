@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from experiments.cli.state import get_state
 from experiments.tables import FORMATS, format_table
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_CLASS_COLUMNS = 20  # above this (CIFAR-100) per-client tables show a summary, not every class
 
@@ -137,7 +141,9 @@ def show(
     click.echo(format_table(*_client_table(counts, data.classes), fmt))
 
 
-def _client_table(counts, classes: tuple[str, ...]) -> tuple[list[str], list[list[object]]]:
+def _client_table(
+    counts: np.ndarray, classes: tuple[str, ...]
+) -> tuple[list[str], list[list[object]]]:
     """Rows ``client, n, per-class counts`` (or a summary for many classes) plus a total row."""
     totals = counts.sum(axis=0)
     if len(classes) <= MAX_CLASS_COLUMNS:

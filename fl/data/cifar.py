@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.data.source import DatasetSource, Resource, register
+from fl.data.source import DatasetSource, Reader, Resource, register
 from fl.data.unpickle import load_pickle
 from fl.errors import DataError
 
@@ -75,7 +75,9 @@ def read_class_names(path: Path, key: str) -> tuple[str, ...]:
     return tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
 
 
-def _reader(files: dict[str, tuple[str, ...]], label_key: str, meta: str, names_key: str):
+def _reader(files: dict[str, tuple[str, ...]], label_key: str, meta: str, names_key: str) -> Reader:
+    """A reader concatenating ``files[split]`` and taking class names from ``meta``."""
+
     def read(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         batches = [read_batch(folder / f, label_key) for f in files[split]]
         images = np.concatenate([b[0] for b in batches])

@@ -11,12 +11,15 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.error import URLError
+
+from tqdm import tqdm
 
 from fl.data.source import Resource
 from fl.errors import DataError
@@ -28,13 +31,23 @@ CHUNK = 1 << 20
 
 
 def fetch(url: str, dest: Path) -> str:
-    """Stream ``url`` into ``dest``; return the MD5 of the bytes written."""
+    """Stream ``url`` into ``dest`` (with a progress bar on a terminal); return the bytes' MD5."""
     digest = hashlib.md5(usedforsecurity=False)
     request = urllib.request.Request(url, headers={"User-Agent": "fedleak"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
-        while chunk := response.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
+        size = response.headers.get("Content-Length")
+        quiet = not sys.stderr.isatty() or log.getEffectiveLevel() > logging.INFO
+        with tqdm(
+            total=int(size) if size else None,
+            unit="B",
+            unit_scale=True,
+            desc=url.rsplit("/", 1)[-1],
+            disable=quiet,
+        ) as bar:
+            while chunk := response.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
     return digest.hexdigest()
 
 
