@@ -36,6 +36,8 @@ class LocalTraining:
     loader: Iterable[Any]
     epochs: int
     num_examples: int
+    rounds: int = 1  # planned participations of this client in the run (<= num_rounds); dp-local
+    # with target_epsilon spreads the budget over rounds x epochs
 
 
 class Defense:
