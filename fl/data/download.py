@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import urllib.request
 from collections.abc import Sequence
+from http.client import HTTPException
 from pathlib import Path
 from urllib.error import URLError
 
@@ -73,7 +74,7 @@ def download_resource(resource: Resource, folder: Path, *, root: Path) -> None:
             else:
                 os.replace(tmp, folder / resource.filename)
             return
-        except (URLError, OSError, tarfile.TarError) as exc:
+        except (URLError, OSError, HTTPException, tarfile.TarError) as exc:
             errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
         finally:
             tmp.unlink(missing_ok=True)
@@ -98,6 +99,8 @@ def _extract(archive: Path, root: Path) -> None:
 
     Files already under ``root`` are never overwritten or deleted.
     """
+    if not hasattr(tarfile, "data_filter"):
+        raise DataError("extracting archives safely needs Python >= 3.10.12 (tarfile filters)")
     staging = Path(tempfile.mkdtemp(prefix=".extract.", dir=root))
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -1,7 +1,7 @@
 """Dataset sources: where a dataset lives on disk, how it is read and where it comes from.
 
 Each dataset is one :class:`DatasetSource` registered in :data:`DATASETS`; a new dataset is a
-reader function plus one ``DATASETS.register(...)`` line. Folder names follow torchvision, so one
+reader function plus one ``register(DatasetSource(...))`` call. Folder names follow torchvision, so one
 root directory serves fedleak and torchvision alike.
 """
 
@@ -41,16 +41,16 @@ class DatasetSource:
     shape: tuple[int, int, int]
     classes: tuple[str, ...]
     sizes: dict[str, int]  # nominal number of images per split of the full dataset
-    folder: str  # relative to the data root; "" for the bundled sample
+    folder: str  # relative to the data root (an absolute package path for bundled sets)
     files: dict[str, tuple[str, ...]]  # split -> files the reader needs (in ``folder``)
     reader: Reader
     resources: tuple[Resource, ...] = ()
     bundled: bool = False  # shipped inside the package: needs no data root
-    alternatives: dict[str, tuple[str, ...]] = field(
-        default_factory=dict
-    )  # file -> accepted variants
+    # file -> other accepted names (e.g. the decompressed ``*-ubyte`` for ``*-ubyte.gz``)
+    alternatives: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def folder_path(self, root: Path) -> Path:
+        """Where this dataset's files live under ``root``."""
         return root / self.folder
 
     def find(self, root: Path, filename: str) -> Path | None:
@@ -91,6 +91,7 @@ def resolve_root(root: str | Path | None = None) -> Path:
 
 
 def check_split(split: str) -> str:
+    """``split`` itself, or a :class:`ConfigError` naming the valid splits."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
     return split

@@ -73,23 +73,36 @@ def test_data_verified_download_is_moved_into_place(data_root: Path, tmp_path: P
     assert (folder / src.name).read_bytes() == src.read_bytes()
 
 
+def make_archive(path: Path, members: dict[str, bytes]) -> Resource:
+    """A tar.gz at ``path`` holding ``members``, as a Resource with its true MD5."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    path.write_bytes(buf.getvalue())
+    md5 = hashlib.md5(buf.getvalue(), usedforsecurity=False).hexdigest()
+    return Resource(path.name, (path.as_uri(),), md5, extract=True)
+
+
 def test_data_archive_is_extracted_into_the_root(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "fine_labels": [0, 5, 99, 5]}
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, obj in (("train", batch), ("test", batch), ("meta", meta)):
-            payload = pickle.dumps(obj, protocol=2)
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    archive = tmp_path / "cifar-100-python.tar.gz"
-    archive.write_bytes(buf.getvalue())
-    md5 = hashlib.md5(buf.getvalue(), usedforsecurity=False).hexdigest()
+    members = {f"cifar-100-python/{name}": pickle.dumps(obj, protocol=2)
+               for name, obj in (("train", batch), ("test", batch), ("meta", meta))}  # fmt: skip
+    resource = make_archive(tmp_path / "cifar-100-python.tar.gz", members)
     root = tmp_path / "root"
-    resource = Resource(archive.name, (archive.as_uri(),), md5, extract=True)
     download.download_resource(resource, root / "cifar-100-python", root=root)
     assert sorted(p.name for p in root.iterdir()) == ["cifar-100-python"]
     ds = load_dataset("cifar100", split="train", root=root, download=False)
     assert ds.labels.tolist() == [0, 5, 99, 5] and ds.classes[99] == "c99"
+
+
+def test_data_archive_escaping_the_root_is_refused(tmp_path: Path) -> None:
+    resource = make_archive(tmp_path / "evil.tar.gz", {"../escaped": b"x", "ok/file": b"y"})
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match=r"could not download evil\.tar\.gz: .*outside"):
+        download.download_resource(resource, root / "ok", root=root)
+    assert not (tmp_path / "escaped").exists() and not (root / "ok" / "file").exists()
