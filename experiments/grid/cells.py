@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,18 +40,20 @@ def cell_key(kind: str, config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def defense_settings(grid: DefenseGrid) -> list[tuple[DefenseConfig, str, dict[str, Any]]]:
-    """Every combination of a defense table's list-valued options: (config, setting text, labels)."""
+def defense_settings(grid: DefenseGrid, known: Collection[str]) -> list[tuple[DefenseConfig, str, dict[str, Any]]]:
+    """Every combination of a defense table's list-valued options: (config, setting text, labels).
+
+    ``known`` are the defense names some cell kind can apply (the ``defenses`` registry's and
+    those a kind implements itself, like DP-SGD for a centralised membership target).
+    """
     out = []
     names = list(grid.axes)
     for combo in itertools.product(*(grid.axes[n] for n in names)):
         values = {**grid.fixed, **dict(zip(names, combo, strict=True))}
         where = f"defenses.{grid.label}"
         family = values.get("name")
-        if family not in DEFENSES:
-            raise ConfigError(
-                f"unknown defense {family!r} in {where}; valid choices: {', '.join(DEFENSES.names())}"
-            )
+        if family not in known:
+            raise ConfigError(f"unknown defense {family!r} in {where}; valid choices: {', '.join(known)}")
         try:
             config = DefenseConfig.from_dict(values)
         except ConfigError as exc:
@@ -64,9 +67,11 @@ def defense_settings(grid: DefenseGrid) -> list[tuple[DefenseConfig, str, dict[s
 def expand(scenario: Scenario, *, kinds: Registry[CellKind]) -> list[Cell]:
     """All cells of ``scenario`` (datasets x models x defense settings x seeds per block), deduplicated."""
     cells: dict[str, Cell] = {}
+    known = list(dict.fromkeys([*DEFENSES.names(), *(d for _, k in kinds.items() for d in k.defenses)]))
     for block in scenario.blocks:
         kind = kinds.get(block.kind)
-        settings = [(label, s) for label in block.defenses for s in defense_settings(scenario.defenses[label])]
+        settings = [(label, s) for label in block.defenses
+                    for s in defense_settings(scenario.defenses[label], known)]
         for dataset, model, (label, (defense, setting, labels)), seed in itertools.product(
             block.datasets, block.models, settings, scenario.seeds
         ):

@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+from fl.errors import ConfigError
 
 
 class MembershipKind(CellKind):
     name = "membership"
-    budget_keys: Mapping[str, str] = {"shadow_models": "num_shadows", "epochs": "epochs", "pool": "pool_size"}
+    budget_keys: Mapping[str, str] = {"shadow_models": "shadows", "epochs": "epochs", "pool": "pool_size",
+                                      "population": "population_size", "bootstrap": "bootstrap"}
     defenses = ("none", "dropout", "dp-local")
 
     def config_type(self) -> type:
@@ -31,8 +33,18 @@ class MembershipKind(CellKind):
         return ATTACKS.names()
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
-        return {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks, "defense": spec.defense,
-                "seed": spec.seed}
+        defense = spec.defense
+        values: dict[str, Any] = {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks,
+                                  "defense": defense.name, "seed": spec.seed}
+        if defense.name == "dropout":
+            values["dropout"] = defense.dropout
+        if defense.name == "dp-local":
+            if defense.target_epsilon is None:
+                raise ConfigError(f"{spec.where}: membership cells train DP-SGD to a target_epsilon; set it in"
+                                  " the dp-local defense table")
+            values.update(epsilon=defense.target_epsilon, delta=defense.delta,
+                          max_grad_norm=defense.max_grad_norm)
+        return values
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:

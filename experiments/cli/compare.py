@@ -1,0 +1,82 @@
+"""``fedleak compare SCENARIO --out runs/NAME``: run a scenario's grid, resumably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from experiments.cli.state import get_state
+from experiments.grid import CELL_KINDS, RunOptions, RunSummary, expand, load_scenario, run_grid
+from experiments.grid.scenario import Scenario
+from experiments.store import ResultStore
+from fl.errors import ConfigError, FedleakError
+from fl.runs import init_run_dir, package_versions
+
+
+def load(scenario: str) -> Scenario:
+    """A shipped scenario or a .toml file, validated against the registered cell kinds."""
+    return load_scenario(scenario, kinds=CELL_KINDS.names())
+
+
+def run_scenario(scenario: Scenario, out: Path, options: RunOptions, *, seed: int) -> RunSummary:
+    """Expand ``scenario``, record it in ``out`` and run every cell not yet done there."""
+    cells = expand(scenario, kinds=CELL_KINDS)
+    out.mkdir(parents=True, exist_ok=True)
+    with ResultStore(out) as store:
+        previous = store.meta().get("scenario_name")
+        if previous is not None and previous != scenario.name:
+            raise ConfigError(f"{str(out)!r} holds results of scenario {previous!r}, not {scenario.name!r};"
+                              " choose another --out")
+        store.set_meta({"scenario_name": scenario.name, "scenario_description": scenario.description,
+                        "scenario_origin": scenario.origin, "scenario_source": scenario.source,
+                        "device": options.device, "versions": package_versions()})
+    init_run_dir(out, config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
+                 seed=seed, device=options.device)
+    return run_grid(cells, out, kinds=CELL_KINDS, options=options)
+
+
+@click.command("compare")
+@click.argument("scenario")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<scenario name>). Rerunning skips the cells already done.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells run at once (worker processes, torch threads split between them).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine; ray: tasks on an existing Ray cluster (--address).")
+@click.option("--address", default=None, help="Ray cluster address for --executor ray (e.g. auto).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder (default: $FEDLEAK_DATA or the user cache).")
+@click.option("--list", "list_only", is_flag=True, help="List the cells and their status, run nothing.")
+@click.pass_context
+def compare(ctx: click.Context, scenario: str, out: Path | None, jobs: int, executor: str, address: str | None,
+            data_dir: Path | None, list_only: bool) -> None:
+    """Run the grid of SCENARIO (a shipped name: quick, dia-paper, mia, federated, full; or a .toml path)."""
+    state = get_state(ctx)
+    spec = load(scenario)
+    out = out or Path("runs") / spec.name
+    if list_only:
+        _list_cells(spec, out)
+        return
+    options = RunOptions(jobs=jobs, executor=executor, address=address, device=str(state.device),
+                         data_root=str(data_dir) if data_dir else None, progress=state.verbosity >= 0)
+    summary = run_scenario(spec, out, options, seed=state.seed)
+    click.echo(f"{summary.total} cells: {summary.skipped} already done, {summary.done} run now,"
+               f" {summary.failed} failed ({summary.wall_s:.0f} s); results in {out}")
+    if summary.failed:
+        raise FedleakError(f"{summary.failed} cell(s) failed (errors in {out}/cells/*/error.txt);"
+                           " rerun the same command to retry them")
+    click.echo(f"next: fedleak report {out} --format md   (or --format html)")
+
+
+def _list_cells(spec: Scenario, out: Path) -> None:
+    from experiments.tables import format_table
+
+    cells = expand(spec, kinds=CELL_KINDS)
+    done: set[str] = set()
+    if (out / "results.sqlite").is_file():
+        with ResultStore(out) as store:
+            done = store.done_keys()
+    rows = [[c.key, c.kind, c.dataset, c.model, c.defense, c.setting, c.seed, "done" if c.key in done else "todo"]
+            for c in cells]
+    click.echo(format_table(["key", "kind", "dataset", "model", "defense", "setting", "seed", "status"], rows))

@@ -1,0 +1,168 @@
+"""The report's tables, one per question, built only from the result store's groups.
+
+"Which defense stops which attack": PSNR/SSIM of gradient inversion (Geiping et al., 2020;
+Scheliga et al., 2023) and AUC / TPR at low FPR of membership inference (Carlini et al.,
+2022), per defense setting, the best defense per attack highlighted. "At what utility cost":
+the accuracy each defense setting leaves, and its privacy budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from experiments.report.aggregate import Group, Stat
+from experiments.tables import format_table
+
+# metric names as the attack packages report them (first match wins)
+PSNR = ("psnr_mean", "psnr")
+SSIM = ("ssim_mean", "ssim")
+AUC = ("auc",)
+TPR_01 = ("tpr@0.1%", "tpr_at_0.1%_fpr", "tpr@0.001")
+TPR_1 = ("tpr@1%", "tpr_at_1%_fpr", "tpr@0.01")
+ACCURACY = ("test_accuracy", "final_accuracy", "accuracy")
+EPSILON = ("epsilon",)
+ROUND_PSNR = ("psnr_mean", "psnr_mean_last", "psnr_last", "psnr")
+
+GROUP_HEADER = ("Dataset", "Model", "Defense", "Setting")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column: where to read it and which direction means 'better defense'."""
+
+    label: str
+    names: tuple[str, ...]
+    attack: str = ""  # '' = cell-level metric
+    best: Callable[[float], float] | None = None  # key to minimise for the highlight; None = none
+    digits: int = 2
+
+
+@dataclass(frozen=True)
+class Table:
+    """A rendered-ready table: question, caption, header, rows and highlighted cells."""
+
+    key: str
+    title: str
+    caption: str
+    header: tuple[str, ...]
+    rows: list[list[str]]
+    highlight: set[tuple[int, int]] = field(default_factory=set)
+
+    def render(self, fmt: str) -> str:
+        return format_table(self.header, self.rows, fmt, highlight=self.highlight)
+
+
+def _lower(v: float) -> float:
+    return v
+
+
+def _higher(v: float) -> float:
+    return -v
+
+
+def _to_half(v: float) -> float:
+    return abs(v - 0.5)
+
+
+def build_table(key: str, title: str, caption: str, groups: Sequence[Group], columns: Sequence[Column]) -> Table:
+    """Rows = groups; highlight the best value of each column within each (dataset, model) block."""
+    header = (*GROUP_HEADER, *(c.label for c in columns))
+    rows, stats = [], []
+    for g in groups:
+        row_stats = [g.stat(c.attack, *c.names) for c in columns]
+        stats.append(row_stats)
+        rows.append([g.dataset, g.model, g.defense, g.setting, *(s.text(c.digits) for s, c in
+                                                                 zip(row_stats, columns, strict=True))])
+    highlight: set[tuple[int, int]] = set()
+    blocks: dict[tuple[str, str, str], list[int]] = {}
+    for i, g in enumerate(groups):
+        blocks.setdefault((g.kind, g.dataset, g.model), []).append(i)
+    for j, col in enumerate(columns):
+        if col.best is None:
+            continue
+        for members in blocks.values():
+            scored = [(col.best(stats[i][j].mean), i) for i in members
+                      if stats[i][j].n and not math.isnan(stats[i][j].mean)]
+            if len(scored) > 1:
+                top = min(s for s, _ in scored)
+                highlight |= {(i, len(GROUP_HEADER) + j) for s, i in scored if s == top}
+    return Table(key=key, title=title, caption=caption, header=header, rows=rows, highlight=highlight)
+
+
+def _attacks(groups: Sequence[Group]) -> list[str]:
+    seen: dict[str, None] = {}
+    for g in groups:
+        seen.update(dict.fromkeys(g.attacks()))
+    return list(seen)
+
+
+def inversion_table(groups: Sequence[Group]) -> Table | None:
+    groups = [g for g in groups if g.kind == "inversion"]
+    if not groups:
+        return None
+    cols = []
+    for a in _attacks(groups):
+        cols += [Column(f"{a} PSNR (dB)", PSNR, a, _lower, 1), Column(f"{a} SSIM", SSIM, a, _lower, 3)]
+    return build_table(
+        "inversion", "Which defense stops which attack: gradient inversion",
+        "Reconstruction quality of each attack (lower = better defense), mean ± std over seeds; "
+        "the best defense per attack and dataset/model is highlighted.", groups, cols)
+
+
+def membership_table(groups: Sequence[Group]) -> Table | None:
+    groups = [g for g in groups if g.kind == "membership"]
+    if not groups:
+        return None
+    cols = []
+    for a in _attacks(groups):
+        cols += [Column(f"{a} AUC", AUC, a, _to_half, 3), Column(f"{a} TPR@0.1%FPR", TPR_01, a, _lower, 3),
+                 Column(f"{a} TPR@1%FPR", TPR_1, a, _lower, 3)]
+    return build_table(
+        "membership", "Which defense stops which attack: membership inference",
+        "AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
+        "rates (lower = better defense), mean ± std over seeds.", groups, cols)
+
+
+def federated_table(groups: Sequence[Group]) -> Table | None:
+    groups = [g for g in groups if g.kind == "federated"]
+    if not groups:
+        return None
+    cols = [Column("Accuracy", ACCURACY, "", _higher, 3), Column("ε", EPSILON, "", None, 2)]
+    cols += [Column(f"{a} PSNR (dB)", ROUND_PSNR, a, _lower, 1) for a in _attacks(groups)]
+    return build_table(
+        "federated", "Curious server in a federation: attack success and accuracy",
+        "Final global accuracy, privacy budget ε, and the curious server's reconstruction PSNR of the "
+        "captured client updates (lower = better defense), mean ± std over seeds.", groups, cols)
+
+
+def utility_table(groups: Sequence[Group]) -> Table | None:
+    groups = [g for g in groups if g.stat("", *ACCURACY).n]
+    if not groups:
+        return None
+    table = build_table(
+        "utility", "At what utility cost",
+        "Test accuracy left by each defense setting (highest highlighted), its change against no "
+        "defense on the same dataset and model, and the privacy budget ε where one applies.",
+        groups, [Column("Accuracy", ACCURACY, "", _higher, 3), Column("ε", EPSILON, "", None, 2)])
+    baseline = {(g.kind, g.dataset, g.model): g.stat("", *ACCURACY) for g in groups if g.defense == "none"}
+    header = (*table.header[:4], "Kind", *table.header[4:5], "Δ vs none", *table.header[5:])
+    rows = []
+    for g, row in zip(groups, table.rows, strict=True):
+        base = baseline.get((g.kind, g.dataset, g.model))
+        acc = g.stat("", *ACCURACY)
+        delta = "-" if base is None or not base.n else f"{acc.mean - base.mean:+.3f}"
+        rows.append([*row[:4], g.kind, row[4], delta, *row[5:]])
+    highlight = {(i, j + 1 if j >= 4 else j) for i, j in table.highlight}
+    return Table(key=table.key, title=table.title, caption=table.caption, header=header, rows=rows,
+                 highlight=highlight)
+
+
+def all_tables(groups: Sequence[Group]) -> list[Table]:
+    """Every table the groups support, in reading order."""
+    builders = (inversion_table, membership_table, federated_table, utility_table)
+    return [t for t in (b(groups) for b in builders) if t is not None]
+
+
+__all__ = ["Column", "Stat", "Table", "all_tables", "build_table"]
