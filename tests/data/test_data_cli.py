@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -93,3 +95,18 @@ def test_data_cli_missing_files_offline_is_one_runtime_error(
     error_lines = [line for line in out.splitlines() if line.startswith("Error:")]
     assert len(error_lines) == 1 and str(tmp_path / "FashionMNIST" / "raw") in error_lines[0]
     assert "Traceback" not in out
+
+
+def test_data_cli_show_summarises_many_classes(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    labels = [i % 100 for i in range(300)]
+    batch = {"data": np.zeros((300, 3072), np.uint8), "fine_labels": labels}
+    for name, obj in (("train", batch), ("test", batch), ("meta", {"fine_label_names": [f"c{i}" for i in range(100)]})):  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
+    code, out = run("datasets", "show", "cifar100", "--data-dir", str(tmp_path), "--clients", "3", "--partition", "shards", "--shards", "40", "--format", "csv")  # fmt: skip
+    assert code == 0, out
+    rows = list(csv.reader(io.StringIO(out.split("\n", 1)[1])))
+    assert rows[0] == ["client", "n", "classes present", "largest class", "largest share"]
+    assert all(int(r[2]) <= 40 for r in rows[1:-1])
+    assert rows[-1][:3] == ["total", "300", "100"]
