@@ -40,7 +40,10 @@ def datasets() -> None:
 @data_dir_option
 @format_option
 def list_datasets(data_dir: Path | None, fmt: str) -> None:
-    """Every dataset with its shape, classes, sizes, folder and whether its files are present."""
+    """List the datasets, the folder each is read from and whether it is there.
+
+    Also shows each dataset's shape, number of classes and full train/test sizes.
+    """
     from fl.data import DATASETS, resolve_root
 
     root = resolve_root(data_dir)
@@ -109,7 +112,10 @@ def show(
     data_dir: Path | None,
     fmt: str,
 ) -> None:
-    """Per-client class counts of dataset NAME under a partition (seeded by the global --seed)."""
+    """Show per-client class counts of dataset NAME under a partition.
+
+    The partition is seeded by the global --seed; the last row holds the totals.
+    """
     import numpy as np
 
     from fl.data import DATASETS, load_dataset, partition
