@@ -40,7 +40,7 @@ def datasets() -> None:
 @data_dir_option
 @format_option
 def list_datasets(data_dir: Path | None, fmt: str) -> None:
-    """List the datasets, the folder each is read from and whether it is there.
+    """List the datasets, where each is read from and whether it is there.
 
     Also shows each dataset's shape, number of classes and full train/test sizes.
     """
