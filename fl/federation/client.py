@@ -66,6 +66,9 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     if (server_round, client) in spec.faults:
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
+    # Flower's client mods (LocalDpMod) draw noise from NumPy's global RNG after this handler
+    # returns: seed it per client and round so runs (and resumed runs) are reproducible.
+    np.random.seed(derive_seed(spec.seed, "client-mods", client, server_round))
     state: dict[str, Any] = json.loads(str(config.get("client-state", "{}")))
     device = torch.device(spec.device)
     model = spec.model.build().to(device)

@@ -1,0 +1,63 @@
+"""``fedleak attack RUN_DIR``: invert an update the curious server captured during ``fedleak simulate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from experiments.cli.state import get_state
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--attack", type=click.Choice(["ig", "dia"]), default="dia", show_default=True)
+@click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
+@click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
+@click.option("--iters", type=int, default=400, show_default=True, help="Optimization steps.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
+@click.pass_context
+def attack(ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int, data_dir: str | None) -> None:
+    """Reconstruct a client's training images from its captured update; print PSNR/SSIM, save a grid.
+
+    Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
+    afterwards to score it.
+    """
+    from experiments.federated.attacking import attack_captured, save_grid
+    from fl.data import load_dataset
+    from fl.errors import ConfigError
+    from fl.federation.capture import AGGREGATE, CaptureStore
+    from fl.runs import atomic_write_json, read_json
+
+    state = get_state(ctx)
+    store = CaptureStore(run_dir)
+    rounds = store.rounds()
+    if not rounds:
+        raise ConfigError(f"{run_dir} captured no rounds (was it run with --capture none?)")
+    r = rounds[0] if server_round is None else server_round
+    if r not in rounds:
+        raise ConfigError(f"--round {r} was not captured; captured rounds: {', '.join(map(str, rounds))}")
+    captured = store.clients(r)
+    if not captured:
+        raise ConfigError(f"round {r} has no captured client update")
+    target: int | str = captured[0] if client is None else (AGGREGATE if client == AGGREGATE else _client_id(client))
+    if target not in captured:
+        raise ConfigError(f"--client {client} has no captured update in round {r}; captured: {', '.join(map(str, captured))}")
+    recorded = read_json(Path(run_dir) / "config.json")
+    root = data_dir or recorded.get("data_dir")
+    train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
+    [outcome] = attack_captured(store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device)
+    stem = Path(run_dir) / "attacks" / f"{attack}_round{r:04d}_{target}_cli"
+    save_grid(outcome, stem.with_suffix(".png"))
+    atomic_write_json(stem.with_suffix(".json"), {"round": r, "client": target, "attack": attack, "iters": iters, "scores": outcome.scores})
+    click.echo(
+        f"{attack} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f} "
+        f"over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
+    )
+
+
+def _client_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a client id nor 'aggregate'", param_hint="--client") from None
