@@ -1,0 +1,45 @@
+"""The reconstruction grid: ground truth on the first row, one row per attack."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+
+def save_grid(
+    path: str | Path,
+    truth: torch.Tensor,
+    rows: Mapping[str, torch.Tensor],
+    psnr: Mapping[str, Sequence[float]] | None = None,
+) -> None:
+    """Write a PNG grid of ``truth`` (N, C, H, W) above every attack's reconstructions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fl.runs import atomic_write_bytes
+
+    n = truth.shape[0]
+    names = ["ground truth", *rows]
+    images = [truth, *rows.values()]
+    fig, axes = plt.subplots(len(names), n, figsize=(1.3 * n + 1.2, 1.45 * len(names)), squeeze=False)
+    for r, (name, batch) in enumerate(zip(names, images, strict=True)):
+        for c in range(n):
+            ax = axes[r][c]
+            img = batch[c].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if psnr is not None and name in psnr:
+                ax.set_title(f"{psnr[name][c]:.1f} dB", fontsize=7)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,206 @@
+"""The inversion experiment: dataset images -> honest clients -> curious server -> attacks -> metrics.
+
+Used by ``fedleak invert`` and by the experiment grid. Every ``batch_size`` consecutive
+indices form one client's data; each client trains from the same seeded weights with its own
+dropout RNG, and all clients (victims) are attacked in one batched optimization per attack.
+Results per attack are checkpointed, so ``resume=True`` skips attacks already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attacks.inversion import metrics
+from attacks.inversion.base import ATTACKS, InversionResult, invert_many
+from attacks.inversion.observation import Observation, observe_client
+from attacks.inversion.plots import save_grid
+from fl.errors import ConfigError
+from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
+from fl.seed import derive_seed, make_generator
+
+log = logging.getLogger("fedleak.invert")
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """One inversion experiment (shared by the CLI, scenario files and tests)."""
+
+    dataset: str = "cifar10"  # dataset name (fl.data)
+    split: str = "test"  # which split the victims' images come from
+    model: str = "mlp"  # model name (fl.models)
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's own options
+    dropout: float = 0.25  # dropout rate of every dropout layer
+    attacks: tuple[str, ...] = ("ig", "dia", "oracle")  # attacks compared side by side
+    indices: tuple[int, ...] = tuple(range(8))  # victim images (dataset indices)
+    batch_size: int = 1  # images per client update (consecutive indices form one client)
+    local_steps: int = 1  # client SGD steps; > 1 sends a weight delta instead of a gradient
+    lr: float = 0.1  # client learning rate
+    known_labels: bool = False  # hand the attacker the true labels instead of recovering them
+    iters: int = 400  # attack iterations
+    restarts: int = 1  # attack restarts (IG family)
+    tv_weight: float | None = None  # total-variation weight (None: each attack's default)
+    mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
+    seed: int = 0  # model weights, client RNGs and attack initialisations
+
+    def __post_init__(self) -> None:
+        if self.iters <= 0:
+            raise ConfigError(f"iters must be > 0, got {self.iters}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.restarts < 1 or self.batch_size < 1 or self.local_steps < 1:
+            raise ConfigError(
+                f"restarts, batch_size and local_steps must be >= 1, got {self.restarts}, "
+                f"{self.batch_size}, {self.local_steps}"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not self.attacks:
+            raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
+        for name in self.attacks:
+            ATTACKS.get(name)
+        if not self.indices or len(self.indices) % self.batch_size:
+            raise ConfigError(f"{len(self.indices)} indices do not split into clients of batch_size {self.batch_size}")
+        if min(self.indices) < 0:
+            raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
+        if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
+            raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
+
+    def attack_overrides(self, attack: str) -> dict[str, Any]:
+        """The settings this run imposes on ``attack`` (only those its config has)."""
+        wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
+                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg}
+        names = {f.name for f in fields(ATTACKS.get(attack).Config)}
+        return {k: v for k, v in wanted.items() if k in names and v is not None}
+
+
+def build_observations(
+    cfg: InversionConfig, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> list[Observation]:
+    """One honest client per ``batch_size`` images, all from the same seeded weights."""
+    from fl.models import build_model
+
+    torch.manual_seed(derive_seed(cfg.seed, "model"))
+    model = build_model(
+        cfg.model, in_shape=tuple(images.shape[1:]), num_classes=num_classes,
+        dropout=cfg.dropout, **cfg.model_options,
+    )
+    kind = "gradient" if cfg.local_steps == 1 else "delta"
+    out = []
+    for k in range(len(cfg.indices) // cfg.batch_size):
+        sl = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
+        out.append(
+            observe_client(
+                model, images[sl], labels[sl], model_name=cfg.model, model_options=cfg.model_options, kind=kind,
+                lr=cfg.lr, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
+                generator=make_generator(derive_seed(cfg.seed, "client", k)), known_labels=cfg.known_labels,
+            )
+        )
+    return out
+
+
+def summarize(result: list[InversionResult], truth: torch.Tensor, true_labels: torch.Tensor, batch: int) -> dict[str, Any]:
+    """Per-image and mean metrics of one attack over all victims (matched within each batch)."""
+    per: dict[str, list[float]] = {"mse": [], "psnr": [], "ssim": []}
+    label_acc = []
+    for k, r in enumerate(result):
+        sl = slice(k * batch, (k + 1) * batch)
+        s = metrics.score(r.inputs, truth[sl])
+        for key in per:
+            per[key] += s[key]
+        label_acc.append(metrics.label_accuracy(r.labels, true_labels[sl]))
+    finite = [p for p in per["psnr"] if math.isfinite(p)]
+    psnr_t = torch.tensor(per["psnr"], dtype=torch.float64)
+    return {
+        "psnr_mean": float(psnr_t.mean()),
+        "psnr_std": float(psnr_t.std()) if len(finite) > 1 else 0.0,
+        "ssim_mean": sum(per["ssim"]) / len(per["ssim"]),
+        "mse_mean": sum(per["mse"]) / len(per["mse"]),
+        "label_acc": sum(label_acc) / len(label_acc),
+        "label_source": result[0].label_source,
+        "grad_loss_mean": sum(r.grad_loss for r in result) / len(result),
+        "iters": result[0].iters,
+        "per_image": per,
+    }
+
+
+def run_inversion(
+    cfg: InversionConfig,
+    *,
+    device: torch.device | str = "cpu",
+    data_root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Run every attack of ``cfg``; returns ``{attack: summary}`` and writes ``metrics.json``
+    and ``grid.png`` (plus per-attack checkpoints) into ``out_dir`` when given."""
+    from fl.data import load_dataset
+
+    device = torch.device(device)
+    data = load_dataset(cfg.dataset, split=cfg.split, root=data_root)
+    if max(cfg.indices) >= len(data.labels):
+        raise ConfigError(
+            f"index {max(cfg.indices)} is past the end of {cfg.dataset} {cfg.split} ({len(data.labels)} images)"
+        )
+    idx = torch.tensor(cfg.indices)
+    truth, true_labels = data.images[idx], data.labels[idx]
+    observations = build_observations(cfg, truth, true_labels, data.num_classes)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_resume(out, cfg, resume)
+        init_run_dir(out, config=cfg, seed=cfg.seed, device=device)
+    summaries: dict[str, dict[str, Any]] = {}
+    recons: dict[str, torch.Tensor] = {}
+    for name in cfg.attacks:
+        ckpt = out / "attacks" / f"{name}.safetensors" if out is not None else None
+        if resume and ckpt is not None and ckpt.exists():
+            summaries[name] = read_json(ckpt.with_suffix(".json"))
+            recons[name] = load_tensors(ckpt)["inputs"]
+            log.info("%s: resumed from %s", name, ckpt)
+            continue
+        start = time.perf_counter()
+        config = ATTACKS.get(name).Config(**cfg.attack_overrides(name))
+        result = invert_many(observations, name, config=config, device=device, progress=progress)
+        summary = summarize(result, truth, true_labels, cfg.batch_size)
+        summary["time_s"] = time.perf_counter() - start
+        summary["trace"] = [r.trace for r in result]
+        summaries[name] = summary
+        recons[name] = torch.cat([r.inputs for r in result])
+        log.info("%s: PSNR %.2f dB, SSIM %.3f, label acc %.2f, %.1f s", name, summary["psnr_mean"],
+                 summary["ssim_mean"], summary["label_acc"], summary["time_s"])
+        if ckpt is not None:
+            save_tensors(ckpt, {"inputs": recons[name], "labels": torch.cat([r.labels for r in result])})
+            atomic_write_json(ckpt.with_suffix(".json"), summary)
+    if out is not None:
+        atomic_write_json(out / "metrics.json", {"config": asdict(cfg), "device": str(device), "attacks": summaries})
+        save_tensors(out / "reconstructions.safetensors", {"truth": truth, **recons})
+        ordered = {n: _matched(recons[n], truth, cfg.batch_size) for n in cfg.attacks}
+        save_grid(out / "grid.png", truth, ordered, {n: summaries[n]["per_image"]["psnr"] for n in cfg.attacks})
+    return summaries
+
+
+def _matched(x: torch.Tensor, truth: torch.Tensor, batch: int) -> torch.Tensor:
+    """Reorder reconstructions within every client batch to sit under their matched truth."""
+    parts = [x[k : k + batch][metrics.match(x[k : k + batch], truth[k : k + batch])] for k in range(0, len(x), batch)]
+    return torch.cat(parts)
+
+
+def _check_resume(out: Path, cfg: InversionConfig, resume: bool) -> None:
+    """Resume only a run with the same config; never silently overwrite another run's results."""
+    cfg_path = out / "config.json"
+    if not cfg_path.exists():
+        return
+    from fl.runs import to_jsonable
+
+    same = read_json(cfg_path) == to_jsonable(cfg)
+    if resume and not same:
+        raise ConfigError(f"{out} holds a run with a different config; choose another --out or drop --resume")
+    if not resume and (out / "metrics.json").exists():
+        raise ConfigError(f"{out} already holds results; pass --resume to continue it or choose another --out")
