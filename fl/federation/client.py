@@ -10,12 +10,21 @@ every accountant where it stopped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fl.federation.settings import ModelSpec, TrainSettings
@@ -104,9 +113,20 @@ def handle_query(message: Message, context: Context) -> Message:
     return Message(RecordDict({CLIENT_KEY: ConfigRecord({"partition-id": client})}), reply_to=message)
 
 
+def train_only(mod: Callable[..., Message]) -> Callable[..., Message]:
+    """Apply a defense mod to train messages only (Flower's DP mods reject the roster query)."""
+
+    def wrapped(message: Message, context: Context, call_next: Callable[..., Message]) -> Message:
+        if message.metadata.message_type.split(".")[0] != MessageType.TRAIN:
+            return call_next(message, context)
+        return mod(message, context, call_next)
+
+    return wrapped
+
+
 def make_client_app(spec: ClientSpec, defense: Any = None) -> ClientApp:
     """A ClientApp training with ``spec``; ``defense`` (duck-typed ``Defense``) adds its mods and hooks."""
-    mods = list(defense.client_mods()) if defense is not None else []
+    mods = [train_only(m) for m in defense.client_mods()] if defense is not None else []
     app = ClientApp(mods=mods)
 
     @app.train()

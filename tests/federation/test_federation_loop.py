@@ -1,10 +1,23 @@
-"""The federation without Ray: the round loop, the curious capture and checkpoints (InlineGrid)."""
+"""The federation without Ray (InlineGrid): round loop, curious capture, checkpoints, and what the
+server sees under each DP flavour.
+
+The DP defenses here are built from Flower's own components (``LocalDpMod``, ``fixedclipping_mod``,
+the central-DP strategy wrappers) in the shape of ``defenses.base.Defense``, so the tests pin the
+capture point of the federation itself: after client mods, before server-side clipping and noise.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
 from torch import nn
 
 from fl.data import load_dataset
@@ -108,3 +121,78 @@ def test_federation_bad_server_options_fail_with_one_clear_line():
         ServerSpec(model=SPEC, num_clients=4, num_rounds=1, settings=TrainSettings(), fraction=1.5)
     with pytest.raises(ConfigError, match="attack-clients 3"):
         ServerSpec(model=SPEC, num_clients=4, num_rounds=1, settings=TrainSettings(), fraction=0.5, attack_clients=3)
+
+
+class FlowerDefense:
+    """Duck-typed ``Defense`` composed of Flower mods and a strategy wrapper."""
+
+    secure_aggregation = False
+
+    def __init__(self, mods=(), wrap=None) -> None:
+        self.mods, self.wrap = list(mods), wrap
+
+    def client_mods(self):
+        return self.mods
+
+    def wrap_strategy(self, strategy, *, num_rounds, clients_per_round):
+        return self.wrap(strategy, clients_per_round) if self.wrap else strategy
+
+    def prepare_local_training(self, training, *, client_state, seed):
+        return training
+
+    def finish_local_training(self, training, *, client_state):
+        return {}
+
+    def server_metrics(self):
+        return {}
+
+
+def _norm(update: dict[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float(v.double().pow(2).sum()) for v in update.values()))
+
+
+def _run(tmp_path, name, defense=None):
+    server = federate(tmp_path / name, clients=2, rounds=1, settings=TrainSettings(local_steps=2, batch_size=8, lr=0.5), capture="all", defense=defense)
+    store = CaptureStore(tmp_path / name)
+    caps = [store.load(1, c) for c in (0, 1)]
+    mean = {k: sum(c.update[k] * c.num_examples for c in caps) / sum(c.num_examples for c in caps) for k in caps[0].update}
+    aggregate = {k: server.result.weights[k] - caps[0].weights_before[k] for k in mean}
+    return caps, mean, aggregate
+
+
+def test_federation_visibility_under_each_dp_flavour(tmp_path):
+    clean, clean_mean, clean_agg = _run(tmp_path, "none")
+    for k in clean_mean:  # undefended: the aggregate is exactly the mean of what the server captured
+        torch.testing.assert_close(clean_agg[k], clean_mean[k], rtol=0, atol=1e-6)
+    big = _norm(clean[0].update)
+    clip = big / 4
+
+    # Central DP, server-side clipping: individual updates arrive raw (not clipped, not noised);
+    # clipping and noise act on the aggregate only.
+    wrap = lambda s, n: DifferentialPrivacyServerSideFixedClipping(s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n)  # noqa: E731
+    caps, mean, agg = _run(tmp_path, "central-server", FlowerDefense(wrap=wrap))
+    for cap, ref in zip(caps, clean, strict=True):
+        for k in ref.update:
+            torch.testing.assert_close(cap.update[k], ref.update[k], rtol=0, atol=1e-6)
+    assert _norm({k: agg[k] - mean[k] for k in mean}) > 0.1 * clip  # the aggregate carries noise
+
+    # Central DP, client-side clipping: updates arrive clipped to the norm but un-noised.
+    wrap = lambda s, n: DifferentialPrivacyClientSideFixedClipping(s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n)  # noqa: E731
+    caps, mean, agg = _run(tmp_path, "central-client", FlowerDefense(mods=[fixedclipping_mod], wrap=wrap))
+    for cap, ref in zip(caps, clean, strict=True):
+        scale = min(1.0, clip / _norm(ref.update))
+        for k in ref.update:
+            torch.testing.assert_close(cap.update[k], ref.update[k] * scale, rtol=1e-4, atol=1e-6)
+        assert _norm(cap.update) <= clip * (1 + 1e-5)
+    assert _norm({k: agg[k] - mean[k] for k in mean}) > 0.1 * clip
+
+    # Local DP: every update is clipped and noised on the client; the server only sees noise-covered
+    # updates, and the aggregate is exactly their mean (no server-side noise).
+    caps, mean, agg = _run(tmp_path, "local", FlowerDefense(mods=[LocalDpMod(clip, sensitivity=clip, epsilon=10.0, delta=1e-5)]))
+    std = clip * math.sqrt(2 * math.log(1.25 / 1e-5)) / 10.0
+    for cap, ref in zip(caps, clean, strict=True):
+        scale = min(1.0, clip / _norm(ref.update))
+        noise = torch.cat([(cap.update[k] - ref.update[k] * scale).flatten() for k in ref.update])
+        assert abs(float(noise.std()) / std - 1) < 0.05
+    for k in mean:
+        torch.testing.assert_close(agg[k], mean[k], rtol=0, atol=1e-5)
