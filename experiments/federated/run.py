@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,87 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
     return on_round
 
 
+@dataclass(frozen=True)
+class Composition:
+    """Everything one federation is built from (shared by ``run_federation`` and ``flwr run``)."""
+
+    defense: Any
+    train: Any  # fl.data.ImageDataset
+    test: Any
+    model: ModelSpec
+    initial_model: torch.nn.Module
+    partitions: list[np.ndarray]
+    server_spec: ServerSpec
+    client_spec: ClientSpec
+
+
+def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu") -> Composition:
+    """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs."""
+    defense = build_defense(cfg.defense)
+    train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
+    test = load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
+    spec = model_spec(cfg, defense, train.shape, train.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = spec.build()
+    defense.check_model(model)
+    parts = client_partitions(cfg, train.labels)
+    server_spec = ServerSpec(
+        model=spec,
+        num_clients=cfg.clients,
+        num_rounds=cfg.rounds,
+        settings=cfg.train,
+        fraction=cfg.fraction,
+        strategy=cfg.strategy,
+        seed=cfg.seed,
+        capture=cfg.capture,
+        attack_clients=cfg.attack_clients,
+        stop_after_round=cfg.stop_after_round,
+    )
+    client_spec = ClientSpec(
+        model=spec,
+        dataset=cfg.dataset,
+        partitions=tuple(parts),
+        data_root=cfg.data_dir,
+        seed=cfg.seed,
+        device="cuda" if cfg.client_gpus > 0 else "cpu",
+        record_truth=cfg.capture != "none",
+    )
+    return Composition(defense, train, test, spec, model, parts, server_spec, client_spec)
+
+
+def make_server(
+    cfg: SimulationConfig,
+    comp: Composition,
+    *,
+    out: Path,
+    device: torch.device,
+    resume: bool = False,
+    progress: bool | ProgressFn = False,
+) -> FederationServer:
+    """The curious server of ``cfg``: records truth for evaluation, attacks, reports each round."""
+    if cfg.capture != "none":
+        CaptureWriter(out, comp.model).write_partitions(cfg.dataset, "train", comp.partitions)
+    hook = _attack_hook(cfg, out, comp.train.images, device) if cfg.attack != "none" else None
+    report = progress if callable(progress) else None
+
+    def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+        extra = hook(record, weights) if hook is not None else {}
+        if report is not None:
+            report({**record, **extra})
+        return extra
+
+    return FederationServer(
+        spec=comp.server_spec,
+        run_dir=out,
+        initial_weights={k: v.detach().clone() for k, v in comp.initial_model.state_dict().items()},
+        test_data=(comp.test.images, comp.test.labels),
+        defense=comp.defense,
+        on_round=on_round,
+        resume=resume,
+        device=device,
+    )
+
+
 def run_federation(
     cfg: SimulationConfig,
     *,
@@ -95,71 +177,18 @@ def run_federation(
         saved = SimulationConfig.from_dict(read_json(out / "config.json"))
         if {**saved.to_dict(), "stop_after_round": 0} != {**cfg.to_dict(), "stop_after_round": 0}:
             raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
-    defense = build_defense(cfg.defense)
-    train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
-    test = load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
-    spec = model_spec(cfg, defense, train.shape, train.num_classes)
-    torch.manual_seed(cfg.seed)
-    model = spec.build()
-    defense.check_model(model)
-    parts = client_partitions(cfg, train.labels)
-    server_spec = ServerSpec(
-        model=spec,
-        num_clients=cfg.clients,
-        num_rounds=cfg.rounds,
-        settings=cfg.train,
-        fraction=cfg.fraction,
-        strategy=cfg.strategy,
-        seed=cfg.seed,
-        capture=cfg.capture,
-        attack_clients=cfg.attack_clients,
-        stop_after_round=cfg.stop_after_round,
-    )
+    comp = compose(cfg, device=device)
     if not (resume and Checkpoint.exists(out)):
         init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
-    if cfg.capture != "none":
-        CaptureWriter(out, spec).write_partitions(cfg.dataset, "train", parts)
-    hook = _attack_hook(cfg, out, train.images, device) if cfg.attack != "none" else None
-    report = progress if callable(progress) else None
-
-    def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
-        extra = hook(record, weights) if hook is not None else {}
-        if report is not None:
-            report({**record, **extra})
-        return extra
-
-    server = FederationServer(
-        spec=server_spec,
-        run_dir=out,
-        initial_weights={k: v.detach().clone() for k, v in model.state_dict().items()},
-        test_data=(test.images, test.labels),
-        defense=defense,
-        on_round=on_round,
-        resume=resume,
-        device=device,
+    server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
+    simulate(
+        server,
+        make_client_app(comp.client_spec, comp.defense),
+        num_clients=cfg.clients,
+        client_cpus=cfg.client_cpus,
+        client_gpus=cfg.client_gpus,
+        verbose=verbose,
     )
-    client_spec = ClientSpec(
-        model=spec,
-        dataset=cfg.dataset,
-        partitions=tuple(parts),
-        data_root=cfg.data_dir,
-        seed=cfg.seed,
-        device="cuda" if cfg.client_gpus > 0 else "cpu",
-        record_truth=cfg.capture != "none",
-    )
-    if defense.secure_aggregation:
-        from experiments.federated.secagg import simulate_secagg
-
-        simulate_secagg(server, client_spec, defense, cfg=cfg, verbose=verbose)
-    else:
-        simulate(
-            server,
-            make_client_app(client_spec, defense),
-            num_clients=cfg.clients,
-            client_cpus=cfg.client_cpus,
-            client_gpus=cfg.client_gpus,
-            verbose=verbose,
-        )
     ckpt = server.result or Checkpoint.load(out)
     return _summarise(ckpt, out, time.perf_counter() - start)
 

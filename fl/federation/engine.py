@@ -42,7 +42,8 @@ def quiet_flower(*, verbose: bool) -> None:
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
     flwr_logger.propagate = False
-    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+    for name in ("ray", "alembic"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
 
@@ -79,6 +80,7 @@ def ray_session(*, verbose: bool = False) -> Iterator[None]:
             _SESSION_DEPTH -= 1
         return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    quiet_flower(verbose=verbose)
     pythonpath = os.pathsep.join(sys.path)
     os.environ["PYTHONPATH"] = pythonpath
     owns = not ray.is_initialized()

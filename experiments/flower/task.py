@@ -1,0 +1,54 @@
+"""Run config (``[tool.flwr.app.config]`` / ``flwr run . --run-config``) -> ``SimulationConfig``.
+
+Keys are the CLI's option names (``local-steps``, ``noise-multiplier``, ...); each goes to the
+training settings, the defense config or the simulation config, whichever has the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from functools import lru_cache
+from typing import Any
+
+from defenses import DefenseConfig
+from experiments.federated.config import SimulationConfig
+from experiments.federated.run import Composition, compose
+from fl.errors import ConfigError
+from fl.federation.settings import TrainSettings
+
+TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
+DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}
+SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense"}
+APP_KEYS = {"out", "device"}
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
+    """Split the flat run config into the simulation, training and defense configs."""
+    sim: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    defense: dict[str, Any] = {}
+    for key, value in run_config.items():
+        name = key.replace("-", "_")
+        if name in APP_KEYS:
+            continue
+        if name == "defense":
+            defense["name"] = value
+        elif name in TRAIN_KEYS:
+            train[name] = value
+        elif name in DEFENSE_KEYS:
+            defense[name] = value
+        elif name in SIM_KEYS:
+            sim[name] = value or None if name in ("data_dir", "norm") else value
+        else:
+            valid = sorted(k.replace("_", "-") for k in TRAIN_KEYS | DEFENSE_KEYS | SIM_KEYS | APP_KEYS | {"defense"})
+            raise ConfigError(f"unknown run-config key {key!r}; valid keys: {', '.join(valid)}")
+    if "attack_rounds" in sim:
+        sim["attack_rounds"] = tuple(int(r) for r in str(sim["attack_rounds"]).split(",") if r)
+    return SimulationConfig(train=TrainSettings(**train), defense=DefenseConfig.from_dict(defense), **sim)
+
+
+@lru_cache(maxsize=4)
+def composition(items: tuple[tuple[str, Any], ...]) -> Composition:
+    """The federation of a run config, built once per process (clients share it across rounds)."""
+    return compose(config_from_run_config(dict(items)))

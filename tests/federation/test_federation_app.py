@@ -1,0 +1,65 @@
+"""The Flower App of pyproject.toml loads and runs (in-process grid), and the CLI refuses bad input."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import tomllib
+from click.testing import CliRunner
+from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from experiments.cli import cli
+from experiments.flower.task import config_from_run_config
+from fl.errors import ConfigError
+from fl.federation.capture import CaptureStore
+from fl.federation.checkpoint import Checkpoint
+from fl.federation.inline import InlineGrid
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(ref: str):
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path):
+    flwr_app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    server_app = _load(flwr_app["components"]["serverapp"])
+    client_app = _load(flwr_app["components"]["clientapp"])
+    assert isinstance(server_app, ServerApp) and isinstance(client_app, ClientApp)
+    run_config = {
+        **flwr_app["config"], "dataset": "sample", "model": "mlp", "clients": 2, "rounds": 2,
+        "local-steps": 1, "batch-size": 4, "capture": "attacked", "attack-clients": 1, "out": str(tmp_path),
+    }
+    cfg = config_from_run_config(run_config)
+    assert (cfg.clients, cfg.rounds, cfg.train.local_steps, cfg.defense.name) == (2, 2, 1, "none")
+    grid = InlineGrid(client_app, 2)
+    for ctx in grid.contexts.values():
+        ctx.run_config = run_config
+    server_app(grid, Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    assert Checkpoint.load(tmp_path).server_round == 2
+    assert CaptureStore(tmp_path).rounds() == [1, 2]
+    with pytest.raises(ConfigError, match="unknown run-config key 'epochs'"):
+        config_from_run_config({"epochs": 3})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fraction", "1.5"], "--fraction must be in (0, 1]"),
+        (["--clients", "4", "--fraction", "0.5", "--attack", "ig", "--attack-clients", "3"], "--attack-clients 3 exceeds"),
+        (["--defense", "dp-local", "--target-epsilon", "0"], "target_epsilon=0"),
+        (["--defense", "nonsense"], "nonsense"),
+        (["--attack-rounds", "1,x"], "--attack-rounds"),
+    ],
+)
+def test_federation_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["simulate", "--dataset", "sample", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
