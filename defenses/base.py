@@ -66,7 +66,11 @@ class Defense:
         return {}
 
     def client_mods(self) -> list[ClientMod]:
-        """Flower client mods to install on the ClientApp, outermost first."""
+        """Flower client mods for train messages, outermost first (``@app.train(mods=...)``).
+
+        Flower's own DP mods reject messages without arrays, so install them on the train
+        handler; fedleak's mods also pass other message types through unchanged.
+        """
         return []
 
     def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int) -> Any:
@@ -76,3 +80,10 @@ class Defense:
     def server_metrics(self) -> dict[str, float]:
         """Server-side privacy or cost figures after the run (e.g. central DP epsilon)."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side state to checkpoint (JSON-ready), e.g. the central DP accountant."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on resume (called before ``wrap_strategy``)."""

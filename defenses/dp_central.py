@@ -1,0 +1,200 @@
+"""Central DP with Flower's strategy wrappers (DP-FedAvg, McMahan et al., ICLR 2018).
+
+Each client update is clipped to L2 norm ``clipping_norm`` (by the server, or by the client
+with Flower's clipping mod) and the server adds Gaussian noise of std
+``noise_multiplier * clipping_norm / clients_per_round`` to the *average*. Adaptive clipping
+(Andrew et al., NeurIPS 2021) tracks a quantile of the update norms instead of a fixed bound.
+Only the aggregate is private: the server (and so a curious server) still receives every
+individual update, clipped but un-noised. Client-level epsilon is accounted with Flower's RDP
+accountant, one Gaussian release per round without sampling amplification; the adaptive
+variants split the noise between the update and the clipped count so that the pair is as
+private as one Gaussian release with ``noise_multiplier`` (Andrew et al., Thm 1), and that
+release is composed after every aggregate. The accounting assumes uniform averaging, so the
+defense makes FedAvg weight every reply equally (``DP_WEIGHT_KEY``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+)
+from flwr.supercore.privacy_accounting import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    SamplingMethod,
+)
+from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+from defenses.accounting import noise_for_epsilon
+from defenses.base import ClientMod, Defense
+from defenses.config import DefenseConfig
+from defenses.registry import DEFENSES
+from defenses.update_mod import train_only
+from fl.errors import ConfigError
+
+DP_WEIGHT_KEY = "dp-weight"  # reply metric FedAvg weights by under central DP (always 1.0)
+
+
+def uniform_weight_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Client mod adding ``DP_WEIGHT_KEY = 1.0`` to the reply's metrics (uniform FedAvg weights)."""
+    out = call_next(msg, ctxt)
+    if msg.metadata.message_type == MessageType.TRAIN and not out.has_error():
+        for record in out.content.metric_records.values():
+            record[DP_WEIGHT_KEY] = 1.0
+    return out
+
+
+class _AccountedAdaptive:
+    """Compose one Gaussian release per successful aggregate into ``accountant`` (mixin)."""
+
+    accountant: RdpAccountant
+    release_noise_multiplier: float
+    num_sampled_clients: int
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)  # Flower's adaptive wrappers iterate the replies twice
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        if arrays is not None:
+            self.accountant.compose(
+                GaussianPrivacyEvent(
+                    noise_multiplier=self.release_noise_multiplier,
+                    sample_size=self.num_sampled_clients,
+                    population_size=self.accountant.config.population_size,
+                )
+            )
+        return arrays, metrics
+
+
+class AccountedServerSideAdaptiveClipping(_AccountedAdaptive, DifferentialPrivacyServerSideAdaptiveClipping):
+    """Flower's server-side adaptive clipping with an RDP accountant."""
+
+
+class AccountedClientSideAdaptiveClipping(_AccountedAdaptive, DifferentialPrivacyClientSideAdaptiveClipping):
+    """Flower's client-side adaptive clipping with an RDP accountant."""
+
+
+class DpCentralDefense(Defense):
+    """Noise on the aggregate (Flower's DP strategy wrappers); epsilon in ``server_metrics``."""
+
+    name = "dp-central"
+
+    def __init__(
+        self,
+        *,
+        noise_multiplier: float | None,
+        target_epsilon: float | None,
+        clipping_norm: float,
+        clipping: str,
+        delta: float,
+    ) -> None:
+        self.noise_multiplier = noise_multiplier
+        self.target_epsilon = target_epsilon
+        self.clipping_norm = clipping_norm
+        self.clipping = clipping
+        self.delta = delta
+        self.strategy: Any = None
+        self._sigma = 0.0  # the noise multiplier wrap_strategy settled on
+        self._accountant: RdpAccountant | None = None
+        self._restored: dict[str, object] | None = None
+
+    def client_mods(self) -> list[ClientMod]:
+        clip = {"client-fixed": [train_only(fixedclipping_mod)], "client-adaptive": [train_only(adaptiveclipping_mod)]}
+        return [*clip.get(self.clipping, []), uniform_weight_mod]
+
+    def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int) -> Any:
+        """Wrap a FedAvg-family ``strategy``; it is switched to uniform weights (``DP_WEIGHT_KEY``)."""
+        if not isinstance(strategy, FedAvg) or type(strategy).aggregate_train is not FedAvg.aggregate_train:
+            raise ConfigError(
+                f"dp-central needs a strategy averaging with FedAvg.aggregate_train (fedavg, fedprox), "
+                f"got {type(strategy).__name__}"
+            )
+        strategy.weighted_by_key = DP_WEIGHT_KEY
+        sigma = self._sigma = self._noise(num_rounds)
+        if sigma <= 0:
+            raise ConfigError("defense option noise_multiplier=0.0 is invalid for dp-central; expected a value > 0")
+        self._accountant = RdpAccountant(
+            PrivacyConfig(
+                target_delta=self.delta,
+                population_size=clients_per_round,  # no amplification is claimed: metadata only
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            )
+        )
+        if self._restored is not None:
+            self._accountant.load_state_dict(self._restored)
+        if self.clipping in ("server-fixed", "client-fixed"):
+            wrapper = (
+                DifferentialPrivacyServerSideFixedClipping
+                if self.clipping == "server-fixed"
+                else DifferentialPrivacyClientSideFixedClipping
+            )
+            self.strategy = wrapper(strategy, sigma, self.clipping_norm, clients_per_round, accountant=self._accountant)
+        else:
+            adaptive = (
+                AccountedServerSideAdaptiveClipping
+                if self.clipping == "adaptive"
+                else AccountedClientSideAdaptiveClipping
+            )
+            try:
+                self.strategy = adaptive(strategy, sigma, clients_per_round, initial_clipping_norm=self.clipping_norm)
+            except ValueError as err:  # Flower: noise too large for the default clipped-count noise
+                raise ConfigError(f"dp-central adaptive clipping with noise_multiplier={sigma}: {err}") from None
+            self.strategy.accountant = self._accountant
+            self.strategy.release_noise_multiplier = sigma
+        return self.strategy
+
+    def server_metrics(self) -> dict[str, float]:
+        if self._accountant is None:
+            return {}
+        spent = self._accountant.get_privacy_spent()
+        return {
+            "epsilon": spent.epsilon if spent.num_releases else 0.0,
+            "delta": spent.delta,
+            "releases": float(spent.num_releases),
+            "noise_multiplier": self._sigma,
+            "clipping_norm": float(self.strategy.clipping_norm),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's state (JSON-ready), for the federation's checkpoint."""
+        return self._accountant.state_dict() if self._accountant is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the accountant (before or after ``wrap_strategy``)."""
+        if self._accountant is None:
+            self._restored = dict(state)
+        else:
+            self._accountant.load_state_dict(dict(state))
+
+    def _noise(self, num_rounds: int) -> float:
+        """Sigma given, or the smallest one keeping ``num_rounds`` Gaussian releases within target_epsilon."""
+        if self.noise_multiplier is not None:
+            return self.noise_multiplier
+        return noise_for_epsilon(
+            target_epsilon=self.target_epsilon, delta=self.delta, sample_rate=1.0, steps=num_rounds
+        )
+
+
+@DEFENSES.register("dp-central")
+def build_dp_central(cfg: DefenseConfig) -> Defense:
+    """Flower's central DP with ``cfg.clipping`` clipping at ``cfg.clipping_norm``."""
+    return DpCentralDefense(
+        noise_multiplier=cfg.sigma if cfg.target_epsilon is None else None,
+        target_epsilon=cfg.target_epsilon,
+        clipping_norm=cfg.clipping_norm,
+        clipping=cfg.clipping,
+        delta=cfg.delta,
+    )
