@@ -127,9 +127,16 @@ class SampledGrid(Grid):
         return self._grid.send_and_receive(messages, timeout=timeout)
 
 
-def discover_clients(grid: Grid, timeout: float) -> dict[int, int]:
-    """Ask every node for its partition id (a ``query`` message); returns node id -> client id."""
-    nodes = list(grid.get_node_ids())
+def discover_clients(grid: Grid, timeout: float, expected: int) -> dict[int, int]:
+    """Wait for ``expected`` nodes, ask each for its partition id (a ``query`` message).
+
+    Returns node id -> client id. Nodes may still be registering when the ServerApp starts.
+    """
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise FedleakError(f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s")
+        time.sleep(0.2)
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
     roster: dict[int, int] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
@@ -166,7 +173,7 @@ class FederationServer:
         if self.defense is not None:
             inner = self.defense.wrap_strategy(inner, num_rounds=spec.num_rounds, clients_per_round=spec.clients_per_round)
         strategy = CuriousStrategy(inner, writer=writer)
-        roster = discover_clients(grid, spec.timeout)
+        roster = discover_clients(grid, spec.timeout, spec.num_clients)
         node_of = {c: n for n, c in roster.items()}
         model = spec.model.build().to(self.device)
         for server_round in range(ckpt.server_round + 1, spec.num_rounds + 1):
