@@ -81,7 +81,7 @@ class DeepLeakage:
         trace_loss: list[float] = []
         bar = tqdm(range(cfg.iters), desc=self.name, disable=not progress, leave=False, dynamic_ncols=True)
         for it in bar:
-            loss = float(opt.step(closure))
+            loss = float(opt.step(closure).detach())
             if it % cfg.log_every == 0 or it == cfg.iters - 1:
                 trace_iter.append(it)
                 trace_loss.append(loss)

@@ -1,0 +1,66 @@
+"""``fedleak invert`` as a user runs it: results on disk, resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from experiments.cli import cli
+from experiments.cli.invert import parse_indices
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["--device", "cpu", "-q", "invert", *args])
+
+
+def test_index_ranges_parse() -> None:
+    assert parse_indices("0..3,7") == (0, 1, 2, 3, 7)
+    for bad in ("0..a", "3..1", "1,1", "", "-2"):
+        with pytest.raises(ValueError):
+            parse_indices(bad)
+
+
+def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["--dataset", "sample", "--attack", "ig,dia", "--attack", "analytic", "--model-option", "bias=true",
+            "--model-option", "hidden=32", "--model-option", "depth=1", "--index", "0..1", "--iters", "3",
+            "--out", str(out)]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert "| dia |" in res.output and "| analytic |" in res.output
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["attacks"]) == {"ig", "dia", "analytic"}
+    assert data["attacks"]["analytic"]["psnr_mean"] == "inf" or data["attacks"]["analytic"]["psnr_mean"] > 60
+    for key in ("psnr_mean", "psnr_std", "ssim_mean", "label_acc", "time_s", "iters"):
+        assert key in data["attacks"]["dia"]
+    assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "env.json").read_text())["device"] == "cpu"
+    again = _run(*args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    (out / "attacks" / "dia.json").write_text(json.dumps({**data["attacks"]["dia"], "time_s": -1.0}))
+    resumed = _run(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "metrics.json").read_text())["attacks"]["dia"]["time_s"] == -1.0  # not recomputed
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--iters", "0"], "--iters"),
+        (["--dropout", "1.0"], "--dropout"),
+        (["--attack", "dia", "--dropout", "0"], "need a model with dropout"),
+        (["--attack", "nope"], "unknown attack 'nope'"),
+        (["--index", "0..x"], "not an index or a range"),
+        (["--index", "0..2", "--batch-size", "2"], "batch_size 2"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--attack", "analytic", "--dropout", "0"], "fully connected with a bias"),
+        (["--index", "20"], "past the end of sample test (20 images)"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
+    res = _run("--dataset", "sample", "--iters", "2", "--out", str(tmp_path / "r"), *args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output

@@ -1,0 +1,39 @@
+"""Metrics: PSNR/SSIM values, optimal matching, label accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attacks.inversion import metrics
+
+
+def test_psnr_matches_its_definition() -> None:
+    ref = torch.zeros(2, 3, 8, 8)
+    x = ref + 0.1
+    assert torch.allclose(metrics.psnr(x, ref), torch.full((2,), 20.0, dtype=torch.float64))
+    assert math.isinf(float(metrics.psnr(ref, ref)[0]))
+
+
+def test_ssim_is_one_for_copies_and_low_for_noise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 3, 32, 32, generator=gen)
+    assert torch.allclose(metrics.ssim(ref, ref), torch.ones(2, dtype=torch.float64))
+    noise = torch.rand(2, 3, 32, 32, generator=gen)
+    assert (metrics.ssim(noise, ref) < 0.1).all()
+    slightly = (ref + 0.02 * torch.randn(2, 3, 32, 32, generator=gen)).clamp(0, 1)
+    assert (metrics.ssim(slightly, ref) > 0.9).all()
+
+
+def test_match_undoes_a_permutation_and_score_uses_it() -> None:
+    ref = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    perm = torch.tensor([2, 0, 3, 1])
+    shuffled = ref[perm]
+    assert torch.equal(shuffled[metrics.match(shuffled, ref)], ref)
+    assert all(math.isinf(p) for p in metrics.score(shuffled, ref)["psnr"])
+
+
+def test_label_accuracy_compares_multisets() -> None:
+    assert metrics.label_accuracy(torch.tensor([3, 1, 1]), torch.tensor([1, 3, 1])) == 1.0
+    assert metrics.label_accuracy(torch.tensor([1, 1, 2, 2]), torch.tensor([1, 2, 3, 4])) == 0.5

@@ -1,0 +1,67 @@
+"""The threat model: the client's private dropout masks, and the attacker's replay of its training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import grad
+
+from attacks.inversion.victims import prepare
+from fl.models import dropout_sites
+
+
+def _loss(victims, x, masks):
+    t = {k: v[0] for k, v in victims.targets.items()}
+    return victims.matcher.loss(victims.params, x, victims.labels[0], masks, t)
+
+
+def test_client_masks_come_from_its_own_generator(make_obs) -> None:
+    x, y = torch.rand(1, 3, 32, 32), torch.tensor([4])
+    a, b, c = (make_obs(x, y, client_seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(a.update[k], b.update[k]) for k in a.update)
+    assert not all(torch.equal(a.update[k], c.update[k]) for k in a.update)
+    keep = torch.cat([m.flatten() for m in a.true_masks.values()]).mean()
+    assert 0.6 < float(keep) < 0.9  # Bernoulli(1 - 0.25)
+
+
+def test_only_the_true_masks_replay_the_client_gradient(make_obs) -> None:
+    """ig's attacker (dropout off, eval mode) cannot match the update even on the true image."""
+    x, y = torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([4])
+    obs = make_obs(x, y, dtype=torch.float64, known_labels=True)
+    victims = prepare([obs], [0], device=torch.device("cpu"))
+    assert victims.matcher.model.training  # normalisation as in training ...
+    assert not any(site.training for _, site in dropout_sites(victims.matcher.model))  # ... dropout off
+    true = {k: m.double() for k, m in obs.true_masks.items()}
+    assert abs(float(_loss(victims, x, true))) < 1e-10
+    assert float(_loss(victims, x, {})) > 0.05  # the eval-mode baseline misses on the true image
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [("mlp", {"hidden": 32, "depth": 2, "bias": True}), ("vit", {"dim": 32, "depth": 1, "heads": 4, "mlp_dim": 32})],
+)
+def test_ghost_inner_products_equal_the_plain_gradient_distance(make_obs, model, options) -> None:
+    x, y = torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([2])
+    obs = make_obs(x, y, model=model, options=options, dtype=torch.float64, known_labels=True)
+    cand = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    masks = {k: torch.rand(m.shape, dtype=torch.float64) for k, m in obs.true_masks.items()}
+    fast, plain = (prepare([obs], [0], device=torch.device("cpu"), ghost=g) for g in (True, False))
+    assert fast.matcher.linear and not plain.matcher.linear
+    assert torch.allclose(_loss(fast, cand, masks), _loss(plain, cand, masks), atol=1e-12)
+    g_fast = grad(lambda c: _loss(fast, c, masks))(cand)
+    g_plain = grad(lambda c: _loss(plain, c, masks))(cand)
+    assert torch.allclose(g_fast, g_plain, atol=1e-12)
+
+
+def test_multi_step_delta_is_unrolled_not_treated_as_one_gradient(make_obs) -> None:
+    x, y = torch.rand(4, 3, 32, 32, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    obs = make_obs(x, y, dtype=torch.float64, kind="delta", local_steps=3, batch_size=2, lr=0.5, known_labels=True)
+    assert obs.step_indices() == [[0, 1], [2, 3], [0, 1]]
+    assert next(iter(obs.true_masks.values())).shape[:2] == (3, 2)
+    victims = prepare([obs], [0], device=torch.device("cpu"))
+    true = {k: m.double() for k, m in obs.true_masks.items()}
+    assert abs(float(_loss(victims, x, true))) < 1e-10  # the unrolled replay reproduces the delta
+    g = grad(victims.matcher.train_loss)(victims.params, x[:2], y[:2], {k: m[0] for k, m in true.items()})
+    dot = sum((g[k] * obs.update[k]).sum() for k in g)
+    cos = -dot / (sum((g[k] ** 2).sum() for k in g).sqrt() * sum((u**2).sum() for u in obs.update.values()).sqrt())
+    assert float(cos) < 0.999  # a single gradient is not the same direction as the 3-step delta
