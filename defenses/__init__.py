@@ -5,7 +5,7 @@ federation calls (see :mod:`defenses.base`). A new defense is one module registe
 itself in :data:`DEFENSES` plus one import line below.
 """
 
-from defenses import dp_central, dp_local, dropout, ldp, none, prune, quantize  # noqa: F401  (registration)
+from defenses import dp_central, dp_local, dropout, ldp, none, prune, quantize, secagg  # noqa: F401  (registration)
 from defenses.base import Defense, LocalTraining
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES, build_defense

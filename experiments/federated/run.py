@@ -98,6 +98,11 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu") -> Com
     model = spec.build()
     defense.check_model(model)
     parts = client_partitions(cfg, train.labels)
+    if defense.secure_aggregation and cfg.clients_per_round < 2:
+        raise ConfigError(
+            f"--defense secagg needs >= 2 clients per round to hide each one in the sum, got "
+            f"{cfg.clients_per_round} (--clients {cfg.clients} x --fraction {cfg.fraction})"
+        )
     server_spec = ServerSpec(
         model=spec,
         num_clients=cfg.clients,
@@ -109,6 +114,7 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu") -> Com
         capture=cfg.capture,
         attack_clients=cfg.attack_clients,
         stop_after_round=cfg.stop_after_round,
+        max_client_examples=max(len(p) for p in parts),
     )
     client_spec = ClientSpec(
         model=spec,

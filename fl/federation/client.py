@@ -27,6 +27,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import state_dict_cpu, train_local
 from fl.seed import derive_seed
@@ -68,20 +69,31 @@ def client_data(spec: ClientSpec, client: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Context) -> Message:
-    """One round of local training for the client behind ``context`` (pure Flower handler)."""
+    """One round of local training for the client behind ``context`` (pure Flower handler).
+
+    A SecAgg+ round (``is_secagg_message``) carries legacy ``fitins`` records and is answered
+    with a legacy ``fitres``, which ``secaggplus_mod`` then masks; otherwise Message API records.
+    """
     client = int(context.node_config["partition-id"])
-    config = next(iter(message.content.config_records.values()))
+    secagg = is_secagg_message(message.content)
+    model = spec.model.build()
+    if secagg:
+        weights, config = read_fitins(message.content, list(model.state_dict()))
+    else:
+        config = dict(next(r for r in message.content.config_records.values() if "server-round" in r))
+        weights = next(iter(message.content.array_records.values())).to_torch_state_dict()
     server_round = int(config["server-round"])
     if (server_round, client) in spec.faults:
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
-    # Flower's client mods (LocalDpMod) draw noise from NumPy's global RNG after this handler
-    # returns: seed it per client and round so runs (and resumed runs) are reproducible.
+    # Flower's client mods (LocalDpMod, SecAgg+'s stochastic quantization) draw from NumPy's global
+    # RNG after this handler returns: seed it per client and round so runs (and resumed runs) are
+    # reproducible.
     np.random.seed(derive_seed(spec.seed, "client-mods", client, server_round))
     state: dict[str, Any] = json.loads(str(config.get("client-state", "{}")))
     device = torch.device(spec.device)
-    model = spec.model.build().to(device)
-    model.load_state_dict(next(iter(message.content.array_records.values())).to_torch_state_dict())
+    model = model.to(device)
+    model.load_state_dict(weights)
     images, labels, indices = client_data(spec, client)
     result = train_local(
         model,
@@ -93,17 +105,23 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         defense=defense,
         client_state=state,
     )
+    truth = [int(i) for i in result.indices.cpu()] if spec.record_truth else None
+    metrics = {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}
+    if secagg:
+        own = {"partition-id": client, "client-state": json.dumps(state)}
+        if truth is not None:
+            own[TRUTH_KEY] = json.dumps(truth)
+        content = fitres_content(state_dict_cpu(model), result.num_examples, {**metrics, **own})
+        return Message(content=content, reply_to=message)
     content = RecordDict(
         {
             "arrays": ArrayRecord(state_dict_cpu(model)),
-            "metrics": MetricRecord(
-                {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}
-            ),
+            "metrics": MetricRecord(metrics),
             CLIENT_KEY: ConfigRecord({"partition-id": client, "client-state": json.dumps(state)}),
         }
     )
-    if spec.record_truth:
-        content[TRUTH_KEY] = ConfigRecord({"indices": [int(i) for i in result.indices.cpu()]})
+    if truth is not None:
+        content[TRUTH_KEY] = ConfigRecord({"indices": truth})
     return Message(content=content, reply_to=message)
 
 

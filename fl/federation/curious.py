@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fl.federation.capture import CaptureWriter
+from fl.federation.capture import AGGREGATE, CaptureWriter
 
 
 def record_arrays(content: Any) -> ArrayRecord:
@@ -54,13 +54,29 @@ class CuriousStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
-        if self.writer is not None and messages:
+        if messages:
             sent = messages[0].content
-            self._before = record_arrays(sent).to_torch_state_dict()
             asked = dict(next(iter(sent.config_records.values())))
-            info = {"config": asked, "sampled": self.sampled, "captured": sorted(self.capture)}
-            self.writer.write_global(server_round, self._before, info)
+            self.record_global(server_round, record_arrays(sent).to_torch_state_dict(), asked, captured=sorted(self.capture))
         return messages
+
+    def record_global(
+        self, server_round: int, weights: dict[str, torch.Tensor], config: dict[str, Any], *, captured: list[int | str]
+    ) -> None:
+        """Record the global weights and train config sent this round (also used by the SecAgg+ round)."""
+        self._before = {k: v.detach().clone() for k, v in weights.items()}
+        if self.writer is not None:
+            info = {"config": config, "sampled": self.sampled, "captured": captured}
+            self.writer.write_global(server_round, self._before, info)
+
+    def record_aggregate(
+        self, server_round: int, weights: dict[str, torch.Tensor], num_examples: int, num_clients: int
+    ) -> None:
+        """Under SecAgg+: record the unmasked aggregate, the only update the server ever sees."""
+        if self.writer is not None:
+            delta = {k: weights[k].float() - self._before[k].float() for k in weights}
+            meta = {"num_examples": num_examples, "num_clients": num_clients}
+            self.writer.write_update(server_round, AGGREGATE, delta, meta)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

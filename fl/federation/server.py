@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
-from fl.errors import ConfigError, FedleakError
-from fl.federation.capture import CAPTURE_MODES, CaptureWriter
+from fl.errors import ConfigError
+from fl.federation.capture import AGGREGATE, CAPTURE_MODES, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.curious import CuriousStrategy, record_metrics
+from fl.federation.roster import CLIENT_KEY, SampledGrid, discover_clients
+from fl.federation.secagg import secagg_round
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import evaluate
 from fl.seed import derive_seed
 
 STRATEGIES = ("fedavg", "fedprox")
-CLIENT_KEY = "fedleak"  # ConfigRecord of client bookkeeping (partition id, defense state)
 TRUTH_KEY = "truth"  # ConfigRecord of evaluation-only ground truth, stripped before the strategy
 
 RoundHook = Callable[[dict[str, Any], dict[str, torch.Tensor]], dict[str, Any]]
@@ -52,6 +53,7 @@ class ServerSpec:
     attack_clients: int = 0  # clients per round whose update is attacked (captured under "attacked")
     stop_after_round: int = 0  # test hook: stop (as if killed) after checkpointing this round
     timeout: float = 3600.0  # seconds to wait for replies in a round
+    max_client_examples: int = 1000  # largest client dataset: SecAgg+'s bound on a client's weight
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -95,62 +97,33 @@ def build_strategy(spec: ServerSpec) -> Strategy:
     return FedAvg(**common)
 
 
-class SampledGrid(Grid):
-    """A view of ``grid`` exposing only this round's sampled nodes to the strategy."""
+@dataclass(frozen=True)
+class ClientReply:
+    """What the server keeps of one client's reply besides its update."""
 
-    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self._grid, self._nodes = grid, node_ids
-
-    def set_run(self, run_id: int) -> None:
-        self._grid.set_run(run_id)
-
-    @property
-    def run(self) -> Any:
-        return self._grid.run
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self._grid.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self._nodes)
-
-    def get_nodes(self) -> Iterable[Any]:
-        return [n for n in self._grid.get_nodes() if n.node_id in self._nodes]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
+    client: int
+    loss: float
+    epsilon: float | None
+    state: dict[str, Any]  # the client's defense state, held by the server's checkpoint
+    truth: list[int] | None  # evaluation only: dataset indices trained on
 
 
-def discover_clients(grid: Grid, timeout: float, expected: int) -> dict[int, int]:
-    """Wait for ``expected`` nodes, ask each for its partition id (a ``query`` message).
+@dataclass(frozen=True)
+class Exchange:
+    """One round's traffic: the new global weights, the replies, the clients that failed."""
 
-    Returns node id -> client id. Nodes may still be registering when the ServerApp starts.
-    """
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise FedleakError(f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s")
-        time.sleep(0.2)
-    messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
-    roster: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            raise FedleakError(f"client discovery failed: {reply.error.reason}")
-        roster[reply.metadata.src_node_id] = int(reply.content[CLIENT_KEY]["partition-id"])
-    if len(roster) != len(nodes):
-        raise FedleakError(f"only {len(roster)} of {len(nodes)} clients answered the discovery query")
-    return roster
+    weights: dict[str, torch.Tensor]
+    replies: list[ClientReply]
+    failed: list[int]
 
 
 @dataclass
 class FederationServer:
-    """Runs ``spec`` on a Flower grid; ``defense`` is duck-typed like ``defenses.base.Defense``."""
+    """Runs ``spec`` on a Flower grid; ``defense`` is duck-typed like ``defenses.base.Defense``.
+
+    Each round: plan (sample, choose attacked clients) -> exchange (plain Message API round, or
+    SecAgg+ when ``defense.secure_aggregation``) -> evaluate -> hooks (attacks) -> checkpoint.
+    """
 
     spec: ServerSpec
     run_dir: Path
@@ -161,6 +134,10 @@ class FederationServer:
     resume: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     result: Checkpoint | None = None
+
+    @property
+    def secure_aggregation(self) -> bool:
+        return bool(getattr(self.defense, "secure_aggregation", False))
 
     def run(self, grid: Grid) -> Checkpoint:
         spec = self.spec
@@ -174,51 +151,117 @@ class FederationServer:
             inner = self.defense.wrap_strategy(inner, num_rounds=spec.num_rounds, clients_per_round=spec.clients_per_round)
         strategy = CuriousStrategy(inner, writer=writer)
         roster = discover_clients(grid, spec.timeout, spec.num_clients)
-        node_of = {c: n for n, c in roster.items()}
         model = spec.model.build().to(self.device)
         for server_round in range(ckpt.server_round + 1, spec.num_rounds + 1):
-            ckpt = self._round(server_round, grid, strategy, roster, node_of, ckpt, model)
+            ckpt = self._round(server_round, grid, strategy, roster, ckpt, model)
             if spec.stop_after_round and server_round >= spec.stop_after_round:
                 break
         self.result = ckpt
         return ckpt
 
-    def _round(self, server_round, grid, strategy, roster, node_of, ckpt, model) -> Checkpoint:
-        spec, start = self.spec, time.perf_counter()
-        # Flower's DP wrappers draw noise from NumPy's global RNG: seed it per round so a resumed
-        # run draws the same noise as an uninterrupted one.
-        np.random.seed(derive_seed(spec.seed, "server-noise", server_round))
+    def _round(
+        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], ckpt: Checkpoint, model: torch.nn.Module
+    ) -> Checkpoint:
+        start = time.perf_counter()
+        sampled, attacked, capture = self._plan(server_round)
+        strategy.begin_round(node_to_client=roster, sampled=sampled, capture=capture)
+        exchange = self._exchange_secagg if self.secure_aggregation else self._exchange
+        traffic = exchange(server_round, grid, strategy, roster, sampled, ckpt)
+        for reply in traffic.replies:
+            ckpt.client_states[str(reply.client)] = reply.state
+            if reply.truth is not None and strategy.writer is not None and (reply.client in capture or self.secure_aggregation):
+                strategy.writer.write_truth(server_round, reply.client, reply.truth)
+        record = self._evaluate(server_round, model, traffic, sampled, attacked, ckpt)
+        if self.on_round is not None:
+            record.update(self.on_round(record, traffic.weights))
+        record["wall_s"] = time.perf_counter() - start
+        state = self.defense.state_dict() if hasattr(self.defense, "state_dict") else {}
+        ckpt = Checkpoint(server_round, traffic.weights, [*ckpt.history, record], ckpt.client_states, state)
+        ckpt.save(self.run_dir)
+        return ckpt
+
+    def _plan(self, server_round: int) -> tuple[list[int], list[int], set[int]]:
+        """This round's sampled clients, attacked clients and captured clients."""
+        spec = self.spec
         sampled = sample_clients(spec.seed, server_round, spec.num_clients, spec.clients_per_round)
         attacked = attacked_clients(spec.seed, server_round, sampled, spec.attack_clients)
         capture = set(sampled) if spec.capture == "all" else set(attacked) if spec.capture == "attacked" else set()
-        strategy.begin_round(node_to_client=roster, sampled=sampled, capture=capture)
-        arrays = ArrayRecord(ckpt.weights)
-        config = ConfigRecord(dict(spec.settings.to_config()))
+        return sampled, attacked, capture
+
+    def _exchange(
+        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
+    ) -> Exchange:
+        """A Message API round: the strategy configures, clients train, the strategy aggregates."""
+        # Flower's DP wrappers draw noise from NumPy's global RNG: seed it per round so a resumed
+        # run draws the same noise as an uninterrupted one.
+        np.random.seed(derive_seed(self.spec.seed, "server-noise", server_round))
+        node_of = {c: n for n, c in roster.items()}
         view = SampledGrid(grid, [node_of[c] for c in sampled])
+        config = ConfigRecord(dict(self.spec.settings.to_config()))
         messages = [
             _with_client_state(m, ckpt.client_states.get(str(roster[m.metadata.dst_node_id]), {}))
-            for m in strategy.configure_train(server_round, arrays, config, view)
+            for m in strategy.configure_train(server_round, ArrayRecord(ckpt.weights), config, view)
         ]
-        replies = sorted(grid.send_and_receive(messages, timeout=spec.timeout), key=lambda r: roster.get(r.metadata.src_node_id, -1))
-        failed, eps, losses = [], [], []
-        for reply in replies:
-            client = roster[reply.metadata.src_node_id]
-            if reply.has_error():
+        received = grid.send_and_receive(messages, timeout=self.spec.timeout)
+        received = sorted(received, key=lambda r: roster.get(r.metadata.src_node_id, -1))
+        failed, replies = [], []
+        for msg in received:
+            client = roster[msg.metadata.src_node_id]
+            if msg.has_error():
                 failed.append(client)
                 continue
-            own = reply.content[CLIENT_KEY]
-            ckpt.client_states[str(client)] = json.loads(str(own["client-state"]))
-            if TRUTH_KEY in reply.content and strategy.writer is not None and client in capture:
-                strategy.writer.write_truth(server_round, client, list(reply.content[TRUTH_KEY]["indices"]))
-            reply.content = RecordDict({k: v for k, v in reply.content.items() if k not in (CLIENT_KEY, TRUTH_KEY)})
-            metrics = record_metrics(reply.content)
-            losses.append(float(metrics["train-loss"]))
-            if "epsilon" in metrics:
-                eps.append(float(metrics["epsilon"]))
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
+            own = msg.content[CLIENT_KEY]
+            truth = list(msg.content[TRUTH_KEY]["indices"]) if TRUTH_KEY in msg.content else None
+            msg.content = RecordDict({k: v for k, v in msg.content.items() if k not in (CLIENT_KEY, TRUTH_KEY)})
+            metrics = record_metrics(msg.content)
+            eps = float(metrics["epsilon"]) if "epsilon" in metrics else None
+            replies.append(ClientReply(client, float(metrics["train-loss"]), eps, json.loads(str(own["client-state"])), truth))
+        aggregated, _ = strategy.aggregate_train(server_round, received)
         weights = aggregated.to_torch_state_dict() if aggregated is not None else ckpt.weights
-        model.load_state_dict(weights)
+        return Exchange(weights, replies, failed)
+
+    def _exchange_secagg(
+        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
+    ) -> Exchange:
+        """A SecAgg+ round: the server (and its capture) only learns the weighted mean."""
+        node_of = {c: n for n, c in roster.items() if c in sampled}
+        config = dict(self.spec.settings.to_config()) | {"server-round": server_round}
+        strategy.record_global(server_round, ckpt.weights, config, captured=[AGGREGATE])
+        options = {"max_weight": float(self.spec.max_client_examples), **self.defense.secagg_options()}
+        outcome = secagg_round(
+            grid,
+            server_round=server_round,
+            node_of=node_of,
+            weights=ckpt.weights,
+            config=config,
+            client_states={c: ckpt.client_states.get(str(c), {}) for c in sampled},
+            options=options,
+            seed=derive_seed(self.spec.seed, "secagg", server_round),
+            timeout=self.spec.timeout,
+        )
+        replies = [
+            ClientReply(
+                r.client,
+                float(r.metrics["train-loss"]),
+                float(r.metrics["epsilon"]) if "epsilon" in r.metrics else None,
+                json.loads(str(r.metrics.get("client-state", "{}"))),
+                json.loads(str(r.metrics[TRUTH_KEY])) if TRUTH_KEY in r.metrics else None,
+            )
+            for r in outcome.replies
+        ]
+        survivors = {r.client for r in replies}
+        if outcome.weights is None:
+            return Exchange(ckpt.weights, [], sorted(sampled))
+        strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), len(survivors))
+        return Exchange(outcome.weights, replies, sorted(set(sampled) - survivors))
+
+    def _evaluate(
+        self, server_round: int, model: torch.nn.Module, traffic: Exchange, sampled: list[int], attacked: list[int], ckpt: Checkpoint
+    ) -> dict[str, Any]:
+        """The round's record: held-out accuracy and loss of the new global model, epsilon spent."""
+        model.load_state_dict(traffic.weights)
         loss, accuracy = evaluate(model, *self.test_data)
+        losses = [r.loss for r in traffic.replies]
         record: dict[str, Any] = {
             "round": server_round,
             "accuracy": accuracy,
@@ -226,18 +269,12 @@ class FederationServer:
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "sampled": sampled,
             "attacked": attacked,
-            "failed": failed,
+            "failed": traffic.failed,
         }
-        epsilon = self._epsilon(ckpt, eps)
+        epsilon = self._epsilon(ckpt, [r.epsilon for r in traffic.replies if r.epsilon is not None])
         if epsilon is not None:
             record["epsilon"] = epsilon
-        if self.on_round is not None:
-            record.update(self.on_round(record, weights))
-        record["wall_s"] = time.perf_counter() - start
-        state = self.defense.state_dict() if hasattr(self.defense, "state_dict") else {}
-        ckpt = Checkpoint(server_round, weights, [*ckpt.history, record], ckpt.client_states, state)
-        ckpt.save(self.run_dir)
-        return ckpt
+        return record
 
     def _epsilon(self, ckpt: Checkpoint, round_eps: list[float]) -> float | None:
         """Privacy spent so far: the worst client's (local DP) or the server's (central DP)."""

@@ -1,0 +1,60 @@
+"""SecAgg+ through Flower's workflow and mod (in-process grid): the server sees only the aggregate."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from defenses import DefenseConfig, build_defense
+from fl.data import load_dataset
+from fl.federation.capture import AGGREGATE, CaptureStore, CaptureWriter
+from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.inline import InlineGrid
+from fl.federation.server import FederationServer, ServerSpec
+from fl.federation.settings import ModelSpec, TrainSettings
+from fl.federation.task import train_local
+from fl.seed import derive_seed
+
+DATA = load_dataset("sample")
+SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 32, "depth": 2})
+
+
+def _initial() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {k: v.clone() for k, v in SPEC.build().state_dict().items()}
+
+
+def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_path):
+    clients, settings = 4, TrainSettings(local_steps=1, batch_size=4, lr=0.1)
+    parts = tuple(np.array_split(np.arange(len(DATA)), clients))
+    defense = build_defense(DefenseConfig(name="secagg"))
+    assert defense.secure_aggregation
+    spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=1, settings=settings, capture="all",
+                      max_client_examples=max(len(p) for p in parts))
+    server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
+    CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=SPEC, dataset="sample", partitions=parts), defense), clients))
+
+    store = CaptureStore(tmp_path)
+    assert store.clients(1) == [AGGREGATE]  # nothing per client reached the server's disk
+    cap = store.load(1, AGGREGATE)
+    assert cap.num_clients == clients and cap.num_examples == len(DATA)
+    # Each client's true update, recomputed exactly as the client trains (same seed, same batch).
+    deltas, weights = [], []
+    for c, part in enumerate(parts):
+        model = SPEC.build()
+        model.load_state_dict(_initial())
+        idx = torch.as_tensor(part)
+        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=derive_seed(0, "client", c, 1))
+        assert res.indices.tolist() == store.true_indices(1, c).tolist()  # truth kept apart for scoring
+        deltas.append({k: v - _initial()[k] for k, v in model.state_dict().items()})
+        weights.append(len(part))
+    total = sum(weights)
+    for k in cap.update:
+        expected = sum(w * d[k] for w, d in zip(weights, deltas, strict=True)) / total
+        # SecAgg+ quantizes each weighted weight to 2**22 levels over [-8, 8]: step 3.8e-6.
+        torch.testing.assert_close(cap.update[k], expected, rtol=0, atol=2e-5)
+        assert not any(torch.allclose(cap.update[k], d[k], atol=1e-6) for d in deltas)
+    final = server.result.weights
+    for k in final:
+        torch.testing.assert_close(final[k] - _initial()[k], cap.update[k], rtol=0, atol=1e-6)
