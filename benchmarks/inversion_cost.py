@@ -1,0 +1,122 @@
+"""Cost of one attack iteration relative to one forward+backward pass (batch 1), per model.
+
+For each model, one JSON line: the time of a forward+backward at batch 1, of one iteration
+of fedleak's IG and DIA loops (measured as the time difference between two iteration counts,
+so set-up cost cancels), and of a straightforward reference of the same loss (autograd with
+``create_graph=True``, cosine distance over all parameters, TV prior, mask regulariser,
+masks written into the dropout buffers), all in the same process.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inversion_cost.py --models mlp,vit,convnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+from torch.nn import functional as F
+
+from attacks.inversion import DIAConfig, IGConfig, observe_client
+from attacks.inversion.matching import mask_regularizer, total_variation
+from attacks.inversion.optim import adam_inversion
+from attacks.inversion.victims import prepare
+from fl.models import build_model, dropout_sites, set_masks
+
+OPTIONS = {"mlp": {}, "vit": {}, "convnet": {"norm": "group", "placement": "all"}}
+
+
+def best_of(fn, reps: int) -> float:
+    """Median seconds of ``fn()`` over ``reps`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def reference_iteration(model, obs, x, masks, target, opt, p: float, tv: float, mask_reg: float):
+    """The textbook double-backward iteration (Geiping et al.'s code path) with masks as buffers."""
+    opt.zero_grad()
+    set_masks(model, masks)
+    params = [q for q in model.parameters()]
+    loss = F.cross_entropy(model(x), obs.labels)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    dot = sum((g * t).sum() for g, t in zip(grads, target, strict=True))
+    norm = sum((g * g).sum() for g in grads).sqrt()
+    tnorm = sum((t * t).sum() for t in target).sqrt()
+    total = 1 - dot / (norm * tnorm) + tv * total_variation(x)
+    if masks:
+        total = total + mask_reg * mask_regularizer(masks, p)
+    total.backward()
+    x.grad.sign_()
+    opt.step()
+    with torch.no_grad():
+        x.clamp_(0, 1)
+        for m in masks.values():
+            m.clamp_(0, 1)
+
+
+def measure(name: str, iters: tuple[int, int], reps: int) -> list[dict]:
+    torch.manual_seed(0)
+    opts = OPTIONS[name]
+    model = build_model(name, in_shape=(3, 32, 32), num_classes=10, dropout=0.25, **opts)
+    x0, y = torch.rand(1, 3, 32, 32), torch.tensor([3])
+    obs = observe_client(model, x0, y, model_name=name, model_options=opts, generator=torch.Generator().manual_seed(1),
+                         known_labels=True)
+
+    def fwd_bwd():
+        model.zero_grad()
+        F.cross_entropy(model(x0), y).backward()
+
+    base = best_of(fwd_bwd, reps * 5)
+    return [
+        {"bench": "inversion_cost", "model": name, "attack": attack, "threads": torch.get_num_threads(),
+         "fwd_bwd_ms": round(base * 1e3, 3), **measure_attack(obs, cfg, mode, base, iters, reps)}
+        for attack, cfg, mode in (("ig", IGConfig(), "eval"), ("dia", DIAConfig(), "learn"))
+    ]
+
+
+def measure_attack(obs, cfg, mode: str, base: float, iters: tuple[int, int], reps: int) -> dict:
+    """fedleak's loop (time difference of two iteration counts) against the reference iteration."""
+    victims = prepare([obs], [0], device=torch.device("cpu"))
+    lo, hi = iters
+
+    def loop(n: int) -> None:
+        adam_inversion(victims, replace(cfg, iters=n, log_every=n).loop(), masks=mode, attack="bench")
+
+    per_iter = (best_of(lambda: loop(hi), reps) - best_of(lambda: loop(lo), reps)) / (hi - lo)
+    ref_model = obs.build_model().train()
+    for _, site in dropout_sites(ref_model):
+        site.eval()
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    masks = {}
+    if mode == "learn":
+        masks = {k: torch.bernoulli(torch.full(v.shape[1:], 0.75)).requires_grad_(True) for k, v in obs.true_masks.items()}
+    opt = torch.optim.Adam([x, *masks.values()], lr=0.1)
+    target = [obs.update[k] for k, _ in ref_model.named_parameters()]
+    mask_reg = getattr(cfg, "mask_reg", 0.0)
+    ref = best_of(lambda: reference_iteration(ref_model, obs, x, masks, target, opt, 0.25, cfg.tv_weight, mask_reg),
+                  reps * 5)
+    return {"fedleak_iter_ms": round(per_iter * 1e3, 3), "reference_iter_ms": round(ref * 1e3, 3),
+            "fedleak_ratio": round(per_iter / base, 2), "reference_ratio": round(ref / base, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="mlp,vit,convnet")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--iters", default="5,25", help="two iteration counts whose time difference is measured")
+    args = ap.parse_args()
+    lo, hi = (int(v) for v in args.iters.split(","))
+    for name in args.models.split(","):
+        for row in measure(name, (lo, hi), args.reps):
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
