@@ -37,6 +37,9 @@ class DefenseConfig:
     accountant: str = "rdp"  # dp-local: Opacus accountant, "rdp" or "prv"
     clipping_norm: float = 1.0  # dp-central/ldp: L2 bound on each client's update (initial bound if adaptive)
     clipping: str = "server-fixed"  # dp-central: server-fixed, client-fixed, adaptive (server-side), client-adaptive
+    # dp-central adaptive: noise std on the clipped-update count (Andrew et al.); None = Flower's
+    # clients_per_round / 20, which must exceed noise_multiplier / 2
+    clipped_count_stddev: float | None = None
     sensitivity: float = 1.0  # ldp: L2 sensitivity of the clipped update (LocalDpMod)
     epsilon: float = 1.0  # ldp: per-round epsilon of each client's release (LocalDpMod)
     # prune: fraction of the update's entries ZEROED per tensor (0.9 keeps the 10 % largest |delta|).
@@ -64,6 +67,8 @@ class DefenseConfig:
         _check_positive("clipping_norm", self.clipping_norm)
         if self.clipping not in CLIPPING_MODES:
             _bad("clipping", self.clipping, f"one of {', '.join(CLIPPING_MODES)}")
+        if self.clipped_count_stddev is not None:
+            _check_positive("clipped_count_stddev", self.clipped_count_stddev)
         _check_positive("sensitivity", self.sensitivity)
         _check_positive("epsilon", self.epsilon)
         _check_range("prune_ratio", self.prune_ratio, 0.0, 1.0, "[0, 1)", hi_open=True)

@@ -99,12 +99,14 @@ class DpCentralDefense(Defense):
         clipping_norm: float,
         clipping: str,
         delta: float,
+        clipped_count_stddev: float | None = None,
     ) -> None:
         self.noise_multiplier = noise_multiplier
         self.target_epsilon = target_epsilon
         self.clipping_norm = clipping_norm
         self.clipping = clipping
         self.delta = delta
+        self.clipped_count_stddev = clipped_count_stddev
         self.strategy: Any = None
         self._sigma = 0.0  # the noise multiplier wrap_strategy settled on
         self._accountant: RdpAccountant | None = None
@@ -149,9 +151,19 @@ class DpCentralDefense(Defense):
                 else AccountedClientSideAdaptiveClipping
             )
             try:
-                self.strategy = adaptive(strategy, sigma, clients_per_round, initial_clipping_norm=self.clipping_norm)
-            except ValueError as err:  # Flower: noise too large for the default clipped-count noise
-                raise ConfigError(f"dp-central adaptive clipping with noise_multiplier={sigma}: {err}") from None
+                self.strategy = adaptive(
+                    strategy,
+                    sigma,
+                    clients_per_round,
+                    initial_clipping_norm=self.clipping_norm,
+                    clipped_count_stddev=self.clipped_count_stddev,
+                )
+            except ValueError:  # Flower: the count noise cannot absorb this much of the budget
+                stddev = self.clipped_count_stddev or clients_per_round / 20
+                raise ConfigError(
+                    f"dp-central adaptive clipping: noise_multiplier={sigma:g} needs clipped_count_stddev > "
+                    f"{sigma / 2:g} (now {stddev:g}); raise clipped_count_stddev or lower noise_multiplier"
+                ) from None
             self.strategy.accountant = self._accountant
             self.strategy.release_noise_multiplier = sigma
         return self.strategy
@@ -197,4 +209,5 @@ def build_dp_central(cfg: DefenseConfig) -> Defense:
         clipping_norm=cfg.clipping_norm,
         clipping=cfg.clipping,
         delta=cfg.delta,
+        clipped_count_stddev=cfg.clipped_count_stddev,
     )

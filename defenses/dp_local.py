@@ -32,7 +32,7 @@ from defenses.accounting import (
 from defenses.base import Defense, LocalTraining
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
-from fl.errors import ConfigError
+from fl.errors import ConfigError, FedleakError
 from fl.seed import derive_seed, make_generator
 
 HISTORY_KEY = "dp_history"  # client_state key: the accountant history [[sigma, q, steps], ...]
@@ -150,7 +150,7 @@ class DpLocalDefense(Defense):
             history=history,
         )
         self._engines[id(model)] = engine
-        return LocalTraining(model, optimizer, loader, training.epochs, training.num_examples, training.rounds)
+        return LocalTraining(model, optimizer, loader, training.epochs, training.num_examples)
 
     def finish_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
@@ -170,12 +170,17 @@ class DpLocalDefense(Defense):
         """Sigma for this client: given, or planned once for all its rounds x epochs from target_epsilon."""
         if self.noise_multiplier is not None:
             return self.noise_multiplier
+        rounds = getattr(training, "rounds", None)  # the federation's own LocalTraining may lack it
+        if rounds is None:
+            raise FedleakError(
+                "dp-local with target_epsilon needs LocalTraining.rounds (the client's planned participations)"
+            )
         if NOISE_KEY not in client_state:
             client_state[NOISE_KEY] = noise_for_epsilon(
                 target_epsilon=self.target_epsilon,
                 delta=self.delta,
                 sample_rate=1 / len(training.loader),
-                steps=training.rounds * training.epochs * len(training.loader),
+                steps=rounds * training.epochs * len(training.loader),
                 accountant=self.accountant,
             )
         return float(client_state[NOISE_KEY])

@@ -30,6 +30,7 @@ from fl.models import build_model, dropout_sites
         ("dropout", 1.0),
         ("dropout_placement", "middle"),
         ("sensitivity", float("nan")),
+        ("clipped_count_stddev", 0.0),
     ],
 )
 def test_defenses_config_rejects_bad_value_in_one_line(key: str, value: object) -> None:

@@ -112,6 +112,16 @@ def test_defenses_dp_central_adaptive_accounts_each_release(flower, grid) -> Non
     assert metrics["clipping_norm"] != 1.0  # the bound adapted to the update norms
 
 
+def test_defenses_dp_central_adaptive_names_the_count_noise_it_needs() -> None:
+    defense = build_defense(DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=1.0))
+    with pytest.raises(ConfigError, match=r"clipped_count_stddev > 0\.5 \(now 0\.2\)"):
+        defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=4)
+    ok = build_defense(
+        DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=1.0, clipped_count_stddev=1.0)
+    )
+    assert type(ok.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=4)) is AccountedServerSideAdaptiveClipping
+
+
 def test_defenses_dp_central_target_epsilon_plans_noise_for_all_rounds(flower, grid) -> None:
     defense = build_defense(DefenseConfig(name="dp-central", target_epsilon=8.0))
     strategy = defense.wrap_strategy(_fedavg(), num_rounds=3, clients_per_round=3)
