@@ -59,7 +59,8 @@ def defense_settings(grid: DefenseGrid, known: Collection[str]) -> list[tuple[De
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         labels = {k: v for k, v in values.items() if k != "name"}
-        setting = ", ".join(f"{k}={_fmt(v)}" for k, v in labels.items()) or "-"
+        shown = {k: labels[k] for k in names} or labels  # the grid axes, else the fixed options
+        setting = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) or "-"
         out.append((config, setting, labels))
     return out
 
@@ -72,17 +73,18 @@ def expand(scenario: Scenario, *, kinds: Registry[CellKind]) -> list[Cell]:
         kind = kinds.get(block.kind)
         settings = [(label, s) for label in block.defenses
                     for s in defense_settings(scenario.defenses[label], known)]
-        for dataset, model, (label, (defense, setting, labels)), seed in itertools.product(
-            block.datasets, block.models, settings, scenario.seeds
+        attack_sets = [block.attacks] if kind.attacks_per_cell else [(a,) for a in block.attacks]
+        for dataset, model, attacks, (label, (defense, setting, labels)), seed in itertools.product(
+            block.datasets, block.models, attack_sets, settings, scenario.seeds
         ):
             spec = CellSpec(kind=block.kind, where=block.where, dataset=dataset, model=model,
-                            attacks=block.attacks, defense=defense, seed=seed,
+                            attacks=attacks, defense=defense, seed=seed,
                             budget=block.budget, options=block.options)
             typed = kind.build_config(spec)
             config = to_jsonable(typed)
             key = cell_key(block.kind, config)
             cells.setdefault(key, Cell(key=key, kind=block.kind, dataset=dataset, model=model,
-                                       defense=label, setting=setting, seed=seed, attacks=block.attacks,
+                                       defense=label, setting=setting, seed=seed, attacks=attacks,
                                        config=config, labels=labels, typed=typed))
     return list(cells.values())
 

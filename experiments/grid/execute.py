@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -39,7 +40,7 @@ def execute_cell(kind: CellKind, key: str, typed: Any, attacks: tuple[str, ...],
     dev = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"kind": kind.name, "key": key, "config": typed})
+    atomic_write_json(out / "cell.json", {"kind": kind.name, "key": key, "config": typed})
     try:
         summary = to_jsonable(dict(kind.run(typed, device=dev, data_root=Path(data_root) if data_root else None,
                                             out_dir=out, progress=progress)))
@@ -58,3 +59,15 @@ def init_worker(threads: int) -> None:
     """Process-pool initializer: each job gets its share of the CPU threads."""
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
+
+
+_ENGINES = contextlib.ExitStack()
+
+
+def init_engine_worker(threads: int, kinds: list[CellKind]) -> None:
+    """Initializer of the one process that runs shared-engine cells: enter each kind's engine
+    for the life of the process (Ray shuts down with it)."""
+    if threads:
+        init_worker(threads)
+    for kind in kinds:
+        _ENGINES.enter_context(kind.engine())

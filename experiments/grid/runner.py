@@ -9,6 +9,7 @@ instance instead of paying the engine's start-up per cell.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from experiments.grid.cells import Cell
-from experiments.grid.execute import CellOutcome, execute_cell, init_worker
+from experiments.grid.execute import CellOutcome, execute_cell, init_engine_worker, init_worker
 from experiments.grid.kinds.base import CellKind
 from experiments.store import ResultStore
 from fl.errors import ConfigError
@@ -113,12 +114,18 @@ def _run_inline(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
                 store: ResultStore, finish: Callable[[Cell, CellOutcome], None]) -> None:
     import socket
 
-    for cell in todo:
-        store.mark_running(cell.key, device=options.device, host=socket.gethostname())
-        outcome = execute_cell(kinds.get(cell.kind), cell.key, cell.typed, cell.attacks,
-                               device=options.device, data_root=options.data_root,
-                               out_dir=str(cell_dir(out, cell)), progress=options.progress)
-        finish(cell, outcome)
+    with contextlib.ExitStack() as engines:
+        entered: set[str] = set()
+        for cell in todo:
+            kind = kinds.get(cell.kind)
+            if kind.shared_engine and kind.name not in entered:  # one engine for all such cells
+                engines.enter_context(kind.engine())
+                entered.add(kind.name)
+            store.mark_running(cell.key, device=options.device, host=socket.gethostname())
+            outcome = execute_cell(kind, cell.key, cell.typed, cell.attacks, device=options.device,
+                                   data_root=options.data_root, out_dir=str(cell_dir(out, cell)),
+                                   progress=options.progress)
+            finish(cell, outcome)
 
 
 def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], options: RunOptions,
@@ -126,7 +133,8 @@ def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
     import socket
 
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
-    pools = _RayPools(options, threads) if options.executor == "ray" else _LocalPools(options, threads)
+    shared = list({c.kind: kinds.get(c.kind) for c in todo if kinds.get(c.kind).shared_engine}.values())
+    pools = _RayPools(options, threads, shared) if options.executor == "ray" else _LocalPools(options, threads, shared)
     futures: dict[cf.Future[CellOutcome], Cell] = {}
     try:
         for cell in todo:
@@ -144,12 +152,13 @@ def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
 class _LocalPools:
     """Worker processes: ``jobs`` for ordinary cells, one long-lived process for shared-engine cells."""
 
-    def __init__(self, options: RunOptions, threads: int) -> None:
+    def __init__(self, options: RunOptions, threads: int, shared: list[CellKind]) -> None:
         self.options = options
         ctx = multiprocessing.get_context("spawn")
         self.cells = cf.ProcessPoolExecutor(options.jobs, mp_context=ctx, initializer=init_worker,
                                             initargs=(threads,))
-        self.engine = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=init_worker, initargs=(threads,))
+        self.engine = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=init_engine_worker,
+                                             initargs=(threads, shared))
 
     def submit(self, kind: CellKind, cell: Cell, out_dir: str) -> cf.Future[CellOutcome]:
         pool = self.engine if kind.shared_engine else self.cells
@@ -164,7 +173,7 @@ class _LocalPools:
 class _RayPools:
     """Ray tasks on an existing cluster; shared-engine cells go to one actor, one after another."""
 
-    def __init__(self, options: RunOptions, threads: int) -> None:
+    def __init__(self, options: RunOptions, threads: int, shared: list[CellKind]) -> None:
         try:
             import ray
         except ImportError:
@@ -175,6 +184,7 @@ class _RayPools:
         self.task = ray.remote(num_cpus=threads)(execute_cell)
         self.actor_cls = ray.remote(num_cpus=threads)(_EngineActor)
         self.actor = None
+        self.shared = shared
 
     def submit(self, kind: CellKind, cell: Cell, out_dir: str) -> cf.Future[CellOutcome]:
         args = (kind, cell.key, cell.typed, cell.attacks)
@@ -182,7 +192,7 @@ class _RayPools:
                   "progress": False}
         if kind.shared_engine:
             if self.actor is None:
-                self.actor = self.actor_cls.remote()
+                self.actor = self.actor_cls.remote(self.shared)
             return self.actor.run.remote(*args, **kwargs).future()
         return self.task.remote(*args, **kwargs).future()
 
@@ -192,7 +202,10 @@ class _RayPools:
 
 
 class _EngineActor:
-    """A long-lived Ray actor that runs shared-engine cells in one process."""
+    """A long-lived Ray actor that runs shared-engine cells in one process, inside their engines."""
+
+    def __init__(self, shared: list[CellKind]) -> None:
+        init_engine_worker(0, shared)
 
     def run(self, *args: object, **kwargs: object) -> CellOutcome:
         return execute_cell(*args, **kwargs)  # type: ignore[arg-type]

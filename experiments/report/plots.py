@@ -130,13 +130,13 @@ def roc_curves(groups: Sequence[Group], run_dir: Path) -> bytes | None:
 
 
 def load_scores(cell_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """Membership scores saved by a cell (``scores.npz``: ``members`` and ``scores_<attack>``)."""
+    """Membership scores saved by a cell (``scores.npz``: ``members`` and ``score_<attack>``)."""
     path = cell_dir / "scores.npz"
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
         members = data["members"]
-        per_attack = {k[len("scores_"):]: data[k] for k in data.files if k.startswith("scores_")}
+        per_attack = {k[len("score_"):]: data[k] for k in data.files if k.startswith("score_")}
     return (members, per_attack) if per_attack else None
 
 

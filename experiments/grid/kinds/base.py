@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,14 @@ class CellKind:
     shared_engine: bool = False
     # scenario budget key -> config field (e.g. "iterations" -> "iters")
     budget_keys: Mapping[str, str] = {}
+    # False: the config holds one attack, so the block's attacks list becomes a grid axis
+    attacks_per_cell: bool = True
     # defense families the kind can express
     defenses: tuple[str, ...] = ("none",)
+
+    def engine(self) -> AbstractContextManager[None]:
+        """Context kept open around all of a grid's cells of this kind in one process."""
+        return nullcontext()
 
     def config_type(self) -> type:
         raise NotImplementedError

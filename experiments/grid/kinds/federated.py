@@ -1,12 +1,17 @@
 """Federated cells: a Flower simulation with a curious server attacking the captured updates.
 
-All federated cells of a grid run in one long-lived process (``shared_engine``) so that
-consecutive simulations reuse one Ray instance instead of paying the engine's start-up.
+All federated cells of a grid run in one long-lived process inside one
+:func:`fl.federation.engine.ray_session` (``shared_engine``), so consecutive simulations reuse
+one Ray instance instead of paying the engine's start-up per cell. The curious server runs
+one attack per federation, so a federated block's ``attacks`` list is a grid axis.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +23,9 @@ from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 class FederatedKind(CellKind):
     name = "federated"
     shared_engine = True
-    budget_keys: Mapping[str, str] = {"rounds": "num_rounds", "clients": "num_clients",
-                                      "local_epochs": "local_epochs", "attack_iterations": "attack_iters"}
+    attacks_per_cell = False
+    budget_keys: Mapping[str, str] = {"rounds": "rounds", "clients": "clients", "client_examples": "client_examples",
+                                      "attack_iterations": "attack_iters", "attack_clients": "attack_clients"}
     defenses = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
 
     def config_type(self) -> type:
@@ -28,19 +34,41 @@ class FederatedKind(CellKind):
         return SimulationConfig
 
     def attack_names(self) -> list[str]:
-        from attacks.inversion import ATTACKS
+        from experiments.federated.config import ATTACKS
 
-        return ATTACKS.names()
+        return list(ATTACKS)
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
-        return {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks, "defense": spec.defense,
-                "seed": spec.seed}
+        (attack,) = spec.attacks
+        return {"dataset": spec.dataset, "model": spec.model, "attack": attack, "defense": spec.defense,
+                "attack_clients": 0 if attack == "none" else 1, "seed": spec.seed}
+
+    def engine(self) -> AbstractContextManager[None]:
+        from fl.federation.engine import ray_session
+
+        return ray_session()
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
         from experiments.federated import run_federation
 
+        if data_root is not None and config.data_dir is None:
+            config = dataclasses.replace(config, data_dir=str(data_root))
         return run_federation(config, out_dir=out_dir, device=device, progress=progress, resume=True)
+
+    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """Accuracy, loss, epsilon; the attack's PSNR over the attacked rounds (mean, first, last)."""
+        cell = {k: float(summary[k]) for k in ("final_accuracy", "final_loss", "epsilon", "wall_s")
+                if isinstance(summary.get(k), (int, float))}
+        out: dict[str, dict[str, float]] = {"": cell}
+        per_round = summary.get("attack_psnr") or {}
+        values = [float(per_round[r]) for r in sorted(per_round, key=int)
+                  if isinstance(per_round[r], (int, float))]
+        (attack,) = attacks
+        if attack != "none" and values:
+            out[attack] = {"psnr_mean": math.fsum(values) / len(values), "psnr_first": values[0],
+                           "psnr_last": values[-1]}
+        return out
 
 
 CELL_KINDS.register("federated")(FederatedKind())

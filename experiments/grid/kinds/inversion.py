@@ -13,15 +13,18 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+from fl.errors import ConfigError
 
 
 class InversionKind(CellKind):
     name = "inversion"
-    budget_keys: Mapping[str, str] = {"iterations": "iters", "images": "num_images", "restarts": "restarts"}
+    budget_keys: Mapping[str, str] = {"iterations": "iters", "images": "indices", "restarts": "restarts"}
     defenses = ("none", "dropout")
+    # attacks that optimise or are given dropout masks: at p = 0 they are IG, so the cell skips them
+    needs_dropout = ("dia", "oracle")
 
     def config_type(self) -> type:
-        from attacks.inversion import InversionConfig
+        from attacks.inversion.runner import InversionConfig
 
         return InversionConfig
 
@@ -32,14 +35,26 @@ class InversionKind(CellKind):
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         dropout = spec.defense.dropout if spec.defense.name == "dropout" else 0.0
-        return {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks, "dropout": dropout,
+        attacks = spec.attacks if dropout > 0 else tuple(a for a in spec.attacks if a not in self.needs_dropout)
+        if not attacks:
+            raise ConfigError(f"{spec.where}: attacks {', '.join(spec.attacks)} need dropout > 0; add 'ig' for"
+                              " the undefended cells")
+        return {"dataset": spec.dataset, "model": spec.model, "attacks": attacks, "dropout": dropout,
                 "seed": spec.seed}
+
+    def budget_value(self, key: str, value: Any, where: str) -> Any:
+        if key == "images":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where}.budget.images = {value!r} is invalid; expected an integer >= 1")
+            return tuple(range(value))
+        return value
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
-        from attacks.inversion import run_inversion
+        from attacks.inversion.runner import run_inversion
 
-        return run_inversion(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
+        return run_inversion(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress,
+                             resume=True)
 
 
 CELL_KINDS.register("inversion")(InversionKind())
