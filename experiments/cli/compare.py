@@ -77,6 +77,7 @@ def _list_cells(spec: Scenario, out: Path) -> None:
     if (out / "results.sqlite").is_file():
         with ResultStore(out) as store:
             done = store.done_keys()
-    rows = [[c.key, c.kind, c.dataset, c.model, c.defense, c.setting, c.seed, "done" if c.key in done else "todo"]
-            for c in cells]
-    click.echo(format_table(["key", "kind", "dataset", "model", "defense", "setting", "seed", "status"], rows))
+    rows = [[c.key, c.kind, c.dataset, c.model, ",".join(c.attacks), c.defense, c.setting, c.seed,
+             "done" if c.key in done else "todo"] for c in cells]
+    header = ["key", "kind", "dataset", "model", "attacks", "defense", "setting", "seed", "status"]
+    click.echo(format_table(header, rows))

@@ -67,6 +67,13 @@ def defense_settings(grid: DefenseGrid, known: Collection[str]) -> list[tuple[De
 
 def expand(scenario: Scenario, *, kinds: Registry[CellKind]) -> list[Cell]:
     """All cells of ``scenario`` (datasets x models x defense settings x seeds per block), deduplicated."""
+    try:
+        return _expand(scenario, kinds)
+    except ConfigError as exc:
+        raise ConfigError(f"scenario {scenario.origin}: {exc}") from None
+
+
+def _expand(scenario: Scenario, kinds: Registry[CellKind]) -> list[Cell]:
     cells: dict[str, Cell] = {}
     known = list(dict.fromkeys([*DEFENSES.names(), *(d for _, k in kinds.items() for d in k.defenses)]))
     for block in scenario.blocks:

@@ -1,0 +1,89 @@
+"""``fedleak compare``, ``report`` through click's CliRunner: runs, resumes, clean one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from grid_doubles import TOY_SCENARIO, toy_kinds
+
+from experiments.cli import cli
+from experiments.grid import CELL_KINDS, expand, load_scenario, shipped_scenarios
+
+
+@pytest.fixture
+def toy_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setattr("experiments.cli.compare.CELL_KINDS", toy_kinds())
+    path = tmp_path / "toy.toml"
+    path.write_text(TOY_SCENARIO)
+    return path
+
+
+def test_compare_runs_then_resumes_and_report_renders(toy_cli: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["-q", "--device", "cpu", "compare", str(toy_cli), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "6 cells: 0 already done, 6 run now, 0 failed" in result.output
+    assert (out / "config.json").is_file() and (out / "env.json").is_file()
+    again = runner.invoke(cli, ["-q", "compare", str(toy_cli), "--out", str(out)])
+    assert "6 cells: 6 already done, 0 run now" in again.output
+    listing = runner.invoke(cli, ["compare", str(toy_cli), "--out", str(out), "--list"])
+    assert listing.output.count("| done |") == 6
+    md = runner.invoke(cli, ["report", str(out)])
+    assert md.exit_code == 0 and "### At what utility cost" in md.output
+    assert (out / "plots" / "privacy_utility.png").is_file()
+    latex = runner.invoke(cli, ["report", str(out), "--format", "latex"])
+    assert "\\begin{table}" in latex.output
+    page = runner.invoke(cli, ["report", str(out), "--format", "html"])
+    assert page.exit_code == 0 and (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_other_scenario_in_the_same_folder_is_refused(toy_cli: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    runner.invoke(cli, ["-q", "compare", str(toy_cli), "--out", str(out)])
+    other = tmp_path / "other.toml"
+    other.write_text(TOY_SCENARIO.replace('name = "toy"', 'name = "other"'))
+    result = runner.invoke(cli, ["-q", "compare", str(other), "--out", str(out)])
+    assert result.exit_code == 2 and "holds results of scenario 'toy', not 'other'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "nope"], "unknown scenario 'nope'; valid choices: dia-paper, federated, full, mia, quick"),
+        (["compare", "missing.toml"], "scenario file 'missing.toml' does not exist"),
+        (["report", "."], "holds no results.sqlite"),
+        (["compare", "quick", "--jobs", "0"], "0 is not in the range x>=1"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_scenario_file_through_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[inversion]\ndatasets = ["sample"]\nmodels = ["mlp"]\nattacks = ["ig", "magic"]\n')
+    result = CliRunner().invoke(cli, ["compare", str(path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert line.startswith(f"Error: scenario {path}: unknown attack 'magic' in inversion.attacks; valid choices: ")
+    assert all(name in line for name in ("dlg", "idlg", "ig", "dia", "oracle"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_shipped_scenarios_expand_against_the_real_configs() -> None:
+    assert shipped_scenarios() == ["dia-paper", "federated", "full", "mia", "quick"]
+    sizes = {name: len(expand(load_scenario(name), kinds=CELL_KINDS)) for name in shipped_scenarios()}
+    assert sizes["quick"] == 4 and sizes["dia-paper"] == 8 and sizes["full"] > 50
+    quick = expand(load_scenario("quick"), kinds=CELL_KINDS)
+    inv = {c.setting: c.typed for c in quick if c.kind == "inversion"}
+    assert inv["-"].attacks == ("ig",) and inv["-"].dropout == 0.0  # DIA needs dropout: p = 0 runs IG only
+    assert inv["dropout=0.25"].attacks == ("ig", "dia") and inv["dropout=0.25"].dropout == 0.25
+    mia = {c.defense: c.typed for c in quick if c.kind == "membership"}
+    assert mia["dp"].defense == "dp-local" and mia["dp"].epsilon == 8.0 and mia["none"].defense == "none"
