@@ -4,7 +4,7 @@ For each model, one JSON line: the time of a forward+backward at batch 1, of one
 of fedleak's IG and DIA loops (measured as the time difference between two iteration counts,
 so set-up cost cancels), and of a straightforward reference of the same loss (autograd with
 ``create_graph=True``, cosine distance over all parameters, TV prior, mask regulariser,
-masks written into the dropout buffers), all in the same process.
+masks written into the dropout buffers), all in the same process, interleaved repetition by repetition (medians reported).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inversion_cost.py --models mlp,vit,convnet
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from statistics import median
 
 import torch
 from torch.nn import functional as F
@@ -28,15 +29,16 @@ from fl.models import build_model, dropout_sites, set_masks
 OPTIONS = {"mlp": {}, "vit": {}, "convnet": {"norm": "group", "placement": "all"}}
 
 
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def best_of(fn, reps: int) -> float:
     """Median seconds of ``fn()`` over ``reps`` runs after one warm-up."""
     fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return median([timed(fn) for _ in range(reps)])
 
 
 def reference_iteration(model, obs, x, masks, target, opt, p: float, tv: float, mask_reg: float):
@@ -89,7 +91,6 @@ def measure_attack(obs, cfg, mode: str, base: float, iters: tuple[int, int], rep
     def loop(n: int) -> None:
         adam_inversion(victims, replace(cfg, iters=n, log_every=n).loop(), masks=mode, attack="bench")
 
-    per_iter = (best_of(lambda: loop(hi), reps) - best_of(lambda: loop(lo), reps)) / (hi - lo)
     ref_model = obs.build_model().train()
     for _, site in dropout_sites(ref_model):
         site.eval()
@@ -100,8 +101,19 @@ def measure_attack(obs, cfg, mode: str, base: float, iters: tuple[int, int], rep
     opt = torch.optim.Adam([x, *masks.values()], lr=0.1)
     target = [obs.update[k] for k, _ in ref_model.named_parameters()]
     mask_reg = getattr(cfg, "mask_reg", 0.0)
-    ref = best_of(lambda: reference_iteration(ref_model, obs, x, masks, target, opt, 0.25, cfg.tv_weight, mask_reg),
-                  reps * 5)
+
+    def reference(n: int) -> None:
+        for _ in range(n):
+            reference_iteration(ref_model, obs, x, masks, target, opt, 0.25, cfg.tv_weight, mask_reg)
+
+    # interleaved repetitions, so load drifts on a shared machine hit both sides alike
+    loop(lo)
+    reference(1)  # warm-up
+    ours, refs = [], []
+    for _ in range(reps):
+        ours.append((timed(lambda: loop(hi)) - timed(lambda: loop(lo))) / (hi - lo))
+        refs.append(timed(lambda: reference(hi - lo)) / (hi - lo))
+    per_iter, ref = median(ours), median(refs)
     return {"fedleak_iter_ms": round(per_iter * 1e3, 3), "reference_iter_ms": round(ref * 1e3, 3),
             "fedleak_ratio": round(per_iter / base, 2), "reference_ratio": round(ref / base, 2)}
 
