@@ -7,33 +7,21 @@ from pathlib import Path
 import click
 
 from experiments.cli.state import get_state
-from experiments.grid import CELL_KINDS, RunOptions, RunSummary, expand, load_scenario, run_grid
+from experiments.grid import CELL_KINDS, RunOptions, RunSummary, expand, load_scenario
+from experiments.grid import run_scenario as _run_scenario
 from experiments.grid.scenario import Scenario
 from experiments.store import ResultStore
-from fl.errors import ConfigError, FedleakError
-from fl.runs import init_run_dir, package_versions
+from fl.errors import FedleakError
+
+
+def run_scenario(scenario: Scenario, out: Path, options: RunOptions, *, seed: int) -> RunSummary:
+    """Run ``scenario`` into ``out`` with the registered cell kinds."""
+    return _run_scenario(scenario, out, kinds=CELL_KINDS, options=options, seed=seed)
 
 
 def load(scenario: str) -> Scenario:
     """A shipped scenario or a .toml file, validated against the registered cell kinds."""
     return load_scenario(scenario, kinds=CELL_KINDS.names())
-
-
-def run_scenario(scenario: Scenario, out: Path, options: RunOptions, *, seed: int) -> RunSummary:
-    """Expand ``scenario``, record it in ``out`` and run every cell not yet done there."""
-    cells = expand(scenario, kinds=CELL_KINDS)
-    out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(out) as store:
-        previous = store.meta().get("scenario_name")
-        if previous is not None and previous != scenario.name:
-            raise ConfigError(f"{str(out)!r} holds results of scenario {previous!r}, not {scenario.name!r};"
-                              " choose another --out")
-        store.set_meta({"scenario_name": scenario.name, "scenario_description": scenario.description,
-                        "scenario_origin": scenario.origin, "scenario_source": scenario.source,
-                        "device": options.device, "versions": package_versions()})
-    init_run_dir(out, config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
-                 seed=seed, device=options.device)
-    return run_grid(cells, out, kinds=CELL_KINDS, options=options)
 
 
 @click.command("compare")

@@ -2,7 +2,7 @@
 
 from experiments.grid.cells import Cell, cell_key, expand
 from experiments.grid.kinds import CELL_KINDS, CellKind, CellSpec
-from experiments.grid.runner import RunOptions, RunSummary, run_grid
+from experiments.grid.runner import RunOptions, RunSummary, run_grid, run_scenario
 from experiments.grid.scenario import Scenario, load_scenario, parse_scenario, shipped_scenarios
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "run_grid",
+    "run_scenario",
     "shipped_scenarios",
 ]

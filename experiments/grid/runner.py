@@ -19,12 +19,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from experiments.grid.cells import Cell
+from experiments.grid.cells import Cell, expand
 from experiments.grid.execute import CellOutcome, execute_cell, init_engine_worker, init_worker
 from experiments.grid.kinds.base import CellKind
+from experiments.grid.scenario import Scenario
 from experiments.store import ResultStore
 from fl.errors import ConfigError
 from fl.registry import Registry
+from fl.runs import init_run_dir, package_versions
 
 EXECUTORS = ("local", "ray")
 
@@ -103,6 +105,25 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, kinds: Registry[CellKind
                           failed=counts["failed"], wall_s=time.perf_counter() - start)
     finally:
         store.close()
+
+
+def run_scenario(scenario: Scenario, out: str | Path, *, kinds: Registry[CellKind], options: RunOptions,
+                 seed: int = 0) -> RunSummary:
+    """Expand ``scenario``, record it (store meta, ``config.json``, ``env.json``) and run its cells."""
+    cells = expand(scenario, kinds=kinds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ResultStore(out) as store:
+        previous = store.meta().get("scenario_name")
+        if previous is not None and previous != scenario.name:
+            raise ConfigError(f"{str(out)!r} holds results of scenario {previous!r}, not {scenario.name!r};"
+                              " choose another --out")
+        store.set_meta({"scenario_name": scenario.name, "scenario_description": scenario.description,
+                        "scenario_origin": scenario.origin, "scenario_source": scenario.source,
+                        "device": options.device, "versions": package_versions()})
+    init_run_dir(out, config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
+                 seed=seed, device=options.device)
+    return run_grid(cells, out, kinds=kinds, options=options)
 
 
 def cell_dir(out: Path, cell: Cell) -> Path:
