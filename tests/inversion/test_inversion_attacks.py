@@ -90,3 +90,13 @@ def test_attacks_refuse_what_they_cannot_do(make_obs) -> None:
         invert(no_dropout, "ig", config=attack_config("dlg"))
     with pytest.raises(ConfigError, match="no option 'mask_reg'"):
         attack_config("ig", mask_reg=1.0)
+
+
+def test_multi_step_delta_attack_runs_end_to_end(make_obs) -> None:
+    gen = torch.Generator().manual_seed(6)
+    x, y = torch.rand(4, 3, 32, 32, generator=gen), torch.tensor([1, 2, 3, 4])
+    obs = make_obs(x, y, kind="delta", local_steps=3, batch_size=2, lr=0.5)
+    result = invert(obs, "dia", config=attack_config("dia", iters=6))
+    assert result.inputs.shape == (4, 3, 32, 32)
+    assert next(iter(result.masks.values())).shape[:2] == (3, 2)  # one mask per step and sample
+    assert result.trace["loss"][-1] < result.trace["loss"][0]
