@@ -27,8 +27,9 @@ class InversionResult:
     ``inputs``: (num_examples, C, H, W) in [0, 1]; ``labels``: (num_examples,) the labels the
     attack used (``label_source`` says whether it recovered them or was given them);
     ``trace``: gradient-matching loss per logged iteration (``{"iter": [...], "loss": [...]}``);
-    ``grad_loss``: the final matching loss of the kept restart; ``masks``: recovered dropout
-    masks (DIA) keyed ``<site>.mask``.
+    ``grad_loss``: the final matching loss of the kept restart; ``time_s``: wall time of the
+    optimization divided by the number of victims attacked together; ``masks``: recovered
+    dropout masks (DIA) keyed ``<site>.mask``, shape (local_steps, batch_size, *site).
     """
 
     attack: str

@@ -112,7 +112,8 @@ class Matcher:
     def prepare_target(self, obs: Observation, device: torch.device, dtype: torch.dtype) -> Params:
         """The observed update as the quantity :meth:`simulate` returns (unit norm for cosine).
 
-        A one-step delta ``-lr * g`` is turned back into the gradient ``g``.
+        A one-step delta ``-lr * g`` is turned back into the gradient ``g``. For the L2 distance
+        the target's squared norm rides along under the key ``"__norm2__"``.
         """
         scale = -1.0 / obs.lr if (obs.kind == "delta" and self.single) else 1.0
         target = {k: obs.update[k].to(device=device, dtype=dtype) * scale for k in self.param_names}

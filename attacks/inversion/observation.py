@@ -73,6 +73,11 @@ class Observation:
             )
         if self.kind == "gradient" and self.local_steps != 1:
             raise ConfigError("a gradient observation has local_steps == 1; use kind='delta' for several steps")
+        if self.kind == "gradient" and self.batch_size != self.num_examples:
+            raise ConfigError(
+                f"a gradient observation covers its whole batch: batch_size {self.batch_size} != "
+                f"num_examples {self.num_examples}"
+            )
         if self.batch_size > self.num_examples:
             raise ConfigError(f"batch_size {self.batch_size} exceeds num_examples {self.num_examples}")
         if not 0.0 <= self.dropout < 1.0:
