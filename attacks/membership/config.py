@@ -24,6 +24,7 @@ class MIAConfig:
     norm: str | None = "group"  # GroupNorm: DP-ready and vmap-able; None keeps the model's default
     model_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"width": 16}
     dropout: float = 0.0  # the model's dropout rate (the dropout defense sets it > 0)
+    standardize: bool = True  # per-channel standardisation with the dataset's mean and std
     attacks: tuple[str, ...] = ("loss", "lira", "rmia")
     shadows: int = 8  # shadow/reference models for LiRA and RMIA; each record is IN for half
     pool_size: int = 4000  # candidate records, split at random into members and non-members

@@ -8,6 +8,7 @@ records for RMIA); score with each attack; evaluate; write scores, metrics and t
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -49,19 +50,35 @@ def default_cache_dir() -> Path:
     return Path(root) / "mia"
 
 
+@functools.lru_cache(maxsize=2)
+def _merged(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Train and test splits of ``dataset`` as one set (cached: parsing CIFAR takes seconds)."""
+    from fl.data import load_dataset
+
+    parts = [load_dataset(dataset, split=s, root=data_root) for s in ("train", "test")]
+    return (
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.labels for p in parts]),
+        parts[0].num_classes,
+    )
+
+
 def draw_pool(
     cfg: MIAConfig, data_root: str | Path | None
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor, int]:
     """Pool images/labels, the member mask, population images/labels, and the number of classes.
 
     Train and test splits are merged into one set, so members and non-members come from the same
-    source; the pool and the population are disjoint random subsets of it.
+    source; the pool and the population are disjoint random subsets of it. With
+    ``cfg.standardize`` images are standardised per channel with the whole set's mean and std.
     """
-    from fl.data import load_dataset
-
-    parts = [load_dataset(cfg.dataset, split=s, root=data_root) for s in ("train", "test")]
-    images = torch.cat([p.images for p in parts])
-    labels = torch.cat([p.labels for p in parts])
+    images, labels, num_classes = _merged(
+        cfg.dataset, None if data_root is None else str(data_root)
+    )
+    if cfg.standardize:
+        mean = images.mean(dim=(0, 2, 3), keepdim=True)
+        std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        images = (images - mean) / std
     needs_pop = any(build_attack(a).needs_population for a in cfg.attacks)
     pop_size = cfg.population_size if needs_pop else 0
     if cfg.pool_size + pop_size > len(images):
@@ -73,7 +90,7 @@ def draw_pool(
     pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
     members = np.zeros(cfg.pool_size, dtype=bool)
     members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
-    return images[pool], labels[pool], members, images[pop], labels[pop], parts[0].num_classes
+    return images[pool], labels[pool], members, images[pop], labels[pop], num_classes
 
 
 def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
@@ -100,6 +117,7 @@ def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
         "norm": cfg.norm,
         "model_options": dict(cfg.model_options),
         "dropout": cfg.dropout,
+        "standardize": cfg.standardize,
     }
 
 

@@ -1,0 +1,122 @@
+"""Black-box attacks end to end on real CIFAR-10 records with a tiny MLP (seeded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack, run_mia
+from attacks.membership.metrics import point_metrics
+from attacks.membership.signals import query_logits
+from attacks.membership.training import TrainConfig, train_model
+
+TINY = MIAConfig(
+    dataset="cifar10",
+    model="mlp",
+    norm=None,
+    model_options={"hidden": 64, "depth": 1, "bias": True},
+    attacks=tuple(ATTACKS.names()),
+    shadows=4,
+    pool_size=1000,
+    population_size=300,
+    epochs=30,
+    batch_size=32,
+    lr=0.005,
+    bootstrap=20,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread avoids oversubscription on the shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def overfit(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mia")
+    res = run_mia(TINY, device="cpu", data_root=data_root, out_dir=out / "run", cache_dir=out / "cache", progress=False)
+    return res, out
+
+
+def test_mia_overfitted_target_leaks_membership(overfit) -> None:
+    res, _ = overfit
+    assert res["train_accuracy"] > res["test_accuracy"] + 0.3
+    for name in ("loss", "lira"):
+        m = res["attacks"][name]
+        assert m["auc"] > 0.8, (name, m["auc"])
+        assert m["tpr@1%"] > 0.03, (name, m["tpr@1%"])  # 500 non-members: 1 % FPR = 5 of them
+    # shadow models calibrate per-record difficulty: far more members caught at low FPR
+    assert res["attacks"]["lira"]["tpr@1%"] > 0.2
+    assert res["attacks"]["rmia"]["tpr@1%"] > 0.2
+    for name in ATTACKS.names():  # every registered attack runs and beats chance
+        assert res["attacks"][name]["auc"] > 0.55, name
+
+
+def test_mia_run_writes_rebuildable_results(overfit) -> None:
+    res, out = overfit
+    run = out / "run"
+    for name in ("config.json", "env.json", "metrics.json", "roc.png"):
+        assert (run / name).is_file()
+    with np.load(run / "scores.npz", allow_pickle=False) as data:
+        members = data["members"]
+        assert members.sum() == TINY.pool_size // 2
+        again = point_metrics(data["score_lira"], members)
+    assert again["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
+    assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"]["auc"] == pytest.approx(res["attacks"]["loss"]["auc"])
+
+
+def test_mia_shadow_cache_is_reused(overfit, data_root) -> None:
+    res, out = overfit
+    cfg = dataclasses.replace(TINY, attacks=("lira",), bootstrap=0)
+    again = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=out / "cache", progress=False)
+    assert again["shadows"]["reused"] == TINY.shadows and again["shadows"]["trained"] == 0
+    assert again["attacks"]["lira"]["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
+
+
+def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
+    """Target trained on other records: the 'members' are as unseen as the non-members."""
+    from attacks.membership.runner import draw_pool
+    from attacks.membership.shadows import train_shadows
+    from fl.models import build_model
+
+    cfg = dataclasses.replace(TINY, pool_size=800, population_size=400)
+    x, y, members, pop_x, pop_y, k = draw_pool(cfg, data_root)
+
+    def build(seed: int):
+        torch.manual_seed(seed)
+        return build_model("mlp", in_shape=(3, 32, 32), num_classes=k, hidden=64, depth=1, bias=True)
+
+    target = build(1)
+    train_model(target, pop_x, pop_y, cfg.train_config, seed=0)
+    shadows, inside, _ = train_shadows(
+        build, x, y, num_shadows=2, train=cfg.train_config, dp=None, seed=0, device=torch.device("cpu"),
+        cache_dir=None, key_parts={}, progress=False,
+    )  # fmt: skip
+    obs = Observation(
+        labels=y,
+        target_logits=query_logits(target, x, flip=True),
+        shadow_logits=torch.stack([query_logits(m, x, flip=True) for m in shadows]),
+        shadow_in=torch.from_numpy(inside),
+    )
+    for name in ("loss", "lira"):
+        auc = point_metrics(build_attack(name).score(obs), members)["auc"]
+        assert abs(auc - 0.5) < 0.06, (name, auc)  # 4 standard errors at 400/400
+
+
+def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
+    cfg = dataclasses.replace(
+        TINY, attacks=("loss", "lira"), shadows=2, epochs=5, defense="dp-local", epsilon=1.0, max_grad_norm=1.0, bootstrap=0
+    )
+    res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
+    assert 0 < res["epsilon"] <= 1.0 + 1e-6
+    for m in res["attacks"].values():
+        assert m["bound_violated"] == 0.0 and m["significant_violations"] == 0.0
+        assert m["eps_lower_bound"] <= res["epsilon"]
