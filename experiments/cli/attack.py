@@ -24,9 +24,11 @@ def attack(ctx: click.Context, run_dir: str, attack: str, server_round: int | No
     afterwards to score it.
     """
     from experiments.federated.attacking import attack_captured, save_grid
+    from experiments.federated.config import unattackable_training
     from fl.data import load_dataset
     from fl.errors import ConfigError
     from fl.federation.capture import AGGREGATE, CaptureStore
+    from fl.federation.settings import TrainSettings
     from fl.runs import atomic_write_json, read_json
 
     state = get_state(ctx)
@@ -43,6 +45,8 @@ def attack(ctx: click.Context, run_dir: str, attack: str, server_round: int | No
     target: int | str = captured[0] if client is None else (AGGREGATE if client == AGGREGATE else _client_id(client))
     if target not in captured:
         raise ConfigError(f"--client {client} has no captured update in round {r}; captured: {', '.join(map(str, captured))}")
+    if why := unattackable_training(TrainSettings.from_config(store.round_info(r)["config"])):
+        raise ConfigError(why)
     recorded = read_json(Path(run_dir) / "config.json")
     root = data_dir or recorded.get("data_dir")
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)

@@ -18,6 +18,7 @@ from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "
 from attacks.inversion.base import attack_config, invert_many
 from attacks.inversion.metrics import score
 from attacks.inversion.observation import Observation
+from experiments.federated.config import unattackable_training
 from fl.errors import ConfigError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
@@ -49,11 +50,8 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
     gradient, ``g = -delta / lr``; otherwise the delta is inverted by unrolling local steps.
     """
     s = cap.settings
-    if s.optimizer != "sgd" or s.momentum or s.proximal_mu:
-        raise ConfigError(
-            f"the inversion attacks model plain SGD clients; this run used optimizer={s.optimizer}, "
-            f"momentum={s.momentum}, proximal_mu={s.proximal_mu}"
-        )
+    if why := unattackable_training(s):
+        raise ConfigError(why)
     per_client = cap.num_examples // max(cap.num_clients, 1)
     batch = s.batch_size or per_client
     steps = s.local_steps or s.local_epochs * math.ceil(per_client / batch)

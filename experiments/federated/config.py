@@ -16,6 +16,27 @@ ATTACKS = ("none", "ig", "dia")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
+def unattackable_training(settings: TrainSettings) -> str | None:
+    """Why the inversion attacks cannot model these client settings (None when they can).
+
+    The attacker replays the client's local steps as plain SGD (Geiping et al., 2020); Adam's
+    and momentum's optimizer state and FedProx's proximal term are not part of that model.
+    """
+    used = []
+    if settings.optimizer != "sgd":
+        used.append(f"--optimizer {settings.optimizer}")
+    if settings.momentum:
+        used.append(f"momentum {settings.momentum}")
+    if settings.proximal_mu:
+        used.append(f"--strategy fedprox --proximal-mu {settings.proximal_mu}")
+    if not used:
+        return None
+    return (
+        f"the inversion attacks support plain SGD clients only (--optimizer sgd, momentum 0, "
+        f"--strategy fedavg); this run uses {', '.join(used)}"
+    )
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """A federation, its defense and the curious server's attack (CLI option names in comments)."""
@@ -65,6 +86,8 @@ class SimulationConfig:
             raise ConfigError(f"--attack {self.attack} needs --attack-clients >= 1")
         if self.attack != "none" and self.capture == "none":
             raise ConfigError(f"--attack {self.attack} needs captured updates; use --capture attacked or all")
+        if self.attack != "none" and (why := unattackable_training(self.train)):
+            raise ConfigError(why)
         bad = [r for r in self.attack_rounds if not 1 <= r <= self.rounds]
         if bad:
             raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")

@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from flwr.app import Context
@@ -22,8 +23,6 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fl.federation.server import FederationServer
-
-_SESSION_DEPTH = 0
 
 
 def make_server_app(server: FederationServer) -> ServerApp:
@@ -65,27 +64,35 @@ def ray_init_args(*, verbose: bool) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Session:
+    """The open ``ray_session``: Ray starts at its first simulation, not at ``with`` entry."""
+
+    verbose: bool
+    depth: int = 1
+    owns_ray: bool = False
+
+
+_SESSION: _Session | None = None
+
+
 @contextlib.contextmanager
 def ray_session(*, verbose: bool = False) -> Iterator[None]:
-    """Keep one Ray instance alive for every simulation run inside the ``with`` block."""
-    global _SESSION_DEPTH
-    import ray
+    """Keep one Ray instance alive for every simulation run inside the ``with`` block.
+
+    Ray is started lazily by the first :func:`simulate` inside the block, so a run refused
+    while it is being composed (bad model for the defense, bad data) never starts Ray.
+    """
+    global _SESSION
     from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
 
-    if _SESSION_DEPTH:
-        _SESSION_DEPTH += 1
+    if _SESSION is not None:
+        _SESSION.depth += 1
         try:
             yield
         finally:
-            _SESSION_DEPTH -= 1
+            _SESSION.depth -= 1
         return
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    quiet_flower(verbose=verbose)
-    pythonpath = os.pathsep.join(sys.path)
-    os.environ["PYTHONPATH"] = pythonpath
-    owns = not ray.is_initialized()
-    if owns:
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **ray_init_args(verbose=verbose))
     original = RayBackend.terminate
 
     def terminate_actors_only(self: RayBackend) -> None:
@@ -93,14 +100,28 @@ def ray_session(*, verbose: bool = False) -> Iterator[None]:
             self.pool.terminate_all_actors()
 
     RayBackend.terminate = terminate_actors_only
-    _SESSION_DEPTH = 1
+    _SESSION = _Session(verbose=verbose)
     try:
         yield
     finally:
-        _SESSION_DEPTH = 0
+        owns, _SESSION = _SESSION.owns_ray, None
         RayBackend.terminate = original
         if owns:
+            import ray
+
             ray.shutdown()
+
+
+def _start_session_ray(session: _Session) -> None:
+    """Start the session's Ray instance (once), with this process's import path for the workers."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    pythonpath = os.pathsep.join(sys.path)
+    os.environ["PYTHONPATH"] = pythonpath
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **ray_init_args(verbose=session.verbose))
+    session.owns_ray = True
 
 
 def simulate(
@@ -117,6 +138,8 @@ def simulate(
     from flwr.simulation import run_simulation
 
     quiet_flower(verbose=verbose)
+    if _SESSION is not None:
+        _start_session_ray(_SESSION)
     run_simulation(
         server_app=make_server_app(server),
         client_app=client_app,
