@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -17,6 +18,12 @@ from fl.errors import FedleakError
 def run_scenario(scenario: Scenario, out: Path, options: RunOptions, *, seed: int) -> RunSummary:
     """Run ``scenario`` into ``out`` with the registered cell kinds."""
     return _run_scenario(scenario, out, kinds=CELL_KINDS, options=options, seed=seed)
+
+
+def quiet_cells(verbosity: int) -> None:
+    """In a grid the progress bar and the store report each cell: cells' own INFO logs only with -v."""
+    if verbosity <= 0:
+        logging.getLogger("fedleak").setLevel(logging.WARNING)
 
 
 def load(scenario: str) -> Scenario:
@@ -46,6 +53,7 @@ def compare(ctx: click.Context, scenario: str, out: Path | None, jobs: int, exec
     if list_only:
         _list_cells(spec, out)
         return
+    quiet_cells(state.verbosity)
     options = RunOptions(jobs=jobs, executor=executor, address=address, device=str(state.device),
                          data_root=str(data_dir) if data_dir else None, progress=state.verbosity >= 0)
     summary = run_scenario(spec, out, options, seed=state.seed)

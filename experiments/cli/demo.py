@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.compare import load, run_scenario
+from experiments.cli.compare import load, quiet_cells, run_scenario
 from experiments.cli.state import get_state
 from experiments.grid import RunOptions
 from fl.errors import FedleakError
@@ -25,6 +25,7 @@ def demo(ctx: click.Context, out: Path, scenario: str, jobs: int) -> None:
 
     state = get_state(ctx)
     spec = load(scenario)
+    quiet_cells(state.verbosity)
     options = RunOptions(jobs=jobs, device=str(state.device), progress=state.verbosity >= 0)
     summary = run_scenario(spec, out, options, seed=state.seed)
     view = open_run(out)

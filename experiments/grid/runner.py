@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ class RunOptions:
     address: str | None = None  # Ray cluster address for executor="ray" (e.g. "auto", "ray://host:10001")
     device: str = "cpu"  # torch device every cell runs on
     data_root: str | None = None  # dataset folder passed to each cell (None: $FEDLEAK_DATA / cache)
-    progress: bool = True  # progress bar over cells (done, ETA)
+    progress: bool = True  # progress bars (cells done, ETA; each cell's own) when stderr is a terminal
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
@@ -75,8 +77,11 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, kinds: Registry[CellKind
         # shared-engine cells last and together, so one engine serves all of them
         todo.sort(key=lambda c: kinds.get(c.kind).shared_engine)
         counts = {"done": 0, "failed": 0}
+        show = options.progress and sys.stderr.isatty()
+        if show != options.progress:
+            options = dataclasses.replace(options, progress=show)
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="cells",
-                   disable=not options.progress, dynamic_ncols=True)
+                   disable=not show, dynamic_ncols=True)
 
         def finish(cell: Cell, outcome: CellOutcome) -> None:
             if outcome.ok:
