@@ -4,7 +4,7 @@ For each model, one JSON line: the time of a forward+backward at batch 1, of one
 of fedleak's IG and DIA loops (measured as the time difference between two iteration counts,
 so set-up cost cancels), and of a straightforward reference of the same loss (autograd with
 ``create_graph=True``, cosine distance over all parameters, TV prior, mask regulariser,
-masks written into the dropout buffers), all in the same process, interleaved repetition by repetition (medians reported).
+masks written into the dropout buffers), all in the same process, interleaved repetition by repetition with the forward+backward baseline (medians reported).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inversion_cost.py --models mlp,vit,convnet
 """
@@ -33,12 +33,6 @@ def timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
-
-
-def best_of(fn, reps: int) -> float:
-    """Median seconds of ``fn()`` over ``reps`` runs after one warm-up."""
-    fn()
-    return median([timed(fn) for _ in range(reps)])
 
 
 def reference_iteration(model, obs, x, masks, target, opt, p: float, tv: float, mask_reg: float):
@@ -75,15 +69,14 @@ def measure(name: str, iters: tuple[int, int], reps: int) -> list[dict]:
         model.zero_grad()
         F.cross_entropy(model(x0), y).backward()
 
-    base = best_of(fwd_bwd, reps * 5)
     return [
         {"bench": "inversion_cost", "model": name, "attack": attack, "threads": torch.get_num_threads(),
-         "fwd_bwd_ms": round(base * 1e3, 3), **measure_attack(obs, cfg, mode, base, iters, reps)}
+         **measure_attack(obs, cfg, mode, fwd_bwd, iters, reps)}
         for attack, cfg, mode in (("ig", IGConfig(), "eval"), ("dia", DIAConfig(), "learn"))
     ]
 
 
-def measure_attack(obs, cfg, mode: str, base: float, iters: tuple[int, int], reps: int) -> dict:
+def measure_attack(obs, cfg, mode: str, fwd_bwd, iters: tuple[int, int], reps: int) -> dict:
     """fedleak's loop (time difference of two iteration counts) against the reference iteration."""
     victims = prepare([obs], [0], device=torch.device("cpu"))
     lo, hi = iters
@@ -107,14 +100,20 @@ def measure_attack(obs, cfg, mode: str, base: float, iters: tuple[int, int], rep
             reference_iteration(ref_model, obs, x, masks, target, opt, 0.25, cfg.tv_weight, mask_reg)
 
     # interleaved repetitions, so load drifts on a shared machine hit both sides alike
+    def baseline(n: int) -> None:
+        for _ in range(n):
+            fwd_bwd()
+
     loop(lo)
-    reference(1)  # warm-up
-    ours, refs = [], []
+    reference(1)
+    baseline(1)  # warm-up
+    ours, refs, bases = [], [], []
     for _ in range(reps):
         ours.append((timed(lambda: loop(hi)) - timed(lambda: loop(lo))) / (hi - lo))
         refs.append(timed(lambda: reference(hi - lo)) / (hi - lo))
-    per_iter, ref = median(ours), median(refs)
-    return {"fedleak_iter_ms": round(per_iter * 1e3, 3), "reference_iter_ms": round(ref * 1e3, 3),
+        bases.append(timed(lambda: baseline(hi - lo)) / (hi - lo))
+    per_iter, ref, base = median(ours), median(refs), median(bases)
+    return {"fwd_bwd_ms": round(base * 1e3, 3), "fedleak_iter_ms": round(per_iter * 1e3, 3), "reference_iter_ms": round(ref * 1e3, 3),
             "fedleak_ratio": round(per_iter / base, 2), "reference_ratio": round(ref / base, 2)}
 
 
