@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fl.errors import ConfigError
 from fl.registry import Registry
 
 
@@ -76,6 +77,7 @@ class GradientStats:
     norms_after: torch.Tensor  # (N,) ||g_x(w + delta)||
     update_norm: float  # ||delta||
     step_weight: float  # c = client lr / batch size
+    ref_cos: torch.Tensor  # (N, R) cos(g_x(w), -delta_r) for R other clients' updates of the round
 
 
 FederatedScore = Callable[[GradientStats], np.ndarray]
@@ -94,6 +96,21 @@ def grad_diff(s: GradientStats) -> np.ndarray:
     return (2 * s.step_weight * s.dots - s.step_weight**2 * s.norms.pow(2)).numpy()
 
 
+@FEDERATED_ATTACKS.register("fedmia")
+def fedmia(s: GradientStats) -> np.ndarray:
+    """The record's cosine with this client's update standardised by its cosines with the other
+    clients' updates of the round, which mostly did not train on it (FedMIA's idea: other
+    clients' updates as non-member references). One reference: the plain difference."""
+    if s.ref_cos.shape[1] == 0:
+        raise ConfigError(
+            "fedmia needs the updates of other clients in the same round; only one was captured"
+        )
+    cos = s.dots / (s.norms * s.update_norm).clamp_min(1e-30)
+    mu = s.ref_cos.mean(1)
+    sd = s.ref_cos.std(1).clamp_min(1e-12) if s.ref_cos.shape[1] > 1 else torch.ones_like(mu)
+    return ((cos - mu) / sd).numpy()
+
+
 @FEDERATED_ATTACKS.register("grad-norm")
 def grad_norm(s: GradientStats) -> np.ndarray:
     """Minus the record's gradient norm on the model the client returned."""
@@ -108,16 +125,21 @@ def gradient_stats(
     labels: torch.Tensor,
     *,
     step_weight: float,
+    references: Sequence[Mapping[str, torch.Tensor]] = (),
     device: torch.device | str = "cpu",
 ) -> GradientStats:
-    """Per-record statistics of ``images`` against one client's ``update`` (two vmapped passes)."""
+    """Per-record statistics of ``images`` against one client's ``update`` and the ``references``
+    (other clients' updates from the same global weights); two vmapped passes."""
     names = [n for n, _ in model.named_parameters()]
-    neg = {n: -update[n].double() for n in names}
-    norms, dots = per_sample_stats(model, weights_before, images, labels, [neg], device=device)
+    dirs = [{n: -u[n].double() for n in names} for u in (update, *references)]
+    norms, dots = per_sample_stats(model, weights_before, images, labels, dirs, device=device)
     after = {n: weights_before[n].float() + update[n].float() for n in names}
     norms_after, _ = per_sample_stats(model, after, images, labels, device=device)
-    update_norm = float(sum(v.pow(2).sum() for v in neg.values())) ** 0.5
-    return GradientStats(dots[:, 0], norms, norms_after, update_norm, step_weight)
+    unorm = torch.tensor(
+        [float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64
+    )
+    ref_cos = dots[:, 1:] / (norms[:, None] * unorm[None, 1:]).clamp_min(1e-30)
+    return GradientStats(dots[:, 0], norms, norms_after, float(unorm[0]), step_weight, ref_cos)
 
 
 def attribute_records(scores: np.ndarray) -> np.ndarray:

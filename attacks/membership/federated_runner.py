@@ -37,7 +37,7 @@ log = logging.getLogger("fedleak.mia")
 class FederatedMIAConfig:
     """Which round, clients and attacks of a captured federation to audit."""
 
-    attacks: tuple[str, ...] = ("grad-cosine", "grad-diff", "grad-norm")
+    attacks: tuple[str, ...] = ("grad-cosine", "grad-diff", "grad-norm", "fedmia")
     server_round: int | None = None  # None: the last captured round
     clients: tuple[int, ...] = ()  # empty: every client captured in the round
     candidates: int = 500  # members (and as many non-members) per client, at most
@@ -116,6 +116,10 @@ def run_federated_mia(
         own = np.unique(store.true_indices(rnd, client))
         others = np.setdiff1d(np.arange(len(data.labels)), store.partition(client))
         k = min(cfg.candidates, len(own), len(others))
+        if "fedmia" in cfg.attacks and len(captured) < 2:
+            raise DataError(
+                f"fedmia needs at least two captured clients in round {rnd}; got {captured}"
+            )
         if k < 1:
             raise DataError(
                 f"client {client} in round {rnd} has no member or no non-member candidate"
@@ -123,9 +127,10 @@ def run_federated_mia(
         cand = np.r_[rng.choice(own, k, replace=False), rng.choice(others, k, replace=False)]
         members = np.r_[np.ones(k, bool), np.zeros(k, bool)]
         batch = upd.settings.batch_size or max(upd.num_examples, 1)
+        refs = [store.load(rnd, c).update for c in captured if c != client]
         stats = gradient_stats(
             model, upd.weights_before, upd.update, data.images[cand], data.labels[cand],
-            step_weight=upd.settings.lr / batch, device=device,
+            step_weight=upd.settings.lr / batch, references=refs, device=device,
         )  # fmt: skip
         per_client[str(client)] = {}
         for name in cfg.attacks:

@@ -53,7 +53,7 @@ def _options(
     "--attack",
     "attacks",
     multiple=True,
-    help="Attack(s), repeatable or comma-separated [loss, lira, rmia | grad-cosine, grad-diff, grad-norm].",
+    help="Attack(s), repeatable or comma-separated (default loss, lira, rmia; with --federated grad-cosine, grad-diff, grad-norm, fedmia).",
 )
 @click.option(
     "--federated",
@@ -201,7 +201,7 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
 
     cfg = MIAConfig(
         dataset=kw["dataset"], model=kw["model"], norm=kw["norm"], model_options=kw["model_options"],
-        dropout=kw["dropout"], attacks=attacks or ("loss", "lira", "rmia"), shadows=kw["shadows"],
+        dropout=kw["dropout"], **({"attacks": attacks} if attacks else {}), shadows=kw["shadows"],
         pool_size=kw["pool_size"], population_size=kw["population_size"], epochs=kw["epochs"],
         batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], defense=kw["defense"],
         epsilon=kw["epsilon"], delta=kw["delta"], max_grad_norm=kw["max_grad_norm"], fprs=kw["fprs"],
@@ -224,7 +224,7 @@ def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None
     from attacks.membership.federated_runner import FederatedMIAConfig, run_federated_mia
 
     cfg = FederatedMIAConfig(
-        attacks=attacks or ("grad-cosine", "grad-diff", "grad-norm"), server_round=kw["server_round"],
+        **({"attacks": attacks} if attacks else {}), server_round=kw["server_round"],
         clients=tuple(kw["clients"]), candidates=kw["candidates"], fprs=kw["fprs"], bootstrap=kw["bootstrap"],
         seed=state.seed,
     )  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack, run_mia
 from attacks.membership.metrics import point_metrics
 from attacks.membership.signals import query_logits
-from attacks.membership.training import TrainConfig, train_model
+from attacks.membership.training import train_model
 
 TINY = MIAConfig(
     dataset="cifar10",
@@ -42,7 +42,14 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def overfit(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mia")
-    res = run_mia(TINY, device="cpu", data_root=data_root, out_dir=out / "run", cache_dir=out / "cache", progress=False)
+    res = run_mia(
+        TINY,
+        device="cpu",
+        data_root=data_root,
+        out_dir=out / "run",
+        cache_dir=out / "cache",
+        progress=False,
+    )
     return res, out
 
 
@@ -70,7 +77,9 @@ def test_mia_run_writes_rebuildable_results(overfit) -> None:
         assert members.sum() == TINY.pool_size // 2
         again = point_metrics(data["score_lira"], members)
     assert again["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
-    assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"]["auc"] == pytest.approx(res["attacks"]["loss"]["auc"])
+    assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"][
+        "auc"
+    ] == pytest.approx(res["attacks"]["loss"]["auc"])
 
 
 def test_mia_shadow_cache_is_reused(overfit, data_root) -> None:
@@ -92,7 +101,9 @@ def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
 
     def build(seed: int):
         torch.manual_seed(seed)
-        return build_model("mlp", in_shape=(3, 32, 32), num_classes=k, hidden=64, depth=1, bias=True)
+        return build_model(
+            "mlp", in_shape=(3, 32, 32), num_classes=k, hidden=64, depth=1, bias=True
+        )
 
     target = build(1)
     train_model(target, pop_x, pop_y, cfg.train_config, seed=0)
@@ -113,7 +124,14 @@ def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
 
 def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
     cfg = dataclasses.replace(
-        TINY, attacks=("loss", "lira"), shadows=2, epochs=5, defense="dp-local", epsilon=1.0, max_grad_norm=1.0, bootstrap=0
+        TINY,
+        attacks=("loss", "lira"),
+        shadows=2,
+        epochs=5,
+        defense="dp-local",
+        epsilon=1.0,
+        max_grad_norm=1.0,
+        bootstrap=0,
     )
     res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
     assert 0 < res["epsilon"] <= 1.0 + 1e-6
