@@ -30,15 +30,6 @@ TINY = MIAConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription on the shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def overfit(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mia")

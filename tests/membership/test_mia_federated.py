@@ -27,14 +27,6 @@ SPEC = {
 LR, BATCH = 0.1, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _local_update(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> dict[str, torch.Tensor]:
