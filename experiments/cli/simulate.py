@@ -167,6 +167,8 @@ def _round_line(name: str, r: dict[str, Any], rounds: int) -> str:
         parts.append(f"eps {r['epsilon']:.2f}")
     if "attack_psnr" in r:
         parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
+    if "attack_error" in r:
+        parts.append(f"{r['attack']} failed: {r['attack_error']}")
     if r["failed"]:
         parts.append(f"failed clients {r['failed']}")
     return " | ".join(parts)

@@ -19,7 +19,7 @@ import torch
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig
 from fl.data import load_dataset, partition
-from fl.errors import ConfigError
+from fl.errors import ConfigError, FedleakError
 from fl.federation.capture import CaptureStore, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
@@ -63,9 +63,15 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
         targets = [(r, c) for c in store.clients(r) if c in record["attacked"] or c == "aggregate"]
         if not targets:
             return {}
-        outcomes = attack_captured(
-            store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r), device=device
-        )
+        try:
+            outcomes = attack_captured(
+                store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r), device=device
+            )
+        except FedleakError:
+            raise
+        except (ArithmeticError, RuntimeError, ValueError) as exc:  # e.g. label recovery on a diverged model
+            log.warning("round %d: %s attack failed: %s", r, cfg.attack, exc)
+            return {"attack": cfg.attack, "attack_error": f"{type(exc).__name__}: {exc}"}
         for o in outcomes:
             save_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
         scores = {str(o.client): {"psnr": o.psnr, "ssim": o.ssim} for o in outcomes}

@@ -69,3 +69,26 @@ def test_federation_ray_simulation_with_secagg_from_the_cli(tmp_path):
     assert sorted(store.round_info(1)["sampled"]) == [0, 1, 2]
     history = json.loads((out / "result.json").read_text())["history"]
     assert history[0]["failed"] == [] and not ray.is_initialized()
+
+
+def test_federation_failed_attack_is_recorded_and_the_round_goes_on(tmp_path, monkeypatch):
+    import experiments.federated.attacking as attacking
+    from experiments.federated import SimulationConfig
+    from experiments.federated.run import _attack_hook
+
+    data = load_dataset("sample")
+    spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1})
+    parts = tuple(np.array_split(np.arange(len(data)), 2))
+    server = FederationServer(
+        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
+        run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+    )
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+
+    def diverged(*args, **kwargs):
+        raise RuntimeError("repeats can not be negative")
+
+    monkeypatch.setattr(attacking, "attack_captured", diverged)
+    cfg = SimulationConfig(dataset="sample", clients=2, rounds=1, attack="ig", attack_clients=1)
+    extra = _attack_hook(cfg, tmp_path, data.images, "cpu")({"round": 1, "attacked": [0]}, {})
+    assert extra == {"attack": "ig", "attack_error": "RuntimeError: repeats can not be negative"}
