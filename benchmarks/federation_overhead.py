@@ -28,7 +28,19 @@ from fl.seed import derive_seed
 
 
 def plain_rounds(cfg: SimulationConfig) -> list[float]:
-    """Seconds per round of the same federation as a plain loop (no Flower, no Ray, no capture)."""
+    """Seconds per round of the same federation as a plain loop (no Flower, no Ray, no capture).
+
+    One torch thread, as in Flower's Ray workers (``num_cpus=1`` sets ``OMP_NUM_THREADS=1``).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _plain_rounds(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plain_rounds(cfg: SimulationConfig) -> list[float]:
     comp = compose(cfg)
     train, test = comp.train, comp.test
     global_w = {k: v.detach().clone() for k, v in comp.initial_model.state_dict().items()}

@@ -84,6 +84,8 @@ def ray_session(*, verbose: bool = False) -> Iterator[None]:
     while it is being composed (bad model for the defense, bad data) never starts Ray.
     """
     global _SESSION
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    quiet_flower(verbose=verbose)  # before the import below, which logs alembic's plugin setup
     from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
 
     if _SESSION is not None:
