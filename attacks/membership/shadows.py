@@ -2,9 +2,9 @@
 
 Each candidate record is IN for a random half of the models (the balanced assignment of
 Carlini et al., S&P 2022), so every record has IN and OUT models. Models are trained all at
-once with ``torch.func.stack_module_state`` + ``vmap`` where that pays (CUDA; REFERENCE.md: about
-14x on an H100, 2x *slower* on 2 CPU cores) and one after another otherwise, or always under
-DP-SGD and BatchNorm. Trained weights are cached under a hash of the resolved configuration and
+once with ``torch.func.stack_module_state`` + ``vmap`` where that pays (CUDA, REFERENCE.md: about
+14x on an H100; MLPs on the CPU) and one after another otherwise (convolutions on the CPU:
+REFERENCE.md measures vmap 2x *slower* on 2 cores), and always under DP-SGD and BatchNorm. Trained weights are cached under a hash of the resolved configuration and
 the data (safetensors), one file per model, so a repeated or interrupted audit reuses them.
 """
 
@@ -51,7 +51,9 @@ def cache_key(parts: Mapping[str, Any], images: torch.Tensor, labels: torch.Tens
 
 
 def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DPConfig | None) -> str:
-    """``vmap`` or ``loop``: vmap on CUDA, loop on CPU, DP-SGD or BatchNorm (running stats)."""
+    """``vmap`` or ``loop``. ``auto`` takes vmap on CUDA and, on the CPU, for models without
+    convolutions (measured with benchmarks/mia_shadows.py on the 2-core box: MLP 1.4-1.9x faster
+    with vmap, small ConvNet 0.8x); DP-SGD and BatchNorm (running statistics) always loop."""
     if vectorize not in VECTORIZE:
         raise ConfigError(
             f"unknown vectorize mode {vectorize!r}; valid choices: {', '.join(VECTORIZE)}"
@@ -64,7 +66,8 @@ def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DPCo
             )
         return "loop"
     if vectorize == "auto":
-        return "vmap" if device.type == "cuda" else "loop"
+        conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        return "vmap" if device.type == "cuda" or not conv else "loop"
     return vectorize
 
 

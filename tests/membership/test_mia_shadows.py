@@ -32,7 +32,9 @@ def test_mia_path_choice_per_device() -> None:
     gn = build_model("convnet", in_shape=(3, 32, 32), num_classes=10, width=4, norm="group")
     bn = build_model("convnet", in_shape=(3, 32, 32), num_classes=10, width=4, norm="batch")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    mlp = build_model("mlp", in_shape=(3, 32, 32), num_classes=10, hidden=8, depth=1)
     assert choose_path("auto", gn, cpu, None) == "loop"
+    assert choose_path("auto", mlp, cpu, None) == "vmap"
     assert choose_path("auto", gn, cuda, None) == "vmap"
     assert choose_path("auto", bn, cuda, None) == "loop"
     assert choose_path("auto", gn, cuda, DPConfig()) == "loop"
