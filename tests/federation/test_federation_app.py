@@ -27,7 +27,8 @@ def _load(ref: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path):
+@pytest.mark.parametrize("defense", ["none", "secagg"])
+def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
     flwr_app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     server_app = _load(flwr_app["components"]["serverapp"])
     client_app = _load(flwr_app["components"]["clientapp"])
@@ -35,15 +36,17 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path):
     run_config = {
         **flwr_app["config"], "dataset": "sample", "model": "mlp", "clients": 2, "rounds": 2,
         "local-steps": 1, "batch-size": 4, "capture": "attacked", "attack-clients": 1, "out": str(tmp_path),
+        "defense": defense,
     }
     cfg = config_from_run_config(run_config)
-    assert (cfg.clients, cfg.rounds, cfg.train.local_steps, cfg.defense.name) == (2, 2, 1, "none")
+    assert (cfg.clients, cfg.rounds, cfg.train.local_steps, cfg.defense.name) == (2, 2, 1, defense)
     grid = InlineGrid(client_app, 2)
     for ctx in grid.contexts.values():
         ctx.run_config = run_config
     server_app(grid, Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     assert Checkpoint.load(tmp_path).server_round == 2
     assert CaptureStore(tmp_path).rounds() == [1, 2]
+    assert (CaptureStore(tmp_path).clients(2) == ["aggregate"]) == (defense == "secagg")
     with pytest.raises(ConfigError, match="unknown run-config key 'epochs'"):
         config_from_run_config({"epochs": 3})
 
