@@ -19,7 +19,7 @@ from attacks.inversion.base import attack_config, invert_many
 from attacks.inversion.metrics import score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training
-from fl.errors import ConfigError
+from fl.errors import ConfigError, DataError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
 
@@ -76,8 +76,13 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
 
 def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
     """The examples behind a captured update (evaluation only), in the client's order of use."""
-    if client == AGGREGATE:
-        idx = [store.true_indices(server_round, c) for c in store.round_info(server_round)["sampled"]]
+    if client == AGGREGATE:  # every client in the sum; one that dropped out of SecAgg+ left no truth
+        idx = []
+        for c in store.round_info(server_round)["sampled"]:
+            try:
+                idx.append(store.true_indices(server_round, c))
+            except DataError:
+                continue
         return torch.cat([images[torch.as_tensor(i)] for i in idx])
     return images[torch.as_tensor(store.true_indices(server_round, int(client)))]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from defenses import DefenseConfig, build_defense
@@ -24,7 +25,9 @@ def _initial() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in SPEC.build().state_dict().items()}
 
 
-def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_path):
+@pytest.mark.parametrize("dropped", [None, 1])
+def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_path, dropped):
+    """With ``dropped`` failing mid-round, SecAgg+ unmasks the survivors' sum from the key shares."""
     clients, settings = 4, TrainSettings(local_steps=1, batch_size=4, lr=0.1)
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     defense = build_defense(DefenseConfig(name="secagg"))
@@ -33,15 +36,20 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
                       max_client_examples=max(len(p) for p in parts))
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
     CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=SPEC, dataset="sample", partitions=parts), defense), clients))
+    faults = frozenset() if dropped is None else frozenset({(1, dropped)})
+    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults)
+    server.run(InlineGrid(make_client_app(client_spec, defense), clients))
+    survivors = [c for c in range(clients) if c != dropped]
+    assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])
 
     store = CaptureStore(tmp_path)
     assert store.clients(1) == [AGGREGATE]  # nothing per client reached the server's disk
     cap = store.load(1, AGGREGATE)
-    assert cap.num_clients == clients and cap.num_examples == len(DATA)
+    assert cap.num_clients == len(survivors) and cap.num_examples == sum(len(parts[c]) for c in survivors)
     # Each client's true update, recomputed exactly as the client trains (same seed, same batch).
     deltas, weights = [], []
-    for c, part in enumerate(parts):
+    for c in survivors:
+        part = parts[c]
         model = SPEC.build()
         model.load_state_dict(_initial())
         idx = torch.as_tensor(part)
@@ -55,6 +63,10 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
         # SecAgg+ quantizes each weighted weight to 2**22 levels over [-8, 8]: step 3.8e-6.
         torch.testing.assert_close(cap.update[k], expected, rtol=0, atol=2e-5)
         assert not any(torch.allclose(cap.update[k], d[k], atol=1e-6) for d in deltas)
+    if dropped is not None:  # the attacker's scoring truth covers exactly the clients in the sum
+        from experiments.federated.attacking import true_images
+
+        assert len(true_images(store, 1, AGGREGATE, DATA.images)) == sum(len(store.true_indices(1, c)) for c in survivors)
     final = server.result.weights
     for k in final:
         torch.testing.assert_close(final[k] - _initial()[k], cap.update[k], rtol=0, atol=1e-6)
