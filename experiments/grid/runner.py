@@ -125,7 +125,8 @@ def run_scenario(scenario: Scenario, out: str | Path, *, kinds: Registry[CellKin
                               " choose another --out")
         store.set_meta({"scenario_name": scenario.name, "scenario_description": scenario.description,
                         "scenario_origin": scenario.origin, "scenario_source": scenario.source,
-                        "device": options.device, "versions": package_versions()})
+                        "device": options.device, "versions": package_versions(),
+                        "cell_keys": [c.key for c in cells]})
     init_run_dir(out, config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
                  seed=seed, device=options.device)
     return run_grid(cells, out, kinds=kinds, options=options)
@@ -168,7 +169,14 @@ def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
             store.mark_running(cell.key, device=options.device, host=socket.gethostname())
             futures[pools.submit(kind, cell, str(cell_dir(out, cell)))] = cell
         for future in cf.as_completed(futures):
-            finish(futures[future], future.result())
+            cell = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker itself died (out of memory, killed): store it, go on
+                outcome = CellOutcome(key=cell.key, ok=False, summary={}, metrics={}, wall_s=0.0,
+                                      device=options.device, versions={}, host="",
+                                      error=f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0])
+            finish(cell, outcome)
     finally:
         for future in futures:
             future.cancel()

@@ -41,6 +41,11 @@ def open_run(run_dir: str | Path) -> RunView:
         records = store.records()
         failed = store.records(status="failed")
         meta, counts = store.meta(), store.counts()
+    current = meta.pop("cell_keys", None)
+    if current is not None:  # cells of an earlier version of the scenario stay stored, unreported
+        keys = set(current)
+        records = [r for r in records if r.key in keys]
+        failed = [r for r in failed if r.key in keys]
     groups = aggregate(records)
     return RunView(run_dir=run_dir, meta=meta, counts=counts, records=records, failed=failed, groups=groups,
                    tables=all_tables(groups))
