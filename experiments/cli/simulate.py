@@ -13,30 +13,41 @@ from experiments.cli.state import get_state
 DEFENSE_CHOICES = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
 
 
+# One entry per DefenseConfig field (except ``name``, which is --defense): the flag is the field name
+# with dashes, its value goes to DefenseConfig unchanged, and DefenseConfig validates it. The table
+# is spelled out (not read from DefenseConfig) so that `fedleak --help` does not import the defenses
+# (Opacus, Flower); tests/federation check it has exactly DefenseConfig's fields and their types.
+DEFENSE_OPTIONS: dict[str, tuple[type, str]] = {
+    "dropout": (float, "dropout: the model's dropout rate p."),
+    "dropout_placement": (str, "dropout: head|all, where models with the option place it."),
+    "noise_multiplier": (float, "dp-local/dp-central: noise std / clipping bound."),
+    "target_epsilon": (float, "dp-local/dp-central: epsilon budget of the whole run (instead of --noise-multiplier)."),
+    "delta": (float, "dp-local/dp-central/ldp: DP delta (default 1e-5)."),
+    "max_grad_norm": (float, "dp-local: per-sample clipping bound (default 1.0)."),
+    "accountant": (str, "dp-local: Opacus accountant, rdp|prv (default rdp)."),
+    "clipping_norm": (float, "dp-central/ldp: clip of each client update (default 1.0)."),
+    "clipping": (str, "dp-central: server-fixed|client-fixed|adaptive|client-adaptive."),
+    "clipped_count_stddev": (float, "dp-central adaptive: noise std on the clipped count (default clients/20)."),
+    "sensitivity": (float, "ldp: L2 sensitivity (default 1.0)."),
+    "epsilon": (float, "ldp: per-round epsilon of each release (default 1.0)."),
+    "prune_ratio": (float, "prune: share of update entries zeroed (default 0.9)."),
+    "quantize_bits": (int, "quantize: bits per entry, 1..16 (default 8)."),
+    "stochastic_rounding": (bool, "quantize: unbiased stochastic rounding (default) or round to nearest."),
+}
+
+
 def _defense_options(f: Any) -> Any:
-    opts = [
-        click.option("--defense", default="none", show_default=True, help=f"Defense: {', '.join(DEFENSE_CHOICES)}."),
-        click.option("--dropout", type=float, default=None, help="dropout defense: the model's dropout rate p."),
-        click.option("--noise-multiplier", type=float, default=None, help="dp-local/dp-central: noise std / clip."),
-        click.option("--target-epsilon", type=float, default=None, help="dp-local: epsilon budget for the whole run."),
-        click.option("--delta", type=float, default=None, help="DP delta (default 1e-5)."),
-        click.option("--max-grad-norm", type=float, default=None, help="dp-local: per-sample clipping bound."),
-        click.option("--clipping-norm", type=float, default=None, help="dp-central/ldp: clip of each client update."),
-        click.option("--clipping", default=None, help="dp-central: server-fixed|client-fixed|adaptive|client-adaptive."),
-        click.option("--sensitivity", type=float, default=None, help="ldp: L2 sensitivity."),
-        click.option("--epsilon", type=float, default=None, help="ldp: per-round epsilon of each release."),
-        click.option("--prune-ratio", type=float, default=None, help="prune: share of update entries zeroed."),
-        click.option("--quantize-bits", type=int, default=None, help="quantize: bits per entry."),
-    ]
+    """Add --defense and one option per DEFENSE_OPTIONS entry (unset options keep DefenseConfig's defaults)."""
+    opts = [click.option("--defense", default="none", show_default=True, help=f"Defense: {', '.join(DEFENSE_CHOICES)}.")]
+    for key, (kind, text) in DEFENSE_OPTIONS.items():
+        flag = key.replace("_", "-")
+        if kind is bool:
+            opts.append(click.option(f"--{flag}/--no-{flag}", key, default=None, help=text))
+        else:
+            opts.append(click.option(f"--{flag}", key, type=kind, default=None, help=text))
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-DEFENSE_KEYS = (
-    "dropout", "noise_multiplier", "target_epsilon", "delta", "max_grad_norm", "clipping_norm",
-    "clipping", "sensitivity", "epsilon", "prune_ratio", "quantize_bits",
-)
 
 
 @click.command()
@@ -63,6 +74,10 @@ DEFENSE_KEYS = (
 @click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")
 @click.option("--attack-iters", type=int, default=200, show_default=True)
 @click.option("--capture", type=click.Choice(["all", "attacked", "none"]), default="attacked", show_default=True)
+@click.option(
+    "--engine", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
+    help="ray: Flower's simulation engine; inline: clients run one after another in this process (no Ray).",
+)
 @click.option("--client-cpus", type=float, default=1.0, show_default=True, help="Ray CPUs per client.")
 @click.option("--client-gpus", type=float, default=0.0, show_default=True, help="Ray GPU share per client.")
 @click.option("--baseline", is_flag=True, help="Also run --defense none with the same seed and compare.")
@@ -86,7 +101,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
     from fl.runs import atomic_write_text
 
     state = get_state(ctx)
-    defense_values = {k: kw[k] for k in DEFENSE_KEYS if kw[k] is not None}
+    defense_values = {k: kw[k] for k in DEFENSE_OPTIONS if kw[k] is not None}
     cfg = SimulationConfig(
         dataset=kw["dataset"],
         model=kw["model"],
@@ -112,6 +127,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
         attack_rounds=_rounds(kw["attack_rounds"]),
         attack_iters=kw["attack_iters"],
         capture=kw["capture"],
+        engine=kw["engine"],
         client_cpus=kw["client_cpus"],
         client_gpus=kw["client_gpus"],
         data_dir=kw["data_dir"],

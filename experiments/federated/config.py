@@ -13,6 +13,7 @@ from fl.federation.server import STRATEGIES
 from fl.federation.settings import TrainSettings
 
 ATTACKS = ("none", "ig", "dia")
+ENGINES = ("ray", "inline")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -58,6 +59,7 @@ class SimulationConfig:
     attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
     attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction
     capture: str = "attacked"  # --capture all|attacked|none
+    engine: str = "ray"  # --engine ray (Flower's simulation engine) | inline (serial, in-process, no Ray)
     client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
     client_gpus: float = 0.0  # --client-gpus: Ray GPU share per client
     data_dir: str | None = None  # --data-dir (None: $FEDLEAK_DATA or the user cache)
@@ -75,6 +77,8 @@ class SimulationConfig:
             raise ConfigError(f"unknown strategy {self.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
         if self.attack not in ATTACKS:
             raise ConfigError(f"unknown attack {self.attack!r}; valid choices: {', '.join(ATTACKS)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; valid choices: {', '.join(ENGINES)}")
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"unknown capture mode {self.capture!r}; valid choices: {', '.join(CAPTURE_MODES)}")
         if self.attack_clients > self.clients_per_round:

@@ -24,6 +24,7 @@ from fl.federation.capture import CaptureStore, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.engine import simulate
+from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec
 from fl.runs import atomic_write_json, init_run_dir, read_json
@@ -193,14 +194,18 @@ def run_federation(
     if not (resume and Checkpoint.exists(out)):
         init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
     server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
-    simulate(
-        server,
-        make_client_app(comp.client_spec, comp.defense),
-        num_clients=cfg.clients,
-        client_cpus=cfg.client_cpus,
-        client_gpus=cfg.client_gpus,
-        verbose=verbose,
-    )
+    client_app = make_client_app(comp.client_spec, comp.defense)
+    if cfg.engine == "inline":
+        server.run(InlineGrid(client_app, cfg.clients))
+    else:
+        simulate(
+            server,
+            client_app,
+            num_clients=cfg.clients,
+            client_cpus=cfg.client_cpus,
+            client_gpus=cfg.client_gpus,
+            verbose=verbose,
+        )
     ckpt = server.result or Checkpoint.load(out)
     return _summarise(ckpt, out, time.perf_counter() - start)
 

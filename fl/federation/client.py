@@ -104,6 +104,7 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         seed=derive_seed(spec.seed, "client", client, server_round),
         defense=defense,
         client_state=state,
+        rounds=int(config["client-rounds"]),
     )
     truth = [int(i) for i in result.indices.cpu()] if spec.record_truth else None
     metrics = {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}

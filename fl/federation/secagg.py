@@ -11,7 +11,6 @@ all the server (and so the curious capture) ever holds.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,7 +108,7 @@ def secagg_round(
     node_of: Mapping[int, int],
     weights: Mapping[str, torch.Tensor],
     config: Mapping[str, Any],
-    client_states: Mapping[int, dict[str, Any]],
+    client_configs: Mapping[int, Mapping[str, Any]],
     options: Mapping[str, Any],
     seed: int,
     timeout: float | None = None,
@@ -117,14 +116,15 @@ def secagg_round(
     """Train the clients of ``node_of`` (client -> node id) for one round under SecAgg+.
 
     ``options`` are ``SecAggPlusWorkflow`` keyword arguments (num_shares,
-    reconstruction_threshold, clipping_range, quantization_range, modulus_range, max_weight).
+    reconstruction_threshold, clipping_range, quantization_range, modulus_range, max_weight);
+    ``client_configs`` adds each client's own config entries (its defense state, planned rounds).
     """
     client_of = {n: c for c, n in node_of.items()}
     params = ndarrays_to_parameters([w.detach().cpu().double().numpy() for w in weights.values()])
     instructions = [
         (
             GridClientProxy(node, grid, 0),
-            FitIns(params, {**config, "client-state": json.dumps(client_states.get(client, {}))}),
+            FitIns(params, {**config, **client_configs.get(client, {})}),
         )
         for client, node in sorted(node_of.items())
     ]

@@ -27,6 +27,7 @@ from fl.federation.capture import AGGREGATE, CAPTURE_MODES, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.curious import CuriousStrategy, record_metrics
 from fl.federation.roster import CLIENT_KEY, SampledGrid, discover_clients
+from fl.federation.sampling import attacked_clients, planned_rounds, sample_clients
 from fl.federation.secagg import secagg_round
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import evaluate
@@ -77,18 +78,6 @@ class ServerSpec:
         return max(1, int(self.num_clients * self.fraction))
 
 
-def sample_clients(seed: int, server_round: int, num_clients: int, k: int) -> list[int]:
-    """The ``k`` clients of ``server_round``, a pure function of the seed (so resume samples the same)."""
-    rng = np.random.default_rng(derive_seed(seed, "sample", server_round))
-    return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
-
-
-def attacked_clients(seed: int, server_round: int, sampled: list[int], k: int) -> list[int]:
-    """The ``k`` sampled clients whose updates the curious server attacks this round."""
-    rng = np.random.default_rng(derive_seed(seed, "attacked", server_round))
-    return sorted(int(c) for c in rng.choice(sampled, size=k, replace=False)) if k else []
-
-
 def build_strategy(spec: ServerSpec) -> Strategy:
     """Flower's FedAvg or FedProx on the Message API; sampling is done by the loop (see module doc)."""
     common = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_train_nodes": 1, "min_available_nodes": 1}
@@ -134,6 +123,7 @@ class FederationServer:
     resume: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     result: Checkpoint | None = None
+    _planned: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # client -> planned rounds
 
     @property
     def secure_aggregation(self) -> bool:
@@ -151,6 +141,7 @@ class FederationServer:
             inner = self.defense.wrap_strategy(inner, num_rounds=spec.num_rounds, clients_per_round=spec.clients_per_round)
         strategy = CuriousStrategy(inner, writer=writer)
         roster = discover_clients(grid, spec.timeout, spec.num_clients)
+        self._planned = planned_rounds(spec.seed, spec.num_rounds, spec.num_clients, spec.clients_per_round)
         model = spec.model.build().to(self.device)
         for server_round in range(ckpt.server_round + 1, spec.num_rounds + 1):
             ckpt = self._round(server_round, grid, strategy, roster, ckpt, model)
@@ -199,7 +190,7 @@ class FederationServer:
         view = SampledGrid(grid, [node_of[c] for c in sampled])
         config = ConfigRecord(dict(self.spec.settings.to_config()))
         messages = [
-            _with_client_state(m, ckpt.client_states.get(str(roster[m.metadata.dst_node_id]), {}))
+            _with_client_config(m, self._client_config(roster[m.metadata.dst_node_id], ckpt))
             for m in strategy.configure_train(server_round, ArrayRecord(ckpt.weights), config, view)
         ]
         received = grid.send_and_receive(messages, timeout=self.spec.timeout)
@@ -234,7 +225,7 @@ class FederationServer:
             node_of=node_of,
             weights=ckpt.weights,
             config=config,
-            client_states={c: ckpt.client_states.get(str(c), {}) for c in sampled},
+            client_configs={c: self._client_config(c, ckpt) for c in sampled},
             options=options,
             seed=derive_seed(self.spec.seed, "secagg", server_round),
             timeout=self.spec.timeout,
@@ -254,6 +245,10 @@ class FederationServer:
             return Exchange(ckpt.weights, [], sorted(sampled))
         strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), len(survivors))
         return Exchange(outcome.weights, replies, sorted(set(sampled) - survivors))
+
+    def _client_config(self, client: int, ckpt: Checkpoint) -> dict[str, Any]:
+        """What only this client is told: its defense state and its planned participations."""
+        return {"client-state": json.dumps(ckpt.client_states.get(str(client), {})), "client-rounds": self._planned[client]}
 
     def _evaluate(
         self, server_round: int, model: torch.nn.Module, traffic: Exchange, sampled: list[int], attacked: list[int], ckpt: Checkpoint
@@ -284,11 +279,11 @@ class FederationServer:
         return max(values) if values else None
 
 
-def _with_client_state(message: Message, state: dict[str, Any]) -> Message:
-    """A copy of a train message carrying this client's defense state (held by the server)."""
+def _with_client_config(message: Message, extra: dict[str, Any]) -> Message:
+    """A copy of a train message whose config also carries ``extra`` (this client's own entries)."""
     content = RecordDict(dict(message.content.items()))
     key = next(k for k, v in message.content.items() if isinstance(v, ConfigRecord))
-    content[key] = ConfigRecord({**dict(message.content[key]), "client-state": json.dumps(state)})
+    content[key] = ConfigRecord({**dict(message.content[key]), **extra})
     return Message(content=content, dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
 
 

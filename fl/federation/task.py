@@ -33,6 +33,7 @@ class LocalTraining:
     loader: Any
     epochs: int
     num_examples: int
+    rounds: int = 1  # the client's planned participations in the run (dp-local's target_epsilon)
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,17 @@ def train_local(
     seed: int,
     defense: Any = None,
     client_state: MutableMapping[str, Any] | None = None,
+    rounds: int = 1,
 ) -> LocalResult:
     """Train ``model`` in place on one client's data; ``defense`` follows ``defenses.base.Defense``.
 
-    ``seed`` drives the minibatch order and the dropout masks (the client's private RNG).
+    ``seed`` drives the minibatch order and the dropout masks (the client's private RNG);
+    ``rounds`` is how many rounds the client is planned to take part in (the server tells it).
     """
     state = client_state if client_state is not None else {}
     optimizer = make_optimizer(model, settings)
     loader = make_loader(images, labels, indices, batch_size=settings.batch_size, seed=seed)
-    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels))
+    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels), rounds)
     if defense is not None:
         training = defense.prepare_local_training(training, client_state=state, seed=seed)
     set_dropout_generator(model, make_generator(seed + 1))

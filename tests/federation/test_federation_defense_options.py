@@ -1,0 +1,60 @@
+"""Every DefenseConfig field is a ``fedleak simulate`` option, and dp-local's target epsilon holds over the run."""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import fields
+
+import pytest
+from click.testing import CliRunner
+
+from defenses import DefenseConfig
+from experiments.cli import cli
+from experiments.cli.simulate import DEFENSE_OPTIONS
+from fl.federation.sampling import planned_rounds, sample_clients
+
+BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "3", "--engine", "inline", "--batch-size", "16"]
+
+
+def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type():
+    hints = typing.get_type_hints(DefenseConfig)
+    expected = {f.name: hints[f.name] for f in fields(DefenseConfig) if f.name != "name"}
+    assert set(DEFENSE_OPTIONS) == set(expected)
+    for key, (kind, _) in DEFENSE_OPTIONS.items():
+        assert kind in (typing.get_args(expected[key]) or (expected[key],)), key
+
+
+def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_path):
+    args = ["--rounds", "1", "--defense", "quantize", "--no-stochastic-rounding", "--quantize-bits", "4",
+            "--clipped-count-stddev", "0.5", "--accountant", "prv", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*BASE, *args])
+    assert result.exit_code == 0, result.output
+    defense = json.loads((tmp_path / "config.json").read_text())["defense"]
+    assert defense["stochastic_rounding"] is False and defense["quantize_bits"] == 4
+    assert defense["clipped_count_stddev"] == 0.5 and defense["accountant"] == "prv"
+    assert json.loads((tmp_path / "config.json").read_text())["engine"] == "inline"
+
+
+def test_federation_simulate_bad_accountant_is_one_line_exit_2(tmp_path):
+    result = CliRunner().invoke(cli, [*BASE, "--defense", "dp-local", "--accountant", "gdp", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "accountant='gdp' is invalid; expected one of rdp, prv" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("seed", "rounds", "k"), [(0, 5, 2), (3, 4, 1), (1, 2, 3)])
+def test_federation_planned_rounds_count_each_clients_samples(seed, rounds, k):
+    planned = planned_rounds(seed, rounds, 3, k)
+    assert sum(planned.values()) == rounds * k
+    for client, count in planned.items():
+        assert count == sum(client in sample_clients(seed, r, 3, k) for r in range(1, rounds + 1))
+
+
+def test_federation_dp_local_target_epsilon_is_spent_by_the_last_planned_round(tmp_path):
+    args = ["--rounds", "2", "--defense", "dp-local", "--target-epsilon", "4", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*BASE, *args])
+    assert result.exit_code == 0, result.output
+    eps = [h["epsilon"] for h in json.loads((tmp_path / "result.json").read_text())["history"]]
+    assert eps[0] < 3.0  # half the steps spend well under the budget
+    assert 3.9 <= eps[1] <= 4.0  # the whole budget, never more, after the planned rounds
+    assert f"epsilon {eps[1]:.2f}" in result.output
