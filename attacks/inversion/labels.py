@@ -48,7 +48,7 @@ def recover_labels(obs: Observation, *, dummy: int = 64, seed: int = 0) -> Tenso
         return torch.tensor([single_label(gw, gb)])
     probs, feat_sum = _dummy_statistics(model, layer, obs, dummy, seed)
     coef = gb if gb is not None else gw.sum(1) / feat_sum
-    counts = label_counts(obs.num_examples * (probs - coef))
+    counts = label_counts(obs.num_examples * (probs - coef), obs.num_examples)
     return torch.repeat_interleave(torch.arange(obs.num_classes), counts)
 
 
@@ -63,15 +63,19 @@ def single_label(gw: Tensor, gb: Tensor | None) -> int:
     return int(coef.argmin())
 
 
-def label_counts(estimate: Tensor) -> Tensor:
-    """Round real-valued class counts to non-negative integers with the same total."""
-    n = round(float(estimate.sum()))
-    est = estimate.clamp_min(0)
+def label_counts(estimate: Tensor, total: int) -> Tensor:
+    """Round real-valued class counts to non-negative integers summing to ``total``.
+
+    A diverged model gives non-finite estimates; those classes count as zero, and an
+    estimate with no usable mass falls back to a uniform split.
+    """
+    n = int(total)
+    est = torch.nan_to_num(estimate.double(), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0)
     est = est * (n / est.sum()) if est.sum() > 0 else torch.full_like(est, n / est.numel())
     counts = est.floor().long()
     rest = n - int(counts.sum())
     if rest > 0:
-        counts[torch.argsort(est - counts, descending=True)[:rest]] += 1
+        counts[torch.argsort(est - counts, descending=True, stable=True)[:rest]] += 1
     return counts
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attacks.inversion import attack_config, invert, invert_many, metrics, recover_labels
+from attacks.inversion.labels import label_counts
 from attacks.inversion.victims import victim_seeds
 from fl.errors import ConfigError
 
@@ -64,6 +65,13 @@ def test_label_recovery_single_and_batch(cifar, make_obs) -> None:
             assert recover_labels(single).tolist() == [int(y[i])]
     batch = make_obs(x, y, options={"hidden": 64, "depth": 2, "bias": True}, client_seed=0)
     assert metrics.label_accuracy(recover_labels(batch), y) == 1.0
+
+
+def test_label_counts_keep_the_batch_size_on_a_diverged_model() -> None:
+    """Non-finite or negative estimates (a diverged model) still give ``total`` labels."""
+    assert label_counts(torch.tensor([1.6, 0.3, 2.1]), 4).tolist() == [2, 0, 2]
+    assert label_counts(torch.tensor([float("nan"), -3.0, float("inf")]), 4).tolist() == [2, 1, 1]
+    assert label_counts(torch.tensor([float("nan"), 2.0, -1.0]), 3).tolist() == [0, 3, 0]
 
 
 def test_dlg_and_idlg_reduce_the_gradient_distance(make_obs) -> None:
