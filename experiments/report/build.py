@@ -46,6 +46,9 @@ def open_run(run_dir: str | Path) -> RunView:
         keys = set(current)
         records = [r for r in records if r.key in keys]
         failed = [r for r in failed if r.key in keys]
+        with ResultStore(run_dir) as store:
+            statuses = [r.status for r in store.records(status=None) if r.key in keys]
+        counts = {k: statuses.count(k) for k in counts}
     groups = aggregate(records)
     return RunView(run_dir=run_dir, meta=meta, counts=counts, records=records, failed=failed, groups=groups,
                    tables=all_tables(groups))
