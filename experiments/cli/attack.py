@@ -16,8 +16,13 @@ from experiments.cli.state import get_state
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
 @click.option("--iters", type=int, default=400, show_default=True, help="Optimization steps.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Torch CPU threads for the optimization (0 = torch's default).")
 @click.pass_context
-def attack(ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int, data_dir: str | None) -> None:
+def attack(
+    ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,
+    data_dir: str | None, threads: int,
+) -> None:
     """Reconstruct a client's training images from its captured update; print PSNR/SSIM, save a grid.
 
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
@@ -50,7 +55,9 @@ def attack(ctx: click.Context, run_dir: str, attack: str, server_round: int | No
     recorded = read_json(Path(run_dir) / "config.json")
     root = data_dir or recorded.get("data_dir")
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
-    [outcome] = attack_captured(store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device)
+    [outcome] = attack_captured(
+        store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads
+    )
     stem = Path(run_dir) / "attacks" / f"{attack}_round{r:04d}_{target}_cli"
     save_grid(outcome, stem.with_suffix(".png"))
     atomic_write_json(stem.with_suffix(".json"), {"round": r, "client": target, "attack": attack, "iters": iters, "scores": outcome.scores})

@@ -7,7 +7,9 @@ optimal matching, as in Inverting Gradients, Geiping et al., NeurIPS 2020).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,24 @@ def true_images(store: CaptureStore, server_round: int, client: int | str, image
     return images[torch.as_tensor(store.true_indices(server_round, int(client)))]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op CPU threads (0: leave torch's setting), then restore.
+
+    The inversion loop is many small ops (a client's batch through an MLP); with more than one
+    thread each op waits on the others, which on a CPU shared with other jobs costs more than
+    it saves (DIA, 200 iterations: 159 s with torch's default 2 threads, 20 s with 1, on the
+    2-core dev box under load ~4; docs/federation.md).
+    """
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def attack_captured(
     store: CaptureStore,
     targets: list[tuple[int, int | str]],
@@ -97,12 +117,17 @@ def attack_captured(
     seed: int = 0,
     device: torch.device | str = "cpu",
     options: dict[str, Any] | None = None,
+    threads: int = 1,
 ) -> list[AttackOutcome]:
-    """Attack every ``(round, client)`` capture at once (one batched optimization where possible)."""
+    """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
+
+    ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
+    """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
     cfg = attack_config(attack, None, iters=iters, seed=seed, **(options or {}))
-    results = invert_many(observations, attack, config=cfg, device=device)
+    with torch_threads(threads):
+        results = invert_many(observations, attack, config=cfg, device=device)
     outcomes = []
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]
