@@ -1,10 +1,12 @@
 """The membership table of docs/membership.md: undefended vs dropout vs DP-SGD.
 
 Runs ``run_mia`` for each defense setting with one shared pool split and training recipe, and
-prints a Markdown table (test accuracy, AUC and TPR at 0.1 % / 1 % FPR for LOSS, LiRA, RMIA).
-Every run writes its own folder (config, env, metrics.json, scores.npz, roc.png) under --out.
+prints two Markdown tables: test accuracy, AUC and TPR at 0.1 % / 1 % FPR for LOSS, LiRA, RMIA;
+then the accountant's epsilon beside the empirical epsilon lower bound, the DP bound check and
+LiRA's bootstrap intervals. Every run writes its own folder (config, env, metrics.json,
+scores.npz, roc.png) under --out; ``--figure`` overlays one attack's ROC across the settings.
 
-    .venv/bin/python benchmarks/mia_table.py --out runs/mia_table
+    .venv/bin/python benchmarks/mia_table.py --out runs/mia_table --figure docs/membership-roc.png
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from attacks.membership import MIAConfig, run_mia
+from attacks.membership.plots import plot_roc_settings
 from experiments.tables import format_table
 from fl.device import resolve_device
 
@@ -28,6 +32,7 @@ SETTINGS = {
     "dp-eps4": {"defense": "dp-local", "epsilon": 4.0},
     "dp-eps8": {"defense": "dp-local", "epsilon": 8.0},
 }
+ATTACK_NAMES = {"loss": "LOSS", "lira": "LiRA", "rmia": "RMIA"}
 BASE = MIAConfig(
     dataset="cifar10",
     model="mlp",
@@ -57,12 +62,27 @@ BASE = MIAConfig(
 @click.option(
     "--only", multiple=True, type=click.Choice(list(SETTINGS)), help="Run only these settings."
 )
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the overlaid ROC of --figure-attack across settings here (PNG).",
+)
+@click.option("--figure-attack", type=click.Choice(BASE.attacks), default="lira", show_default=True)
 def main(
-    out: Path, data_dir: Path | None, cache_dir: Path | None, device: str, only: tuple[str, ...]
+    out: Path,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    device: str,
+    only: tuple[str, ...],
+    figure: Path | None,
+    figure_attack: str,
 ) -> None:
-    """Run the defense grid and print the table."""
+    """Run the defense grid and print the tables (and the figure)."""
     dev = resolve_device(device)
-    rows = []
+    rows, audit_rows = [], []
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]] = {}
+    start = time.perf_counter()
     for name, overrides in SETTINGS.items():
         if only and name not in only:
             continue
@@ -85,6 +105,9 @@ def main(
             m = res["attacks"][attack]
             row += [f"{m['auc']:.3f}", f"{100 * m['tpr@0.1%']:.1f}", f"{100 * m['tpr@1%']:.1f}"]
         rows.append([*row, f"{secs:.0f}"])
+        audit_rows.append(_audit_row(name, res))
+        with np.load(out / name / "scores.npz") as saved:
+            curves[name] = (saved[f"score_{figure_attack}"], saved["members"], res["epsilon"])
         click.echo(
             json.dumps(
                 {"setting": name, "seconds": round(secs, 1), "test_accuracy": res["test_accuracy"]}
@@ -95,6 +118,49 @@ def main(
     for attack in BASE.attacks:
         header += [f"{attack} AUC", f"{attack} TPR@0.1%", f"{attack} TPR@1%"]
     click.echo(format_table([*header, "seconds"], rows))
+    click.echo()
+    audit_header = [
+        "setting",
+        "train acc",
+        "ε (RDP)",
+        "ε lower bound (95 %)",
+        "points above bound",
+        "significant violations",
+        "lira AUC 95 % CI",
+        "lira TPR@1% 95 % CI",
+    ]
+    click.echo(format_table(audit_header, audit_rows))
+    click.echo(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
+    if figure is not None:
+        members = next(iter(curves.values()))[1]
+        plot_roc_settings(
+            curves,
+            figure,
+            delta=BASE.delta,
+            title=f"{ATTACK_NAMES[figure_attack]} on {BASE.dataset} {BASE.model}: "
+            f"{members.sum()} members, {(~members).sum()} non-members",
+        )
+        click.echo(f"figure: {figure}")
+
+
+def _audit_row(name: str, res: dict) -> list[str]:
+    """The privacy columns of one setting: the accountant's epsilon beside the largest empirical
+    lower bound over the attacks (and which attack gave it), and the DP bound check summed over
+    the attacks."""
+    attacks = res["attacks"]
+    best = max(attacks, key=lambda a: attacks[a]["eps_lower_bound"])
+    dp = res["epsilon"] is not None
+    lira = attacks["lira"]
+    return [
+        name,
+        f"{res['train_accuracy']:.3f}",
+        f"{res['epsilon']:.2f}" if dp else "-",
+        f"{attacks[best]['eps_lower_bound']:.2f} ({best})",
+        f"{sum(int(m['points_above_bound']) for m in attacks.values())}" if dp else "-",
+        f"{sum(int(m['significant_violations']) for m in attacks.values())}" if dp else "-",
+        f"{lira['auc_ci_low']:.3f}-{lira['auc_ci_high']:.3f}",
+        f"{100 * lira['tpr@1%_ci_low']:.1f}-{100 * lira['tpr@1%_ci_high']:.1f}",
+    ]
 
 
 if __name__ == "__main__":

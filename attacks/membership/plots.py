@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from attacks.membership.metrics import dp_tpr_bound, roc_curve
 from fl.runs import atomic_write_bytes
+
+
+def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def _draw(ax: Any, scores: np.ndarray, members: np.ndarray, floor: float, **style: Any) -> None:
+    """One ROC curve, clipped at ``floor`` so that zero rates stay on the log axes."""
+    fpr, tpr, _ = roc_curve(scores, members)
+    ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), **style)
+
+
+def _floor(members: np.ndarray) -> float:
+    """Half of the smallest non-zero FPR: where a curve's zero rates are drawn."""
+    return 0.5 / max(np.count_nonzero(~np.asarray(members).astype(bool)), 1)
+
+
+def _finish(fig: Any, ax: Any, path: str | Path, floor: float, title: str) -> None:
+    grid = np.logspace(np.log10(floor), 0, 400)
+    ax.plot(grid, grid, "k--", lw=1, label="chance")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(floor, 1),
+        ylim=(floor, 1.02),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_roc(
@@ -21,22 +66,12 @@ def plot_roc(
 ) -> None:
     """Write a PNG of ``name -> (scores, members)`` ROC curves, the diagonal and, given the target's
     ``epsilon``, the (epsilon, delta)-DP upper bound on TPR."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    floor = 1.0
+    fig, ax = _figure((5, 5))
+    floor = min([1.0, *(_floor(m) for _, m in curves.values())])
     for name, (scores, members) in curves.items():
-        fpr, tpr, _ = roc_curve(scores, members)
-        floor = min(floor, 0.5 / max(np.count_nonzero(~members.astype(bool)), 1))
-        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=name, lw=1.5)
-    grid = np.logspace(np.log10(floor), 0, 400)
-    ax.plot(grid, grid, "k--", lw=1, label="chance")
+        _draw(ax, scores, members, floor, label=name, lw=1.5)
     if epsilon is not None:
+        grid = np.logspace(np.log10(floor), 0, 400)
         ax.plot(
             grid,
             dp_tpr_bound(grid, epsilon, delta),
@@ -44,19 +79,34 @@ def plot_roc(
             lw=1.5,
             label=f"DP bound (ε={epsilon:.3g}, δ={delta:g})",
         )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlim=(floor, 1),
-        ylim=(floor, 1.02),
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=title,
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(True, which="major", alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _finish(fig, ax, path, floor, title)
+
+
+def plot_roc_settings(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float | None]],
+    path: str | Path,
+    *,
+    delta: float = 1e-5,
+    title: str = "",
+) -> None:
+    """Overlay one attack's ROC across settings: ``name -> (scores, members, epsilon)``.
+
+    Each setting with an ``epsilon`` also gets its (epsilon, delta)-DP bound, dotted in the
+    curve's colour, so a DP curve is read against its own bound.
+    """
+    fig, ax = _figure((5.5, 5.5))
+    floor = min([1.0, *(_floor(m) for _, m, _ in curves.values())])
+    grid = np.logspace(np.log10(floor), 0, 400)
+    for i, (name, (scores, members, eps)) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        _draw(ax, scores, members, floor, label=name, lw=1.5, color=colour)
+        if eps is not None:
+            ax.plot(
+                grid,
+                dp_tpr_bound(grid, eps, delta),
+                ":",
+                color=colour,
+                lw=1.2,
+                label=f"DP bound ε={eps:.3g}",
+            )
+    _finish(fig, ax, path, floor, title)

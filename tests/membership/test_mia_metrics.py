@@ -16,6 +16,7 @@ from attacks.membership.metrics import (
     point_metrics,
     roc_curve,
 )
+from attacks.membership.plots import plot_roc_settings
 
 SCORES = np.array([0.9, 0.8, 0.8, 0.3, 0.1])
 MEMBERS = np.array([1, 1, 0, 0, 1], dtype=bool)
@@ -98,3 +99,17 @@ def test_mia_metrics_reject_bad_input() -> None:
         point_metrics(np.zeros(3), np.ones(3, bool))
     with pytest.raises(ValueError, match="NaN"):
         point_metrics(np.array([0.0, np.nan]), np.array([True, False]))
+
+
+def test_mia_overlaid_roc_draws_each_dp_bound(tmp_path) -> None:
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    members = np.arange(400) < 200
+    scores = rng.normal(size=400) + members
+    plain, with_bound = tmp_path / "plain.png", tmp_path / "bound.png"
+    plot_roc_settings({"a": (scores, members, None), "b": (-scores, members, None)}, plain)
+    plot_roc_settings({"a": (scores, members, None), "b": (-scores, members, 1.0)}, with_bound)
+    a, b = matplotlib.image.imread(plain), matplotlib.image.imread(with_bound)
+    assert a.shape == b.shape == (660, 660, 4)  # 5.5 in at 120 dpi
+    assert not np.array_equal(a, b)  # the epsilon = 1 bound and its legend entry are drawn
