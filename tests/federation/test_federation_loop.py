@@ -196,3 +196,19 @@ def test_federation_visibility_under_each_dp_flavour(tmp_path):
         assert abs(float(noise.std()) / std - 1) < 0.05
     for k in mean:
         torch.testing.assert_close(agg[k], mean[k], rtol=0, atol=1e-5)
+
+
+def test_federation_dp_sgd_updates_arrive_noised(tmp_path):
+    """Under dp-local (Opacus DP-SGD) the captured update carries the client's DP-SGD noise."""
+    from defenses import DefenseConfig, build_defense
+
+    sigma, clip, lr, batch = 10.0, 1.0, 0.5, 8
+    defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=sigma, max_grad_norm=clip))
+    federate(tmp_path, clients=2, rounds=1, settings=TrainSettings(local_steps=1, batch_size=batch, lr=lr),
+             capture="all", defense=defense)
+    store = CaptureStore(tmp_path)
+    expected = lr * sigma * clip / batch  # one step: noise N(0, (sigma C)^2) on the sum, / expected batch
+    for c in (0, 1):
+        update = torch.cat([v.flatten() for v in store.load(1, c).parameter_update.values()])
+        # the clipped signal has norm <= lr * C * (batch / expected batch): negligible against the noise
+        assert abs(float(update.std()) / expected - 1) < 0.05
