@@ -7,6 +7,7 @@ One JSON line per mode: ``sequential`` (one ``invert_many`` call per victim), ``
 same per-victim seeds; the script checks that batched and sequential agree.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inversion_batched.py --victims 32 --iters 20
+    .venv/bin/python benchmarks/inversion_batched.py --device cuda --victims 128 --iters 20
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch
 from attacks.inversion import attack_config, invert_many, metrics, observe_client
 from attacks.inversion.optim import adam_inversion
 from attacks.inversion.victims import prepare, victim_seeds
+from fl.device import resolve_device
 from fl.models import build_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -29,7 +36,9 @@ def main() -> None:
     ap.add_argument("--attack", default="dia", choices=["ig", "dia"])
     ap.add_argument("--victims", type=int, default=32)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args()
+    dev = resolve_device(args.device)
     torch.manual_seed(0)
     model = build_model(args.model, in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
     gen = torch.Generator().manual_seed(1)
@@ -41,17 +50,22 @@ def main() -> None:
     ]
     cfg = attack_config(args.attack, iters=args.iters, log_every=args.iters)
     seeds = victim_seeds(cfg.seed, args.victims)
-    invert_many(obs[:2], args.attack, config=attack_config(args.attack, iters=2))  # warm-up
+    invert_many(obs[:2], args.attack, config=attack_config(args.attack, iters=2), device=dev)  # warm-up
+    _sync(dev)
 
     t = time.perf_counter()
-    seq = [invert_many([o], args.attack, config=cfg, seeds=[s])[0] for o, s in zip(obs, seeds, strict=True)]
+    seq = [invert_many([o], args.attack, config=cfg, seeds=[s], device=dev)[0] for o, s in zip(obs, seeds, strict=True)]
+    _sync(dev)
     t_seq = time.perf_counter() - t
     t = time.perf_counter()
-    bat = invert_many(obs, args.attack, config=cfg)
+    bat = invert_many(obs, args.attack, config=cfg, device=dev)
+    _sync(dev)
     t_bat = time.perf_counter() - t
-    victims = prepare(obs, seeds, device=torch.device("cpu"), ghost=False)
+    victims = prepare(obs, seeds, device=dev, ghost=False)
+    _sync(dev)
     t = time.perf_counter()
     adam_inversion(victims, cfg.loop(), masks="learn" if args.attack == "dia" else "eval", attack=args.attack)
+    _sync(dev)
     t_plain = time.perf_counter() - t
 
     gap = max(float((a.inputs - b.inputs).abs().max()) for a, b in zip(seq, bat, strict=True))
@@ -60,7 +74,7 @@ def main() -> None:
         for i, (a, b) in enumerate(zip(seq, bat, strict=True))
     )
     common = {"bench": "inversion_batched", "model": args.model, "attack": args.attack, "victims": args.victims,
-              "iters": args.iters, "threads": torch.get_num_threads()}
+              "iters": args.iters, "device": str(dev), "threads": torch.get_num_threads()}
     for mode, secs in (("sequential", t_seq), ("batched", t_bat), ("batched_plain", t_plain)):
         print(json.dumps({**common, "mode": mode, "seconds": round(secs, 3),
                           "recons_per_s": round(args.victims / secs, 3), "speedup": round(t_seq / secs, 2)}))
