@@ -17,7 +17,13 @@ from fl.models.registry import MODELS
 
 
 class TokenEmbed(nn.Module):
-    """Patchify with a strided convolution, prepend a class token, add position embeddings."""
+    """Patchify with a strided convolution, prepend a class token, add position embeddings.
+
+    The class token and position embeddings start from N(0, 1), as in the ``vit-pytorch``
+    model of the DIA paper's code. Small position embeddings (e.g. std 0.02) leave an untrained
+    ViT nearly invariant to permuting patches, and gradient inversion then returns the right
+    patches in the wrong places.
+    """
 
     def __init__(self, in_shape: tuple[int, int, int], patch: int, dim: int) -> None:
         super().__init__()
@@ -25,8 +31,8 @@ class TokenEmbed(nn.Module):
         if h % patch or w % patch:
             raise ConfigError(f"image size {h}x{w} is not divisible by the ViT patch size {patch}")
         self.proj = nn.Conv2d(c, dim, patch, stride=patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, (h // patch) * (w // patch) + 1, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, (h // patch) * (w // patch) + 1, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(x).flatten(2).transpose(1, 2)
