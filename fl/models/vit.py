@@ -20,9 +20,9 @@ class TokenEmbed(nn.Module):
     """Patchify with a strided convolution, prepend a class token, add position embeddings.
 
     The class token and position embeddings start from N(0, 1), as in the ``vit-pytorch``
-    model of the DIA paper's code. Small position embeddings (e.g. std 0.02) leave an untrained
-    ViT nearly invariant to permuting patches, and gradient inversion then returns the right
-    patches in the wrong places.
+    model of the DIA paper's code. With std 0.02 instead, Inverting Gradients at p = 0 put the
+    right patches in the wrong places (12.0 dB on 8 CIFAR-10 images at 1000 iterations,
+    against 22.2 dB at 300 iterations with N(0, 1); see docs/inversion.md).
     """
 
     def __init__(self, in_shape: tuple[int, int, int], patch: int, dim: int) -> None:
