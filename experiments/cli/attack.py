@@ -14,7 +14,7 @@ from experiments.cli.state import get_state
 @click.option("--attack", type=click.Choice(["ig", "dia"]), default="dia", show_default=True)
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
-@click.option("--iters", type=int, default=400, show_default=True, help="Optimization steps.")
+@click.option("--iters", type=click.IntRange(min=1), default=400, show_default=True, help="Optimization steps.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Torch CPU threads for the optimization (0 = torch's default).")

@@ -71,6 +71,10 @@ class SimulationConfig:
             raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.clients < 1 or self.rounds < 1:
             raise ConfigError(f"--clients and --rounds must be >= 1, got {self.clients} and {self.rounds}")
+        if self.client_examples < 0:
+            raise ConfigError(f"--client-examples must be >= 0 (0 = all), got {self.client_examples}")
+        if self.attack_iters < 1:
+            raise ConfigError(f"--attack-iters must be >= 1, got {self.attack_iters}")
         if self.partition not in PARTITIONS:
             raise ConfigError(f"unknown partition {self.partition!r}; valid choices: {', '.join(PARTITIONS)}")
         if self.strategy not in STRATEGIES:

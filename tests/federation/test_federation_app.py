@@ -59,6 +59,8 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
         (["--defense", "dp-local", "--target-epsilon", "0"], "target_epsilon=0"),
         (["--defense", "nonsense"], "nonsense"),
         (["--attack-rounds", "1,x"], "--attack-rounds"),
+        (["--client-examples", "-1"], "--client-examples must be >= 0"),
+        (["--attack", "ig", "--attack-iters", "0"], "--attack-iters must be >= 1"),
     ],
 )
 def test_federation_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
