@@ -14,7 +14,7 @@ import sys
 import click
 
 from experiments.cli.logs import configure_logging
-from experiments.cli.state import CliState
+from experiments.cli.state import SEED, CliState
 from fl import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,7 +74,7 @@ def _verbose(ctx: click.Context) -> bool:
     show_default=True,
     help="Where tensors live: auto picks CUDA when available.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for partitions, weights and attacks.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for partitions, weights and attacks.")
 @click.option("-v", "--verbose", count=True, help="More logs (-v shows Flower, Ray and Opacus logs and tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
 @click.pass_context

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.state import get_state
+from experiments.cli.state import SEED, get_state
 from experiments.tables import format_table
 
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
@@ -97,7 +97,7 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--resume", is_flag=True, help="Continue a run in --out, skipping attacks already done.")
 @click.option("--device", "device_name", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="Overrides the global --device.")
-@click.option("--seed", type=int, default=None, help="Overrides the global --seed.")
+@click.option("--seed", type=SEED, default=None, help="Overrides the global --seed.")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True)
 def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,

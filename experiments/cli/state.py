@@ -9,6 +9,9 @@ import torch
 
 from fl.device import resolve_device
 
+SEED = click.IntRange(0, 2**32 - 1)
+"""Valid seeds: NumPy takes only non-negative seeds, and derived seeds keep the low 32 bits."""
+
 
 @dataclass(frozen=True)
 class CliState:
