@@ -58,3 +58,15 @@ def test_federation_dp_local_target_epsilon_is_spent_by_the_last_planned_round(t
     assert eps[0] < 3.0  # half the steps spend well under the budget
     assert 3.9 <= eps[1] <= 4.0  # the whole budget, never more, after the planned rounds
     assert f"epsilon {eps[1]:.2f}" in result.output
+
+
+def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_path):
+    result = CliRunner().invoke(cli, [*BASE, "--rounds", "1", "--defense", "prune", "--baseline", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    base = json.loads((tmp_path / "baseline" / "result.json").read_text())
+    own = json.loads((tmp_path / "result.json").read_text())
+    assert json.loads((tmp_path / "baseline" / "config.json").read_text())["defense"]["name"] == "none"
+    rows = {line.split("|")[1].strip(): line for line in (tmp_path / "compare.md").read_text().splitlines()[2:]}
+    assert set(rows) == {"none", "prune"}
+    assert f"| {base['final_accuracy']:.4f} | +0.0000 |" in rows["none"]
+    assert f"| {own['final_accuracy']:.4f} | {own['final_accuracy'] - base['final_accuracy']:+.4f} |" in rows["prune"]
