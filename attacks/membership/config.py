@@ -49,14 +49,13 @@ class MIAConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in self.attacks:
-            ATTACKS.get(name)
         if not self.attacks:
             raise ConfigError("give at least one attack")
-        if any(ATTACKS.get(a).needs_shadows for a in self.attacks) and self.shadows < 1:
-            raise ConfigError(
-                f"shadows must be >= 1 for {', '.join(self.attacks)}, got {self.shadows}"
-            )
+        for name in self.attacks:  # before any training: offline RMIA needs 2, LiRA and RMIA 1
+            cls = ATTACKS.get(name)
+            need = max(cls.min_shadows, int(cls.needs_shadows))
+            if self.shadows < need:
+                raise ConfigError(f"shadows must be >= {need} for {name}, got {self.shadows}")
         if self.shadows < 0:
             raise ConfigError(f"shadows must be >= 0, got {self.shadows}")
         for f in self.fprs:

@@ -81,6 +81,16 @@ def test_mia_shadow_cache_is_reused(overfit, data_root) -> None:
     assert again["attacks"]["lira"]["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
 
 
+def test_mia_one_reference_model_is_enough(overfit, data_root) -> None:
+    """RMIA (and LiRA) with a single shadow: each record is IN or OUT for it, never both."""
+    _, out = overfit
+    cfg = dataclasses.replace(TINY, attacks=("rmia", "lira"), shadows=1, bootstrap=0)
+    res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=out / "cache", progress=False)
+    assert res["shadows"]["trained"] == 1
+    for name in ("rmia", "lira"):
+        assert res["attacks"][name]["auc"] > 0.7, (name, res["attacks"][name]["auc"])
+
+
 def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
     """Target trained on other records: the 'members' are as unseen as the non-members."""
     from attacks.membership.runner import draw_pool

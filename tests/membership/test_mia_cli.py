@@ -18,6 +18,10 @@ def _run(*args: str):
     ("args", "message"),
     [
         (["--attack", "lira", "--shadows", "0"], "shadows must be >= 1 for lira, got 0"),
+        (
+            ["--attack", "loss,rmia-offline", "--shadows", "1"],
+            "shadows must be >= 2 for rmia-offline, got 1",
+        ),
         (["--fpr", "0.01,1.5"], "FPR 1.5 is outside (0, 1)"),
         (["--fpr", "abc"], "is not a comma-separated list of numbers"),
         (["--attack", "nope"], "unknown membership attack 'nope'; valid choices: loss, confidence"),
