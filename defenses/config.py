@@ -55,6 +55,8 @@ class DefenseConfig:
             _check_range("noise_multiplier", self.noise_multiplier, 0.0, math.inf, ">= 0")
         if self.target_epsilon is not None:
             _check_positive("target_epsilon", self.target_epsilon)
+            if math.isinf(self.target_epsilon):  # Opacus would plan some finite noise for it
+                _bad("target_epsilon", self.target_epsilon, "a finite value > 0 (for no DP use the none defense)")
             if self.noise_multiplier is not None:
                 raise ConfigError(
                     f"noise_multiplier={self.noise_multiplier} and target_epsilon={self.target_epsilon} "

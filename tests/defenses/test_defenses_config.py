@@ -18,6 +18,7 @@ from fl.models import build_model, dropout_sites
         ("delta", 1.0),
         ("noise_multiplier", -0.1),
         ("target_epsilon", 0.0),
+        ("target_epsilon", float("inf")),
         ("clipping", "bogus"),
         ("prune_ratio", 1.0),
         ("prune_ratio", -0.1),
