@@ -73,7 +73,8 @@ def _list_cells(spec: Scenario, out: Path) -> None:
     if (out / "results.sqlite").is_file():
         with ResultStore(out) as store:
             done = store.done_keys()
-    rows = [[c.key, c.kind, c.dataset, c.model, ",".join(c.attacks), c.defense, c.setting, c.seed,
-             "done" if c.key in done else "todo"] for c in cells]
+    # the attacks the cell runs (an inversion cell at p = 0 drops DIA), else the block's list
+    rows = [[c.key, c.kind, c.dataset, c.model, ",".join(getattr(c.typed, "attacks", c.attacks)), c.defense,
+             c.setting, c.seed, "done" if c.key in done else "todo"] for c in cells]
     header = ["key", "kind", "dataset", "model", "attacks", "defense", "setting", "seed", "status"]
     click.echo(format_table(header, rows))

@@ -87,3 +87,11 @@ def test_shipped_scenarios_expand_against_the_real_configs() -> None:
     assert inv["dropout=0.25"].attacks == ("ig", "dia") and inv["dropout=0.25"].dropout == 0.25
     mia = {c.defense: c.typed for c in quick if c.kind == "membership"}
     assert mia["dp"].defense == "dp-local" and mia["dp"].epsilon == 8.0 and mia["none"].defense == "none"
+
+
+def test_list_shows_the_attacks_each_cell_runs(tmp_path: Path) -> None:
+    listing = CliRunner().invoke(cli, ["compare", "quick", "--out", str(tmp_path / "q"), "--list"])
+    assert listing.exit_code == 0, listing.output
+    rows = [ln.split(" | ") for ln in listing.output.splitlines() if "| inversion |" in ln]
+    assert sorted((r[4], r[6]) for r in rows) == [("ig", "-"), ("ig,dia", "dropout=0.25")]
+    assert not (tmp_path / "q").exists()
