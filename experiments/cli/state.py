@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from fl.device import resolve_device
+if TYPE_CHECKING:
+    import torch
 
 SEED = click.IntRange(0, 2**32 - 1)
 """Valid seeds: NumPy takes only non-negative seeds, and derived seeds keep the low 32 bits."""
@@ -23,6 +24,8 @@ class CliState:
 
     @property
     def device(self) -> torch.device:
+        from fl.device import resolve_device  # torch loads only when a command needs a device
+
         return resolve_device(self.device_name)
 
 

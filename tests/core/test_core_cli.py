@@ -75,3 +75,29 @@ def test_same_seed_same_results_on_cpu(tmp_path) -> None:
     assert set(a) == {"truth", "ig", "dia"}
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["dia"], c["dia"])
+
+
+def test_help_short_texts_match_the_commands() -> None:
+    import click
+
+    from experiments.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    for name, (_, _, short) in COMMANDS.items():
+        assert cli.get_command(ctx, name).get_short_help_str(limit=300) == short, name
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from experiments.cli import cli\n"
+        "for args in (['--help'], ['--version']):\n"
+        "    try: cli(args, prog_name='fedleak')\n"
+        "    except SystemExit as e: assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "demo" in result.stdout and "fedleak, version" in result.stdout
