@@ -119,10 +119,16 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
     for a in _attacks(groups):
         cols += [Column(f"{a} AUC", AUC, a, _to_half, 3), Column(f"{a} TPR@0.1%FPR", TPR_01, a, _lower, 3),
                  Column(f"{a} TPR@1%FPR", TPR_1, a, _lower, 3)]
-    return build_table(
-        "membership", "Which defense stops which attack: membership inference",
-        "AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
-        "rates (lower = better defense), mean ± std over seeds.", groups, cols)
+    caption = ("AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
+               "rates (lower = better defense), mean ± std over seeds.")
+    # a ROC significantly above the target's (epsilon, delta)-DP bound can only be a bug or an accounting error
+    above = [f"{a} ({g.dataset}, {g.model}, {g.defense} {g.setting})" for g in groups for a in g.attacks()
+             if g.stat(a, "bound_violated").mean > 0]
+    if above:
+        caption += (f" WARNING: {'; '.join(above)} lies significantly above its DP bound: a bug or an"
+                    " accounting error.")
+    return build_table("membership", "Which defense stops which attack: membership inference", caption, groups,
+                       cols)
 
 
 def federated_table(groups: Sequence[Group]) -> Table | None:

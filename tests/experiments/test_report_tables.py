@@ -8,8 +8,8 @@ import pytest
 from grid_doubles import TOY_SCENARIO, toy_kinds
 
 from experiments.grid import RunOptions, expand, parse_scenario, run_grid
-from experiments.report import Stat, html_report, open_run, text_report
-from experiments.report.questions import AUC, PSNR, Column, build_table
+from experiments.report import Group, Stat, html_report, open_run, text_report
+from experiments.report.questions import AUC, PSNR, Column, build_table, membership_table
 from experiments.tables import format_table
 
 
@@ -65,3 +65,17 @@ def test_html_report_is_self_contained(toy_run: Path) -> None:
         assert f"<h2>{heading}</h2>" in page
     assert 'class="best"' in page and "data:image/png;base64," in page
     assert "src='http" not in page and 'src="http' not in page
+
+
+def test_membership_table_warns_about_a_dp_bound_violation() -> None:
+    def group(setting: str, violated: float) -> Group:
+        metrics = {"lira": {"auc": Stat.of([0.9]), "bound_violated": Stat.of([violated])}}
+        return Group(kind="membership", dataset="d", model="m", defense="dp", setting=setting, labels={},
+                     seeds=(0,), keys=(setting,), metrics=metrics)
+
+    clean = membership_table([group("target_epsilon=8.0", 0.0)])
+    assert clean is not None and "WARNING" not in clean.caption
+    flagged = membership_table([group("target_epsilon=8.0", 0.0), group("target_epsilon=1.0", 1.0)])
+    assert flagged is not None
+    assert "WARNING: lira (d, m, dp target_epsilon=1.0) lies significantly above its DP bound" in flagged.caption
+    assert "target_epsilon=8.0" not in flagged.caption
