@@ -3,17 +3,22 @@
 SSIM follows Wang et al. (IEEE TIP 2004): 11x11 Gaussian window with sigma 1.5, constants
 ``C1 = (0.01 L)^2`` and ``C2 = (0.03 L)^2`` with data range ``L = 1``, averaged over the valid
 window positions and the channels. Batches are scored after matching every reconstruction to
-a ground-truth image by optimal assignment (Hungarian algorithm on the MSE).
+a ground-truth image by optimal assignment (Hungarian algorithm on the MSE). LPIPS
+(:mod:`attacks.inversion.lpips`) is added when the caller loaded its weights.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from attacks.inversion.lpips import LPIPS
 
 
 def mse(x: Tensor, ref: Tensor) -> Tensor:
@@ -62,11 +67,16 @@ def label_accuracy(pred: Tensor, true: Tensor) -> float:
     return sum(hit.values()) / max(1, true.numel())
 
 
-def score(x: Tensor, ref: Tensor) -> dict[str, list[float]]:
-    """Per-image MSE, PSNR and SSIM of ``x`` against ``ref`` after optimal matching."""
+def score(x: Tensor, ref: Tensor, *, lpips: LPIPS | None = None) -> dict[str, list[float]]:
+    """Per-image MSE, PSNR and SSIM (and LPIPS when a model is given) of ``x`` against ``ref``
+    after optimal matching."""
     x = x[match(x, ref)]
-    return {
+    out = {
         "mse": mse(x, ref).tolist(),
         "psnr": psnr(x, ref).tolist(),
         "ssim": ssim(x, ref).tolist(),
     }
+    if lpips is not None:
+        with torch.no_grad():
+            out["lpips"] = lpips(x.cpu(), ref.cpu()).tolist()
+    return out

@@ -3,7 +3,8 @@
 Used by ``fedleak invert`` and by the experiment grid. Every ``batch_size`` consecutive
 indices form one client's data; each client trains from the same seeded weights with its own
 dropout RNG, and all clients (victims) are attacked in one batched optimization per attack.
-Results per attack are checkpointed, so ``resume=True`` skips attacks already done.
+Results per attack are checkpointed, so ``resume=True`` skips attacks already done. LPIPS is
+scored only when ``lpips_weights`` points to local weights (:mod:`attacks.inversion.lpips`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
+from attacks.inversion.lpips import LPIPS, load_lpips
 from attacks.inversion.observation import Observation, observe_client
 from attacks.inversion.plots import save_grid
 from fl.errors import ConfigError
@@ -48,6 +50,8 @@ class InversionConfig:
     tv_weight: float | None = None  # total-variation weight (None: each attack's default)
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     seed: int = 0  # model weights, client RNGs and attack initialisations
+    lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
+    lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
 
     def __post_init__(self) -> None:
         if self.iters <= 0:
@@ -69,6 +73,8 @@ class InversionConfig:
             raise ConfigError(f"{len(self.indices)} indices do not split into clients of batch_size {self.batch_size}")
         if min(self.indices) < 0:
             raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
+        if self.lpips_backbone is not None and self.lpips_weights is None:
+            raise ConfigError("lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads")
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
 
@@ -105,23 +111,30 @@ def build_observations(
     return out
 
 
-def summarize(result: list[InversionResult], truth: torch.Tensor, true_labels: torch.Tensor, batch: int) -> dict[str, Any]:
+def summarize(
+    result: list[InversionResult], truth: torch.Tensor, true_labels: torch.Tensor, batch: int,
+    *, lpips: LPIPS | None = None,
+) -> dict[str, Any]:
     """Per-image and mean metrics of one attack over all victims (matched within each batch)."""
     per: dict[str, list[float]] = {"mse": [], "psnr": [], "ssim": []}
+    if lpips is not None:
+        per["lpips"] = []
     label_acc = []
     for k, r in enumerate(result):
         sl = slice(k * batch, (k + 1) * batch)
-        s = metrics.score(r.inputs, truth[sl])
+        s = metrics.score(r.inputs, truth[sl], lpips=lpips)
         for key in per:
             per[key] += s[key]
         label_acc.append(metrics.label_accuracy(r.labels, true_labels[sl]))
     finite = [p for p in per["psnr"] if math.isfinite(p)]
     psnr_t = torch.tensor(per["psnr"], dtype=torch.float64)
+    extra = {"lpips_mean": sum(per["lpips"]) / len(per["lpips"])} if lpips is not None else {}
     return {
         "psnr_mean": float(psnr_t.mean()),
         "psnr_std": float(psnr_t.std()) if len(finite) > 1 else 0.0,
         "ssim_mean": sum(per["ssim"]) / len(per["ssim"]),
         "mse_mean": sum(per["mse"]) / len(per["mse"]),
+        **extra,
         "label_acc": sum(label_acc) / len(label_acc),
         "label_source": result[0].label_source,
         "grad_loss_mean": sum(r.grad_loss for r in result) / len(result),
@@ -149,6 +162,7 @@ def run_inversion(
         raise ConfigError(
             f"index {max(cfg.indices)} is past the end of {cfg.dataset} {cfg.split} ({len(data.labels)} images)"
         )
+    scorer = load_lpips(cfg.lpips_weights, cfg.lpips_backbone) if cfg.lpips_weights is not None else None
     idx = torch.tensor(cfg.indices)
     truth, true_labels = data.images[idx], data.labels[idx]
     observations = build_observations(cfg, truth, true_labels, data.num_classes)
@@ -168,7 +182,7 @@ def run_inversion(
         start = time.perf_counter()
         config = ATTACKS.get(name).Config(**cfg.attack_overrides(name))
         result = invert_many(observations, name, config=config, device=device, progress=progress)
-        summary = summarize(result, truth, true_labels, cfg.batch_size)
+        summary = summarize(result, truth, true_labels, cfg.batch_size, lpips=scorer)
         summary["time_s"] = time.perf_counter() - start
         summary["trace"] = [r.trace for r in result]
         summaries[name] = summary

@@ -92,6 +92,11 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--mask-reg", type=click.FloatRange(min=0.0), default=None, help="DIA mask regulariser [1e-4].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset root (default: $FEDLEAK_DATA or the user cache).")
+@click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.")
+@click.option("--lpips-backbone", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="torchvision's AlexNet ImageNet state dict for LPIPS, a local file "
+              "(not needed when --lpips-weights holds a whole lpips.LPIPS state dict).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [runs/invert-<time>].")
 @click.option("--resume", is_flag=True, help="Continue a run in --out, skipping attacks already done.")
@@ -102,10 +107,10 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
-    restarts: int, tv_weight: float | None, mask_reg: float | None, data_dir: Path | None, out: Path | None,
-    resume: bool, device_name: str | None, seed: int | None, fmt: str,
+    restarts: int, tv_weight: float | None, mask_reg: float | None, data_dir: Path | None,
+    lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
-    """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy).
+    """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).
 
     Example: fedleak invert --attack ig,dia,oracle --model mlp --dropout 0.25 --index 0..7 --out runs/x
     """
@@ -121,15 +126,20 @@ def invert(
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg,
         seed=state.seed if seed is None else seed,
+        lpips_weights=None if lpips_weights is None else str(lpips_weights),
+        lpips_backbone=None if lpips_backbone is None else str(lpips_backbone),
     )
     out = out or Path("runs") / f"invert-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     progress = state.verbosity >= 0 and sys.stderr.isatty()
     summaries = run_inversion(cfg, device=device, data_root=data_dir, out_dir=out, progress=progress, resume=resume)
+    lpips = cfg.lpips_weights is not None
     rows = [
         [name, f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f}", f"{s['ssim_mean']:.3f}",
-         f"{s['label_acc']:.2f} ({s['label_source']})", f"{s['time_s']:.1f}"]
+         *([f"{s['lpips_mean']:.4f}"] if lpips else []), f"{s['label_acc']:.2f} ({s['label_source']})",
+         f"{s['time_s']:.1f}"]
         for name, s in summaries.items()
     ]
-    click.echo(format_table(["attack", "PSNR dB", "SSIM", "label acc", "time s"], rows, fmt))
+    header = ["attack", "PSNR dB", "SSIM", *(["LPIPS"] if lpips else []), "label acc", "time s"]
+    click.echo(format_table(header, rows, fmt))
     if state.verbosity >= 0:
         click.echo(f"wrote {out / 'metrics.json'} and {out / 'grid.png'}", err=True)
