@@ -9,6 +9,7 @@ Public interface (others build on these names):
 * :func:`invert` (one victim) and :func:`invert_many` (many victims, batched) return
   :class:`InversionResult` (inputs, labels, trace, timings).
 * :mod:`~attacks.inversion.metrics`: MSE, PSNR, SSIM, label accuracy, optimal matching.
+* :mod:`~attacks.inversion.lpips`: LPIPS (AlexNet, v0.1) from local weight files (:func:`load_lpips`).
 """
 
 from attacks.inversion import analytic, dia, dlg, ig, metrics  # noqa: F401  (registration)
