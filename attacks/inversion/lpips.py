@@ -90,7 +90,7 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS needs images of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         p = self.shift
         fx, fy = self._features(x.to(p)), self._features(y.to(p))
-        total = x.new_zeros(x.shape[0], dtype=p.dtype)
+        total = p.new_zeros(x.shape[0])
         for lin, a, b in zip(self.heads(), fx, fy, strict=True):
             total = total + lin((_unit(a) - _unit(b)) ** 2).mean(dim=(1, 2, 3))
         return total
