@@ -34,7 +34,7 @@ def attack(
     from fl.errors import ConfigError
     from fl.federation.capture import AGGREGATE, CaptureStore
     from fl.federation.settings import TrainSettings
-    from fl.runs import atomic_write_json, read_json
+    from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
     store = CaptureStore(run_dir)
@@ -60,7 +60,10 @@ def attack(
     )
     stem = Path(run_dir) / "attacks" / f"{attack}_round{r:04d}_{target}_cli"
     save_grid(outcome, stem.with_suffix(".png"))
-    atomic_write_json(stem.with_suffix(".json"), {"round": r, "client": target, "attack": attack, "iters": iters, "scores": outcome.scores})
+    atomic_write_json(stem.with_suffix(".json"), {
+        "round": r, "client": target, "attack": attack, "iters": iters, "threads": threads, "scores": outcome.scores,
+        "env": environment_record(state.seed, state.device),
+    })
     click.echo(
         f"{attack} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f} "
         f"over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"

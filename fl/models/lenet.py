@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fl.models.common import check_norm_free
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS
 
@@ -45,5 +46,6 @@ def build_lenet(
     width: int = 12,
     norm: str = "none",
 ) -> nn.Module:
-    """DLG's LeNet; dropout sits before the classifier."""
+    """DLG's LeNet; dropout sits before the classifier. No normalisation layers (``norm`` none or group)."""
+    check_norm_free("lenet", norm)
     return LeNet(in_shape, num_classes, dropout, width)

@@ -11,6 +11,7 @@ import math
 
 from torch import nn
 
+from fl.models.common import check_norm_free
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS
 
@@ -26,8 +27,9 @@ def build_mlp(
     bias: bool = False,
     norm: str = "none",
 ) -> nn.Module:
-    """3 x 512 GELU MLP with dropout after every hidden activation (``norm`` is accepted for a
-    uniform interface; the MLP has no normalisation layers)."""
+    """3 x 512 GELU MLP with dropout after every hidden activation (no normalisation layers:
+    ``norm`` may be none or group, both DP-ready)."""
+    check_norm_free("mlp", norm)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(in_shape)
     for _ in range(depth):

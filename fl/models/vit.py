@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fl.errors import ConfigError
+from fl.models.common import check_norm_free
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS
 
@@ -112,5 +113,6 @@ def build_vit(
     mlp_dim: int = 256,
     norm: str = "none",
 ) -> nn.Module:
-    """The DIA paper's small ViT (LayerNorm only; ``norm`` is accepted for a uniform interface)."""
+    """The DIA paper's small ViT (LayerNorm only, DP-ready: ``norm`` none or group)."""
+    check_norm_free("vit", norm)
     return ViT(in_shape, num_classes, dropout, patch, dim, depth, heads, mlp_dim)

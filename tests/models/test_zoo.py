@@ -76,6 +76,12 @@ def test_batchnorm_variant_is_flagged_by_opacus() -> None:
     assert ModuleValidator.validate(model, strict=False)
 
 
+@pytest.mark.parametrize("name", ["mlp", "lenet", "vit"])
+def test_batchnorm_is_refused_by_models_without_normalisation(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"model {name} has no normalisation layers"):
+        build_model(name, in_shape=(3, 32, 32), num_classes=10, norm="batch")
+
+
 def test_same_seed_same_initial_weights() -> None:
     torch.manual_seed(7)
     a = build_model("convnet", in_shape=(1, 28, 28), num_classes=10, width=8)
