@@ -33,7 +33,8 @@ def _floor(members: np.ndarray) -> float:
     return 0.5 / max(np.count_nonzero(~np.asarray(members).astype(bool)), 1)
 
 
-def _finish(fig: Any, ax: Any, path: str | Path, floor: float, title: str) -> None:
+def _axes(ax: Any, floor: float, title: str, fontsize: float = 8) -> None:
+    """The chance diagonal and log-log axes that start at ``floor``, where zero rates are drawn."""
     grid = np.logspace(np.log10(floor), 0, 400)
     ax.plot(grid, grid, "k--", lw=1, label="chance")
     ax.set(
@@ -45,8 +46,11 @@ def _finish(fig: Any, ax: Any, path: str | Path, floor: float, title: str) -> No
         ylabel="true positive rate",
         title=title,
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=fontsize)
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _save(fig: Any, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -79,7 +83,39 @@ def plot_roc(
             lw=1.5,
             label=f"DP bound (ε={epsilon:.3g}, δ={delta:g})",
         )
-    _finish(fig, ax, path, floor, title)
+    _axes(ax, floor, title)
+    _save(fig, path)
+
+
+def draw_roc_settings(
+    ax: Any,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, tuple[float, float] | None]],
+    *,
+    title: str = "",
+    fontsize: float = 8,
+) -> None:
+    """Draw one attack's ROC across settings on ``ax``: ``name -> (scores, members, (epsilon, delta))``.
+
+    A setting with a DP budget (not ``None``) also gets its (epsilon, delta)-DP bound, dotted in
+    the curve's colour, so a DP curve is read against its own bound. Zero rates are drawn at
+    half the smallest non-zero FPR, where the axes start.
+    """
+    floor = min([1.0, *(_floor(m) for _, m, _ in curves.values())])
+    grid = np.logspace(np.log10(floor), 0, 400)
+    for i, (name, (scores, members, budget)) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        _draw(ax, scores, members, floor, label=name, lw=1.5, color=colour)
+        if budget is not None:
+            eps, delta = budget
+            ax.plot(
+                grid,
+                dp_tpr_bound(grid, eps, delta),
+                ":",
+                color=colour,
+                lw=1.2,
+                label=f"DP bound ε={eps:.3g}",
+            )
+    _axes(ax, floor, title, fontsize)
 
 
 def plot_roc_settings(
@@ -89,24 +125,12 @@ def plot_roc_settings(
     delta: float = 1e-5,
     title: str = "",
 ) -> None:
-    """Overlay one attack's ROC across settings: ``name -> (scores, members, epsilon)``.
-
-    Each setting with an ``epsilon`` also gets its (epsilon, delta)-DP bound, dotted in the
-    curve's colour, so a DP curve is read against its own bound.
-    """
+    """Write a PNG overlaying one attack's ROC across settings: ``name -> (scores, members, epsilon)``,
+    each setting with an ``epsilon`` against its own (epsilon, delta)-DP bound (:func:`draw_roc_settings`)."""
     fig, ax = _figure((5.5, 5.5))
-    floor = min([1.0, *(_floor(m) for _, m, _ in curves.values())])
-    grid = np.logspace(np.log10(floor), 0, 400)
-    for i, (name, (scores, members, eps)) in enumerate(curves.items()):
-        colour = f"C{i % 10}"
-        _draw(ax, scores, members, floor, label=name, lw=1.5, color=colour)
-        if eps is not None:
-            ax.plot(
-                grid,
-                dp_tpr_bound(grid, eps, delta),
-                ":",
-                color=colour,
-                lw=1.2,
-                label=f"DP bound ε={eps:.3g}",
-            )
-    _finish(fig, ax, path, floor, title)
+    draw_roc_settings(
+        ax,
+        {k: (s, m, None if eps is None else (eps, delta)) for k, (s, m, eps) in curves.items()},
+        title=title,
+    )
+    _save(fig, path)

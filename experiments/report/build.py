@@ -79,9 +79,13 @@ def figures(view: RunView) -> list[tuple[str, str, bytes]]:
         ("privacy_utility", "Privacy-utility trade-off: accuracy against the strongest attack's success, "
                             "one curve per defense family.", plots.privacy_utility(view.groups)),
         ("psnr_vs_dropout", "Gradient-inversion PSNR against the dropout rate: IG is stopped by dropout, "
-                            "DIA optimizes the masks and is not.", plots.psnr_vs_dropout(view.groups)),
-        ("roc", "Membership-inference ROC curves (log-log; the diagonal is chance).",
-         plots.roc_curves(view.groups, view.run_dir)),
+                            "DIA optimizes the masks and is not. At p = 0 there are no masks, so DIA (like the "
+                            "mask oracle) equals IG there; the grid runs only IG at p = 0, and the DIA line "
+                            "starts at the smallest p > 0.", plots.psnr_vs_dropout(view.groups)),
+        ("roc", "Membership-inference ROC curves (log-log; the dashed diagonal is chance). Each setting trained "
+                "with DP has its (ε, δ)-DP bound on the TPR dotted in its curve's colour; zero rates are drawn "
+                "at half the smallest non-zero FPR, where the axes start.",
+         plots.roc_curves(view.groups, view.run_dir, view.records)),
     ):
         if png is not None:
             out.append((stem, caption, png))

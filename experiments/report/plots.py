@@ -19,6 +19,7 @@ import numpy as np
 
 from experiments.report.aggregate import Group
 from experiments.report.questions import ACCURACY, AUC, PSNR, ROUND_PSNR
+from experiments.store import CellRecord
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -95,11 +96,13 @@ def psnr_vs_dropout(groups: Sequence[Group]) -> bytes | None:
     return _png(fig)
 
 
-def roc_curves(groups: Sequence[Group], run_dir: Path) -> bytes | None:
-    """ROC curves (log-log) per membership attack, one line per defense setting (first seed)."""
-    from attacks.membership.metrics import roc_curve
+def roc_curves(groups: Sequence[Group], run_dir: Path, records: Sequence[CellRecord]) -> bytes | None:
+    """ROC curves (log-log) per membership attack, one line per defense setting (first seed), each
+    setting trained with DP against its own (epsilon, delta) bound, as its first seed recorded it."""
+    from attacks.membership.plots import draw_roc_settings
 
-    panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    cell_metrics = {r.key: r.metrics.get("", {}) for r in records}
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float] | None]]] = {}
     for g in groups:
         if g.kind != "membership":
             continue
@@ -107,26 +110,22 @@ def roc_curves(groups: Sequence[Group], run_dir: Path) -> bytes | None:
         if scores is None:
             continue
         members, per_attack = scores
+        budget = _dp_budget(cell_metrics.get(g.keys[0], {}))
+        label = f"{g.defense} {g.setting}" if g.setting != "-" else g.defense
         for attack, s in per_attack.items():
-            fpr, tpr, _ = roc_curve(s, members)
-            label = f"{g.defense} {g.setting}" if g.setting != "-" else g.defense
-            panels.setdefault(f"{attack} ({g.dataset}, {g.model})", []).append((label, fpr, tpr))
+            panels.setdefault(f"{attack} ({g.dataset}, {g.model})", {})[label] = (s, members, budget)
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
-        for label, fpr, tpr in curves:
-            ax.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), label=label)
-        ax.plot([1e-5, 1], [1e-5, 1], "k--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(1e-4, 1)
-        ax.set_ylim(1e-4, 1)
-        ax.set_xlabel("false-positive rate")
-        ax.set_ylabel("true-positive rate")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
+        draw_roc_settings(ax, curves, title=title, fontsize=7)
     return _png(fig)
+
+
+def _dp_budget(cell_metrics: dict[str, float]) -> tuple[float, float] | None:
+    """A cell's (epsilon, delta) when it trained with DP (both recorded and finite), else ``None``."""
+    eps, delta = cell_metrics.get("epsilon", math.nan), cell_metrics.get("delta", math.nan)
+    return (eps, delta) if math.isfinite(eps) and math.isfinite(delta) else None
 
 
 def load_scores(cell_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
