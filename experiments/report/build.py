@@ -55,11 +55,13 @@ def open_run(run_dir: str | Path) -> RunView:
 
 
 def text_report(view: RunView, fmt: str) -> str:
-    """All tables as Markdown (with headings and captions), CSV blocks or LaTeX table floats."""
+    """All tables as Markdown (with headings and captions), CSV blocks or LaTeX table floats, then the
+    failed cells (if any) as a Markdown list or CSV/LaTeX comment lines."""
     if fmt not in TEXT_FORMATS:
         raise ConfigError(f"unknown text format {fmt!r}; valid choices: {', '.join(TEXT_FORMATS)}")
+    failed = _failed_text(view.failed, fmt)
     if not view.tables:
-        return "no finished cells yet"
+        return "no finished cells yet\n" + (f"\n{failed}\n" if failed else "")
     parts = []
     for t in view.tables:
         if fmt == "md":
@@ -69,7 +71,20 @@ def text_report(view: RunView, fmt: str) -> str:
         else:
             parts.append("\\begin{table}[t]\n\\centering\n\\caption{" + t.title + ". " + t.caption + "}\n"
                          + t.render("latex") + "\n\\end{table}")
+    if failed:
+        parts.append(failed)
     return "\n\n".join(parts) + "\n"
+
+
+def _failed_text(failed: Sequence[CellRecord], fmt: str) -> str:
+    """Failed cells, one line each (key, kind, the error's first line); empty when none failed."""
+    if not failed:
+        return ""
+    rows = [(r.key, r.kind, ((r.error or "").strip().splitlines() or ["no error recorded"])[0]) for r in failed]
+    if fmt == "md":
+        return "### Failed cells\n\n" + "\n".join(f"- `{key}` ({kind}): {error}" for key, kind, error in rows)
+    mark = "#" if fmt == "csv" else "%"
+    return "\n".join([f"{mark} Failed cells", *(f"{mark} {key} ({kind}): {error}" for key, kind, error in rows)])
 
 
 def figures(view: RunView) -> list[tuple[str, str, bytes]]:

@@ -58,6 +58,27 @@ def test_tables_aggregate_seeds_and_mark_the_best_defense(toy_run: Path) -> None
     assert "\\begin{tabular}" in text_report(view, "latex")
 
 
+def test_text_reports_list_failed_cells_only_when_there_are_some(tmp_path: Path, toy_run: Path) -> None:
+    kinds = toy_kinds()
+    ok = expand(parse_scenario(TOY_SCENARIO, kinds=kinds.names()), kinds=kinds)[:1]
+    failing = TOY_SCENARIO.replace("budget = { iterations = 5 }", "options = { fail = true }")
+    bad = expand(parse_scenario(failing, kinds=kinds.names()), kinds=kinds)[:1]
+    run_grid(ok + bad, tmp_path, kinds=kinds, options=RunOptions(progress=False))
+    view = open_run(tmp_path)
+    key = bad[0].key
+    md = text_report(view, "md")
+    assert md.index("### At what utility cost") < md.index("### Failed cells")
+    assert md.endswith(f"### Failed cells\n\n- `{key}` (toy): RuntimeError: toy failure\n")
+    assert text_report(view, "csv").endswith(f"# Failed cells\n# {key} (toy): RuntimeError: toy failure\n")
+    assert text_report(view, "latex").endswith(f"% Failed cells\n% {key} (toy): RuntimeError: toy failure\n")
+    only_failed = tmp_path / "only_failed"
+    run_grid(bad, only_failed, kinds=kinds, options=RunOptions(progress=False))
+    assert "no finished cells yet" in text_report(open_run(only_failed), "md")
+    assert f"- `{key}` (toy): RuntimeError: toy failure" in text_report(open_run(only_failed), "md")
+    for fmt in ("md", "csv", "latex"):
+        assert "Failed cells" not in text_report(open_run(toy_run), fmt)
+
+
 def test_html_report_is_self_contained(toy_run: Path) -> None:
     page = html_report(open_run(toy_run))
     for heading in ("Which defense stops which attack", "At what utility cost", "Figures", "Scenario",
