@@ -185,7 +185,7 @@ def run_mia(
         "epsilon": eps,
         "delta": cfg.delta if eps is not None else None,
     }
-    log.info(
+    log.debug(  # the CLI prints this line; a debug log keeps default output from repeating it
         "target: train acc %.3f, test acc %.3f%s",
         result["train_accuracy"],
         result["test_accuracy"],

@@ -52,7 +52,7 @@ def test_mia_cli_pool_too_large(data_root, tmp_path) -> None:
     assert "pool_size 100000 + population_size 0 exceeds the 6187 records of cifar10" in res.output
 
 
-def test_mia_cli_tiny_audit(data_root, tmp_path) -> None:
+def test_mia_cli_tiny_audit(data_root, tmp_path, caplog) -> None:
     out = tmp_path / "run"
     res = _run(
         "--dataset", "cifar10", "--model", "mlp", "--norm", "none", "--model-option", "hidden=32",
@@ -62,6 +62,9 @@ def test_mia_cli_tiny_audit(data_root, tmp_path) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "| loss |" in res.output and "TPR@1%" in res.output
+    # the target's accuracy line is printed once; at default verbosity no log repeats it
+    assert res.output.count("target: train accuracy") == 1
+    assert not [r for r in caplog.records if "target: train acc" in r.getMessage()]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["attacks"]) == {"loss", "entropy"}
     assert "tpr@10%" in metrics["attacks"]["loss"] and metrics["epsilon"] is None
