@@ -18,12 +18,18 @@ from experiments.cli.state import get_state
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Torch CPU threads for the optimization (0 = torch's default).")
+@click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.")
+@click.option("--lpips-backbone", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="torchvision's AlexNet ImageNet state dict for LPIPS, a local file "
+              "(not needed when --lpips-weights holds a whole lpips.LPIPS state dict).")
 @click.pass_context
 def attack(
     ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,
-    data_dir: str | None, threads: int,
+    data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
 ) -> None:
-    """Reconstruct a client's training images from its captured update; print PSNR/SSIM, save a grid.
+    """Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local
+    weights), save a grid.
 
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
     afterwards to score it.
@@ -37,6 +43,13 @@ def attack(
     from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
+    if lpips_backbone is not None and lpips_weights is None:
+        raise ConfigError("--lpips-backbone needs --lpips-weights, the LPIPS linear heads")
+    scorer = None
+    if lpips_weights is not None:
+        from attacks.inversion.lpips import load_lpips
+
+        scorer = load_lpips(lpips_weights, lpips_backbone)
     store = CaptureStore(run_dir)
     rounds = store.rounds()
     if not rounds:
@@ -56,17 +69,23 @@ def attack(
     root = data_dir or recorded.get("data_dir")
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
     [outcome] = attack_captured(
-        store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads
+        store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
+        lpips=scorer,
     )
     stem = Path(run_dir) / "attacks" / f"{attack}_round{r:04d}_{target}_cli"
     save_grid(outcome, stem.with_suffix(".png"))
+    lpips = {} if outcome.lpips is None else {
+        "lpips_mean": outcome.lpips, "lpips_weights": str(lpips_weights),
+        "lpips_backbone": None if lpips_backbone is None else str(lpips_backbone),
+    }
     atomic_write_json(stem.with_suffix(".json"), {
         "round": r, "client": target, "attack": attack, "iters": iters, "threads": threads, "scores": outcome.scores,
-        "env": environment_record(state.seed, state.device),
+        **lpips, "env": environment_record(state.seed, state.device),
     })
     click.echo(
-        f"{attack} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f} "
-        f"over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
+        f"{attack} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
+        + ("" if outcome.lpips is None else f", LPIPS {outcome.lpips:.4f}")
+        + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
     )
 
 

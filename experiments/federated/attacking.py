@@ -1,8 +1,9 @@
 """Turn a captured update into an attack ``Observation``, attack it, and score against the truth.
 
 The attacker's inputs come only from ``RUN_DIR/capture`` (what the server received); the
-truth (``RUN_DIR/truth``) is read afterwards to score the reconstruction (PSNR/SSIM, after
-optimal matching, as in Inverting Gradients, Geiping et al., NeurIPS 2020).
+truth (``RUN_DIR/truth``) is read afterwards to score the reconstruction (PSNR/SSIM, and LPIPS
+when its local weights are loaded, after optimal matching, as in Inverting Gradients, Geiping et
+al., NeurIPS 2020).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +24,9 @@ from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training
 from fl.errors import ConfigError, DataError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
+
+if TYPE_CHECKING:
+    from attacks.inversion.lpips import LPIPS
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,12 @@ class AttackOutcome:
     @property
     def ssim(self) -> float:
         return float(sum(self.scores["ssim"]) / len(self.scores["ssim"]))
+
+    @property
+    def lpips(self) -> float | None:
+        """Mean LPIPS, or ``None`` when it was not scored (no weights given)."""
+        per = self.scores.get("lpips")
+        return float(sum(per) / len(per)) if per else None
 
 
 def observation_from_capture(cap: CapturedUpdate) -> Observation:
@@ -118,10 +128,13 @@ def attack_captured(
     device: torch.device | str = "cpu",
     options: dict[str, Any] | None = None,
     threads: int = 1,
+    lpips: LPIPS | None = None,
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
     ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
+    ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
+    LPIPS to the scores; ``None`` leaves it out.
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
@@ -131,7 +144,7 @@ def attack_captured(
     outcomes = []
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]
-        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth)))
+        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips)))
     return outcomes
 
 

@@ -1,4 +1,5 @@
-"""LPIPS from local weights: the distance's properties, the file checks, and ``fedleak invert --lpips-*``.
+"""LPIPS from local weights: the distance's properties, the file checks, ``fedleak invert --lpips-*``
+and ``fedleak attack --lpips-*``.
 
 The weights are synthetic (seeded random AlexNet, non-negative random heads) but saved in the
 real formats: the ``lpips`` package's ``alex.pth`` keys and torchvision's AlexNet state dict.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -17,7 +19,13 @@ from safetensors.torch import save_file
 from attacks.inversion import metrics
 from attacks.inversion.lpips import BACKBONE_KEYS, LIN_KEYS, LPIPS, load_lpips
 from experiments.cli import cli
+from fl.data import load_dataset
 from fl.errors import ConfigError
+from fl.federation.capture import CaptureWriter
+from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.inline import InlineGrid
+from fl.federation.server import FederationServer, ServerSpec
+from fl.federation.settings import ModelSpec, TrainSettings
 
 
 def _weights() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -171,3 +179,56 @@ def test_cli_bad_files_one_line_exit_2(tmp_path, files) -> None:
         assert needle in line
     res = _invert("--dataset", "sample", "--out", str(tmp_path / "r"), "--lpips-backbone", str(files[1]))
     assert res.exit_code == 2 and "needs lpips_weights" in res.output
+
+
+@pytest.fixture
+def captured_run(tmp_path: Path) -> Path:
+    """A one-round, two-client federation of plain SGD steps with every update captured."""
+    run = tmp_path / "fed"
+    data = load_dataset("sample")
+    spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1})
+    parts = tuple(np.array_split(np.arange(len(data)), 2))
+    torch.manual_seed(0)
+    server = FederationServer(
+        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, capture="all",
+                        settings=TrainSettings(local_steps=1, batch_size=2, lr=0.1)),
+        run_dir=run, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+    )
+    CaptureWriter(run, spec).write_partitions("sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    (run / "config.json").write_text("{}")
+    return run
+
+
+def _attack(run: Path, *args: str):
+    return CliRunner().invoke(cli, ["--device", "cpu", "attack", str(run), "--attack", "ig", "--iters", "2",
+                                    "--round", "1", "--client", "0", *args])
+
+
+def test_attack_cli_scores_lpips_only_when_given(captured_run, files) -> None:
+    stem = captured_run / "attacks" / "ig_round0001_0_cli"
+    plain = _attack(captured_run)
+    assert plain.exit_code == 0, plain.output
+    assert "LPIPS" not in plain.output
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert "lpips" not in record["scores"] and "lpips_mean" not in record
+    res = _attack(captured_run, "--lpips-weights", str(files[0]), "--lpips-backbone", str(files[1]))
+    assert res.exit_code == 0, res.output
+    record = json.loads(stem.with_suffix(".json").read_text())
+    per = record["scores"]["lpips"]
+    assert len(per) == len(record["scores"]["psnr"]) == 2 and all(v > 0 for v in per)
+    assert record["lpips_mean"] == pytest.approx(sum(per) / 2)
+    assert record["lpips_weights"] == str(files[0]) and record["lpips_backbone"] == str(files[1])
+    assert f"LPIPS {record['lpips_mean']:.4f}" in res.output
+
+
+def test_attack_cli_bad_lpips_files_one_line_exit_2(captured_run, files, tmp_path) -> None:
+    for paths, needle in _bad_files(tmp_path, *files)[:3]:
+        args = ["--lpips-weights", str(paths[0])] + (["--lpips-backbone", str(paths[1])] if paths[1] else [])
+        res = _attack(captured_run, *args)
+        assert res.exit_code == 2, (paths, res.output)
+        [line] = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+        assert needle in line and "Traceback" not in res.output
+    res = _attack(captured_run, "--lpips-backbone", str(files[1]))
+    assert res.exit_code == 2 and "--lpips-backbone needs --lpips-weights" in res.output
+    assert not (captured_run / "attacks").exists()  # refused before attacking
