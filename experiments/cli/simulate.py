@@ -155,12 +155,13 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
     from tqdm import tqdm
 
     from experiments.federated import run_federation
+    from experiments.federated.run import round_line
 
     quiet = state.verbosity < 0
     bar = tqdm(total=cfg.rounds, desc=name, unit="round", disable=quiet or not sys.stderr.isatty(), leave=False)
 
     def report(record: dict[str, Any]) -> None:
-        line = _round_line(name, record, cfg.rounds)
+        line = round_line(name, record, cfg.rounds)
         bar.update(1)
         if not quiet:
             tqdm.write(line, file=sys.stderr) if not bar.disable else click.echo(line, err=True)
@@ -175,19 +176,6 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
         f"after {result['rounds_done']} rounds in {result['wall_s']:.1f} s -> {out}"
     )
     return result
-
-
-def _round_line(name: str, r: dict[str, Any], rounds: int) -> str:
-    parts = [f"[{name}] round {r['round']}/{rounds}", f"acc {r['accuracy']:.4f}", f"loss {r['loss']:.4f}"]
-    if "epsilon" in r:
-        parts.append(f"eps {r['epsilon']:.2f}")
-    if "attack_psnr" in r:
-        parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
-    if "attack_error" in r:
-        parts.append(f"{r['attack']} failed: {r['attack_error']}")
-    if r["failed"]:
-        parts.append(f"failed clients {r['failed']}")
-    return " | ".join(parts)
 
 
 def _rounds(text: str | None) -> tuple[int, ...]:

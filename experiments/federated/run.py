@@ -207,10 +207,11 @@ def run_federation(
             verbose=verbose,
         )
     ckpt = server.result or Checkpoint.load(out)
-    return _summarise(ckpt, out, time.perf_counter() - start)
+    return summarise(ckpt, out, time.perf_counter() - start)
 
 
-def _summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
+def summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
+    """Final metrics of a finished federation; also written to ``out/result.json`` with the history."""
     last = ckpt.history[-1] if ckpt.history else {}
     result = {
         "final_accuracy": last.get("accuracy"),
@@ -223,3 +224,17 @@ def _summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
     }
     atomic_write_json(out / "result.json", {**result, "history": ckpt.history})
     return result
+
+
+def round_line(name: str, r: dict[str, Any], rounds: int) -> str:
+    """One round's progress line: accuracy, loss, epsilon spent, attack score, failed clients."""
+    parts = [f"[{name}] round {r['round']}/{rounds}", f"acc {r['accuracy']:.4f}", f"loss {r['loss']:.4f}"]
+    if "epsilon" in r:
+        parts.append(f"eps {r['epsilon']:.2f}")
+    if "attack_psnr" in r:
+        parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
+    if "attack_error" in r:
+        parts.append(f"{r['attack']} failed: {r['attack_error']}")
+    if r["failed"]:
+        parts.append(f"failed clients {r['failed']}")
+    return " | ".join(parts)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from logging import INFO
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from experiments.federated.run import make_server
+from experiments.federated.run import make_server, round_line, summarise
 from experiments.flower.task import composition, config_from_run_config
 from fl.device import resolve_device
 from fl.runs import init_run_dir
@@ -17,11 +21,23 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the federation described by the run config into its ``out`` directory."""
+    """Run the federation described by the run config into its ``out`` directory.
+
+    Each round's line (accuracy, loss, epsilon, attack PSNR) goes to Flower's log, which
+    ``flwr run . --stream`` shows; ``out/result.json`` holds the final metrics, as after
+    ``fedleak simulate``.
+    """
+    start = time.perf_counter()
     run_config = dict(context.run_config)
     cfg = config_from_run_config(run_config)
     out = Path(str(run_config.get("out", "runs/flwr")))
     device = resolve_device(str(run_config.get("device", "cpu")))
     init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
     comp = composition(tuple(sorted(run_config.items())))
-    make_server(cfg, comp, out=out, device=device).run(grid)
+
+    def report(record: dict[str, Any]) -> None:
+        log(INFO, "%s", round_line("fedleak", record, cfg.rounds))
+
+    ckpt = make_server(cfg, comp, out=out, device=device, progress=report).run(grid)
+    result = summarise(ckpt, out, time.perf_counter() - start)
+    log(INFO, "fedleak: final accuracy %.4f after %d rounds -> %s", result["final_accuracy"], result["rounds_done"], out)

@@ -30,6 +30,8 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
     defense: dict[str, Any] = {}
     for key, value in run_config.items():
         name = key.replace("-", "_")
+        if value == "":  # TOML has no null: "" leaves the option unset
+            continue
         if name in APP_KEYS:
             continue
         if name == "defense":
@@ -39,7 +41,7 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
         elif name in DEFENSE_KEYS:
             defense[name] = value
         elif name in SIM_KEYS:
-            sim[name] = value or None if name in ("data_dir", "norm") else value
+            sim[name] = value
         else:
             valid = sorted(k.replace("_", "-") for k in TRAIN_KEYS | DEFENSE_KEYS | SIM_KEYS | APP_KEYS | {"defense"})
             raise ConfigError(f"unknown run-config key {key!r}; valid keys: {', '.join(valid)}")

@@ -54,7 +54,10 @@ def discover_clients(grid: Grid, timeout: float, expected: int) -> dict[int, int
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
-            raise FedleakError(f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s")
+            raise FedleakError(
+                f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s; under flwr run, "
+                f"give the federation as many SuperNodes as clients: --federation-config 'num-supernodes={expected}'"
+            )
         time.sleep(0.2)
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
     roster: dict[int, int] = {}

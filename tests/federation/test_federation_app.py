@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 from experiments.cli import cli
+from experiments.federated.config import SimulationConfig
 from experiments.flower.task import config_from_run_config
 from fl.errors import ConfigError
 from fl.federation.capture import CaptureStore
@@ -45,8 +47,11 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
         ctx.run_config = run_config
     server_app(grid, Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     assert Checkpoint.load(tmp_path).server_round == 2
+    assert json.loads((tmp_path / "result.json").read_text())["rounds_done"] == 2
     assert CaptureStore(tmp_path).rounds() == [1, 2]
     assert (CaptureStore(tmp_path).clients(2) == ["aggregate"]) == (defense == "secagg")
+    assert config_from_run_config(flwr_app["config"]) == SimulationConfig(attack_clients=1)  # the CLI's defaults
+    assert "federations" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]  # flwr 1.42 would migrate them
     with pytest.raises(ConfigError, match="unknown run-config key 'epochs'"):
         config_from_run_config({"epochs": 3})
 
