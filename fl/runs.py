@@ -26,11 +26,16 @@ TRACKED_PACKAGES = ("fedleak", "torch", "flwr", "ray", "opacus", "numpy", "scipy
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (readers see the old file or the new one)."""
+    """Write ``data`` to ``path`` atomically (readers see the old file or the new one).
+
+    The file gets the permissions of a plain ``open()`` (0o666 less the umask), not the
+    owner-only mode of the temporary file it is written through.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -39,6 +44,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

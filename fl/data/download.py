@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from fl.data.source import Resource
 from fl.errors import DataError
+from fl.runs import default_file_mode
 
 log = logging.getLogger("fedleak")
 
@@ -72,6 +73,7 @@ def download_resource(resource: Resource, folder: Path, *, root: Path) -> None:
             if resource.extract:
                 _extract(tmp, root)
             else:
+                os.chmod(tmp, default_file_mode())
                 os.replace(tmp, folder / resource.filename)
             return
         except (URLError, OSError, HTTPException, tarfile.TarError) as exc:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
 import torch
 
-from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
+from fl.runs import (
+    atomic_write_json,
+    atomic_write_text,
+    init_run_dir,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from fl.seed import derive_seed, make_generator
 
 
@@ -34,6 +43,15 @@ def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path: Path) ->
         atomic_write_json(path, {"psnr": Unserialisable()})
     assert json.loads(path.read_text()) == {"psnr": 30.0}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
 
 
 def test_tensors_roundtrip_without_pickle(tmp_path: Path) -> None:
