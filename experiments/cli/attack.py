@@ -65,7 +65,8 @@ def attack(
         raise ConfigError(f"--client {client} has no captured update in round {r}; captured: {', '.join(map(str, captured))}")
     if why := unattackable_training(TrainSettings.from_config(store.round_info(r)["config"])):
         raise ConfigError(why)
-    recorded = read_json(Path(run_dir) / "config.json")
+    config_file = Path(run_dir) / "config.json"
+    recorded = read_json(config_file) if config_file.is_file() else {}
     root = data_dir or recorded.get("data_dir")
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
     [outcome] = attack_captured(
