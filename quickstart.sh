@@ -9,7 +9,10 @@ VENV=${FEDLEAK_VENV:-.venv}
 PY=${PYTHON:-python3}
 
 setup() {
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  if [ ! -x "$VENV/bin/python" ] && ! "$PY" -m venv "$VENV" && ! "$PY" -m virtualenv "$VENV"; then
+    echo "cannot create $VENV: install Python's venv module (Debian/Ubuntu: apt install python3-venv) or virtualenv" >&2
+    exit 1
+  fi
   local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
