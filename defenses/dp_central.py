@@ -10,7 +10,8 @@ accountant, one Gaussian release per round without sampling amplification; the a
 variants split the noise between the update and the clipped count so that the pair is as
 private as one Gaussian release with ``noise_multiplier`` (Andrew et al., Thm 1), and that
 release is composed after every aggregate. The accounting assumes uniform averaging, so the
-defense makes FedAvg weight every reply equally (``DP_WEIGHT_KEY``).
+defense makes FedAvg weight every reply equally (``DP_WEIGHT_KEY``). Every clipping path passes
+a zero update through unchanged (:mod:`defenses.clipping`; Flower's own divides by its norm).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from defenses.accounting import noise_for_epsilon
 from defenses.base import ClientMod, Defense
+from defenses.clipping import ZeroSafeClipping, zero_safe_clipping_mod
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import train_only
@@ -78,8 +80,14 @@ class _AccountedAdaptive:
         return arrays, metrics
 
 
-class AccountedServerSideAdaptiveClipping(_AccountedAdaptive, DifferentialPrivacyServerSideAdaptiveClipping):
-    """Flower's server-side adaptive clipping with an RDP accountant."""
+class ZeroSafeServerSideFixedClipping(ZeroSafeClipping, DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed clipping, passing a zero update through unchanged."""
+
+
+class AccountedServerSideAdaptiveClipping(
+    _AccountedAdaptive, ZeroSafeClipping, DifferentialPrivacyServerSideAdaptiveClipping
+):
+    """Flower's server-side adaptive clipping with an RDP accountant, passing a zero update through unchanged."""
 
 
 class AccountedClientSideAdaptiveClipping(_AccountedAdaptive, DifferentialPrivacyClientSideAdaptiveClipping):
@@ -113,8 +121,9 @@ class DpCentralDefense(Defense):
         self._restored: dict[str, object] | None = None
 
     def client_mods(self) -> list[ClientMod]:
-        clip = {"client-fixed": [train_only(fixedclipping_mod)], "client-adaptive": [train_only(adaptiveclipping_mod)]}
-        return [*clip.get(self.clipping, []), uniform_weight_mod]
+        clip = {"client-fixed": fixedclipping_mod, "client-adaptive": adaptiveclipping_mod}.get(self.clipping)
+        mods = [train_only(zero_safe_clipping_mod(clip))] if clip is not None else []
+        return [*mods, uniform_weight_mod]
 
     def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int) -> Any:
         """Wrap a FedAvg-family ``strategy``; it is switched to uniform weights (``DP_WEIGHT_KEY``)."""
@@ -139,7 +148,7 @@ class DpCentralDefense(Defense):
             self._accountant.load_state_dict(self._restored)
         if self.clipping in ("server-fixed", "client-fixed"):
             wrapper = (
-                DifferentialPrivacyServerSideFixedClipping
+                ZeroSafeServerSideFixedClipping
                 if self.clipping == "server-fixed"
                 else DifferentialPrivacyClientSideFixedClipping
             )

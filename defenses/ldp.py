@@ -19,6 +19,7 @@ from flwr.clientapp.mod import LocalDpMod
 
 from defenses.accounting import gaussian_epsilon
 from defenses.base import ClientMod, Defense, LocalTraining
+from defenses.clipping import ZeroSafeClipping
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import train_only
@@ -32,8 +33,12 @@ def ldp_noise_multiplier(*, epsilon: float, delta: float) -> float:
     return math.sqrt(2 * math.log(1.25 / delta)) / epsilon
 
 
+class ZeroSafeLocalDpMod(ZeroSafeClipping, LocalDpMod):
+    """Flower's ``LocalDpMod`` passing a zero update through its clipping (noise is still added)."""
+
+
 class LdpDefense(Defense):
-    """Clip and noise every client's update on the client (Flower's ``LocalDpMod``)."""
+    """Clip and noise every client's update on the client (Flower's ``LocalDpMod``, zero-safe)."""
 
     name = "ldp"
 
@@ -49,7 +54,7 @@ class LdpDefense(Defense):
         self.delta = delta
 
     def client_mods(self) -> list[ClientMod]:
-        mod = LocalDpMod(self.clipping_norm, self.sensitivity, self.epsilon, self.delta)
+        mod = ZeroSafeLocalDpMod(self.clipping_norm, self.sensitivity, self.epsilon, self.delta)
         return [train_only(mod)]
 
     def finish_local_training(

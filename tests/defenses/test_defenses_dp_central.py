@@ -7,7 +7,6 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
     FedMedian,
 )
@@ -18,6 +17,7 @@ from defenses.dp_central import (
     DP_WEIGHT_KEY,
     AccountedClientSideAdaptiveClipping,
     AccountedServerSideAdaptiveClipping,
+    ZeroSafeServerSideFixedClipping,
     uniform_weight_mod,
 )
 from fl.errors import ConfigError
@@ -48,7 +48,7 @@ def _updates(seed: int, scale: float = 1e-3) -> list[np.ndarray]:
 @pytest.mark.parametrize(
     ("clipping", "wrapper"),
     [
-        ("server-fixed", DifferentialPrivacyServerSideFixedClipping),
+        ("server-fixed", ZeroSafeServerSideFixedClipping),
         ("client-fixed", DifferentialPrivacyClientSideFixedClipping),
         ("adaptive", AccountedServerSideAdaptiveClipping),
         ("client-adaptive", AccountedClientSideAdaptiveClipping),
