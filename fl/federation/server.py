@@ -132,6 +132,8 @@ class FederationServer:
     def run(self, grid: Grid) -> Checkpoint:
         spec = self.spec
         ckpt = Checkpoint.load(self.run_dir) if self.resume and Checkpoint.exists(self.run_dir) else None
+        if ckpt is not None:  # safetensors sorts keys; Flower's DP wrappers pair arrays by position
+            ckpt.weights = {k: ckpt.weights[k] for k in self.initial_weights}
         ckpt = ckpt or Checkpoint(weights=self.initial_weights)
         if ckpt.defense_state and hasattr(self.defense, "load_state_dict"):
             self.defense.load_state_dict(ckpt.defense_state)

@@ -32,22 +32,24 @@ DATA = load_dataset("sample")
 SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 32, "depth": 2})
 
 
-def initial_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+def initial_weights(seed: int = 0, spec: ModelSpec = SPEC) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return {k: v.clone() for k, v in SPEC.build().state_dict().items()}
+    return {k: v.clone() for k, v in spec.build().state_dict().items()}
 
 
-def federate(tmp_path, *, clients: int = 4, rounds: int = 2, settings: TrainSettings, defense=None, **kw):
+def federate(
+    tmp_path, *, clients: int = 4, rounds: int = 2, settings: TrainSettings, defense=None, model: ModelSpec = SPEC, **kw
+):
     """Run a federation in-process; returns the finished server."""
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     faults = kw.pop("faults", frozenset())
-    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults)
-    spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
+    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults)
+    spec = ServerSpec(model=model, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
     server = FederationServer(
-        spec=spec, run_dir=tmp_path, initial_weights=initial_weights(), test_data=(DATA.images, DATA.labels),
+        spec=spec, run_dir=tmp_path, initial_weights=initial_weights(spec=model), test_data=(DATA.images, DATA.labels),
         defense=defense, resume=kw.get("stop_after_round", 0) == 0 and (tmp_path / "checkpoint").exists(),
     )
-    CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
+    CaptureWriter(tmp_path, model).write_partitions("sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(client, defense), clients))
     return server
 
@@ -112,6 +114,19 @@ def test_federation_resume_after_kill_matches_uninterrupted_run_and_survives_a_f
     assert [h["accuracy"] for h in resumed.result.history] == [h["accuracy"] for h in full.result.history]
     failed = {h["round"]: h["failed"] for h in full.result.history}
     assert failed == {1: [], 2: [next(iter(faults))[1]], 3: []}
+
+
+def test_federation_resume_under_central_dp_sends_weights_in_the_model_order(tmp_path):
+    """Flower's DP strategies pair arrays by position; a checkpoint loads its keys sorted (1, 10, 13, 4, 7)."""
+    from defenses import DefenseConfig, build_defense
+
+    deep = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 8, "depth": 4})
+    settings = TrainSettings(local_steps=1, batch_size=8, lr=0.1)
+    config = DefenseConfig(name="dp-central", noise_multiplier=0.5, clipping_norm=1.0)
+    federate(tmp_path / "cut", rounds=2, settings=settings, model=deep, defense=build_defense(config), stop_after_round=1)
+    resumed = federate(tmp_path / "cut", rounds=2, settings=settings, model=deep, defense=build_defense(config))
+    assert resumed.result.server_round == 2
+    assert list(resumed.result.weights) == list(initial_weights(spec=deep))
 
 
 def test_federation_bad_server_options_fail_with_one_clear_line():
