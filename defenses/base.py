@@ -73,8 +73,8 @@ class Defense:
         """
         return []
 
-    def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int) -> Any:
-        """Wrap the server's Flower strategy (Message API)."""
+    def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int, seed: int = 0) -> Any:
+        """Wrap the server's Flower strategy (Message API); ``seed`` is the federation's, for server-side noise."""
         return strategy
 
     def server_metrics(self) -> dict[str, float]:

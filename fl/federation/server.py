@@ -140,7 +140,9 @@ class FederationServer:
         writer = CaptureWriter(self.run_dir, spec.model) if spec.capture != "none" else None
         inner = build_strategy(spec)
         if self.defense is not None:
-            inner = self.defense.wrap_strategy(inner, num_rounds=spec.num_rounds, clients_per_round=spec.clients_per_round)
+            inner = self.defense.wrap_strategy(
+                inner, num_rounds=spec.num_rounds, clients_per_round=spec.clients_per_round, seed=spec.seed
+            )
         strategy = CuriousStrategy(inner, writer=writer)
         roster = discover_clients(grid, spec.timeout, spec.num_clients)
         self._planned = planned_rounds(spec.seed, spec.num_rounds, spec.num_clients, spec.clients_per_round)
@@ -185,9 +187,6 @@ class FederationServer:
         self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
     ) -> Exchange:
         """A Message API round: the strategy configures, clients train, the strategy aggregates."""
-        # Flower's DP wrappers draw noise from NumPy's global RNG: seed it per round so a resumed
-        # run draws the same noise as an uninterrupted one.
-        np.random.seed(derive_seed(self.spec.seed, "server-noise", server_round))
         node_of = {c: n for n, c in roster.items()}
         view = SampledGrid(grid, [node_of[c] for c in sampled])
         config = ConfigRecord(dict(self.spec.settings.to_config()))

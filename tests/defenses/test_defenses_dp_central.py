@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideFixedClipping,
     FedAvg,
     FedMedian,
 )
@@ -17,6 +16,7 @@ from defenses.dp_central import (
     DP_WEIGHT_KEY,
     AccountedClientSideAdaptiveClipping,
     AccountedServerSideAdaptiveClipping,
+    SeededClientSideFixedClipping,
     ZeroSafeServerSideFixedClipping,
     uniform_weight_mod,
 )
@@ -49,7 +49,7 @@ def _updates(seed: int, scale: float = 1e-3) -> list[np.ndarray]:
     ("clipping", "wrapper"),
     [
         ("server-fixed", ZeroSafeServerSideFixedClipping),
-        ("client-fixed", DifferentialPrivacyClientSideFixedClipping),
+        ("client-fixed", SeededClientSideFixedClipping),
         ("adaptive", AccountedServerSideAdaptiveClipping),
         ("client-adaptive", AccountedClientSideAdaptiveClipping),
     ],
@@ -70,7 +70,6 @@ def test_defenses_dp_central_noises_the_aggregate_only(flower, grid) -> None:
     strategy = defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=3)
     updates = _updates(0)
     updates[2] = updates[2] * (5 * clip / np.linalg.norm(updates[2]))  # one update above the clip
-    np.random.seed(0)
     aggregate, replies = _round(flower, grid, strategy, 1, updates)
     received = [next(iter(r.content.array_records.values())).to_numpy_ndarrays()[0] for r in replies]
     # individual replies: the first two untouched, the big one scaled down to the clip, none noised
@@ -105,11 +104,34 @@ def test_defenses_dp_central_epsilon_accumulates_and_restores(flower, grid) -> N
 def test_defenses_dp_central_adaptive_accounts_each_release(flower, grid) -> None:
     defense = build_defense(DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=0.05))
     strategy = defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=3)
-    np.random.seed(0)
     _round(flower, grid, strategy, 1, _updates(3))
     metrics = defense.server_metrics()
     assert metrics["releases"] == 1 and metrics["epsilon"] > 0
     assert metrics["clipping_norm"] != 1.0  # the bound adapted to the update norms
+
+
+@pytest.mark.parametrize("clipping", ["server-fixed", "adaptive"])
+def test_defenses_dp_central_noise_depends_on_seed_and_round_only(flower, grid, clipping: str) -> None:
+    def aggregate(seed: int, server_round: int) -> np.ndarray:
+        defense = build_defense(DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.05))
+        strategy = defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=3, seed=seed)
+        np.random.seed(server_round + 100 * seed)  # global state that must not matter
+        return _round(flower, grid, strategy, server_round, _updates(3))[0]
+
+    assert np.array_equal(aggregate(7, 1), aggregate(7, 1))
+    assert not np.array_equal(aggregate(7, 1), aggregate(8, 1))
+    assert not np.array_equal(aggregate(7, 1), aggregate(7, 2))
+
+
+def test_defenses_dp_central_adaptive_bound_survives_a_resume(flower, grid) -> None:
+    cfg = DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=0.05)
+    defense = build_defense(cfg)
+    _round(flower, grid, defense.wrap_strategy(_fedavg(), num_rounds=3, clients_per_round=3), 1, _updates(3))
+    resumed = build_defense(cfg)
+    resumed.load_state_dict(defense.state_dict())
+    resumed.wrap_strategy(_fedavg(), num_rounds=3, clients_per_round=3)
+    assert resumed.server_metrics() == defense.server_metrics()
+    assert resumed.server_metrics()["clipping_norm"] != 1.0
 
 
 def test_defenses_dp_central_adaptive_names_the_count_noise_it_needs() -> None:

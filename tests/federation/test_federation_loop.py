@@ -9,6 +9,7 @@ capture point of the federation itself: after client mods, before server-side cl
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -116,17 +117,47 @@ def test_federation_resume_after_kill_matches_uninterrupted_run_and_survives_a_f
     assert failed == {1: [], 2: [next(iter(faults))[1]], 3: []}
 
 
-def test_federation_resume_under_central_dp_sends_weights_in_the_model_order(tmp_path):
-    """Flower's DP strategies pair arrays by position; a checkpoint loads its keys sorted (1, 10, 13, 4, 7)."""
+DEEP = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 8, "depth": 4})  # keys sort as 1, 10, 13, 4, 7
+DP_SETTINGS = TrainSettings(local_steps=1, batch_size=8, lr=0.1)
+
+
+def _dp_central(clipping: str = "server-fixed"):
     from defenses import DefenseConfig, build_defense
 
-    deep = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 8, "depth": 4})
-    settings = TrainSettings(local_steps=1, batch_size=8, lr=0.1)
-    config = DefenseConfig(name="dp-central", noise_multiplier=0.5, clipping_norm=1.0)
-    federate(tmp_path / "cut", rounds=2, settings=settings, model=deep, defense=build_defense(config), stop_after_round=1)
-    resumed = federate(tmp_path / "cut", rounds=2, settings=settings, model=deep, defense=build_defense(config))
-    assert resumed.result.server_round == 2
-    assert list(resumed.result.weights) == list(initial_weights(spec=deep))
+    count_noise = {"clipped_count_stddev": 1.0} if clipping == "adaptive" else {}
+    return build_defense(DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.5, clipping_norm=1.0, **count_noise))
+
+
+@pytest.mark.parametrize("clipping", ["server-fixed", "adaptive"])
+def test_federation_resume_under_central_dp_matches_uninterrupted_run(tmp_path, clipping):
+    """Same noise, accountant and (adaptive) clipping bound after a resume; weights back in the model's key order
+    (Flower's DP strategies pair arrays by position, a checkpoint loads its keys sorted)."""
+    full_defense = _dp_central(clipping)
+    full = federate(tmp_path / "full", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=full_defense)
+    federate(tmp_path / "cut", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=_dp_central(clipping), stop_after_round=1)
+    resumed_defense = _dp_central(clipping)
+    resumed = federate(tmp_path / "cut", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=resumed_defense)
+    assert resumed.result.server_round == 3
+    assert list(resumed.result.weights) == list(initial_weights(spec=DEEP))
+    for k, w in full.result.weights.items():
+        assert torch.equal(resumed.result.weights[k], w), k
+    assert [h["epsilon"] for h in resumed.result.history] == [h["epsilon"] for h in full.result.history]
+    assert resumed_defense.server_metrics() == full_defense.server_metrics()
+    if clipping == "adaptive":
+        assert full_defense.server_metrics()["clipping_norm"] != 1.0  # the bound adapted, and was restored
+
+
+def test_federation_central_dp_does_not_depend_on_global_rng_state(tmp_path):
+    """Two runs with the same seed are identical, whatever Python's and NumPy's global RNGs hold: Flower
+    orders the train messages with ``random``, and in-process clients reseed NumPy's global RNG."""
+    weights = []
+    for run, state in enumerate((1, 2)):
+        random.seed(state)
+        np.random.seed(state)
+        server = federate(tmp_path / str(run), rounds=2, settings=DP_SETTINGS, model=DEEP, defense=_dp_central())
+        weights.append(server.result.weights)
+    for k, w in weights[0].items():
+        assert torch.equal(weights[1][k], w), k
 
 
 def test_federation_bad_server_options_fail_with_one_clear_line():
@@ -149,7 +180,7 @@ class FlowerDefense:
     def client_mods(self):
         return self.mods
 
-    def wrap_strategy(self, strategy, *, num_rounds, clients_per_round):
+    def wrap_strategy(self, strategy, *, num_rounds, clients_per_round, seed=0):
         return self.wrap(strategy, clients_per_round) if self.wrap else strategy
 
     def prepare_local_training(self, training, *, client_state, seed):
