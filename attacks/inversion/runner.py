@@ -49,6 +49,7 @@ class InversionConfig:
     restarts: int = 1  # attack restarts (IG family)
     tv_weight: float | None = None  # total-variation weight (None: each attack's default)
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
+    mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     seed: int = 0  # model weights, client RNGs and attack initialisations
     lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
     lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
@@ -65,6 +66,8 @@ class InversionConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.mask_step_size is not None and self.mask_step_size <= 0:
+            raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
         if not self.attacks:
             raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
         for name in self.attacks:
@@ -81,7 +84,7 @@ class InversionConfig:
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
-                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg}
+                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 

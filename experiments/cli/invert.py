@@ -90,6 +90,8 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="Attack restarts.")
 @click.option("--tv-weight", type=click.FloatRange(min=0.0), default=None, help="TV prior weight [attack default].")
 @click.option("--mask-reg", type=click.FloatRange(min=0.0), default=None, help="DIA mask regulariser [1e-4].")
+@click.option("--mask-step-size", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="DIA Adam learning rate of the masks [0.1].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset root (default: $FEDLEAK_DATA or the user cache).")
 @click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -107,7 +109,7 @@ def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
-    restarts: int, tv_weight: float | None, mask_reg: float | None, data_dir: Path | None,
+    restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None, data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
     """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).
@@ -124,7 +126,7 @@ def invert(
     cfg = InversionConfig(
         dataset=dataset, split=split, model=model, model_options=model_options, dropout=dropout, attacks=attacks,
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
-        iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg,
+        iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         lpips_backbone=None if lpips_backbone is None else str(lpips_backbone),

@@ -64,3 +64,15 @@ def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
     assert res.exit_code == 2, res.output
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
+    from attacks.inversion.runner import InversionConfig
+    from fl.errors import ConfigError
+
+    cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, iters=7)
+    assert cfg.attack_overrides("dia") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5, "mask_reg": 1e-3,
+                                           "mask_step_size": 0.5}
+    assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
+    with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
+        InversionConfig(mask_step_size=-1.0)
