@@ -97,7 +97,8 @@ def figures(view: RunView) -> list[tuple[str, str, bytes]]:
                             "DIA optimizes the masks and is not. At p = 0 there are no masks, so DIA (like the "
                             "mask oracle) equals IG there; the grid runs only IG at p = 0, and the DIA line "
                             "starts at the smallest p > 0.", plots.psnr_vs_dropout(view.groups)),
-        ("roc", "Membership-inference ROC curves (log-log; the dashed diagonal is chance). Each setting trained "
+        ("roc", "Membership-inference ROC curves of the first seed of each setting (log-log; the dashed diagonal "
+                "is chance). Each setting trained "
                 "with DP has its (ε, δ)-DP bound on the TPR dotted in its curve's colour; zero rates are drawn "
                 "at half the smallest non-zero FPR, where the axes start.",
          plots.roc_curves(view.groups, view.run_dir, view.records)),
