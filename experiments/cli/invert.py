@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from datetime import datetime
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from experiments.cli.params import model_option
 from experiments.cli.state import SEED, get_state
 from experiments.tables import format_table
 
@@ -53,26 +53,12 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     return names
 
 
-def _options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in value:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. bias=true)")
-        try:
-            out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 @click.command("invert")
 @click.option("--attack", "attacks", multiple=True, callback=_attacks,
               help="Attack(s): dlg, idlg, ig, dia, oracle, analytic; repeat or comma-separate. "
               "Default: ig,dia,oracle (ig alone at dropout 0).")
 @click.option("--model", default="mlp", show_default=True, help="Model from `fedleak models`.")
-@click.option("--model-option", "model_options", multiple=True, callback=_options, metavar="KEY=VALUE",
-              help="Model option, e.g. bias=true or width=32 (repeatable).")
+@model_option
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.25, show_default=True,
               help="Dropout rate p of the client's model.")
 @click.option("--dataset", default="cifar10", show_default=True, help="Dataset from `fedleak datasets`.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from experiments.cli.params import model_option
 from experiments.cli.state import get_state
 
 
@@ -25,27 +26,6 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
             f"FPR {bad[0] if bad else value!r} is outside (0, 1); e.g. 0.001,0.01"
         )
     return fprs
-
-
-def _options(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. width=16)")
-        value: object = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        out[key] = value
-    return out
 
 
 @click.command("mia")
@@ -88,13 +68,7 @@ def _options(
 @click.option(
     "--norm", type=click.Choice(["group", "batch", "none"]), default="group", show_default=True
 )
-@click.option(
-    "--model-option",
-    "model_options",
-    multiple=True,
-    callback=_options,
-    help="Model option KEY=VALUE, e.g. width=16.",
-)
+@model_option
 @click.option(
     "--dropout",
     type=float,

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from experiments.cli.params import model_option
 from experiments.cli.state import get_state
 
 DEFENSE_CHOICES = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
@@ -54,6 +55,7 @@ def _defense_options(f: Any) -> Any:
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fmnist, cifar10, cifar100 or sample.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default $FEDLEAK_DATA).")
 @click.option("--model", default="mlp", show_default=True, help="A model of `fedleak models`.")
+@model_option
 @click.option("--norm", type=click.Choice(["batch", "group", "none"]), default=None, help="Normalisation variant.")
 @click.option("--clients", type=int, default=10, show_default=True)
 @click.option("--fraction", type=float, default=1.0, show_default=True, help="Share of clients sampled per round.")
@@ -105,6 +107,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
     cfg = SimulationConfig(
         dataset=kw["dataset"],
         model=kw["model"],
+        model_options=kw["model_options"],
         norm=kw["norm"],
         clients=kw["clients"],
         fraction=kw["fraction"],

@@ -44,6 +44,7 @@ class SimulationConfig:
 
     dataset: str = "mnist"  # --dataset
     model: str = "mlp"  # --model (a key of fl.models.MODELS)
+    model_options: dict[str, Any] = field(default_factory=dict)  # --model-option KEY=VALUE (e.g. bias=true)
     norm: str | None = None  # --norm batch|group|none (group: the DP-ready variant)
     clients: int = 10  # --clients: virtual clients (Flower SuperNodes)
     fraction: float = 1.0  # --fraction: share sampled per round, in (0, 1]
@@ -71,6 +72,8 @@ class SimulationConfig:
             raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.clients < 1 or self.rounds < 1:
             raise ConfigError(f"--clients and --rounds must be >= 1, got {self.clients} and {self.rounds}")
+        if taken := sorted({"dropout", "norm"} & set(self.model_options)):
+            raise ConfigError(f"--model-option {taken[0]}=... is set by --{taken[0]} (or the dropout defense), not as a model option")
         if self.client_examples < 0:
             raise ConfigError(f"--client-examples must be >= 0 (0 = all), got {self.client_examples}")
         if self.attack_iters < 1:

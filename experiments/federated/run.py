@@ -36,8 +36,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
-    """The federated model with the defense's overrides (dropout rate, placement)."""
-    overrides = dict(defense.model_overrides())
+    """The federated model: the user's model options, then the defense's overrides (dropout rate, placement)."""
+    overrides = {**cfg.model_options, **defense.model_overrides()}
     dropout = float(overrides.pop("dropout", 0.0))
     return ModelSpec(cfg.model, tuple(shape), num_classes, dropout=dropout, norm=cfg.norm, options=overrides)
 

@@ -36,6 +36,29 @@ def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_pat
     assert json.loads((tmp_path / "config.json").read_text())["engine"] == "inline"
 
 
+def test_federation_simulate_model_options_build_the_federated_model(tmp_path):
+    from fl.federation.capture import CaptureStore
+
+    args = ["--rounds", "1", "--model-option", "bias=true", "--model-option", "hidden=16", "--capture", "all",
+            "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*BASE, *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["model_options"] == {"bias": True, "hidden": 16}
+    store = CaptureStore(tmp_path)
+    weights = store.load(1, store.clients(1)[0]).weights_before
+    assert weights["1.bias"].shape == (16,) and weights["1.weight"].shape[0] == 16
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("dropout=0.5", "--model-option dropout=... is set by --dropout"), ("colour=red", "colour"), ("bias", "is not KEY=VALUE")],
+)
+def test_federation_simulate_bad_model_option_is_one_line_exit_2(tmp_path, option, message):
+    result = CliRunner().invoke(cli, [*BASE, "--model-option", option, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
 def test_federation_simulate_bad_accountant_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(cli, [*BASE, "--defense", "dp-local", "--accountant", "gdp", "--out", str(tmp_path)])
     assert result.exit_code == 2
