@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from experiments.cli.params import lpips_options
 from experiments.cli.state import get_state
 
 
@@ -18,11 +19,7 @@ from experiments.cli.state import get_state
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Torch CPU threads for the optimization (0 = torch's default).")
-@click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.")
-@click.option("--lpips-backbone", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="torchvision's AlexNet ImageNet state dict for LPIPS, a local file "
-              "(not needed when --lpips-weights holds a whole lpips.LPIPS state dict).")
+@lpips_options
 @click.pass_context
 def attack(
     ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.params import model_option
+from experiments.cli.params import lpips_options, model_option
 from experiments.cli.state import SEED, get_state
 from experiments.tables import format_table
 
@@ -80,11 +80,7 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="DIA Adam learning rate of the masks [0.1].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset root (default: $FEDLEAK_DATA or the user cache).")
-@click.option("--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.")
-@click.option("--lpips-backbone", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="torchvision's AlexNet ImageNet state dict for LPIPS, a local file "
-              "(not needed when --lpips-weights holds a whole lpips.LPIPS state dict).")
+@lpips_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [runs/invert-<time>].")
 @click.option("--resume", is_flag=True, help="Continue a run in --out, skipping attacks already done.")
