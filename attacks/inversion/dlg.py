@@ -62,6 +62,7 @@ class DeepLeakage:
         start = time.perf_counter()
         victims = prepare([obs], [seed], device=device, distance="l2")
         matcher, params = victims.matcher, victims.params
+        matcher.eager = True  # one victim, plain autograd outside (L-BFGS)
         target = {k: t[0] for k, t in victims.targets.items()}
         y = victims.labels[0]
         gen = torch.Generator().manual_seed(seed)

@@ -6,14 +6,16 @@ data box [0, 1] after every step, several restarts of which the one with the low
 gradient distance is kept. DIA (Scheliga et al., AAAI 2023) adds one real-valued mask per
 dropout site per sample, initialised from Bernoulli(1 - p), clamped to [0, 1] and pulled
 towards the dropout rate by ``mask_reg``. All victims and restarts run as one batch through
-``torch.func.vmap``.
+``torch.func.vmap``; a lone victim with one restart runs on plain autograd instead
+(``Matcher.eager``), which computes the same objective with less dispatch overhead.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -21,7 +23,7 @@ from torch.func import grad_and_value, vmap
 from tqdm.auto import tqdm
 
 from attacks.inversion.base import InversionResult
-from attacks.inversion.matching import mask_regularizer, total_variation
+from attacks.inversion.matching import eager_grad_and_value, mask_regularizer, total_variation
 from attacks.inversion.victims import Victims
 
 MaskMode = Literal["eval", "learn", "given"]
@@ -54,6 +56,7 @@ def adam_inversion(
     params_dim = 0 if victims.stacked else None
     params = _expand(victims.params, r) if victims.stacked else victims.params
     matcher, p = victims.matcher, o.dropout
+    matcher.eager = v * r == 1
 
     def objective(x, learned, y, target, params, given):
         match = matcher.loss(params, x, y, {**learned, **given}, target)
@@ -62,7 +65,13 @@ def adam_inversion(
             total = total + s.mask_reg * mask_regularizer(learned, p)
         return total, match
 
-    step = vmap(grad_and_value(objective, argnums=(0, 1), has_aux=True), in_dims=(0, 0, 0, 0, params_dim, 0))
+    in_dims = (0, 0, 0, 0, params_dim, 0)
+    if matcher.eager:
+        step = _one_victim(eager_grad_and_value(objective, argnums=(0, 1), has_aux=True, create_graph=False), in_dims)
+        evaluate = _one_victim(lambda *a: objective(*a)[1], in_dims)
+    else:
+        step = vmap(grad_and_value(objective, argnums=(0, 1), has_aux=True), in_dims=in_dims)
+        evaluate = vmap(lambda *a: objective(*a)[1], in_dims=in_dims)
     groups = [{"params": [x], "lr": s.step_size}]
     if m:
         groups.append({"params": list(m.values()), "lr": s.mask_step_size})
@@ -89,7 +98,7 @@ def adam_inversion(
             bar.set_postfix(loss=f"{float(match.mean()):.4g}")
     bar.close()
     with torch.no_grad():
-        final = vmap(lambda *a: objective(*a)[1], in_dims=(0, 0, 0, 0, params_dim, 0))(x, m, labels, targets, params, fixed)
+        final = evaluate(x, m, labels, targets, params, fixed)
     elapsed = time.perf_counter() - start
     best = final.reshape(r, v).argmin(0)  # kept restart per victim
     losses = torch.stack(trace_loss).reshape(len(trace_iter), r, v) if trace_loss else None
@@ -110,6 +119,25 @@ def adam_inversion(
             )
         )
     return results
+
+
+def _one_victim(fn: Callable, in_dims: tuple[int | None, ...]) -> Callable:
+    """What ``vmap(fn, in_dims)`` computes for a batch of one, without vmap (plain autograd)."""
+
+    def call(*args: Any) -> Any:
+        first = (a if d is None else _map(lambda t: t[0], a) for a, d in zip(args, in_dims, strict=True))
+        return _map(lambda t: t.detach().unsqueeze(0), fn(*first))
+
+    return call
+
+
+def _map(f: Callable[[Tensor], Tensor], tree: Any) -> Any:
+    """Apply ``f`` to every tensor in nested tuples and dicts."""
+    if isinstance(tree, Tensor):
+        return f(tree)
+    if isinstance(tree, dict):
+        return {k: _map(f, v) for k, v in tree.items()}
+    return tuple(_map(f, v) for v in tree)
 
 
 def _initial(victims: Victims, restarts: int, *, learn_masks: bool) -> tuple[Tensor, dict[str, Tensor]]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import grad
+from torch.func import grad, grad_and_value
 
+from attacks.inversion.matching import eager_grad_and_value
 from attacks.inversion.victims import prepare
 from fl.models import dropout_sites
 
@@ -51,6 +52,33 @@ def test_ghost_inner_products_equal_the_plain_gradient_distance(make_obs, model,
     g_fast = grad(lambda c: _loss(fast, c, masks))(cand)
     g_plain = grad(lambda c: _loss(plain, c, masks))(cand)
     assert torch.allclose(g_fast, g_plain, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "client"),
+    [
+        ("mlp", {"hidden": 32, "depth": 2, "bias": True}, {}),
+        ("vit", {"dim": 32, "depth": 1, "heads": 4, "mlp_dim": 32}, {}),
+        ("mlp", {"hidden": 32, "depth": 2}, {"kind": "delta", "local_steps": 2, "lr": 0.5}),
+    ],
+)
+def test_eager_autograd_replay_equals_torch_func(make_obs, model, options, client) -> None:
+    """The single-victim path (plain autograd) computes the loss and gradients of the vmap path."""
+    x, y = torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([6])
+    obs = make_obs(x, y, model=model, options=options, dtype=torch.float64, known_labels=True, **client)
+    cand = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    masks = {k: torch.rand(m.shape, dtype=torch.float64) for k, m in obs.true_masks.items()}
+    victims = prepare([obs], [0], device=torch.device("cpu"))
+    values = {}
+    for eager in (False, True):
+        victims.matcher.eager = eager
+        step = (eager_grad_and_value if eager else grad_and_value)(lambda c, m: _loss(victims, c, m), argnums=(0, 1))
+        values[eager] = step(cand, masks)
+    (gx_f, gm_f), loss_f = values[False]
+    (gx_e, gm_e), loss_e = values[True]
+    assert float(loss_f) > 1e-3 and torch.allclose(loss_e, loss_f, atol=1e-12)
+    assert gx_f.abs().max() > 0 and torch.allclose(gx_e, gx_f, atol=1e-12)
+    assert all(torch.allclose(gm_e[k], gm_f[k], atol=1e-12) for k in masks)
 
 
 def test_multi_step_delta_is_unrolled_not_treated_as_one_gradient(make_obs) -> None:
