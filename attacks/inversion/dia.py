@@ -32,7 +32,7 @@ class DIAConfig(IGConfig):
         return LoopSettings(
             iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
             mask_reg=self.mask_reg, mask_step_size=self.mask_step_size, mask_signed=self.mask_signed,
-            log_every=self.log_every,
+            lr_decay_at=tuple(self.lr_decay_at), log_every=self.log_every,
         )
 
 

@@ -14,7 +14,13 @@ import torch
 
 from attacks.inversion.base import ATTACKS, InversionResult
 from attacks.inversion.observation import Observation
-from attacks.inversion.optim import LoopSettings, MaskMode, adam_inversion
+from attacks.inversion.optim import (
+    IG_LR_DECAY_AT,
+    LoopSettings,
+    MaskMode,
+    adam_inversion,
+    check_lr_decay_at,
+)
 from attacks.inversion.victims import group, prepare, victim_seeds
 
 
@@ -27,12 +33,16 @@ class IGConfig:
     restarts: int = 1  # independent initialisations; the lowest final gradient distance wins
     tv_weight: float = 1e-4  # weight of the total-variation prior
     seed: int = 0  # seeds the initial images (victim k uses derive_seed(seed, "victim", k))
+    lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT  # fractions of iters where the learning rates drop 10x
     log_every: int = 10  # trace resolution in iterations
+
+    def __post_init__(self) -> None:
+        check_lr_decay_at(tuple(self.lr_decay_at))
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
             iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
-            log_every=self.log_every,
+            lr_decay_at=tuple(self.lr_decay_at), log_every=self.log_every,
         )
 
 

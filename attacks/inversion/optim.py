@@ -1,7 +1,7 @@
 """The optimization loop shared by Inverting Gradients, DIA and the oracle-mask bound.
 
 Inverting Gradients (Geiping et al., NeurIPS 2020): Adam on the sign of the image gradient,
-learning rate decayed by 0.1 at 3/8, 5/8 and 7/8 of the iterations, images clamped to the
+learning rate decayed by 0.1 at 3/8, 5/8 and 7/8 of the iterations (``lr_decay_at``), images clamped to the
 data box [0, 1] after every step, several restarts of which the one with the lowest final
 gradient distance is kept. DIA (Scheliga et al., AAAI 2023) adds one real-valued mask per
 dropout site per sample, initialised from Bernoulli(1 - p), clamped to [0, 1] and pulled
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
@@ -25,8 +26,23 @@ from tqdm.auto import tqdm
 from attacks.inversion.base import InversionResult
 from attacks.inversion.matching import eager_grad_and_value, mask_regularizer, total_variation
 from attacks.inversion.victims import Victims
+from fl.errors import ConfigError
 
 MaskMode = Literal["eval", "learn", "given"]
+IG_LR_DECAY_AT = (3 / 8, 5 / 8, 7 / 8)  # Inverting Gradients' schedule, as fractions of the iterations
+
+
+def check_lr_decay_at(fractions: tuple[float, ...]) -> None:
+    """Refuse a schedule that is not strictly increasing fractions in (0, 1)."""
+    if any(not 0.0 < f < 1.0 for f in fractions) or any(a >= b for a, b in pairwise(fractions)):
+        raise ConfigError(
+            f"lr_decay_at (--lr-decay-at) must be strictly increasing fractions of the iterations in (0, 1), got {fractions}"
+        )
+
+
+def decay_milestones(iters: int, fractions: tuple[float, ...]) -> list[int]:
+    """Iterations after which the learning rates drop 10x (``MultiStepLR`` milestones)."""
+    return [int(iters * f) for f in fractions]
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ class LoopSettings:
     mask_reg: float = 0.0
     mask_step_size: float = 0.1
     mask_signed: bool = False
+    lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT
     log_every: int = 10
 
 
@@ -72,12 +89,7 @@ def adam_inversion(
     else:
         step = vmap(grad_and_value(objective, argnums=(0, 1), has_aux=True), in_dims=in_dims)
         evaluate = vmap(lambda *a: objective(*a)[1], in_dims=in_dims)
-    groups = [{"params": [x], "lr": s.step_size}]
-    if m:
-        groups.append({"params": list(m.values()), "lr": s.mask_step_size})
-    opt = torch.optim.Adam(groups)
-    milestones = [int(s.iters * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    opt, sched = make_optimizer(x, m, s)
     trace_iter: list[int] = []
     trace_loss: list[Tensor] = []
     bar = tqdm(range(s.iters), desc=attack, disable=not progress, leave=False, dynamic_ncols=True)
@@ -119,6 +131,18 @@ def adam_inversion(
             )
         )
     return results
+
+
+def make_optimizer(
+    x: Tensor, masks: dict[str, Tensor], s: LoopSettings
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR]:
+    """Adam over the images (``step_size``) and the masks (``mask_step_size``), both decayed 10x
+    at the ``lr_decay_at`` fractions of the iterations."""
+    groups = [{"params": [x], "lr": s.step_size}]
+    if masks:
+        groups.append({"params": list(masks.values()), "lr": s.mask_step_size})
+    opt = torch.optim.Adam(groups)
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=decay_milestones(s.iters, s.lr_decay_at), gamma=0.1)
 
 
 def _one_victim(fn: Callable, in_dims: tuple[int | None, ...]) -> Callable:

@@ -22,6 +22,7 @@ from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
 from attacks.inversion.lpips import LPIPS, load_lpips
 from attacks.inversion.observation import Observation, observe_client
+from attacks.inversion.optim import check_lr_decay_at
 from attacks.inversion.plots import save_grid
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
@@ -50,6 +51,7 @@ class InversionConfig:
     tv_weight: float | None = None  # total-variation weight (None: each attack's default)
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
+    lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
     seed: int = 0  # model weights, client RNGs and attack initialisations
     lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
     lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
@@ -68,6 +70,8 @@ class InversionConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.mask_step_size is not None and self.mask_step_size <= 0:
             raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
+        if self.lr_decay_at is not None:
+            check_lr_decay_at(tuple(self.lr_decay_at))
         if not self.attacks:
             raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
         for name in self.attacks:
@@ -84,7 +88,8 @@ class InversionConfig:
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
-                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size}
+                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
+                  "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at)}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 

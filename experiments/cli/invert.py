@@ -43,6 +43,17 @@ def _indices(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
         raise click.BadParameter(f"{exc} (expected e.g. 0..7 or 0,3,5)") from None
 
 
+def _lr_decay_at(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in value.split(","))  # checked by InversionConfig
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of fractions like 0.75,0.9 (or 'none')") from None
+
+
 def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
     from attacks.inversion import ATTACKS
 
@@ -78,6 +89,9 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--mask-reg", type=click.FloatRange(min=0.0), default=None, help="DIA mask regulariser [1e-4].")
 @click.option("--mask-step-size", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="DIA Adam learning rate of the masks [0.1].")
+@click.option("--lr-decay-at", callback=_lr_decay_at, default=None, metavar="FRACTIONS",
+              help="Fractions of --iters after which the attack's learning rates drop 10x, e.g. 0.75,0.9; "
+              "'none' keeps them constant [0.375,0.625,0.875, Inverting Gradients].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset root (default: $FEDLEAK_DATA or the user cache).")
 @lpips_options
@@ -91,7 +105,8 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
-    restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None, data_dir: Path | None,
+    restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None,
+    lr_decay_at: tuple[float, ...] | None, data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
     """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).
@@ -109,6 +124,7 @@ def invert(
         dataset=dataset, split=split, model=model, model_options=model_options, dropout=dropout, attacks=attacks,
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
+        lr_decay_at=lr_decay_at,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         lpips_backbone=None if lpips_backbone is None else str(lpips_backbone),

@@ -48,6 +48,27 @@ def test_batched_victims_give_the_sequential_results(make_obs) -> None:
         assert all(torch.allclose(alone.masks[s], batched[k].masks[s], atol=1e-6) for s in alone.masks)
 
 
+def test_lr_decay_at_sets_when_the_learning_rates_drop() -> None:
+    from attacks.inversion.optim import LoopSettings, make_optimizer
+
+    def rates(**kw) -> list[tuple[float, float]]:
+        s = LoopSettings(iters=8, step_size=0.1, restarts=1, tv_weight=0.0, mask_step_size=0.5, **kw)
+        opt, sched = make_optimizer(torch.zeros(1, requires_grad=True), {"m": torch.zeros(1, requires_grad=True)}, s)
+        out = []
+        for _ in range(8):
+            out.append(tuple(round(g["lr"], 8) for g in opt.param_groups))
+            opt.step()
+            sched.step()
+        return out
+
+    ig = rates()  # Inverting Gradients: 10x drops after iterations 3, 5 and 7 of 8
+    assert ig == [(0.1, 0.5)] * 3 + [(0.01, 0.05)] * 2 + [(0.001, 0.005)] * 2 + [(0.0001, 0.0005)]
+    assert rates(lr_decay_at=(0.75,)) == [(0.1, 0.5)] * 6 + [(0.01, 0.05)] * 2
+    assert rates(lr_decay_at=()) == [(0.1, 0.5)] * 8
+    with pytest.raises(ConfigError, match="lr_decay_at"):
+        attack_config("dia", lr_decay_at=(0.0, 0.5))
+
+
 def test_restarts_keep_the_best_final_distance(make_obs) -> None:
     obs = make_obs(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([5]))
     one = invert(obs, "ig", config=attack_config("ig", iters=10, restarts=1))

@@ -57,6 +57,8 @@ def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
         (["--model", "nope"], "unknown model 'nope'"),
         (["--attack", "analytic", "--dropout", "0"], "fully connected with a bias"),
         (["--index", "20"], "past the end of sample test (20 images)"),
+        (["--lr-decay-at", "0.9,0.5"], "(--lr-decay-at) must be strictly increasing fractions"),
+        (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
@@ -76,3 +78,6 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
         InversionConfig(mask_step_size=-1.0)
+    assert InversionConfig(lr_decay_at=(0.75, 0.9)).attack_overrides("ig")["lr_decay_at"] == (0.75, 0.9)
+    with pytest.raises(ConfigError, match=r"lr_decay_at .* must be strictly increasing .* got \(0.5, 1.0\)"):
+        InversionConfig(lr_decay_at=(0.5, 1.0))
