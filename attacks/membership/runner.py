@@ -111,10 +111,14 @@ def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
 
 
 def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
+    """What determines a trained model, resolved (``norm`` None is the model's default norm), so
+    equivalent configurations share cached shadows."""
+    from fl.models import model_options
+
     return {
         "dataset": cfg.dataset,
         "model": cfg.model,
-        "norm": cfg.norm,
+        "norm": cfg.norm if cfg.norm is not None else model_options(cfg.model).get("norm"),
         "model_options": dict(cfg.model_options),
         "dropout": cfg.dropout,
         "standardize": cfg.standardize,

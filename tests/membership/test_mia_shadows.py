@@ -52,6 +52,16 @@ def test_mia_cache_key_depends_on_config_and_data() -> None:
     assert base != cache_key({"epochs": 1}, x + 1, y)
 
 
+def test_mia_cache_key_resolves_the_default_norm() -> None:
+    """norm None means the model's default, so it shares shadows with that norm spelled out."""
+    from attacks.membership.config import MIAConfig
+    from attacks.membership.runner import _key_parts
+
+    assert _key_parts(MIAConfig(model="mlp", norm=None)) == _key_parts(MIAConfig(model="mlp", norm="none"))
+    assert _key_parts(MIAConfig(model="convnet", norm=None)) == _key_parts(MIAConfig(model="convnet", norm="batch"))
+    assert _key_parts(MIAConfig(model="convnet", norm=None)) != _key_parts(MIAConfig(model="convnet", norm="none"))
+
+
 def test_mia_vmap_training_fits_each_models_own_half() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 1, 8, 8, generator=gen)
