@@ -1,9 +1,9 @@
 """The optimization loop shared by Inverting Gradients, DIA and the oracle-mask bound.
 
 Inverting Gradients (Geiping et al., NeurIPS 2020): Adam on the sign of the image gradient,
-learning rate decayed by 0.1 at 3/8, 5/8 and 7/8 of the iterations (``lr_decay_at``), images clamped to the
-data box [0, 1] after every step, several restarts of which the one with the lowest final
-gradient distance is kept. DIA (Scheliga et al., AAAI 2023) adds one real-valued mask per
+learning rate decayed by 0.1 at 3/8, 5/8 and 7/8 of the iterations (``lr_decay_at``), images
+clamped to the data box [0, 1] after every step, several restarts of which the one with the
+lowest final gradient distance is kept. DIA (Scheliga et al., AAAI 2023) adds one real-valued mask per
 dropout site per sample, initialised from Bernoulli(1 - p), clamped to [0, 1] and pulled
 towards the dropout rate by ``mask_reg``. All victims and restarts run as one batch through
 ``torch.func.vmap``; a lone victim with one restart runs on plain autograd instead
