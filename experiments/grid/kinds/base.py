@@ -8,6 +8,7 @@ that package's entry point. A new kind is one subclass registered in :data:`CELL
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -91,7 +92,19 @@ class CellKind:
                 )
             values[self.budget_keys[key]] = self.budget_value(key, value, spec.where)
         values.update(spec.options)
-        return config_from_mapping(self.config_type(), values, where=spec.where)
+        try:
+            return config_from_mapping(self.config_type(), values, where=spec.where)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{self._budget_hint(spec, str(exc))}") from None
+
+    def _budget_hint(self, spec: CellSpec, message: str) -> str:
+        """Name the scenario's budget keys behind config fields that an error message mentions."""
+        renamed = [
+            f"{spec.where}.budget.{key} sets {self.budget_keys[key]!r}"
+            for key in spec.budget
+            if self.budget_keys[key] != key and re.search(rf"\b{re.escape(self.budget_keys[key])}\b", message)
+        ]
+        return f" ({'; '.join(renamed)})" if renamed else ""
 
     def budget_value(self, key: str, value: Any, where: str) -> Any:
         """Translate a budget value for its config field (identity by default)."""
