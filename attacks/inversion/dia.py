@@ -5,7 +5,9 @@ DIA optimizes one real-valued mask per dropout site per sample together with the
 masks start from Bernoulli(1 - p), are applied as ``x * M / (1 - p)``, clamped to [0, 1] and
 pulled towards the dropout rate by ``mask_reg * sum_sites (mean(1 - M) - p)^2``. Distance,
 prior and optimizer are those of Inverting Gradients. ``oracle`` runs IG with the client's
-true masks: the bound a mask-recovering attack can reach.
+true masks: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
+is handed the true masks of the sites it matches and learns the rest, which measures which
+dropout sites actually hide the data.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from attacks.inversion.base import ATTACKS
 from attacks.inversion.ig import IGConfig, OptimizationAttack
 from attacks.inversion.observation import Observation
-from attacks.inversion.optim import LoopSettings, MaskMode
+from attacks.inversion.optim import LoopSettings, MaskMode, check_given_sites
 from fl.errors import ConfigError
 
 
@@ -27,12 +29,17 @@ class DIAConfig(IGConfig):
     mask_reg: float = 1e-4  # pull of each mask's mean drop rate towards p
     mask_step_size: float = 0.1  # Adam learning rate of the masks
     mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
+    given_sites: str | None = None  # regex: sites whose true masks DIA is handed (analysis, like oracle)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_given_sites(self.given_sites)
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
             iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
             mask_reg=self.mask_reg, mask_step_size=self.mask_step_size, mask_signed=self.mask_signed,
-            lr_decay_at=tuple(self.lr_decay_at), log_every=self.log_every,
+            lr_decay_at=tuple(self.lr_decay_at), given_sites=self.given_sites, log_every=self.log_every,
         )
 
 

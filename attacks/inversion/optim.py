@@ -12,6 +12,7 @@ towards the dropout rate by ``mask_reg``. All victims and restarts run as one ba
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,16 @@ def check_lr_decay_at(fractions: tuple[float, ...]) -> None:
         )
 
 
+def check_given_sites(pattern: str | None) -> None:
+    """Refuse a ``given_sites`` pattern that is not a regular expression."""
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"given_sites (--given-sites) {pattern!r} is not a regular expression: {exc}") from None
+
+
 def decay_milestones(iters: int, fractions: tuple[float, ...]) -> list[int]:
     """Iterations after which the learning rates drop 10x (``MultiStepLR`` milestones)."""
     return [int(iters * f) for f in fractions]
@@ -57,6 +68,7 @@ class LoopSettings:
     mask_step_size: float = 0.1
     mask_signed: bool = False
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT
+    given_sites: str | None = None  # regex: dropout sites whose true masks a "learn" run is handed
     log_every: int = 10
 
 
@@ -67,8 +79,9 @@ def adam_inversion(
     start = time.perf_counter()
     o = victims.obs[0]
     v, r = len(victims.obs), s.restarts
-    x, m = _initial(victims, r, learn_masks=masks == "learn")
-    fixed = _expand(victims.true_masks(), r) if masks == "given" else {}
+    learned_shapes, given_keys = _mask_split(victims, masks, s.given_sites)
+    x, m = _initial(victims, r, learned_shapes)
+    fixed = {k: t for k, t in _expand(victims.true_masks(), r).items() if k in given_keys} if given_keys else {}
     labels, targets = _expand_one(victims.labels, r), _expand(victims.targets, r)
     params_dim = 0 if victims.stacked else None
     params = _expand(victims.params, r) if victims.stacked else victims.params
@@ -164,10 +177,31 @@ def _map(f: Callable[[Tensor], Tensor], tree: Any) -> Any:
     return tuple(_map(f, v) for v in tree)
 
 
-def _initial(victims: Victims, restarts: int, *, learn_masks: bool) -> tuple[Tensor, dict[str, Tensor]]:
-    """Uniform images and Bernoulli(1 - p) masks, drawn per victim from its own seed."""
+def _mask_split(victims: Victims, masks: MaskMode, given_sites: str | None) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """Shapes of the masks to learn, and the sites whose true masks are handed over.
+
+    ``eval``: neither. ``given``: all sites given (the oracle). ``learn``: all learned, except
+    the sites matching ``given_sites`` (a partial oracle: which sites' masks protect the data).
+    """
+    if masks == "eval":
+        return {}, set()
+    shapes = victims.mask_shapes()
+    if masks == "given":
+        return {}, set(shapes)
+    if given_sites is None:
+        return shapes, set()
+    given = {k for k in shapes if re.search(given_sites, k)}
+    if not given:
+        sites = ", ".join(k.removesuffix(".mask") for k in shapes)
+        raise ConfigError(f"given_sites {given_sites!r} matches no dropout site; the sites are: {sites}")
+    return {k: v for k, v in shapes.items() if k not in given}, given
+
+
+def _initial(
+    victims: Victims, restarts: int, shapes: dict[str, tuple[int, ...]]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Uniform images and Bernoulli(1 - p) masks of ``shapes``, drawn per victim from its own seed."""
     o = victims.obs[0]
-    shapes = victims.mask_shapes() if learn_masks else {}
     xs: list[Tensor] = []
     ms: dict[str, list[Tensor]] = {k: [] for k in shapes}
     gens = [torch.Generator().manual_seed(seed) for seed in victims.seeds]

@@ -22,7 +22,7 @@ from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
 from attacks.inversion.lpips import LPIPS, load_lpips
 from attacks.inversion.observation import Observation, observe_client
-from attacks.inversion.optim import check_lr_decay_at
+from attacks.inversion.optim import check_given_sites, check_lr_decay_at
 from attacks.inversion.plots import save_grid
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
@@ -52,6 +52,7 @@ class InversionConfig:
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
+    given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
     seed: int = 0  # model weights, client RNGs and attack initialisations
     lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
     lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
@@ -82,6 +83,10 @@ class InversionConfig:
             raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
         if self.lpips_backbone is not None and self.lpips_weights is None:
             raise ConfigError("lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads")
+        if self.given_sites is not None:
+            if "dia" not in self.attacks:
+                raise ConfigError(f"given_sites (--given-sites) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
+            check_given_sites(self.given_sites)
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
 
@@ -89,7 +94,8 @@ class InversionConfig:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
                   "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
-                  "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at)}
+                  "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
+                  "given_sites": self.given_sites}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 

@@ -37,9 +37,11 @@ class Victims:
     dtype: torch.dtype
 
     def true_masks(self) -> dict[str, Tensor]:
-        """The clients' real masks stacked over victims (oracle only)."""
+        """The clients' real masks stacked over victims (oracle and DIA's given_sites only)."""
         if any(o.true_masks is None for o in self.obs):
-            raise ConfigError("the oracle attack needs the client's true dropout masks (Observation.true_masks)")
+            raise ConfigError(
+                "the oracle attack and dia's given_sites need the client's true dropout masks (Observation.true_masks)"
+            )
         keys = self.obs[0].true_masks.keys()  # type: ignore[union-attr]
         return {k: torch.stack([o.true_masks[k] for o in self.obs]).to(self.device, self.dtype) for k in keys}  # type: ignore[index]
 

@@ -69,6 +69,21 @@ def test_lr_decay_at_sets_when_the_learning_rates_drop() -> None:
         attack_config("dia", lr_decay_at=(0.0, 0.5))
 
 
+def test_dia_given_sites_interpolates_between_dia_and_the_oracle(make_obs) -> None:
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    obs = [make_obs(x[i : i + 1], torch.tensor([i + 2]), client_seed=i, dtype=torch.float64) for i in range(2)]
+    oracle = invert_many(obs, "oracle", config=attack_config("oracle", iters=6, tv_weight=1e-5))
+    every = invert_many(obs, "dia", config=attack_config("dia", iters=6, given_sites="."))
+    for a, b in zip(oracle, every, strict=True):  # all masks handed over: exactly the oracle
+        assert torch.equal(a.inputs, b.inputs) and a.grad_loss == b.grad_loss
+    part = invert_many(obs, "dia", config=attack_config("dia", iters=6, given_sites=r"^3\."))
+    assert set(part[0].masks) == set(obs[0].true_masks) - {"3.mask"}  # the given site is not learned
+    with pytest.raises(ConfigError, match="matches no dropout site; the sites are: 3, 6"):
+        invert_many(obs, "dia", config=attack_config("dia", iters=2, given_sites="attn"))
+    with pytest.raises(ConfigError, match=r"given_sites \(--given-sites\) '\(' is not a regular expression"):
+        attack_config("dia", given_sites="(")
+
+
 def test_restarts_keep_the_best_final_distance(make_obs) -> None:
     obs = make_obs(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([5]))
     one = invert(obs, "ig", config=attack_config("ig", iters=10, restarts=1))

@@ -59,6 +59,8 @@ def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
         (["--index", "20"], "past the end of sample test (20 images)"),
         (["--lr-decay-at", "0.9,0.5"], "(--lr-decay-at) must be strictly increasing fractions"),
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
+        (["--attack", "ig", "--given-sites", "attn"], "given_sites (--given-sites) applies to attack 'dia' only"),
+        (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
