@@ -90,6 +90,10 @@ class InversionConfig:
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
 
+    def label(self, attack: str) -> str:
+        """How tables and grids name ``attack``: a DIA handed some true masks says which."""
+        return f"dia (given {self.given_sites})" if attack == "dia" and self.given_sites is not None else attack
+
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
@@ -199,6 +203,8 @@ def run_inversion(
         summary = summarize(result, truth, true_labels, cfg.batch_size, lpips=scorer)
         summary["time_s"] = time.perf_counter() - start
         summary["trace"] = [r.trace for r in result]
+        if cfg.label(name) != name:
+            summary["label"] = cfg.label(name)
         summaries[name] = summary
         recons[name] = torch.cat([r.inputs for r in result])
         log.info("%s: PSNR %.2f dB, SSIM %.3f, label acc %.2f, %.1f s", name, summary["psnr_mean"],
@@ -209,8 +215,9 @@ def run_inversion(
     if out is not None:
         atomic_write_json(out / "metrics.json", {"config": asdict(cfg), "device": str(device), "attacks": summaries})
         save_tensors(out / "reconstructions.safetensors", {"truth": truth, **recons})
-        ordered = {n: _matched(recons[n], truth, cfg.batch_size) for n in cfg.attacks}
-        save_grid(out / "grid.png", truth, ordered, {n: summaries[n]["per_image"]["psnr"] for n in cfg.attacks})
+        ordered = {cfg.label(n): _matched(recons[n], truth, cfg.batch_size) for n in cfg.attacks}
+        psnr = {cfg.label(n): summaries[n]["per_image"]["psnr"] for n in cfg.attacks}
+        save_grid(out / "grid.png", truth, ordered, psnr)
     return summaries
 
 

@@ -137,7 +137,7 @@ def invert(
     summaries = run_inversion(cfg, device=device, data_root=data_dir, out_dir=out, progress=progress, resume=resume)
     lpips = cfg.lpips_weights is not None
     rows = [
-        [name, f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f}", f"{s['ssim_mean']:.3f}",
+        [cfg.label(name), f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f}", f"{s['ssim_mean']:.3f}",
          *([f"{s['lpips_mean']:.4f}"] if lpips else []), f"{s['label_acc']:.2f} ({s['label_source']})",
          f"{s['time_s']:.1f}"]
         for name, s in summaries.items()

@@ -45,6 +45,16 @@ def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
     assert json.loads((out / "metrics.json").read_text())["attacks"]["dia"]["time_s"] == -1.0  # not recomputed
 
 
+def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
+    out = tmp_path / "given"
+    res = _run("--dataset", "sample", "--attack", "dia", "--model-option", "hidden=32", "--model-option", "depth=2",
+               "--given-sites", "^3", "--iters", "3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "| dia (given ^3) |" in res.output
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["attacks"]["dia"]["label"] == "dia (given ^3)" and data["config"]["given_sites"] == "^3"
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
