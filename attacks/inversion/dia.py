@@ -12,7 +12,7 @@ dropout sites actually hide the data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from attacks.inversion.base import ATTACKS
 from attacks.inversion.ig import IGConfig, OptimizationAttack
@@ -36,10 +36,9 @@ class DIAConfig(IGConfig):
         check_given_sites(self.given_sites)
 
     def loop(self) -> LoopSettings:
-        return LoopSettings(
-            iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
-            mask_reg=self.mask_reg, mask_step_size=self.mask_step_size, mask_signed=self.mask_signed,
-            lr_decay_at=tuple(self.lr_decay_at), given_sites=self.given_sites, log_every=self.log_every,
+        return replace(
+            super().loop(), mask_reg=self.mask_reg, mask_step_size=self.mask_step_size,
+            mask_signed=self.mask_signed, given_sites=self.given_sites,
         )
 
 

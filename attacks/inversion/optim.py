@@ -79,9 +79,9 @@ def adam_inversion(
     start = time.perf_counter()
     o = victims.obs[0]
     v, r = len(victims.obs), s.restarts
-    learned_shapes, given_keys = _mask_split(victims, masks, s.given_sites)
+    learned_shapes, given = _mask_split(victims, masks, s.given_sites)
     x, m = _initial(victims, r, learned_shapes)
-    fixed = {k: t for k, t in _expand(victims.true_masks(), r).items() if k in given_keys} if given_keys else {}
+    fixed = _expand(given, r)
     labels, targets = _expand_one(victims.labels, r), _expand(victims.targets, r)
     params_dim = 0 if victims.stacked else None
     params = _expand(victims.params, r) if victims.stacked else victims.params
@@ -177,24 +177,27 @@ def _map(f: Callable[[Tensor], Tensor], tree: Any) -> Any:
     return tuple(_map(f, v) for v in tree)
 
 
-def _mask_split(victims: Victims, masks: MaskMode, given_sites: str | None) -> tuple[dict[str, tuple[int, ...]], set[str]]:
-    """Shapes of the masks to learn, and the sites whose true masks are handed over.
+def _mask_split(
+    victims: Victims, masks: MaskMode, given_sites: str | None
+) -> tuple[dict[str, tuple[int, ...]], dict[str, Tensor]]:
+    """Shapes of the masks to learn, and the true masks handed over (stacked over victims).
 
-    ``eval``: neither. ``given``: all sites given (the oracle). ``learn``: all learned, except
+    ``eval``: neither. ``given``: every true mask (the oracle). ``learn``: all learned, except
     the sites matching ``given_sites`` (a partial oracle: which sites' masks protect the data).
     """
     if masks == "eval":
-        return {}, set()
-    shapes = victims.mask_shapes()
+        return {}, {}
     if masks == "given":
-        return {}, set(shapes)
+        return {}, victims.true_masks()
+    shapes = victims.mask_shapes()
     if given_sites is None:
-        return shapes, set()
+        return shapes, {}
     given = {k for k in shapes if re.search(given_sites, k)}
     if not given:
         sites = ", ".join(k.removesuffix(".mask") for k in shapes)
         raise ConfigError(f"given_sites {given_sites!r} matches no dropout site; the sites are: {sites}")
-    return {k: v for k, v in shapes.items() if k not in given}, given
+    true = victims.true_masks()
+    return {k: v for k, v in shapes.items() if k not in given}, {k: true[k] for k in given}
 
 
 def _initial(
