@@ -7,7 +7,9 @@ pulled towards the dropout rate by ``mask_reg * sum_sites (mean(1 - M) - p)^2``.
 prior and optimizer are those of Inverting Gradients. ``oracle`` runs IG with the client's
 true masks: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
 is handed the true masks of the sites it matches and learns the rest, which measures which
-dropout sites actually hide the data.
+dropout sites actually hide the data. ``mask_readout`` (not in the paper) first reads the masks
+that a one-example update gives away through its exact zeros (:mod:`attacks.inversion.readout`)
+and learns only the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class DIAConfig(IGConfig):
     mask_step_size: float = 0.1  # Adam learning rate of the masks
     mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
     given_sites: str | None = None  # regex: sites whose true masks DIA is handed (analysis, like oracle)
+    mask_readout: bool = False  # read the masks a one-example update reveals instead of learning them
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -38,7 +41,7 @@ class DIAConfig(IGConfig):
     def loop(self) -> LoopSettings:
         return replace(
             super().loop(), mask_reg=self.mask_reg, mask_step_size=self.mask_step_size,
-            mask_signed=self.mask_signed, given_sites=self.given_sites,
+            mask_signed=self.mask_signed, given_sites=self.given_sites, mask_readout=self.mask_readout,
         )
 
 

@@ -69,6 +69,7 @@ class LoopSettings:
     mask_signed: bool = False
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT
     given_sites: str | None = None  # regex: dropout sites whose true masks a "learn" run is handed
+    mask_readout: bool = False  # a "learn" run reads the masks the update reveals instead of learning them
     log_every: int = 10
 
 
@@ -79,7 +80,7 @@ def adam_inversion(
     start = time.perf_counter()
     o = victims.obs[0]
     v, r = len(victims.obs), s.restarts
-    learned_shapes, given = _mask_split(victims, masks, s.given_sites)
+    learned_shapes, given = _mask_split(victims, masks, s.given_sites, s.mask_readout)
     x, m = _initial(victims, r, learned_shapes)
     fixed = _expand(given, r)
     labels, targets = _expand_one(victims.labels, r), _expand(victims.targets, r)
@@ -178,26 +179,28 @@ def _map(f: Callable[[Tensor], Tensor], tree: Any) -> Any:
 
 
 def _mask_split(
-    victims: Victims, masks: MaskMode, given_sites: str | None
+    victims: Victims, masks: MaskMode, given_sites: str | None, readout: bool = False
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Tensor]]:
-    """Shapes of the masks to learn, and the true masks handed over (stacked over victims).
+    """Shapes of the masks to learn, and the masks handed over (stacked over victims).
 
     ``eval``: neither. ``given``: every true mask (the oracle). ``learn``: all learned, except
-    the sites matching ``given_sites`` (a partial oracle: which sites' masks protect the data).
+    the sites the updates reveal (``readout``) and the sites matching ``given_sites``, whose true
+    masks are handed over (a partial oracle: which sites' masks protect the data).
     """
     if masks == "eval":
         return {}, {}
     if masks == "given":
         return {}, victims.true_masks()
     shapes = victims.mask_shapes()
-    if given_sites is None:
-        return shapes, {}
-    given = {k for k in shapes if re.search(given_sites, k)}
-    if not given:
-        sites = ", ".join(k.removesuffix(".mask") for k in shapes)
-        raise ConfigError(f"given_sites {given_sites!r} matches no dropout site; the sites are: {sites}")
-    true = victims.true_masks()
-    return {k: v for k, v in shapes.items() if k not in given}, {k: true[k] for k in given}
+    fixed = victims.read_masks() if readout else {}
+    if given_sites is not None:
+        given = {k for k in shapes if re.search(given_sites, k)}
+        if not given:
+            sites = ", ".join(k.removesuffix(".mask") for k in shapes)
+            raise ConfigError(f"given_sites {given_sites!r} matches no dropout site; the sites are: {sites}")
+        true = victims.true_masks()
+        fixed.update({k: true[k] for k in given})
+    return {k: v for k, v in shapes.items() if k not in fixed}, fixed
 
 
 def _initial(

@@ -53,6 +53,7 @@ class InversionConfig:
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
+    mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
     seed: int = 0  # model weights, client RNGs and attack initialisations
     lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
     lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
@@ -87,19 +88,30 @@ class InversionConfig:
             if "dia" not in self.attacks:
                 raise ConfigError(f"given_sites (--given-sites) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
             check_given_sites(self.given_sites)
+        if self.mask_readout:
+            if "dia" not in self.attacks:
+                raise ConfigError(f"mask_readout (--mask-readout) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
+            if self.batch_size != 1 or self.local_steps != 1:
+                raise ConfigError(
+                    "mask_readout (--mask-readout) needs one-example gradient updates (batch_size 1, one local step), "
+                    f"got batch_size {self.batch_size} and local_steps {self.local_steps}"
+                )
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
 
     def label(self, attack: str) -> str:
         """How tables and grids name ``attack``: a DIA handed some true masks says which."""
-        return f"dia (given {self.given_sites})" if attack == "dia" and self.given_sites is not None else attack
+        if attack != "dia":
+            return attack
+        parts = (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
+        return f"dia ({'; '.join(parts)})" if parts else attack
 
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
                   "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
-                  "given_sites": self.given_sites}
+                  "given_sites": self.given_sites, "mask_readout": self.mask_readout}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from attacks.inversion.labels import recover_labels
 from attacks.inversion.matching import Matcher, Params
 from attacks.inversion.observation import Observation
+from attacks.inversion.readout import find_readouts, read_masks
 from fl.errors import ConfigError
 from fl.seed import derive_seed
 
@@ -44,6 +45,18 @@ class Victims:
             )
         keys = self.obs[0].true_masks.keys()  # type: ignore[union-attr]
         return {k: torch.stack([o.true_masks[k] for o in self.obs]).to(self.device, self.dtype) for k in keys}  # type: ignore[index]
+
+    def read_masks(self) -> dict[str, Tensor]:
+        """The masks the updates themselves reveal (see :mod:`attacks.inversion.readout`), stacked
+        over victims; refuses a model where no site is readable."""
+        readouts = find_readouts(self.obs[0])
+        if not readouts:
+            raise ConfigError(
+                f"mask_readout (--mask-readout): no dropout site of model {self.obs[0].model_name!r} "
+                "can be read from its update"
+            )
+        per = [read_masks(o, readouts) for o in self.obs]
+        return {r.site: torch.stack([m[r.site] for m in per]).to(self.device, self.dtype) for r in readouts}
 
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-victim mask shapes (local_steps, batch_size, *site) for every dropout site."""

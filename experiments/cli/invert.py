@@ -95,6 +95,9 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--given-sites", default=None, metavar="REGEX",
               help="dia only: hand it the client's true masks at the dropout sites matching REGEX (e.g. "
               "attn_drop) and learn the rest, to measure which sites hide the data. Like oracle, an analysis.")
+@click.option("--mask-readout", is_flag=True,
+              help="dia only: read the masks that a one-example update reveals through its exact zeros (the "
+              "ViT's embedding mask, every MLP mask) and learn only the rest. Needs --batch-size 1 and --local-steps 1 (a one-example gradient).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset root (default: $FEDLEAK_DATA or the user cache).")
 @lpips_options
@@ -109,7 +112,7 @@ def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
     restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None,
-    lr_decay_at: tuple[float, ...] | None, given_sites: str | None, data_dir: Path | None,
+    lr_decay_at: tuple[float, ...] | None, given_sites: str | None, mask_readout: bool, data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
     """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).
@@ -127,7 +130,7 @@ def invert(
         dataset=dataset, split=split, model=model, model_options=model_options, dropout=dropout, attacks=attacks,
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
-        lr_decay_at=lr_decay_at, given_sites=given_sites,
+        lr_decay_at=lr_decay_at, given_sites=given_sites, mask_readout=mask_readout,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         lpips_backbone=None if lpips_backbone is None else str(lpips_backbone),

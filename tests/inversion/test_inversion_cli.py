@@ -55,6 +55,16 @@ def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     assert data["attacks"]["dia"]["label"] == "dia (given ^3)" and data["config"]["given_sites"] == "^3"
 
 
+def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
+    out = tmp_path / "readout"
+    res = _run("--dataset", "sample", "--attack", "dia", "--model-option", "hidden=32", "--model-option", "depth=2",
+               "--mask-readout", "--given-sites", "^3", "--iters", "3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "| dia (readout; given ^3) |" in res.output
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["attacks"]["dia"]["label"] == "dia (readout; given ^3)" and data["config"]["mask_readout"] is True
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -71,6 +81,9 @@ def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
         (["--attack", "ig", "--given-sites", "attn"], "given_sites (--given-sites) applies to attack 'dia' only"),
         (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
+        (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
+        (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
+         "needs one-example gradient updates (batch_size 1, one local step), got batch_size 2"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
@@ -86,7 +99,7 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
 
     cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, iters=7)
     assert cfg.attack_overrides("dia") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5, "mask_reg": 1e-3,
-                                           "mask_step_size": 0.5}
+                                           "mask_step_size": 0.5, "mask_readout": False}
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
         InversionConfig(mask_step_size=-1.0)
