@@ -95,3 +95,22 @@ def test_list_shows_the_attacks_each_cell_runs(tmp_path: Path) -> None:
     rows = [ln.split(" | ") for ln in listing.output.splitlines() if "| inversion |" in ln]
     assert sorted((r[4], r[6]) for r in rows) == [("ig", "-"), ("ig,dia", "dropout=0.25")]
     assert not (tmp_path / "q").exists()
+
+
+def test_a_dia_with_options_is_named_in_the_report(tmp_path: Path) -> None:
+    """A scenario that sets mask_readout reports 'dia (readout)', not plain 'dia'."""
+    path = tmp_path / "readout.toml"
+    path.write_text(
+        '[scenario]\nname = "readout"\nseeds = [0]\n[defenses.dropout]\ndropout = [0.25]\n'
+        '[[inversion]]\ndatasets = ["sample"]\nmodels = ["mlp"]\nattacks = ["ig", "dia"]\ndefenses = ["dropout"]\n'
+        'budget = { iterations = 2, images = 1 }\n'
+        'options = { mask_readout = true, model_options = { hidden = 32, depth = 2 } }\n'
+    )
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["-q", "--device", "cpu", "compare", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = runner.invoke(cli, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    header = next(line for line in report.output.splitlines() if line.startswith("| Dataset"))
+    assert "| ig PSNR (dB) |" in header and "| dia (readout) PSNR (dB) |" in header

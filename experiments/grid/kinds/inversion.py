@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec, flatten_summary
 from fl.errors import ConfigError
 
 
@@ -48,6 +48,14 @@ class InversionKind(CellKind):
                 raise ConfigError(f"{where}.budget.images = {value!r} is invalid; expected an integer >= 1")
             return tuple(range(value))
         return value
+
+    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """Per attack, under the name the run gives it: a DIA with options says which
+        ('dia (readout)', 'dia (given attn_drop)'), so the report does not pass it off as plain DIA."""
+        labelled = {
+            (table.get("label", name) if isinstance(table, Mapping) else name): table for name, table in summary.items()
+        }
+        return flatten_summary(labelled, tuple(labelled))
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
