@@ -155,6 +155,12 @@ def _from_lpips_module(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def check_lpips_paths(weights: str | Path | None, backbone: str | Path | None) -> None:
+    """Refuse a backbone without the linear heads (one line naming both flags)."""
+    if backbone is not None and weights is None:
+        raise ConfigError("lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads")
+
+
 def load_lpips(weights: str | Path, backbone: str | Path | None = None) -> LPIPS:
     """LPIPS with the linear heads from ``weights`` and the AlexNet trunk from ``backbone``.
 

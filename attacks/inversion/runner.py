@@ -20,7 +20,7 @@ import torch
 
 from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
-from attacks.inversion.lpips import LPIPS, load_lpips
+from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
 from attacks.inversion.observation import Observation, observe_client
 from attacks.inversion.optim import check_given_sites, check_lr_decay_at
 from attacks.inversion.plots import save_grid
@@ -82,8 +82,7 @@ class InversionConfig:
             raise ConfigError(f"{len(self.indices)} indices do not split into clients of batch_size {self.batch_size}")
         if min(self.indices) < 0:
             raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
-        if self.lpips_backbone is not None and self.lpips_weights is None:
-            raise ConfigError("lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads")
+        check_lpips_paths(self.lpips_weights, self.lpips_backbone)
         if self.given_sites is not None:
             if "dia" not in self.attacks:
                 raise ConfigError(f"given_sites (--given-sites) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")

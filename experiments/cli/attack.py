@@ -31,6 +31,7 @@ def attack(
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
     afterwards to score it.
     """
+    from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, save_grid
     from experiments.federated.config import unattackable_training
     from fl.data import load_dataset
@@ -40,13 +41,8 @@ def attack(
     from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
-    if lpips_backbone is not None and lpips_weights is None:
-        raise ConfigError("--lpips-backbone needs --lpips-weights, the LPIPS linear heads")
-    scorer = None
-    if lpips_weights is not None:
-        from attacks.inversion.lpips import load_lpips
-
-        scorer = load_lpips(lpips_weights, lpips_backbone)
+    check_lpips_paths(lpips_weights, lpips_backbone)
+    scorer = load_lpips(lpips_weights, lpips_backbone) if lpips_weights is not None else None
     store = CaptureStore(run_dir)
     rounds = store.rounds()
     if not rounds:

@@ -229,5 +229,5 @@ def test_attack_cli_bad_lpips_files_one_line_exit_2(captured_run, files, tmp_pat
         [line] = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
         assert needle in line and "Traceback" not in res.output
     res = _attack(captured_run, "--lpips-backbone", str(files[1]))
-    assert res.exit_code == 2 and "--lpips-backbone needs --lpips-weights" in res.output
+    assert res.exit_code == 2 and "(--lpips-backbone) needs lpips_weights (--lpips-weights)" in res.output
     assert not (captured_run / "attacks").exists()  # refused before attacking
