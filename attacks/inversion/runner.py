@@ -31,6 +31,11 @@ from fl.seed import derive_seed, make_generator
 log = logging.getLogger("fedleak.invert")
 
 
+MODEL_TV_WEIGHT = {"vit": 1e-5}
+"""TV weights that replace the attacks' defaults on some architectures: IG's 1e-4 over-smooths the
+ViT (8 CIFAR-10 images, 1000 iterations: IG at p = 0 23.46 dB with 1e-4, 31.59 dB with 1e-5)."""
+
+
 @dataclass(frozen=True)
 class InversionConfig:
     """One inversion experiment (shared by the CLI, scenario files and tests)."""
@@ -48,7 +53,7 @@ class InversionConfig:
     known_labels: bool = False  # hand the attacker the true labels instead of recovering them
     iters: int = 400  # attack iterations
     restarts: int = 1  # attack restarts (IG family)
-    tv_weight: float | None = None  # total-variation weight (None: each attack's default)
+    tv_weight: float | None = None  # total-variation weight (None: MODEL_TV_WEIGHT[model], else each attack's default)
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
@@ -108,7 +113,8 @@ class InversionConfig:
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
-                  "tv_weight": self.tv_weight, "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
+                  "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
+                  "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
                   "given_sites": self.given_sites, "mask_readout": self.mask_readout}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
@@ -214,6 +220,7 @@ def run_inversion(
         summary = summarize(result, truth, true_labels, cfg.batch_size, lpips=scorer)
         summary["time_s"] = time.perf_counter() - start
         summary["trace"] = [r.trace for r in result]
+        summary["attack_config"] = asdict(config)  # the settings in force, defaults resolved
         if cfg.label(name) != name:
             summary["label"] = cfg.label(name)
         summaries[name] = summary

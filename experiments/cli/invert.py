@@ -85,7 +85,7 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=0.1, show_default=True,
               help="Client learning rate.")
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True, help="Attack restarts.")
-@click.option("--tv-weight", type=click.FloatRange(min=0.0), default=None, help="TV prior weight [attack default].")
+@click.option("--tv-weight", type=click.FloatRange(min=0.0), default=None, help="TV prior weight [1e-5 on the ViT, else the attack's default].")
 @click.option("--mask-reg", type=click.FloatRange(min=0.0), default=None, help="DIA mask regulariser [1e-4].")
 @click.option("--mask-step-size", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="DIA Adam learning rate of the masks [0.1].")

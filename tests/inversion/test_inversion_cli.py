@@ -63,6 +63,8 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     assert "| dia (readout; given ^3) |" in res.output
     data = json.loads((out / "metrics.json").read_text())
     assert data["attacks"]["dia"]["label"] == "dia (readout; given ^3)" and data["config"]["mask_readout"] is True
+    settings = data["attacks"]["dia"]["attack_config"]
+    assert settings["mask_readout"] is True and settings["tv_weight"] == 1e-5 and settings["iters"] == 3
 
 
 @pytest.mark.parametrize(
@@ -91,6 +93,15 @@ def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
     assert res.exit_code == 2, res.output
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
+    from attacks.inversion.runner import InversionConfig
+
+    assert InversionConfig(model="vit").attack_overrides("ig")["tv_weight"] == 1e-5
+    assert InversionConfig(model="vit", tv_weight=1e-3).attack_overrides("dia")["tv_weight"] == 1e-3
+    assert "tv_weight" not in InversionConfig(model="mlp").attack_overrides("ig")  # IG's own 1e-4
+    assert "tv_weight" not in InversionConfig(model="vit").attack_overrides("dlg")  # DLG has no prior
 
 
 def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
