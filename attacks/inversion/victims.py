@@ -8,6 +8,7 @@ Weights shared by all victims (one round) are passed once; otherwise they are st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from attacks.inversion.observation import Observation
 from attacks.inversion.readout import find_readouts, read_masks
 from fl.errors import ConfigError
 from fl.seed import derive_seed
+
+log = logging.getLogger("fedleak.invert")
 
 
 @dataclass
@@ -55,6 +58,10 @@ class Victims:
                 f"mask_readout (--mask-readout): no dropout site of model {self.obs[0].model_name!r} "
                 "can be read from its update"
             )
+        log.info(
+            "mask readout: %d of %d dropout sites read from the update (%s); the rest are learned",
+            len(readouts), len(self.matcher.sites), ", ".join(f"{r.site.removesuffix('.mask')} <- {r.param}" for r in readouts),
+        )
         per = [read_masks(o, readouts) for o in self.obs]
         return {r.site: torch.stack([m[r.site] for m in per]).to(self.device, self.dtype) for r in readouts}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -51,11 +53,13 @@ def test_dia_with_every_mask_read_is_the_oracle(make_obs) -> None:
     assert not torch.equal(plain[0].inputs, read[0].inputs)
 
 
-def test_dia_readout_on_the_vit_learns_only_the_unread_sites(cifar, make_obs) -> None:
+def test_dia_readout_on_the_vit_learns_only_the_unread_sites(cifar, make_obs, caplog) -> None:
     options = {"dim": 32, "depth": 1, "heads": 2, "mlp_dim": 32}
     obs = make_obs(cifar.images[:1], cifar.labels[:1], model="vit", options=options)
-    (result,) = invert_many([obs], "dia", config=attack_config("dia", iters=2, mask_readout=True))
+    with caplog.at_level(logging.INFO, logger="fedleak.invert"):
+        (result,) = invert_many([obs], "dia", config=attack_config("dia", iters=2, mask_readout=True))
     assert set(result.masks) == set(obs.true_masks) - {"embed_drop.mask"}
+    assert "mask readout: 1 of 5 dropout sites read from the update (embed_drop <- embed.pos_embed)" in caplog.text
 
 
 def test_dia_readout_refuses_what_it_cannot_read(cifar, make_obs) -> None:
