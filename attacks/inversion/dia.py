@@ -2,7 +2,7 @@
 Gradient Leakage", AAAI 2023), and its oracle upper bound.
 
 DIA optimizes one real-valued mask per dropout site per sample together with the images:
-masks start from Bernoulli(1 - p), are applied as ``x * M / (1 - p)``, clamped to [0, 1] and
+masks start from Bernoulli(1 - p) (``mask_init="mean"``: at 1 - p everywhere), are applied as ``x * M / (1 - p)``, clamped to [0, 1] and
 pulled towards the dropout rate by ``mask_reg * sum_sites (mean(1 - M) - p)^2``. Distance,
 prior and optimizer are those of Inverting Gradients. ``oracle`` runs IG with the client's
 true masks: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from attacks.inversion.base import ATTACKS
 from attacks.inversion.ig import IGConfig, OptimizationAttack
 from attacks.inversion.observation import Observation
-from attacks.inversion.optim import LoopSettings, MaskMode, check_given_sites
+from attacks.inversion.optim import LoopSettings, MaskMode, check_given_sites, check_mask_init
 from fl.errors import ConfigError
 
 
@@ -31,17 +31,20 @@ class DIAConfig(IGConfig):
     mask_reg: float = 1e-4  # pull of each mask's mean drop rate towards p
     mask_step_size: float = 0.1  # Adam learning rate of the masks
     mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
+    mask_init: str = "bernoulli"  # masks start as Bernoulli(1 - p) draws (the paper) or all at 1 - p ("mean")
     given_sites: str | None = None  # regex: sites whose true masks DIA is handed (analysis, like oracle)
     mask_readout: bool = False  # read the masks a one-example update reveals instead of learning them
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_given_sites(self.given_sites)
+        check_mask_init(self.mask_init)
 
     def loop(self) -> LoopSettings:
         return replace(
             super().loop(), mask_reg=self.mask_reg, mask_step_size=self.mask_step_size,
-            mask_signed=self.mask_signed, given_sites=self.given_sites, mask_readout=self.mask_readout,
+            mask_signed=self.mask_signed, mask_init=self.mask_init, given_sites=self.given_sites,
+            mask_readout=self.mask_readout,
         )
 
 

@@ -30,6 +30,7 @@ from attacks.inversion.victims import Victims
 from fl.errors import ConfigError
 
 MaskMode = Literal["eval", "learn", "given"]
+MASK_INITS = ("bernoulli", "mean")  # DIA's masks start as Bernoulli(1 - p) draws, or all at 1 - p
 IG_LR_DECAY_AT = (3 / 8, 5 / 8, 7 / 8)  # Inverting Gradients' schedule, as fractions of the iterations
 
 
@@ -39,6 +40,12 @@ def check_lr_decay_at(fractions: tuple[float, ...]) -> None:
         raise ConfigError(
             f"lr_decay_at (--lr-decay-at) must be strictly increasing fractions of the iterations in (0, 1), got {fractions}"
         )
+
+
+def check_mask_init(name: str) -> None:
+    """Refuse an unknown mask initialisation (one line naming the choices)."""
+    if name not in MASK_INITS:
+        raise ConfigError(f"unknown mask_init (--mask-init) {name!r}; valid choices: {', '.join(MASK_INITS)}")
 
 
 def check_given_sites(pattern: str | None) -> None:
@@ -67,6 +74,7 @@ class LoopSettings:
     mask_reg: float = 0.0
     mask_step_size: float = 0.1
     mask_signed: bool = False
+    mask_init: str = "bernoulli"  # one of MASK_INITS
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT
     given_sites: str | None = None  # regex: dropout sites whose true masks a "learn" run is handed
     mask_readout: bool = False  # a "learn" run reads the masks the update reveals instead of learning them
@@ -81,7 +89,7 @@ def adam_inversion(
     o = victims.obs[0]
     v, r = len(victims.obs), s.restarts
     learned_shapes, given = _mask_split(victims, masks, s.given_sites, s.mask_readout)
-    x, m = _initial(victims, r, learned_shapes)
+    x, m = _initial(victims, r, learned_shapes, s.mask_init)
     fixed = _expand(given, r)
     labels, targets = _expand_one(victims.labels, r), _expand(victims.targets, r)
     params_dim = 0 if victims.stacked else None
@@ -204,9 +212,10 @@ def _mask_split(
 
 
 def _initial(
-    victims: Victims, restarts: int, shapes: dict[str, tuple[int, ...]]
+    victims: Victims, restarts: int, shapes: dict[str, tuple[int, ...]], mask_init: str = "bernoulli"
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Uniform images and Bernoulli(1 - p) masks of ``shapes``, drawn per victim from its own seed."""
+    """Uniform images and masks of ``shapes`` (Bernoulli(1 - p) draws, or 1 - p everywhere with
+    ``mask_init="mean"``), drawn per victim from its own seed."""
     o = victims.obs[0]
     xs: list[Tensor] = []
     ms: dict[str, list[Tensor]] = {k: [] for k in shapes}
@@ -215,7 +224,8 @@ def _initial(
         for gen in gens:
             xs.append(torch.rand(o.num_examples, *o.in_shape, generator=gen, dtype=torch.float64))
             for k, shape in shapes.items():
-                ms[k].append(torch.bernoulli(torch.full(shape, 1.0 - o.dropout, dtype=torch.float64), generator=gen))
+                keep = torch.full(shape, 1.0 - o.dropout, dtype=torch.float64)
+                ms[k].append(torch.bernoulli(keep, generator=gen) if mask_init == "bernoulli" else keep)
     cast = {"device": victims.device, "dtype": victims.dtype}
     x = torch.stack(xs).to(**cast)
     return x, {k: torch.stack(v).to(**cast) for k, v in ms.items()}

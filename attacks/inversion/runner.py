@@ -22,7 +22,7 @@ from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
 from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
 from attacks.inversion.observation import Observation, observe_client
-from attacks.inversion.optim import check_given_sites, check_lr_decay_at
+from attacks.inversion.optim import check_given_sites, check_lr_decay_at, check_mask_init
 from attacks.inversion.plots import save_grid
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
@@ -56,6 +56,7 @@ class InversionConfig:
     tv_weight: float | None = None  # total-variation weight (None: MODEL_TV_WEIGHT[model], else each attack's default)
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
+    mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
     lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
     mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
@@ -79,6 +80,8 @@ class InversionConfig:
             raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
         if self.lr_decay_at is not None:
             check_lr_decay_at(tuple(self.lr_decay_at))
+        if self.mask_init is not None:
+            check_mask_init(self.mask_init)
         if not self.attacks:
             raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
         for name in self.attacks:
@@ -114,7 +117,7 @@ class InversionConfig:
         """The settings this run imposes on ``attack`` (only those its config has)."""
         wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
                   "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
-                  "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size,
+                  "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size, "mask_init": self.mask_init,
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
                   "given_sites": self.given_sites, "mask_readout": self.mask_readout}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}

@@ -89,6 +89,8 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--mask-reg", type=click.FloatRange(min=0.0), default=None, help="DIA mask regulariser [1e-4].")
 @click.option("--mask-step-size", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="DIA Adam learning rate of the masks [0.1].")
+@click.option("--mask-init", type=click.Choice(["bernoulli", "mean"]), default=None,
+              help="DIA's mask start: Bernoulli(1-p) draws, as in the paper, or 1-p everywhere [bernoulli].")
 @click.option("--lr-decay-at", callback=_lr_decay_at, default=None, metavar="FRACTIONS",
               help="Fractions of --iters after which the attack's learning rates drop 10x, e.g. 0.75,0.9; "
               "'none' keeps them constant [0.375,0.625,0.875, Inverting Gradients].")
@@ -111,7 +113,7 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
-    restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None,
+    restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None, mask_init: str | None,
     lr_decay_at: tuple[float, ...] | None, given_sites: str | None, mask_readout: bool, data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
@@ -130,6 +132,7 @@ def invert(
         dataset=dataset, split=split, model=model, model_options=model_options, dropout=dropout, attacks=attacks,
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
+        mask_init=mask_init,
         lr_decay_at=lr_decay_at, given_sites=given_sites, mask_readout=mask_readout,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),

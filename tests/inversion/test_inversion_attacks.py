@@ -84,6 +84,19 @@ def test_dia_given_sites_interpolates_between_dia_and_the_oracle(make_obs) -> No
         attack_config("dia", given_sites="(")
 
 
+def test_dia_mask_init_bernoulli_draws_or_the_mean(make_obs) -> None:
+    obs = make_obs(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.tensor([1]))
+    start = {}
+    for init in ("bernoulli", "mean"):  # one step at a negligible mask learning rate shows the start
+        (res,) = invert_many([obs], "dia", config=attack_config("dia", iters=1, mask_step_size=1e-12, mask_init=init))
+        start[init] = torch.cat([m.flatten() for m in res.masks.values()])
+    assert set(start["bernoulli"].round(decimals=6).unique().tolist()) == {0.0, 1.0}
+    assert abs(float(start["bernoulli"].mean()) - 0.75) < 0.05
+    assert torch.allclose(start["mean"], torch.full_like(start["mean"], 0.75), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"unknown mask_init \(--mask-init\) 'zeros'; valid choices: bernoulli, mean"):
+        attack_config("dia", mask_init="zeros")
+
+
 def test_restarts_keep_the_best_final_distance(make_obs) -> None:
     obs = make_obs(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([5]))
     one = invert(obs, "ig", config=attack_config("ig", iters=10, restarts=1))

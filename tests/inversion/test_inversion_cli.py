@@ -83,6 +83,7 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
         (["--attack", "ig", "--given-sites", "attn"], "given_sites (--given-sites) applies to attack 'dia' only"),
         (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
+        (["--attack", "dia", "--mask-init", "zeros"], "'zeros' is not one of 'bernoulli', 'mean'"),
         (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
         (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
          "needs one-example gradient updates (batch_size 1, one local step), got batch_size 2"),
@@ -108,9 +109,9 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
     from attacks.inversion.runner import InversionConfig
     from fl.errors import ConfigError
 
-    cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, iters=7)
+    cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7)
     assert cfg.attack_overrides("dia") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5, "mask_reg": 1e-3,
-                                           "mask_step_size": 0.5, "mask_readout": False}
+                                           "mask_step_size": 0.5, "mask_init": "mean", "mask_readout": False}
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
         InversionConfig(mask_step_size=-1.0)
