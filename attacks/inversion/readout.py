@@ -62,7 +62,7 @@ def _fits(rule: Rule, param_shape: tuple[int, ...], site_shape: tuple[int, ...])
     return len(param_shape) == 2 and site_shape == (1, param_shape[1])
 
 
-def check_readable(obs: Observation) -> None:
+def check_readable(kind: str, batch_size: int, local_steps: int) -> None:
     """Refuse updates whose zeros do not belong to one example's masks (one clear line).
 
     A batch sums its examples' gradients, so a zero there needs every example's mask to be
@@ -70,10 +70,10 @@ def check_readable(obs: Observation) -> None:
     (on the ViT at lr 0.1, 5 to 14 of the 16,640 embedding-mask entries of a one-step delta read
     wrong; at lr 1e-3, 776 to 1,193; 4 CIFAR-10 images), so only gradients are read.
     """
-    if obs.kind != "gradient" or obs.batch_size != 1:
+    if kind != "gradient" or batch_size != 1:
         raise ConfigError(
             "mask_readout (--mask-readout) needs one-example gradient updates (batch_size 1, one local step), "
-            f"got a {obs.kind} of batch_size {obs.batch_size} and local_steps {obs.local_steps}"
+            f"got a {kind} of batch_size {batch_size} and local_steps {local_steps}"
         )
 
 
@@ -83,7 +83,7 @@ def find_readouts(obs: Observation, *, seed: int = 0) -> list[Readout]:
     Each candidate (site, parameter, rule) must reproduce ``CALIBRATION_DRAWS`` independently
     drawn masks exactly, wherever the site's input is non-zero. At most one readout per site.
     """
-    check_readable(obs)
+    check_readable(obs.kind, obs.batch_size, obs.local_steps)
     model = obs.build_model().double().train()
     gen = torch.Generator().manual_seed(seed)
     set_dropout_generator(model, gen)
@@ -124,5 +124,5 @@ def _agrees(read: Tensor, mask: Tensor, site_input: Tensor) -> bool:
 
 def read_masks(obs: Observation, readouts: Sequence[Readout]) -> dict[str, Tensor]:
     """The client's masks at the readable sites, shaped like ``true_masks``: (1, 1, *site)."""
-    check_readable(obs)
+    check_readable(obs.kind, obs.batch_size, obs.local_steps)
     return {r.site: RULES[r.rule](obs.update[r.param].detach(), r.shape).unsqueeze(0).float() for r in readouts}

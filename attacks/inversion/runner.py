@@ -24,6 +24,7 @@ from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
 from attacks.inversion.observation import Observation, observe_client
 from attacks.inversion.optim import check_given_sites, check_lr_decay_at, check_mask_init
 from attacks.inversion.plots import save_grid
+from attacks.inversion.readout import check_readable
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
 from fl.seed import derive_seed, make_generator
@@ -91,20 +92,20 @@ class InversionConfig:
         if min(self.indices) < 0:
             raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
         check_lpips_paths(self.lpips_weights, self.lpips_backbone)
-        if self.given_sites is not None:
-            if "dia" not in self.attacks:
-                raise ConfigError(f"given_sites (--given-sites) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
-            check_given_sites(self.given_sites)
+        for name, flag, used in (("given_sites", "--given-sites", self.given_sites is not None),
+                                 ("mask_readout", "--mask-readout", self.mask_readout)):
+            if used and "dia" not in self.attacks:
+                raise ConfigError(f"{name} ({flag}) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
+        check_given_sites(self.given_sites)
         if self.mask_readout:
-            if "dia" not in self.attacks:
-                raise ConfigError(f"mask_readout (--mask-readout) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
-            if self.batch_size != 1 or self.local_steps != 1:
-                raise ConfigError(
-                    "mask_readout (--mask-readout) needs one-example gradient updates (batch_size 1, one local step), "
-                    f"got batch_size {self.batch_size} and local_steps {self.local_steps}"
-                )
+            check_readable(self.update_kind, self.batch_size, self.local_steps)
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
+
+    @property
+    def update_kind(self) -> str:
+        """What each client sends: its gradient after one local step, else its weight delta."""
+        return "gradient" if self.local_steps == 1 else "delta"
 
     def label(self, attack: str) -> str:
         """How tables and grids name ``attack``: a DIA handed some true masks says which."""
@@ -135,7 +136,7 @@ def build_observations(
         cfg.model, in_shape=tuple(images.shape[1:]), num_classes=num_classes,
         dropout=cfg.dropout, **cfg.model_options,
     )
-    kind = "gradient" if cfg.local_steps == 1 else "delta"
+    kind = cfg.update_kind
     out = []
     for k in range(len(cfg.indices) // cfg.batch_size):
         sl = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)

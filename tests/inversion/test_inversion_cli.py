@@ -86,7 +86,8 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--attack", "dia", "--mask-init", "zeros"], "'zeros' is not one of 'bernoulli', 'mean'"),
         (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
         (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
-         "needs one-example gradient updates (batch_size 1, one local step), got batch_size 2"),
+         "needs one-example gradient updates (batch_size 1, one local step), got a gradient of batch_size 2 and local_steps 1"),
+        (["--attack", "dia", "--mask-readout", "--local-steps", "2"], "got a delta of batch_size 1 and local_steps 2"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
