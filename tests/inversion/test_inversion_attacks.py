@@ -34,6 +34,23 @@ def test_analytic_recovers_the_input_exactly(cifar, make_obs) -> None:
     assert (invert(delta, "analytic").inputs - x).abs().max() < 1e-4
 
 
+def test_analytic_solves_the_vit_position_embedding_whatever_the_dropout_masks(cifar, make_obs) -> None:
+    """APRIL (Lu et al., CVPR 2022): the patches solve dL/dE = G^T P, G the position-embedding
+    gradient; dropout after the embedding and several local steps on the one example keep it exact."""
+    from attacks.inversion.analytic import PatchEmbedding, find_patch_embedding
+
+    x, y = cifar.images[5:6], cifar.labels[5:6]
+    obs = make_obs(x, y, model="vit", dropout=0.25)
+    assert find_patch_embedding(obs.build_model(), obs.in_shape) == PatchEmbedding("embed.proj", "embed.pos_embed", 1, 4)
+    assert (invert(obs, "analytic").inputs - x).abs().max() < 1e-4
+    two_steps = make_obs(x, y, model="vit", dropout=0.25, kind="delta", lr=0.1, local_steps=2, dtype=torch.float64)
+    assert (invert(two_steps, "analytic").inputs - x).abs().max() < 1e-6
+    batch = make_obs(cifar.images[:2], cifar.labels[:2], model="vit", dropout=0.25)
+    with pytest.raises(ConfigError, match="got an update of 2 examples"):
+        invert(batch, "analytic")
+    assert find_patch_embedding(make_obs(x, y, model="convnet").build_model(), obs.in_shape) is None
+
+
 def test_batched_victims_give_the_sequential_results(make_obs) -> None:
     gen = torch.Generator().manual_seed(5)
     images, labels = torch.rand(3, 3, 32, 32, generator=gen, dtype=torch.float64), torch.tensor([1, 7, 7])
@@ -138,7 +155,7 @@ def test_attacks_refuse_what_they_cannot_do(make_obs) -> None:
         invert(no_dropout, "dia")
     with pytest.raises(ConfigError, match="true dropout masks"):
         invert(replace(make_obs(x, y), true_masks=None), "oracle")
-    with pytest.raises(ConfigError, match="fully connected with a bias"):
+    with pytest.raises(ConfigError, match=r"fully connected with a bias .* or a patch embedding"):
         invert(no_dropout, "analytic")
     with pytest.raises(ConfigError, match="unknown attack 'nope'; valid choices: ") as err:
         invert(no_dropout, "nope")

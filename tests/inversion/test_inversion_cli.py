@@ -78,6 +78,8 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--index", "0..2", "--batch-size", "2"], "batch_size 2"),
         (["--model", "nope"], "unknown model 'nope'"),
         (["--attack", "analytic", "--dropout", "0"], "fully connected with a bias"),
+        (["--attack", "analytic", "--model", "vit", "--index", "0..1", "--batch-size", "2"],
+         "got an update of 2 examples (needs batch_size 1)"),
         (["--index", "20"], "past the end of sample test (20 images)"),
         (["--lr-decay-at", "0.9,0.5"], "(--lr-decay-at) must be strictly increasing fractions"),
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
@@ -95,6 +97,15 @@ def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
     assert res.exit_code == 2, res.output
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_analytic_inverts_the_vit_through_the_cli(tmp_path) -> None:
+    out = tmp_path / "vit"
+    res = _run("--dataset", "sample", "--model", "vit", "--attack", "analytic", "--index", "0..1",
+               "--local-steps", "3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "metrics.json").read_text())["attacks"]["analytic"]
+    assert summary["psnr_mean"] == "inf" or summary["psnr_mean"] > 60, summary["per_image"]
 
 
 def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
