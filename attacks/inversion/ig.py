@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from attacks.inversion.base import ATTACKS, InversionResult
+from attacks.inversion.matching import check_layer_weights
 from attacks.inversion.observation import Observation
 from attacks.inversion.optim import (
     IG_LR_DECAY_AT,
@@ -34,10 +35,12 @@ class IGConfig:
     tv_weight: float = 1e-4  # weight of the total-variation prior
     seed: int = 0  # seeds the initial images (victim k uses derive_seed(seed, "victim", k))
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT  # fractions of iters where the learning rates drop 10x
+    layer_weights: str = "equal"  # cosine over all parameters as one vector, or "balanced": each tensor equal
     log_every: int = 10  # trace resolution in iterations
 
     def __post_init__(self) -> None:
         check_lr_decay_at(tuple(self.lr_decay_at))
+        check_layer_weights(self.layer_weights)
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
@@ -69,7 +72,10 @@ class OptimizationAttack:
             self.check(o)
         out: dict[int, InversionResult] = {}
         for idx in group(observations):
-            victims = prepare([observations[i] for i in idx], [seeds[i] for i in idx], device=device)
+            victims = prepare(
+                [observations[i] for i in idx], [seeds[i] for i in idx], device=device,
+                layer_weights=config.layer_weights,
+            )
             results = adam_inversion(victims, config.loop(), masks=self.masks, attack=self.name, progress=progress)
             out.update(zip(idx, results, strict=True))
         return [out[i] for i in range(len(observations))]

@@ -21,6 +21,7 @@ import torch
 from attacks.inversion import metrics
 from attacks.inversion.base import ATTACKS, InversionResult, invert_many
 from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
+from attacks.inversion.matching import check_layer_weights
 from attacks.inversion.observation import Observation, observe_client
 from attacks.inversion.optim import check_given_sites, check_lr_decay_at, check_mask_init
 from attacks.inversion.plots import save_grid
@@ -59,6 +60,7 @@ class InversionConfig:
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
     lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
+    layer_weights: str | None = None  # cosine layer weights of ig/dia/oracle: equal or balanced (None: equal)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
     mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
     seed: int = 0  # model weights, client RNGs and attack initialisations
@@ -83,6 +85,8 @@ class InversionConfig:
             check_lr_decay_at(tuple(self.lr_decay_at))
         if self.mask_init is not None:
             check_mask_init(self.mask_init)
+        if self.layer_weights is not None:
+            check_layer_weights(self.layer_weights)
         if not self.attacks:
             raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
         for name in self.attacks:
@@ -108,11 +112,14 @@ class InversionConfig:
         return "gradient" if self.local_steps == 1 else "delta"
 
     def label(self, attack: str) -> str:
-        """How tables and grids name ``attack``: a DIA handed some true masks says which."""
-        if attack != "dia":
-            return attack
-        parts = (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
-        return f"dia ({'; '.join(parts)})" if parts else attack
+        """How tables and grids name ``attack``: a DIA handed some true masks says which, and a
+        cosine attack with balanced layer weights says so."""
+        parts = []
+        if attack == "dia":
+            parts += (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
+        if self.layer_weights == "balanced" and "layer_weights" in self.attack_overrides(attack):
+            parts.append("balanced")
+        return f"{attack} ({'; '.join(parts)})" if parts else attack
 
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
@@ -120,6 +127,7 @@ class InversionConfig:
                   "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
                   "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size, "mask_init": self.mask_init,
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
+                  "layer_weights": self.layer_weights,
                   "given_sites": self.given_sites, "mask_readout": self.mask_readout}
         names = {f.name for f in fields(ATTACKS.get(attack).Config)}
         return {k: v for k, v in wanted.items() if k in names and v is not None}

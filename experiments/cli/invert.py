@@ -94,6 +94,9 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--lr-decay-at", callback=_lr_decay_at, default=None, metavar="FRACTIONS",
               help="Fractions of --iters after which the attack's learning rates drop 10x, e.g. 0.75,0.9; "
               "'none' keeps them constant [0.375,0.625,0.875, Inverting Gradients].")
+@click.option("--layer-weights", type=click.Choice(["equal", "balanced"]), default=None,
+              help="ig/dia/oracle cosine: all parameters as one vector, as in the papers, or 'balanced': "
+              "each parameter tensor counts equally (the ViT's embedding gradients are 0.2 %% of its norm) [equal].")
 @click.option("--given-sites", default=None, metavar="REGEX",
               help="dia only: hand it the client's true masks at the dropout sites matching REGEX (e.g. "
               "attn_drop) and learn the rest, to measure which sites hide the data. Like oracle, an analysis.")
@@ -114,7 +117,8 @@ def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
     restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None, mask_init: str | None,
-    lr_decay_at: tuple[float, ...] | None, given_sites: str | None, mask_readout: bool, data_dir: Path | None,
+    lr_decay_at: tuple[float, ...] | None, layer_weights: str | None, given_sites: str | None, mask_readout: bool,
+    data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
 ) -> None:
     """Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).
@@ -133,7 +137,7 @@ def invert(
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
         mask_init=mask_init,
-        lr_decay_at=lr_decay_at, given_sites=given_sites, mask_readout=mask_readout,
+        lr_decay_at=lr_decay_at, layer_weights=layer_weights, given_sites=given_sites, mask_readout=mask_readout,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         lpips_backbone=None if lpips_backbone is None else str(lpips_backbone),

@@ -86,6 +86,7 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--attack", "ig", "--given-sites", "attn"], "given_sites (--given-sites) applies to attack 'dia' only"),
         (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
         (["--attack", "dia", "--mask-init", "zeros"], "'zeros' is not one of 'bernoulli', 'mean'"),
+        (["--layer-weights", "layerwise"], "'layerwise' is not one of 'equal', 'balanced'"),
         (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
         (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
          "needs one-example gradient updates (batch_size 1, one local step), got a gradient of batch_size 2 and local_steps 1"),
@@ -106,6 +107,17 @@ def test_analytic_inverts_the_vit_through_the_cli(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "metrics.json").read_text())["attacks"]["analytic"]
     assert summary["psnr_mean"] == "inf" or summary["psnr_mean"] > 60, summary["per_image"]
+
+
+def test_balanced_layer_weights_reach_the_cosine_attacks_and_their_labels(tmp_path) -> None:
+    out = tmp_path / "bal"
+    res = _run("--dataset", "sample", "--attack", "ig,dia,analytic", "--model-option", "bias=true",
+               "--layer-weights", "balanced", "--iters", "2", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "| ig (balanced) |" in res.output and "| dia (balanced) |" in res.output and "| analytic |" in res.output
+    attacks = json.loads((out / "metrics.json").read_text())["attacks"]
+    assert attacks["dia"]["attack_config"]["layer_weights"] == "balanced"
+    assert "layer_weights" not in attacks["analytic"]["attack_config"]
 
 
 def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:

@@ -93,3 +93,40 @@ def test_multi_step_delta_is_unrolled_not_treated_as_one_gradient(make_obs) -> N
     dot = sum((g[k] * obs.update[k]).sum() for k in g)
     cos = -dot / (sum((g[k] ** 2).sum() for k in g).sqrt() * sum((u**2).sum() for u in obs.update.values()).sqrt())
     assert float(cos) < 0.999  # a single gradient is not the same direction as the 3-step delta
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [("mlp", {"hidden": 32, "depth": 2, "bias": True}), ("vit", {"dim": 32, "depth": 1, "heads": 4, "mlp_dim": 32})],
+)
+def test_balanced_layer_weights_give_every_tensor_the_same_say(make_obs, model, options) -> None:
+    """The balanced cosine is the plain cosine of the updates with every tensor divided by the
+    observed tensor's norm, on the ghost and plain paths alike."""
+    from attacks.inversion.matching import WEIGHT_KEY
+
+    x, y = torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([2])
+    obs = make_obs(x, y, model=model, options=options, dtype=torch.float64, known_labels=True)
+    cand = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    masks = {k: torch.rand(m.shape, dtype=torch.float64) for k, m in obs.true_masks.items()}
+    fast, plain = (prepare([obs], [0], device=torch.device("cpu"), ghost=g, layer_weights="balanced") for g in (True, False))
+    u = plain.matcher.simulate(plain.params, cand, plain.labels[0], masks)
+    t = {k: obs.update[k] for k in u}
+    unit = {k: v / v.norm() for k, v in t.items()}
+    expected = 1 - sum((u[k] / t[k].norm() * unit[k]).sum() for k in u) / (
+        torch.sqrt(sum((u[k] / t[k].norm()).pow(2).sum() for k in u)) * len(u) ** 0.5
+    )
+    for victims in (fast, plain):
+        assert float(_loss(victims, cand, masks)) == pytest.approx(float(expected), abs=1e-12)
+    assert all(float(fast.targets[WEIGHT_KEY + k][0]) == pytest.approx(float(t[k].norm() ** -2), rel=1e-12) for k in u)
+    equal = prepare([obs], [0], device=torch.device("cpu"))
+    assert abs(float(_loss(equal, cand, masks)) - float(expected)) > 1e-3  # the weights change the distance
+
+
+def test_layer_weights_refuse_what_they_cannot_weigh(make_obs) -> None:
+    from fl.errors import ConfigError
+
+    obs = make_obs(torch.rand(1, 3, 32, 32), torch.tensor([1]))
+    with pytest.raises(ConfigError, match="layer_weights 'nope' is not one of 'equal', 'balanced'"):
+        prepare([obs], [0], device=torch.device("cpu"), layer_weights="nope")
+    with pytest.raises(ConfigError, match="applies to the cosine distance only, not 'l2'"):
+        prepare([obs], [0], device=torch.device("cpu"), distance="l2", layer_weights="balanced")
