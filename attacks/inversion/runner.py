@@ -133,6 +133,12 @@ class InversionConfig:
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 
 
+def check_indices(cfg: InversionConfig, size: int) -> None:
+    """Refuse victim indices past the end of a split of ``size`` images."""
+    if max(cfg.indices) >= size:
+        raise ConfigError(f"index {max(cfg.indices)} is past the end of {cfg.dataset} {cfg.split} ({size} images)")
+
+
 def build_observations(
     cfg: InversionConfig, images: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> list[Observation]:
@@ -205,10 +211,7 @@ def run_inversion(
 
     device = torch.device(device)
     data = load_dataset(cfg.dataset, split=cfg.split, root=data_root)
-    if max(cfg.indices) >= len(data.labels):
-        raise ConfigError(
-            f"index {max(cfg.indices)} is past the end of {cfg.dataset} {cfg.split} ({len(data.labels)} images)"
-        )
+    check_indices(cfg, len(data.labels))
     scorer = load_lpips(cfg.lpips_weights, cfg.lpips_backbone) if cfg.lpips_weights is not None else None
     idx = torch.tensor(cfg.indices)
     truth, true_labels = data.images[idx], data.labels[idx]

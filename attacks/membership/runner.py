@@ -63,6 +63,25 @@ def _merged(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Te
     )
 
 
+def population_needed(cfg: MIAConfig) -> int:
+    """Population records the attacks need (RMIA's), 0 when none does."""
+    return cfg.population_size if any(build_attack(a).needs_population for a in cfg.attacks) else 0
+
+
+def check_pool_fits(cfg: MIAConfig, records: int) -> None:
+    """Refuse a pool plus population larger than the dataset's ``records`` (train and test merged)."""
+    pop_size = population_needed(cfg)
+    if cfg.pool_size + pop_size > records:
+        raise ConfigError(
+            f"pool_size {cfg.pool_size} + population_size {pop_size} exceeds the {records} records of {cfg.dataset}"
+        )
+
+
+def dataset_records(dataset: str, data_root: str | Path | None) -> int:
+    """Records of ``dataset``, train and test merged (the set pools are drawn from)."""
+    return len(_merged(dataset, None if data_root is None else str(data_root))[1])
+
+
 def draw_pool(
     cfg: MIAConfig, data_root: str | Path | None
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor, int]:
@@ -79,12 +98,8 @@ def draw_pool(
         mean = images.mean(dim=(0, 2, 3), keepdim=True)
         std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         images = (images - mean) / std
-    needs_pop = any(build_attack(a).needs_population for a in cfg.attacks)
-    pop_size = cfg.population_size if needs_pop else 0
-    if cfg.pool_size + pop_size > len(images):
-        raise ConfigError(
-            f"pool_size {cfg.pool_size} + population_size {pop_size} exceeds the {len(images)} records of {cfg.dataset}"
-        )
+    check_pool_fits(cfg, len(images))
+    pop_size = population_needed(cfg)
     rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
     order = rng.permutation(len(images))
     pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]

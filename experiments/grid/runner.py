@@ -116,6 +116,12 @@ def run_scenario(scenario: Scenario, out: str | Path, *, kinds: Registry[CellKin
                  seed: int = 0) -> RunSummary:
     """Expand ``scenario``, record it (store meta, ``config.json``, ``env.json``) and run its cells."""
     cells = expand(scenario, kinds=kinds)
+    for cell in cells:
+        try:
+            kinds.get(cell.kind).check_data(cell.typed, options.data_root)
+        except ConfigError as err:
+            raise ConfigError(f"{cell.kind} cell {cell.dataset}/{cell.model} ({cell.defense}"
+                              f"{' ' + cell.setting if cell.setting != '-' else ''}): {err}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with ResultStore(out) as store:

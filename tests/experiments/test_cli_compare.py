@@ -98,13 +98,14 @@ def test_list_shows_the_attacks_each_cell_runs(tmp_path: Path) -> None:
 
 
 def test_a_dia_with_options_is_named_in_the_report(tmp_path: Path) -> None:
-    """A scenario that sets mask_readout reports 'dia (readout)', not plain 'dia'."""
+    """A scenario that sets mask_readout and layer_weights reports 'dia (readout; balanced)' and
+    'ig (balanced)', not plain 'dia' and 'ig'."""
     path = tmp_path / "readout.toml"
     path.write_text(
         '[scenario]\nname = "readout"\nseeds = [0]\n[defenses.dropout]\ndropout = [0.25]\n'
         '[[inversion]]\ndatasets = ["sample"]\nmodels = ["mlp"]\nattacks = ["ig", "dia"]\ndefenses = ["dropout"]\n'
         'budget = { iterations = 2, images = 1 }\n'
-        'options = { mask_readout = true, model_options = { hidden = 32, depth = 2 } }\n'
+        'options = { mask_readout = true, layer_weights = "balanced", model_options = { hidden = 32, depth = 2 } }\n'
     )
     runner = CliRunner()
     out = tmp_path / "run"
@@ -113,4 +114,25 @@ def test_a_dia_with_options_is_named_in_the_report(tmp_path: Path) -> None:
     report = runner.invoke(cli, ["report", str(out)])
     assert report.exit_code == 0, report.output
     header = next(line for line in report.output.splitlines() if line.startswith("| Dataset"))
-    assert "| ig PSNR (dB) |" in header and "| dia (readout) PSNR (dB) |" in header
+    assert "| ig (balanced) PSNR (dB) |" in header and "| dia (readout; balanced) PSNR (dB) |" in header
+
+
+@pytest.mark.parametrize(
+    ("block", "needle"),
+    [
+        ('[membership]\ndatasets = ["sample-fmnist"]\nmodels = ["mlp"]\nattacks = ["loss"]\n'
+         'budget = { pool = 500 }\n',
+         "membership cell sample-fmnist/mlp (none): pool_size 500 + population_size 0 exceeds the 100 records"),
+        ('[defenses.dropout]\ndropout = [0.25]\n[inversion]\ndatasets = ["sample"]\nmodels = ["mlp"]\n'
+         'attacks = ["ig"]\ndefenses = ["dropout"]\nbudget = { images = 200 }\n',
+         "inversion cell sample/mlp (dropout dropout=0.25): index 199 is past the end of sample test"),
+    ],
+)
+def test_cells_the_data_cannot_serve_stop_the_run_before_any_cell(tmp_path: Path, block: str, needle: str) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text('[scenario]\nname = "big"\nseeds = [0]\n' + block)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["-q", "--device", "cpu", "compare", str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not out.exists()

@@ -71,6 +71,10 @@ class CellKind:
         """Run one cell and return its summary (JSON-ready)."""
         raise NotImplementedError
 
+    def check_data(self, config: Any, data_root: str | None) -> None:
+        """Refuse, before any cell runs, a config its data cannot serve (e.g. more records than the
+        dataset has). Data that cannot be loaded is left for the cell to report."""
+
     def build_config(self, spec: CellSpec) -> Any:
         """The kind's typed config for ``spec``; bad keys or values fail naming them."""
         valid = self.attack_names()

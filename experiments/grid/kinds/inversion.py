@@ -6,6 +6,7 @@ to prevent gradient leakage", AAAI 2023: the Dropout Inversion Attack); ``none``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ class InversionKind(CellKind):
         }
         return flatten_summary(labelled, tuple(labelled))
 
+    def check_data(self, config: Any, data_root: str | None) -> None:
+        from attacks.inversion.runner import check_indices
+        from fl.errors import DataError
+
+        try:
+            size = _split_size(config.dataset, config.split, data_root)
+        except DataError:
+            return
+        check_indices(config, size)
+
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
         from attacks.inversion.runner import run_inversion
@@ -66,3 +77,10 @@ class InversionKind(CellKind):
 
 
 CELL_KINDS.register("inversion")(InversionKind())
+
+
+@functools.lru_cache(maxsize=8)
+def _split_size(dataset: str, split: str, data_root: str | None) -> int:
+    from fl.data import load_dataset
+
+    return len(load_dataset(dataset, split=split, root=data_root).labels)

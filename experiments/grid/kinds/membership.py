@@ -46,6 +46,16 @@ class MembershipKind(CellKind):
                           max_grad_norm=defense.max_grad_norm)
         return values
 
+    def check_data(self, config: Any, data_root: str | None) -> None:
+        from attacks.membership.runner import check_pool_fits, dataset_records
+        from fl.errors import DataError
+
+        try:
+            records = dataset_records(config.dataset, data_root)
+        except DataError:
+            return
+        check_pool_fits(config, records)
+
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
         from attacks.membership import run_mia
