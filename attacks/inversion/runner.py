@@ -100,6 +100,10 @@ class InversionConfig:
                                  ("mask_readout", "--mask-readout", self.mask_readout)):
             if used and "dia" not in self.attacks:
                 raise ConfigError(f"{name} ({flag}) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
+        weighted = [a for a in ATTACKS.names() if "layer_weights" in {f.name for f in fields(ATTACKS.get(a).Config)}]
+        if self.layer_weights is not None and not set(weighted) & set(self.attacks):
+            raise ConfigError(f"layer_weights (--layer-weights) applies to attacks {', '.join(weighted)}; "
+                              f"attacks: {', '.join(self.attacks)}")
         check_given_sites(self.given_sites)
         if self.mask_readout:
             check_readable(self.update_kind, self.batch_size, self.local_steps)

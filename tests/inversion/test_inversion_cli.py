@@ -87,6 +87,7 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
         (["--attack", "dia", "--mask-init", "zeros"], "'zeros' is not one of 'bernoulli', 'mean'"),
         (["--layer-weights", "layerwise"], "'layerwise' is not one of 'equal', 'balanced'"),
+        (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig, dia, oracle; attacks: dlg"),
         (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
         (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
          "needs one-example gradient updates (batch_size 1, one local step), got a gradient of batch_size 2 and local_steps 1"),
