@@ -12,10 +12,14 @@ from experiments.cli.state import get_state
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--attack", type=click.Choice(["ig", "dia"]), default="dia", show_default=True)
+@click.option("--attack", type=click.Choice(["dlg", "idlg", "ig", "dia", "analytic"]), default="dia", show_default=True,
+              help="Inversion attack (oracle needs the client's masks, which a capture does not hold).")
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
 @click.option("--iters", type=click.IntRange(min=1), default=400, show_default=True, help="Optimization steps.")
+@click.option("--layer-weights", type=click.Choice(["equal", "balanced"]), default="equal", show_default=True,
+              help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
+              "equally (see `fedleak invert --help`).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Torch CPU threads for the optimization (0 = torch's default).")
@@ -23,7 +27,7 @@ from experiments.cli.state import get_state
 @click.pass_context
 def attack(
     ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,
-    data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
+    layer_weights: str, data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
 ) -> None:
     """Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local
     weights), save a grid.
@@ -41,6 +45,8 @@ def attack(
     from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
+    if layer_weights != "equal" and attack not in ("ig", "dia"):
+        raise click.BadParameter(f"applies to attacks ig and dia, not {attack!r}", param_hint="--layer-weights")
     check_lpips_paths(lpips_weights, lpips_backbone)
     scorer = load_lpips(lpips_weights, lpips_backbone) if lpips_weights is not None else None
     store = CaptureStore(run_dir)
@@ -64,20 +70,22 @@ def attack(
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
     [outcome] = attack_captured(
         store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
-        lpips=scorer,
+        options={"layer_weights": layer_weights} if attack in ("ig", "dia") else None, lpips=scorer,
     )
-    stem = Path(run_dir) / "attacks" / f"{attack}_round{r:04d}_{target}_cli"
+    name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
+    stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"
     save_grid(outcome, stem.with_suffix(".png"))
     lpips = {} if outcome.lpips is None else {
         "lpips_mean": outcome.lpips, "lpips_weights": str(lpips_weights),
         "lpips_backbone": None if lpips_backbone is None else str(lpips_backbone),
     }
     atomic_write_json(stem.with_suffix(".json"), {
-        "round": r, "client": target, "attack": attack, "iters": iters, "threads": threads, "scores": outcome.scores,
+        "round": r, "client": target, "attack": attack, "layer_weights": layer_weights, "iters": iters,
+        "threads": threads, "scores": outcome.scores,
         **lpips, "env": environment_record(state.seed, state.device),
     })
     click.echo(
-        f"{attack} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
+        f"{attack}{'' if layer_weights == 'equal' else f' ({layer_weights})'} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
         + ("" if outcome.lpips is None else f", LPIPS {outcome.lpips:.4f}")
         + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
     )

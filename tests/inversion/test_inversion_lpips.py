@@ -221,6 +221,29 @@ def test_attack_cli_scores_lpips_only_when_given(captured_run, files) -> None:
     assert f"LPIPS {record['lpips_mean']:.4f}" in res.output
 
 
+def test_attack_cli_passes_balanced_layer_weights_on(captured_run) -> None:
+    res = _attack(captured_run, "--layer-weights", "balanced")
+    assert res.exit_code == 0, res.output
+    assert "ig (balanced) on round 1, client 0: PSNR" in res.output
+    record = json.loads((captured_run / "attacks" / "ig-balanced_round0001_0_cli.json").read_text())
+    assert record["layer_weights"] == "balanced" and len(record["scores"]["psnr"]) == 2
+
+
+def test_attack_cli_runs_every_attack_a_capture_supports(captured_run) -> None:
+    def attack(*args: str):
+        return CliRunner().invoke(cli, ["--device", "cpu", "attack", str(captured_run), "--iters", "2",
+                                        "--round", "1", "--client", "0", *args])
+
+    res = attack("--attack", "dlg")
+    assert res.exit_code == 0, res.output
+    assert "dlg on round 1, client 0: PSNR" in res.output
+    for args, needle in ((["--attack", "analytic"], "first layer is fully connected with a bias"),
+                         (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig and dia, not 'dlg'"),
+                         (["--attack", "oracle"], "'oracle' is not one of")):
+        res = attack(*args)
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+
+
 def test_attack_cli_bad_lpips_files_one_line_exit_2(captured_run, files, tmp_path) -> None:
     for paths, needle in _bad_files(tmp_path, *files)[:3]:
         args = ["--lpips-weights", str(paths[0])] + (["--lpips-backbone", str(paths[1])] if paths[1] else [])
