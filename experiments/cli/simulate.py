@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from experiments.cli.params import model_option
+from experiments.cli.params import key_values, model_option
 from experiments.cli.state import get_state
 
 DEFENSE_CHOICES = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
@@ -75,6 +75,9 @@ def _defense_options(f: Any) -> Any:
 @click.option("--attack-clients", type=int, default=None, help="Clients attacked per round (default 1 with --attack).")
 @click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")
 @click.option("--attack-iters", type=int, default=200, show_default=True)
+@click.option("--attack-option", "attack_options", multiple=True, callback=key_values, metavar="KEY=VALUE",
+              help="Attack setting, e.g. layer_weights=balanced or mask_step_size=0.3 (repeatable; the fields of "
+              "the attack's config, see docs/inversion.md).")
 @click.option("--capture", type=click.Choice(["all", "attacked", "none"]), default="attacked", show_default=True)
 @click.option(
     "--engine", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
@@ -129,6 +132,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
         attack_clients=kw["attack_clients"] if kw["attack_clients"] is not None else int(kw["attack"] != "none"),
         attack_rounds=_rounds(kw["attack_rounds"]),
         attack_iters=kw["attack_iters"],
+        attack_options=kw["attack_options"],
         capture=kw["capture"],
         engine=kw["engine"],
         client_cpus=kw["client_cpus"],

@@ -38,6 +38,18 @@ def unattackable_training(settings: TrainSettings) -> str | None:
     )
 
 
+def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
+    """Refuse attack options the curious server's attack does not take (one line)."""
+    if attack == "none":
+        raise ConfigError("--attack-option needs --attack ig or dia")
+    if taken := sorted({"iters", "seed"} & set(options)):
+        raise ConfigError(f"--attack-option {taken[0]}=... is set by --attack-iters / --seed, not as an attack option")
+    import attacks.inversion  # noqa: F401  (registration)
+    from attacks.inversion.base import attack_config
+
+    attack_config(attack, None, **options)
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """A federation, its defense and the curious server's attack (CLI option names in comments)."""
@@ -59,6 +71,7 @@ class SimulationConfig:
     attack_clients: int = 0  # --attack-clients: sampled clients attacked per attacked round
     attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
     attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction
+    attack_options: dict[str, Any] = field(default_factory=dict)  # --attack-option KEY=VALUE (e.g. layer_weights=balanced)
     capture: str = "attacked"  # --capture all|attacked|none
     engine: str = "ray"  # --engine ray (Flower's simulation engine) | inline (serial, in-process, no Ray)
     client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
@@ -99,6 +112,8 @@ class SimulationConfig:
             raise ConfigError(f"--attack {self.attack} needs captured updates; use --capture attacked or all")
         if self.attack != "none" and (why := unattackable_training(self.train)):
             raise ConfigError(why)
+        if self.attack_options:
+            check_attack_options(self.attack, self.attack_options)
         bad = [r for r in self.attack_rounds if not 1 <= r <= self.rounds]
         if bad:
             raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")

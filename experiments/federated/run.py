@@ -66,7 +66,8 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
             return {}
         try:
             outcomes = attack_captured(
-                store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r), device=device
+                store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r),
+                device=device, options=cfg.attack_options,
             )
         except FedleakError:
             raise

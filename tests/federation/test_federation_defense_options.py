@@ -93,3 +93,28 @@ def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_
     assert set(rows) == {"none", "prune"}
     assert f"| {base['final_accuracy']:.4f} | +0.0000 |" in rows["none"]
     assert f"| {own['final_accuracy']:.4f} | {own['final_accuracy'] - base['final_accuracy']:+.4f} |" in rows["prune"]
+
+
+def test_federation_simulate_attack_options_reach_the_curious_servers_attack(tmp_path):
+    args = ["--rounds", "1", "--attack", "ig", "--attack-iters", "2", "--attack-option", "layer_weights=balanced",
+            "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*BASE, *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["attack_options"] == {"layer_weights": "balanced"}
+    history = json.loads((tmp_path / "result.json").read_text())["history"]
+    assert history[0]["attack"] == "ig" and "attack_psnr" in history[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attack-option", "layer_weights=balanced"], "--attack-option needs --attack ig or dia"),
+        (["--attack", "ig", "--attack-option", "iters=5"], "--attack-option iters=... is set by --attack-iters"),
+        (["--attack", "dia", "--attack-option", "tv=1"], "attack 'dia' has no option 'tv'; valid options:"),
+        (["--attack", "ig", "--attack-option", "layer_weights=all"], "layer_weights 'all' is not one of"),
+    ],
+)
+def test_federation_simulate_bad_attack_option_is_one_line_exit_2(tmp_path, args, message):
+    result = CliRunner().invoke(cli, [*BASE, *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
