@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from fl.keyvalues import parse_key_values
+
 
 def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, object]:
-    """``KEY=VALUE`` items to a dict; values are read as JSON (numbers, true/false), else kept as text."""
-    out: dict[str, object] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. bias=true or width=16)")
-        try:
-            out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+    """Click callback of the repeatable ``KEY=VALUE`` options (see :func:`parse_key_values`)."""
+    try:
+        return parse_key_values(values)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def model_option(f: click.decorators.FC) -> click.decorators.FC:

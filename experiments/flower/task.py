@@ -1,7 +1,9 @@
 """Run config (``[tool.flwr.app.config]`` / ``flwr run . --run-config``) -> ``SimulationConfig``.
 
 Keys are the CLI's option names (``local-steps``, ``noise-multiplier``, ...); each goes to the
-training settings, the defense config or the simulation config, whichever has the field.
+training settings, the defense config or the simulation config, whichever has the field. The
+repeatable ``--model-option``/``--attack-option`` become ``model-options``/``attack-options``: one
+comma list of ``KEY=VALUE`` items (a run config holds no tables), e.g. ``"bias=true,hidden=16"``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from experiments.federated.config import SimulationConfig
 from experiments.federated.run import Composition, compose
 from fl.errors import ConfigError
 from fl.federation.settings import TrainSettings
+from fl.keyvalues import parse_key_values
 
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}
 SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense"}
 APP_KEYS = {"out", "device"}
+DICT_KEYS = {"model_options", "attack_options"}  # comma lists of KEY=VALUE in a run config
 
 
 def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
@@ -45,6 +49,11 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
         else:
             valid = sorted(k.replace("_", "-") for k in TRAIN_KEYS | DEFENSE_KEYS | SIM_KEYS | APP_KEYS | {"defense"})
             raise ConfigError(f"unknown run-config key {key!r}; valid keys: {', '.join(valid)}")
+    for name in DICT_KEYS & set(sim):
+        try:
+            sim[name] = parse_key_values(item.strip() for item in str(sim[name]).split(",") if item.strip())
+        except ValueError as err:
+            raise ConfigError(f"run-config key {name.replace('_', '-')!r}: {err}") from None
     if "attack_rounds" in sim:
         sim["attack_rounds"] = tuple(int(r) for r in str(sim["attack_rounds"]).split(",") if r)
     return SimulationConfig(train=TrainSettings(**train), defense=DefenseConfig.from_dict(defense), **sim)

@@ -56,6 +56,17 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
         config_from_run_config({"epochs": 3})
 
 
+def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -> None:
+    cfg = config_from_run_config({"model-options": "bias=true, hidden=16", "attack": "dia", "attack-clients": 1,
+                                  "attack-options": "layer_weights=balanced,mask_step_size=0.3"})
+    assert cfg.model_options == {"bias": True, "hidden": 16}
+    assert cfg.attack_options == {"layer_weights": "balanced", "mask_step_size": 0.3}
+    with pytest.raises(ConfigError, match="run-config key 'model-options': 'bias' is not KEY=VALUE"):
+        config_from_run_config({"model-options": "bias"})
+    with pytest.raises(ConfigError, match="attack 'ig' has no option 'mask_step_size'"):
+        config_from_run_config({"attack": "ig", "attack-clients": 1, "attack-options": "mask_step_size=0.3"})
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
