@@ -71,7 +71,8 @@ def _defense_options(f: Any) -> Any:
 @click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg", show_default=True)
 @click.option("--proximal-mu", type=float, default=0.0, show_default=True, help="FedProx proximal term.")
 @_defense_options
-@click.option("--attack", type=click.Choice(["none", "ig", "dia"]), default="none", show_default=True)
+@click.option("--attack", type=click.Choice(["none", "dlg", "idlg", "ig", "dia", "analytic"]), default="none",
+              show_default=True, help="The curious server's inversion of the attacked clients' updates.")
 @click.option("--attack-clients", type=int, default=None, help="Clients attacked per round (default 1 with --attack).")
 @click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")
 @click.option("--attack-iters", type=int, default=200, show_default=True)

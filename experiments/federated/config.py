@@ -12,7 +12,7 @@ from fl.federation.capture import CAPTURE_MODES
 from fl.federation.server import STRATEGIES
 from fl.federation.settings import TrainSettings
 
-ATTACKS = ("none", "ig", "dia")
+ATTACKS = ("none", "dlg", "idlg", "ig", "dia", "analytic")  # the inversions a capture supports (oracle needs masks)
 ENGINES = ("ray", "inline")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
@@ -41,7 +41,7 @@ def unattackable_training(settings: TrainSettings) -> str | None:
 def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
     """Refuse attack options the curious server's attack does not take (one line)."""
     if attack == "none":
-        raise ConfigError("--attack-option needs --attack ig or dia")
+        raise ConfigError("--attack-option needs an --attack")
     if taken := sorted({"iters", "seed"} & set(options)):
         raise ConfigError(f"--attack-option {taken[0]}=... is set by --attack-iters / --seed, not as an attack option")
     import attacks.inversion  # noqa: F401  (registration)
@@ -67,7 +67,7 @@ class SimulationConfig:
     strategy: str = "fedavg"  # --strategy fedavg|fedprox
     train: TrainSettings = field(default_factory=TrainSettings)  # --local-epochs/--local-steps/--batch-size/--lr/--optimizer/--proximal-mu
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its parameters
-    attack: str = "none"  # --attack none|ig|dia (run by the curious server during the federation)
+    attack: str = "none"  # --attack none|dlg|idlg|ig|dia|analytic (run by the curious server during the federation)
     attack_clients: int = 0  # --attack-clients: sampled clients attacked per attacked round
     attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
     attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction

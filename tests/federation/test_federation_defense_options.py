@@ -105,10 +105,21 @@ def test_federation_simulate_attack_options_reach_the_curious_servers_attack(tmp
     assert history[0]["attack"] == "ig" and "attack_psnr" in history[0]
 
 
+def test_federation_simulate_curious_server_recovers_batch_one_clients_analytically(tmp_path):
+    """Phong et al.: a client that trains one example on an MLP with a first-layer bias gives its
+    input away exactly to a server that divides a weight-gradient row by its bias entry."""
+    args = ["--rounds", "1", "--client-examples", "1", "--batch-size", "1", "--local-steps", "1",
+            "--model-option", "bias=true", "--attack", "analytic", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*BASE[:-2], *args])
+    assert result.exit_code == 0, result.output
+    history = json.loads((tmp_path / "result.json").read_text())["history"]
+    assert history[0]["attack"] == "analytic" and history[0]["attack_psnr"] > 60, history[0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--attack-option", "layer_weights=balanced"], "--attack-option needs --attack ig or dia"),
+        (["--attack-option", "layer_weights=balanced"], "--attack-option needs an --attack"),
         (["--attack", "ig", "--attack-option", "iters=5"], "--attack-option iters=... is set by --attack-iters"),
         (["--attack", "dia", "--attack-option", "tv=1"], "attack 'dia' has no option 'tv'; valid options:"),
         (["--attack", "ig", "--attack-option", "layer_weights=all"], "layer_weights 'all' is not one of"),
