@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec, flatten_summary
-from fl.errors import ConfigError
+from fl.errors import ConfigError, DataError
 
 
 class InversionKind(CellKind):
@@ -60,7 +60,6 @@ class InversionKind(CellKind):
 
     def check_data(self, config: Any, data_root: str | None) -> None:
         from attacks.inversion.runner import check_indices
-        from fl.errors import DataError
 
         try:
             size = _split_size(config.dataset, config.split, data_root)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
-from fl.errors import ConfigError
+from fl.errors import ConfigError, DataError
 
 
 class MembershipKind(CellKind):
@@ -48,7 +48,6 @@ class MembershipKind(CellKind):
 
     def check_data(self, config: Any, data_root: str | None) -> None:
         from attacks.membership.runner import check_pool_fits, dataset_records
-        from fl.errors import DataError
 
         try:
             records = dataset_records(config.dataset, data_root)
