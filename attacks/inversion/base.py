@@ -67,6 +67,11 @@ class Attack(Protocol):
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
+def config_fields(attack: str) -> tuple[str, ...]:
+    """The settings ``attack``'s config has (what ``attack_config`` accepts as overrides)."""
+    return tuple(ATTACKS.get(attack).Config.__dataclass_fields__)
+
+
 def attack_config(attack: str, config: Any = None, **overrides: Any) -> Any:
     """The attack's config: ``config`` checked against the attack, or its defaults + ``overrides``."""
     cls = ATTACKS.get(attack)

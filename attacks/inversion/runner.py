@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attacks.inversion import metrics
-from attacks.inversion.base import ATTACKS, InversionResult, invert_many
+from attacks.inversion.base import ATTACKS, InversionResult, config_fields, invert_many
 from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
 from attacks.inversion.matching import check_layer_weights
 from attacks.inversion.observation import Observation, observe_client
@@ -100,7 +100,7 @@ class InversionConfig:
                                  ("mask_readout", "--mask-readout", self.mask_readout)):
             if used and "dia" not in self.attacks:
                 raise ConfigError(f"{name} ({flag}) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
-        weighted = [a for a in ATTACKS.names() if "layer_weights" in {f.name for f in fields(ATTACKS.get(a).Config)}]
+        weighted = [a for a in ATTACKS.names() if "layer_weights" in config_fields(a)]
         if self.layer_weights is not None and not set(weighted) & set(self.attacks):
             raise ConfigError(f"layer_weights (--layer-weights) applies to attacks {', '.join(weighted)}; "
                               f"attacks: {', '.join(self.attacks)}")
@@ -121,7 +121,7 @@ class InversionConfig:
         parts = []
         if attack == "dia":
             parts += (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
-        if self.layer_weights == "balanced" and "layer_weights" in self.attack_overrides(attack):
+        if self.layer_weights == "balanced" and "layer_weights" in config_fields(attack):
             parts.append("balanced")
         return f"{attack} ({'; '.join(parts)})" if parts else attack
 
@@ -133,7 +133,7 @@ class InversionConfig:
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
                   "layer_weights": self.layer_weights,
                   "given_sites": self.given_sites, "mask_readout": self.mask_readout}
-        names = {f.name for f in fields(ATTACKS.get(attack).Config)}
+        names = config_fields(attack)
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.params import lpips_options
+from experiments.cli.params import CAPTURE_ATTACKS, lpips_options
 from experiments.cli.state import get_state
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--attack", type=click.Choice(["dlg", "idlg", "ig", "dia", "analytic"]), default="dia", show_default=True,
+@click.option("--attack", type=click.Choice(CAPTURE_ATTACKS), default="dia", show_default=True,
               help="Inversion attack (oracle needs the client's masks, which a capture does not hold).")
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
@@ -35,6 +35,7 @@ def attack(
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
     afterwards to score it.
     """
+    from attacks.inversion.base import config_fields
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, save_grid
     from experiments.federated.config import unattackable_training
@@ -45,8 +46,9 @@ def attack(
     from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
-    if layer_weights != "equal" and attack not in ("ig", "dia"):
-        raise click.BadParameter(f"applies to attacks ig and dia, not {attack!r}", param_hint="--layer-weights")
+    if layer_weights != "equal" and "layer_weights" not in config_fields(attack):
+        weighted = [a for a in CAPTURE_ATTACKS if "layer_weights" in config_fields(a)]
+        raise click.BadParameter(f"applies to attacks {' and '.join(weighted)}, not {attack!r}", param_hint="--layer-weights")
     check_lpips_paths(lpips_weights, lpips_backbone)
     scorer = load_lpips(lpips_weights, lpips_backbone) if lpips_weights is not None else None
     store = CaptureStore(run_dir)
@@ -70,7 +72,7 @@ def attack(
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
     [outcome] = attack_captured(
         store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
-        options={"layer_weights": layer_weights} if attack in ("ig", "dia") else None, lpips=scorer,
+        options={"layer_weights": layer_weights} if layer_weights != "equal" else None, lpips=scorer,
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"

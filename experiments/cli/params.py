@@ -8,6 +8,10 @@ import click
 
 from fl.keyvalues import parse_key_values
 
+# The inversions a captured update supports (oracle needs the client's masks). The same list as
+# experiments.federated.config.ATTACKS, kept here so the CLI starts without importing Flower.
+CAPTURE_ATTACKS = ("dlg", "idlg", "ig", "dia", "analytic")
+
 
 def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, object]:
     """Click callback of the repeatable ``KEY=VALUE`` options (see :func:`parse_key_values`)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from experiments.cli.params import key_values, model_option
+from experiments.cli.params import CAPTURE_ATTACKS, key_values, model_option
 from experiments.cli.state import get_state
 
 DEFENSE_CHOICES = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
@@ -71,7 +71,7 @@ def _defense_options(f: Any) -> Any:
 @click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg", show_default=True)
 @click.option("--proximal-mu", type=float, default=0.0, show_default=True, help="FedProx proximal term.")
 @_defense_options
-@click.option("--attack", type=click.Choice(["none", "dlg", "idlg", "ig", "dia", "analytic"]), default="none",
+@click.option("--attack", type=click.Choice(["none", *CAPTURE_ATTACKS]), default="none",
               show_default=True, help="The curious server's inversion of the attacked clients' updates.")
 @click.option("--attack-clients", type=int, default=None, help="Clients attacked per round (default 1 with --attack).")
 @click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
-from attacks.inversion.base import ATTACKS, attack_config, invert_many
+from attacks.inversion.base import attack_config, config_fields, invert_many
 from attacks.inversion.metrics import score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training
@@ -139,7 +139,7 @@ def attack_captured(
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
     wanted = {"iters": iters, "seed": seed}
-    known = ATTACKS.get(attack).Config.__dataclass_fields__
+    known = config_fields(attack)
     cfg = attack_config(attack, None, **{k: v for k, v in wanted.items() if k in known}, **(options or {}))
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device)

@@ -25,6 +25,13 @@ def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type()
         assert kind in (typing.get_args(expected[key]) or (expected[key],)), key
 
 
+def test_federation_cli_attack_choices_are_the_configs():
+    from experiments.cli.params import CAPTURE_ATTACKS
+    from experiments.federated.config import ATTACKS
+
+    assert ("none", *CAPTURE_ATTACKS) == ATTACKS
+
+
 def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_path):
     args = ["--rounds", "1", "--defense", "quantize", "--no-stochastic-rounding", "--quantize-bits", "4",
             "--clipped-count-stddev", "0.5", "--accountant", "prv", "--out", str(tmp_path)]
