@@ -83,7 +83,7 @@ def attack_config(attack: str, config: Any = None, **overrides: Any) -> Any:
 
 
 def _make_config(cfg_cls: type, attack: str, values: dict[str, Any]) -> Any:
-    valid = list(cfg_cls.__dataclass_fields__)
+    valid = config_fields(attack)
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(f"attack {attack!r} has no option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}")
