@@ -7,7 +7,8 @@ composes at up to four points, each optional:
    a GroupNorm variant under DP-SGD) and a one-line refusal of incompatible models.
 2. ``prepare_local_training`` / ``finish_local_training``: wrap the client's model,
    optimizer and data loader (DP-SGD with Opacus) and report per-client metrics
-   (cumulative epsilon), keeping per-client state in ``client_state`` across rounds.
+   (cumulative epsilon), keeping per-client state in ``client_state`` across rounds (the
+   client keeps it on its own side; the server never holds it).
 3. ``client_mods``: Flower client mods ``(msg, ctxt, call_next) -> Message`` that act on
    the outgoing update (local DP noise, top-k pruning, quantization, client-side clipping).
 4. ``wrap_strategy``: wrap the server strategy (central DP with noise on the aggregate).
@@ -37,7 +38,8 @@ class LocalTraining:
     epochs: int
     num_examples: int
     rounds: int = 1  # planned participations of this client in the run (<= num_rounds); dp-local
-    # with target_epsilon spreads the budget over rounds x epochs
+    # with target_epsilon spreads the budget over rounds x steps
+    steps: int = 0  # optimizer steps per participation (local_steps, or epochs x len(loader))
 
 
 class Defense:
@@ -45,6 +47,10 @@ class Defense:
 
     name: str = "none"
     secure_aggregation: bool = False
+    # What the defense's epsilon protects: one training "record" of a client (example-level DP) or
+    # a whole "client" (all of its data); None for defenses without a privacy accountant.
+    privacy_unit: str | None = None
+    delta: float = 0.0  # the delta its epsilon is stated at (DP defenses set it)
 
     def model_overrides(self) -> dict[str, Any]:
         """Keyword arguments forced on ``build_model`` (e.g. ``{"dropout": 0.5}``)."""
@@ -79,6 +85,10 @@ class Defense:
 
     def server_metrics(self) -> dict[str, float]:
         """Server-side privacy or cost figures after the run (e.g. central DP epsilon)."""
+        return {}
+
+    def round_record(self) -> dict[str, Any]:
+        """What the server-side mechanism did in the last round and what its accountant assumed (JSON-ready)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

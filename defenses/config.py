@@ -40,7 +40,12 @@ class DefenseConfig:
     # dp-central adaptive: noise std on the clipped-update count (Andrew et al.); None = Flower's
     # clients_per_round / 20, which must exceed noise_multiplier / 2
     clipped_count_stddev: float | None = None
-    sensitivity: float = 1.0  # ldp: L2 sensitivity of the clipped update (LocalDpMod)
+    # dp-central adaptive: the target quantile gamma of the update norms the bound tracks (the
+    # fraction of updates left unclipped; 0.5 = the median), in (0, 1) (Andrew et al.)
+    target_quantile: float = 0.5
+    # dp-central adaptive: the bound's geometric learning rate eta_C, > 0 (Andrew et al.)
+    clip_norm_lr: float = 0.2
+    sensitivity: float | None = None  # ldp: L2 sensitivity LocalDpMod scales its noise by; None = 2 x clipping_norm (the true one)
     epsilon: float = 1.0  # ldp: per-round epsilon of each client's release (LocalDpMod)
     # prune: fraction of the update's entries ZEROED per tensor (0.9 keeps the 10 % largest |delta|).
     prune_ratio: float = 0.9
@@ -71,7 +76,10 @@ class DefenseConfig:
             _bad("clipping", self.clipping, f"one of {', '.join(CLIPPING_MODES)}")
         if self.clipped_count_stddev is not None:
             _check_positive("clipped_count_stddev", self.clipped_count_stddev)
-        _check_positive("sensitivity", self.sensitivity)
+        _check_range("target_quantile", self.target_quantile, 0.0, 1.0, "(0, 1)", lo_open=True, hi_open=True)
+        _check_positive("clip_norm_lr", self.clip_norm_lr)
+        if self.sensitivity is not None:
+            _check_positive("sensitivity", self.sensitivity)
         _check_positive("epsilon", self.epsilon)
         _check_range("prune_ratio", self.prune_ratio, 0.0, 1.0, "[0, 1)", hi_open=True)
         if (

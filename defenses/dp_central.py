@@ -1,21 +1,21 @@
-"""Central DP with Flower's strategy wrappers (DP-FedAvg, McMahan et al., ICLR 2018).
+"""Central DP: DP-FedAvg (McMahan et al., ICLR 2018) with fixed or adaptive clipping.
 
-Each client update is clipped to L2 norm ``clipping_norm`` (by the server, or by the client
-with Flower's clipping mod) and the server adds Gaussian noise of std
-``noise_multiplier * clipping_norm / clients_per_round`` to the *average*. Adaptive clipping
-(Andrew et al., NeurIPS 2021) tracks a quantile of the update norms instead of a fixed bound.
-Only the aggregate is private: the server (and so a curious server) still receives every
-individual update, clipped but un-noised. Client-level epsilon is accounted with Flower's RDP
-accountant, one Gaussian release per round without sampling amplification; the adaptive
-variants split the noise between the update and the clipped count so that the pair is as
-private as one Gaussian release with ``noise_multiplier`` (Andrew et al., Thm 1), and that
-release is composed after every aggregate. The noise (and the adaptive variants' clipped-count
-noise) is drawn from the wrapper's own NumPy generator, seeded per (federation seed, round),
-never from NumPy's global one: clients and other threads in the same process also draw from
-(and reseed) that one, so a run and its resume would otherwise not get the same noise. The
-accounting assumes uniform averaging, so the
-defense makes FedAvg weight every reply equally (``DP_WEIGHT_KEY``). Every clipping path passes
-a zero update through unchanged (:mod:`defenses.clipping`; Flower's own divides by its norm).
+Each client update is clipped to L2 norm ``C`` (by the server, or by the client with a Flower
+clipping mod) and the server adds Gaussian noise of std ``z * C / m`` to the uniform *average*
+of the ``m`` updates. Only the aggregate is private: the server (and so a curious server) still
+receives every individual update, clipped but un-noised. Client-level epsilon (it protects a
+whole client) is accounted with Flower's RDP accountant, one Gaussian release with noise
+multiplier ``z`` per round without sampling amplification. The accounting assumes uniform
+averaging, so the defense makes FedAvg weight every reply equally (``DP_WEIGHT_KEY``).
+
+Fixed clipping uses Flower's accounted wrappers (``DifferentialPrivacy*SideFixedClipping``);
+adaptive clipping is fedleak's own wrapper (:mod:`defenses.adaptive_clipping`, Andrew et al.).
+Every wrapper records what the accountant assumed in ``last_release``
+(:class:`~defenses.central_release.CentralRelease`) after each ``aggregate_train`` and noises
+with the server's own per-round generator (:func:`~defenses.central_release.round_noise_rng`).
+A round with a failed or missing reply releases nothing. Every clipping path passes a zero
+update through unchanged and counts it as unclipped (:mod:`defenses.clipping`; Flower's own
+divides by its norm).
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
 )
 from flwr.supercore.differential_privacy import compute_stdv
 from flwr.supercore.privacy_accounting import (
-    GaussianPrivacyEvent,
     NeighboringRelation,
     PrivacyConfig,
     SamplingMethod,
@@ -44,13 +41,24 @@ from flwr.supercore.privacy_accounting import (
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from defenses.accounting import noise_for_epsilon
+from defenses.adaptive_clipping import (
+    AdaptiveClipping,
+    ClientSideAdaptiveClipping,
+    ServerSideAdaptiveClipping,
+)
 from defenses.base import ClientMod, Defense
+from defenses.central_release import (
+    NO_AGGREGATE,
+    CentralRelease,
+    add_gaussian_noise,
+    incomplete_round,
+    round_noise_rng,
+)
 from defenses.clipping import ZeroSafeClipping, zero_safe_clipping_mod
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import train_only
 from fl.errors import ConfigError
-from fl.seed import derive_seed
 
 DP_WEIGHT_KEY = "dp-weight"  # reply metric FedAvg weights by under central DP (always 1.0)
 ADAPTIVE = ("adaptive", "client-adaptive")
@@ -66,59 +74,39 @@ def uniform_weight_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable
 
 
 class SeededNoise:
-    """Mixin: a Flower DP wrapper draws its noise from its own generator, reseeded every round.
-
-    The generator of round ``r`` is ``RandomState(derive_seed(noise_seed, "server-noise", r))``,
-    a ``RandomState`` so that the draws equal Flower's after ``np.random.seed`` of that seed (the
-    same Gaussian noise on the aggregate, then, for adaptive clipping, on the clipped count).
-    """
+    """Mixin: a Flower fixed-clipping wrapper noises with :func:`round_noise_rng` and records :class:`CentralRelease`."""
 
     noise_seed: int = 0
     noise_multiplier: float
     clipping_norm: float
     num_sampled_clients: int
-    clipped_count_stddev: float
+    last_release: CentralRelease | None = None
     _noise_rng: np.random.RandomState
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        self._noise_rng = np.random.RandomState(derive_seed(self.noise_seed, "server-noise", server_round))
-        return super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        replies = list(replies)
+        clipping_norm = float(self.clipping_norm)
+        self._noise_rng = round_noise_rng(self.noise_seed, server_round)
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        reason = incomplete_round(replies, self.num_sampled_clients) or ("" if arrays else NO_AGGREGATE)
+        released = not reason  # Flower noises and composes exactly then
+        self.last_release = CentralRelease(
+            round=server_round,
+            released=released,
+            noise_multiplier=self.noise_multiplier,
+            clipping_norm=clipping_norm,
+            clients=sum(not reply.has_error() for reply in replies),
+            sampled=self.num_sampled_clients,
+            noise_std=compute_stdv(self.noise_multiplier, clipping_norm, self.num_sampled_clients) if released else 0.0,
+            reason=reason,
+        )
+        return arrays, metrics
 
     def _add_noise_to_aggregated_arrays(self, aggregated: ArrayRecord) -> ArrayRecord:
         stdv = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
-        noised = {}
-        for key, array in zip(aggregated.keys(), aggregated.to_numpy_ndarrays(), strict=True):
-            noised[key] = Array(array + self._noise_rng.normal(0, stdv, array.shape).astype(array.dtype))
-        return ArrayRecord(noised)
-
-    def _noisy_fraction(self, count: int, total: int) -> float:
-        """The clipped fraction with Gaussian count noise (adaptive wrappers only call it)."""
-        return float(self._noise_rng.normal(count, self.clipped_count_stddev)) / float(total)
-
-
-class _AccountedAdaptive:
-    """Compose one Gaussian release per successful aggregate into ``accountant`` (mixin)."""
-
-    accountant: RdpAccountant
-    release_noise_multiplier: float
-    num_sampled_clients: int
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)  # Flower's adaptive wrappers iterate the replies twice
-        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
-        if arrays is not None:
-            self.accountant.compose(
-                GaussianPrivacyEvent(
-                    noise_multiplier=self.release_noise_multiplier,
-                    sample_size=self.num_sampled_clients,
-                    population_size=self.accountant.config.population_size,
-                )
-            )
-        return arrays, metrics
+        return add_gaussian_noise(aggregated, stdv, self._noise_rng)
 
 
 class ZeroSafeServerSideFixedClipping(SeededNoise, ZeroSafeClipping, DifferentialPrivacyServerSideFixedClipping):
@@ -129,20 +117,11 @@ class SeededClientSideFixedClipping(SeededNoise, DifferentialPrivacyClientSideFi
     """Flower's client-side fixed clipping with seeded noise."""
 
 
-class AccountedServerSideAdaptiveClipping(
-    _AccountedAdaptive, SeededNoise, ZeroSafeClipping, DifferentialPrivacyServerSideAdaptiveClipping
-):
-    """Flower's server-side adaptive clipping with an RDP accountant and seeded noise, passing a zero update through unchanged."""
-
-
-class AccountedClientSideAdaptiveClipping(_AccountedAdaptive, SeededNoise, DifferentialPrivacyClientSideAdaptiveClipping):
-    """Flower's client-side adaptive clipping with an RDP accountant and seeded noise."""
-
-
 class DpCentralDefense(Defense):
-    """Noise on the aggregate (Flower's DP strategy wrappers); epsilon in ``server_metrics``."""
+    """Noise on the aggregate (a DP strategy wrapper); epsilon in ``server_metrics``, the round's release in ``last_release``."""
 
     name = "dp-central"
+    privacy_unit = "client"
 
     def __init__(
         self,
@@ -153,6 +132,8 @@ class DpCentralDefense(Defense):
         clipping: str,
         delta: float,
         clipped_count_stddev: float | None = None,
+        target_quantile: float = 0.5,
+        clip_norm_lr: float = 0.2,
     ) -> None:
         self.noise_multiplier = noise_multiplier
         self.target_epsilon = target_epsilon
@@ -160,10 +141,17 @@ class DpCentralDefense(Defense):
         self.clipping = clipping
         self.delta = delta
         self.clipped_count_stddev = clipped_count_stddev
+        self.target_quantile = target_quantile
+        self.clip_norm_lr = clip_norm_lr
         self.strategy: Any = None
         self._sigma = 0.0  # the noise multiplier wrap_strategy settled on
         self._accountant: RdpAccountant | None = None
         self._restored: dict[str, Any] | None = None  # state_dict loaded before wrap_strategy
+
+    @property
+    def last_release(self) -> CentralRelease | None:
+        """What the accountant assumed in the latest ``aggregate_train`` (None before the first)."""
+        return None if self.strategy is None else self.strategy.last_release
 
     def client_mods(self) -> list[ClientMod]:
         clip = {"client-fixed": fixedclipping_mod, "client-adaptive": adaptiveclipping_mod}.get(self.clipping)
@@ -173,7 +161,7 @@ class DpCentralDefense(Defense):
     def wrap_strategy(self, strategy: Any, *, num_rounds: int, clients_per_round: int, seed: int = 0) -> Any:
         """Wrap a FedAvg-family ``strategy``; it is switched to uniform weights (``DP_WEIGHT_KEY``).
 
-        ``seed`` seeds the noise of every round (:class:`SeededNoise`).
+        ``seed`` seeds the noise of every round (:func:`round_noise_rng`).
         """
         if not isinstance(strategy, FedAvg) or type(strategy).aggregate_train is not FedAvg.aggregate_train:
             raise ConfigError(
@@ -192,35 +180,11 @@ class DpCentralDefense(Defense):
                 sampling_method=SamplingMethod.NO_AMPLIFICATION,
             )
         )
-        if self.clipping in ("server-fixed", "client-fixed"):
-            wrapper = (
-                ZeroSafeServerSideFixedClipping
-                if self.clipping == "server-fixed"
-                else SeededClientSideFixedClipping
-            )
-            self.strategy = wrapper(strategy, sigma, self.clipping_norm, clients_per_round, accountant=self._accountant)
+        if self.clipping in ADAPTIVE:
+            self.strategy = self._adaptive(strategy, sigma, clients_per_round)
         else:
-            adaptive = (
-                AccountedServerSideAdaptiveClipping
-                if self.clipping == "adaptive"
-                else AccountedClientSideAdaptiveClipping
-            )
-            try:
-                self.strategy = adaptive(
-                    strategy,
-                    sigma,
-                    clients_per_round,
-                    initial_clipping_norm=self.clipping_norm,
-                    clipped_count_stddev=self.clipped_count_stddev,
-                )
-            except ValueError:  # Flower: the count noise cannot absorb this much of the budget
-                stddev = self.clipped_count_stddev or clients_per_round / 20
-                raise ConfigError(
-                    f"dp-central adaptive clipping: noise_multiplier={sigma:g} needs clipped_count_stddev > "
-                    f"{sigma / 2:g} (now {stddev:g}); raise clipped_count_stddev or lower noise_multiplier"
-                ) from None
-            self.strategy.accountant = self._accountant
-            self.strategy.release_noise_multiplier = sigma
+            fixed = ZeroSafeServerSideFixedClipping if self.clipping == "server-fixed" else SeededClientSideFixedClipping
+            self.strategy = fixed(strategy, sigma, self.clipping_norm, clients_per_round, accountant=self._accountant)
         self.strategy.noise_seed = seed
         if self._restored is not None:
             self._restore(self._restored)
@@ -237,6 +201,14 @@ class DpCentralDefense(Defense):
             "noise_multiplier": self._sigma,
             "clipping_norm": float(self.strategy.clipping_norm),
         }
+
+    def round_record(self) -> dict[str, Any]:
+        """The last round's release (:class:`CentralRelease`) with the epsilon spent after it and the release count."""
+        release = self.last_release
+        if release is None:
+            return {}
+        spent = self.server_metrics()
+        return {**release.to_dict(), "epsilon": spent["epsilon"], "releases": spent["releases"]}
 
     def state_dict(self) -> dict[str, Any]:
         """The accountant's state and the adapted clipping bound (JSON-ready), for the federation's checkpoint."""
@@ -259,6 +231,26 @@ class DpCentralDefense(Defense):
         if "clipping_norm" in state:
             self.strategy.clipping_norm = float(state["clipping_norm"])
 
+    def _adaptive(self, strategy: FedAvg, sigma: float, clients_per_round: int) -> AdaptiveClipping:
+        wrapper = ServerSideAdaptiveClipping if self.clipping == "adaptive" else ClientSideAdaptiveClipping
+        try:
+            return wrapper(
+                strategy,
+                sigma,
+                clients_per_round,
+                accountant=self._accountant,  # type: ignore[arg-type]
+                initial_clipping_norm=self.clipping_norm,
+                target_quantile=self.target_quantile,
+                clip_norm_lr=self.clip_norm_lr,
+                clipped_count_stddev=self.clipped_count_stddev,
+            )
+        except ValueError:  # Thm 1: the count noise cannot absorb this much of the budget
+            stddev = self.clipped_count_stddev or clients_per_round / 20
+            raise ConfigError(
+                f"dp-central adaptive clipping: noise_multiplier={sigma:g} needs clipped_count_stddev > "
+                f"{sigma / 2:g} (now {stddev:g}); raise clipped_count_stddev or lower noise_multiplier"
+            ) from None
+
     def _noise(self, num_rounds: int) -> float:
         """Sigma given, or the smallest one keeping ``num_rounds`` Gaussian releases within target_epsilon."""
         if self.noise_multiplier is not None:
@@ -270,7 +262,7 @@ class DpCentralDefense(Defense):
 
 @DEFENSES.register("dp-central")
 def build_dp_central(cfg: DefenseConfig) -> Defense:
-    """Flower's central DP with ``cfg.clipping`` clipping at ``cfg.clipping_norm``."""
+    """Central DP with ``cfg.clipping`` clipping at ``cfg.clipping_norm`` (the initial bound if adaptive)."""
     return DpCentralDefense(
         noise_multiplier=cfg.sigma if cfg.target_epsilon is None else None,
         target_epsilon=cfg.target_epsilon,
@@ -278,4 +270,6 @@ def build_dp_central(cfg: DefenseConfig) -> Defense:
         clipping=cfg.clipping,
         delta=cfg.delta,
         clipped_count_stddev=cfg.clipped_count_stddev,
+        target_quantile=cfg.target_quantile,
+        clip_norm_lr=cfg.clip_norm_lr,
     )

@@ -2,9 +2,12 @@
 
 Each client clips every per-sample gradient to ``max_grad_norm`` and adds Gaussian noise of
 std ``noise_multiplier * max_grad_norm`` to each batch sum, with its own noise generator
-(seeded from the client's seed, fresh for every participation). The privacy accountant's
-history lives in ``client_state`` so the reported epsilon is cumulative over all rounds the
-client took part in, and a checkpointed federation resumes with the same budget.
+(seeded from the client's private seed, fresh for every participation). Batches are Poisson
+samples at rate ``1 / len(loader)``, the rate the accountant composes; an empty batch is still a
+noise-only step, as in Opacus. The accountant's history lives in ``client_state``, which the
+client keeps on its own side, so the reported epsilon is cumulative over every round the client
+took part in, a resumed federation continues it, and the server cannot reset it.
+The epsilon protects one training record of the client (example-level DP of its releases).
 Models with BatchNorm are refused (per-sample gradients need sample-independent layers);
 build them with ``norm="group"`` instead, nothing is rewritten silently.
 """
@@ -12,6 +15,7 @@ build them with ``norm="group"`` instead, nothing is rewritten silently.
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,7 +37,7 @@ from defenses.base import Defense, LocalTraining
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from fl.errors import ConfigError, FedleakError
-from fl.seed import derive_seed, make_generator
+from fl.seed import make_generator, private_seed
 
 HISTORY_KEY = "dp_history"  # client_state key: the accountant history [[sigma, q, steps], ...]
 NOISE_KEY = "dp_noise_multiplier"  # client_state key: sigma planned once from target_epsilon
@@ -113,6 +117,7 @@ class DpLocalDefense(Defense):
     """DP-SGD on every client; replies carry the client's cumulative ``epsilon``."""
 
     name = "dp-local"
+    privacy_unit = "record"
 
     def __init__(
         self,
@@ -136,8 +141,6 @@ class DpLocalDefense(Defense):
     def prepare_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any], seed: int
     ) -> LocalTraining:
-        history = client_state.get(HISTORY_KEY, [])
-        steps_so_far = sum(int(steps) for _, _, steps in history)  # fresh noise every participation
         model, optimizer, loader, engine = make_private(
             training.model,
             training.optimizer,
@@ -146,11 +149,11 @@ class DpLocalDefense(Defense):
             delta=self.delta,
             max_grad_norm=self.max_grad_norm,
             accountant=self.accountant,
-            noise_generator=make_generator(derive_seed(seed, "dp-noise", steps_so_far)),
-            history=history,
+            noise_generator=make_generator(private_seed(seed, "dp-noise")),  # seed: fresh every participation
+            history=client_state.get(HISTORY_KEY, []),
         )
         self._engines[id(model)] = engine
-        return LocalTraining(model, optimizer, loader, training.epochs, training.num_examples)
+        return replace(training, model=model, optimizer=optimizer, loader=loader)
 
     def finish_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
@@ -158,29 +161,34 @@ class DpLocalDefense(Defense):
         engine = self._engines.pop(id(training.model), None)
         if engine is None:
             raise RuntimeError("finish_local_training got a model that prepare_local_training did not wrap")
-        client_state[HISTORY_KEY] = [list(h) for h in history_of(engine.accountant)]
+        history = history_of(engine.accountant)
+        client_state[HISTORY_KEY] = [list(h) for h in history]
         training.model.cleanup()  # the client's model may be reused: drop the Opacus hooks
+        sigma, rate, _ = history[-1]  # one (sigma, rate) per client: Opacus merges its steps into one entry
         return {
             "epsilon": epsilon_of(engine, self.delta),
             "delta": self.delta,
-            "noise_multiplier": engine.accountant.history[-1][0] if engine.accountant.history else 0.0,
+            "noise_multiplier": sigma,
+            "sample_rate": rate,
+            "steps": float(sum(steps for _, _, steps in history)),
         }
 
     def _client_noise(self, training: LocalTraining, client_state: MutableMapping[str, Any]) -> float:
-        """Sigma for this client: given, or planned once for all its rounds x epochs from target_epsilon."""
+        """Sigma for this client: given, or planned once from target_epsilon for all its rounds x steps.
+
+        The plan counts the optimizer steps the client will take (``training.steps``: its
+        ``local_steps``, or epochs x batches) at the Poisson rate its loader samples with.
+        """
         if self.noise_multiplier is not None:
             return self.noise_multiplier
-        rounds = getattr(training, "rounds", None)  # the federation's own LocalTraining may lack it
-        if rounds is None:
-            raise FedleakError(
-                "dp-local with target_epsilon needs LocalTraining.rounds (the client's planned participations)"
-            )
+        if training.steps < 1:
+            raise FedleakError("dp-local with target_epsilon needs LocalTraining.steps (optimizer steps per round)")
         if NOISE_KEY not in client_state:
             client_state[NOISE_KEY] = noise_for_epsilon(
                 target_epsilon=self.target_epsilon,
                 delta=self.delta,
                 sample_rate=1 / len(training.loader),
-                steps=rounds * training.epochs * len(training.loader),
+                steps=training.rounds * training.steps,
                 accountant=self.accountant,
             )
         return float(client_state[NOISE_KEY])

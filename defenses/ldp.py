@@ -1,12 +1,15 @@
 """Local differential privacy on the update with Flower's ``LocalDpMod``.
 
-Each client clips its update ``delta`` to L2 norm ``clipping_norm`` and adds Gaussian noise of
-std ``sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon`` to every entry before it leaves
-(the classic Gaussian mechanism, Dwork and Roth 2014, Thm A.1, stated for epsilon < 1), so
-even a curious server sees only a noised update. Every participation is one release: the
-reply's ``epsilon`` composes all of this client's releases so far with RDP (Mironov 2017)
-for the noise actually added (noise multiplier = std / sensitivity), which is valid for any
-per-round epsilon and tighter than adding the per-round epsilons up.
+Each client clips its update ``delta`` to L2 norm ``clipping_norm`` (C) and adds Gaussian noise of
+std ``sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon`` to every entry before it leaves (the
+classic Gaussian mechanism, Dwork and Roth 2014, Thm A.1, stated for epsilon < 1), so even a
+curious server sees only a noised update. Under local DP the neighbouring inputs are any two
+clipped updates, so the L2 sensitivity is ``2 C``: the default ``sensitivity`` is ``2 C``, and a
+smaller one is refused (it would add too little noise for the epsilon it names). Every
+participation is one release: the reply's ``epsilon`` composes all of this client's releases so
+far with RDP (Mironov 2017) for the noise actually added (noise multiplier = std / (2 C)), which
+is valid for any per-round epsilon and tighter than adding the per-round epsilons up. The
+epsilon protects a whole client (all of its data), against the server itself.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from fl.errors import ConfigError
 RELEASES_KEY = "ldp_releases"  # client_state key: how many noised updates this client has sent
 
 
-def ldp_noise_multiplier(*, epsilon: float, delta: float) -> float:
-    """Noise std over sensitivity of LocalDpMod's Gaussian mechanism: sqrt(2 ln(1.25/delta)) / epsilon."""
-    return math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+def ldp_noise_multiplier(*, epsilon: float, delta: float, sensitivity: float, clipping_norm: float) -> float:
+    """LocalDpMod's noise std over the true L2 sensitivity 2C: ``sensitivity sqrt(2 ln(1.25/delta)) / (epsilon 2C)``."""
+    return sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon / (2 * clipping_norm)
 
 
 class ZeroSafeLocalDpMod(ZeroSafeClipping, LocalDpMod):
@@ -41,12 +44,15 @@ class LdpDefense(Defense):
     """Clip and noise every client's update on the client (Flower's ``LocalDpMod``, zero-safe)."""
 
     name = "ldp"
+    privacy_unit = "client"
 
-    def __init__(self, *, clipping_norm: float, sensitivity: float, epsilon: float, delta: float) -> None:
-        if sensitivity < clipping_norm:
+    def __init__(self, *, clipping_norm: float, sensitivity: float | None, epsilon: float, delta: float) -> None:
+        if sensitivity is None:
+            sensitivity = 2 * clipping_norm
+        if sensitivity < 2 * clipping_norm:
             raise ConfigError(
-                f"defense option sensitivity={sensitivity!r} is invalid; expected >= clipping_norm={clipping_norm!r} "
-                "(a clipped update moves by up to clipping_norm)"
+                f"defense option sensitivity={sensitivity!r} is invalid; expected >= 2 x clipping_norm = "
+                f"{2 * clipping_norm!r} (two updates clipped to norm C can differ by 2C)"
             )
         self.clipping_norm = clipping_norm
         self.sensitivity = sensitivity
@@ -62,11 +68,14 @@ class LdpDefense(Defense):
     ) -> dict[str, float]:
         releases = int(client_state.get(RELEASES_KEY, 0)) + 1  # the mod noises this reply
         client_state[RELEASES_KEY] = releases
-        sigma = ldp_noise_multiplier(epsilon=self.epsilon, delta=self.delta)
+        sigma = ldp_noise_multiplier(
+            epsilon=self.epsilon, delta=self.delta, sensitivity=self.sensitivity, clipping_norm=self.clipping_norm
+        )
         return {
             "epsilon": gaussian_epsilon(noise_multiplier=sigma, releases=releases, delta=self.delta),
             "delta": self.delta,
             "noise_multiplier": sigma,
+            "releases": float(releases),
         }
 
 

@@ -81,7 +81,7 @@ def plot_roc(
             dp_tpr_bound(grid, epsilon, delta),
             "r:",
             lw=1.5,
-            label=f"DP bound (ε={epsilon:.3g}, δ={delta:g})",
+            label=f"DP bound (ε={epsilon:.3g} per record, δ={delta:g})",
         )
     _axes(ax, floor, title)
     _save(fig, path)
@@ -113,7 +113,7 @@ def draw_roc_settings(
                 ":",
                 color=colour,
                 lw=1.2,
-                label=f"DP bound ε={eps:.3g}",
+                label=f"DP bound ε={eps:.3g} per record",
             )
     _axes(ax, floor, title, fontsize)
 

@@ -202,6 +202,7 @@ def run_mia(
         "train_accuracy": accuracy(target, x[members], y[members], device=device),
         "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
         "epsilon": eps,
+        "epsilon_unit": "record" if eps is not None else None,  # DP-SGD protects one training record
         "delta": cfg.delta if eps is not None else None,
     }
     log.debug(  # the CLI prints this line; a debug log keeps default output from repeating it

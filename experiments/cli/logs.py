@@ -24,4 +24,6 @@ def configure_logging(verbosity: int) -> None:
         os.environ["FLWR_LOG_LEVEL"] = "ERROR"
         warnings.filterwarnings("ignore", module="opacus")
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        # raised by torch for Opacus' hooks, attributed to the caller's module (the training loop)
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

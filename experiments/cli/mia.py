@@ -189,7 +189,7 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
     eps = res["epsilon"]
     click.echo(
         f"target: train accuracy {res['train_accuracy']:.3f}, test accuracy {res['test_accuracy']:.3f}"
-        + (f", epsilon {eps:.3g} (RDP, delta {cfg.delta:g})" if eps is not None else "")
+        + (f", ε {eps:.3g} per record (δ={cfg.delta:g}, RDP)" if eps is not None else "")
     )
     _report(res, cfg.fprs, kw["fmt"], kw["out"])
 

@@ -29,7 +29,9 @@ DEFENSE_OPTIONS: dict[str, tuple[type, str]] = {
     "clipping_norm": (float, "dp-central/ldp: clip of each client update (default 1.0)."),
     "clipping": (str, "dp-central: server-fixed|client-fixed|adaptive|client-adaptive."),
     "clipped_count_stddev": (float, "dp-central adaptive: noise std on the clipped count (default clients/20)."),
-    "sensitivity": (float, "ldp: L2 sensitivity (default 1.0)."),
+    "target_quantile": (float, "dp-central adaptive: quantile of the update norms the bound tracks (default 0.5)."),
+    "clip_norm_lr": (float, "dp-central adaptive: the bound's geometric learning rate (default 0.2)."),
+    "sensitivity": (float, "ldp: L2 sensitivity the noise is scaled by, >= 2 x clipping norm (default 2 x clipping norm)."),
     "epsilon": (float, "ldp: per-round epsilon of each release (default 1.0)."),
     "prune_ratio": (float, "prune: share of update entries zeroed (default 0.9)."),
     "quantize_bits": (int, "quantize: bits per entry, 1..16 (default 8)."),
@@ -87,6 +89,11 @@ def _defense_options(f: Any) -> Any:
 @click.option("--client-cpus", type=float, default=1.0, show_default=True, help="Ray CPUs per client.")
 @click.option("--client-gpus", type=float, default=0.0, show_default=True, help="Ray GPU share per client.")
 @click.option("--baseline", is_flag=True, help="Also run --defense none with the same seed and compare.")
+@click.option(
+    "--client-seed", type=click.IntRange(min=0), default=None,
+    help="Root of the clients' secret keys, for a bit-identical rerun with the same --seed; kept on the clients' "
+    "side (RUN/clients), never given to the server. Default: each client draws its key from the OS.",
+)
 @click.option("--stop-after-round", type=int, default=0, help="Stop after this round as if killed (then --resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
@@ -140,6 +147,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
         client_gpus=kw["client_gpus"],
         data_dir=kw["data_dir"],
         seed=state.seed,
+        client_seed=kw["client_seed"],
         stop_after_round=kw["stop_after_round"],
     )
     from defenses import DEFENSES
@@ -163,6 +171,7 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
     from tqdm import tqdm
 
     from experiments.federated import run_federation
+    from experiments.federated.epsilon import epsilon_text
     from experiments.federated.run import round_line
 
     quiet = state.verbosity < 0
@@ -178,7 +187,7 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
         result = run_federation(cfg, out_dir=out, device=state.device, progress=report, resume=resume, verbose=state.verbosity > 0)
     finally:
         bar.close()
-    eps = f", epsilon {result['epsilon']:.2f}" if result["epsilon"] is not None else ""
+    eps = f", ε {epsilon_text(result)}" if result["epsilon"] is not None else ""
     click.echo(
         f"{name}: final accuracy {result['final_accuracy']:.4f}, loss {result['final_loss']:.4f}{eps} "
         f"after {result['rounds_done']} rounds in {result['wall_s']:.1f} s -> {out}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from experiments.federated.epsilon import UNITS, epsilon_column
 from experiments.tables import format_table
 
-HEADER = ["defense", "final acc", "Δ acc vs none", "epsilon", "PSNR first round", "PSNR last round"]
+HEADER = ["defense", "final acc", "Δ acc vs none", *(f"ε per {unit}" for unit in UNITS), "PSNR first round", "PSNR last round"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -27,7 +28,7 @@ def compare_rows(results: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
                 name,
                 _fmt(acc, ".4f"),
                 _fmt(acc - base if acc is not None and base is not None else None, "+.4f"),
-                _fmt(res.get("epsilon"), ".2f"),
+                *(epsilon_column(res, unit) for unit in UNITS),
                 _fmt(psnr[rounds[0]] if rounds else None, ".1f"),
                 _fmt(psnr[rounds[-1]] if rounds else None, ".1f"),
             ]

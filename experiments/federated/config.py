@@ -77,7 +77,10 @@ class SimulationConfig:
     client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
     client_gpus: float = 0.0  # --client-gpus: Ray GPU share per client
     data_dir: str | None = None  # --data-dir (None: $FEDLEAK_DATA or the user cache)
-    seed: int = 0  # global --seed
+    seed: int = 0  # global --seed: the server's randomness (partitions, sampling, initial weights, central noise)
+    # --client-seed: root of the clients' secret keys, for bit-identical reruns; given to the clients
+    # only (never in the server's config.json). None: each client draws its key from the OS.
+    client_seed: int | None = None
     stop_after_round: int = 0  # --stop-after-round: end early as if killed (tests resume)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,8 @@ class SimulationConfig:
         bad = [r for r in self.attack_rounds if not 1 <= r <= self.rounds]
         if bad:
             raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")
+        if self.client_seed is not None and (isinstance(self.client_seed, bool) or not isinstance(self.client_seed, int) or self.client_seed < 0):
+            raise ConfigError(f"--client-seed must be an integer >= 0, got {self.client_seed!r}")
         if self.client_cpus <= 0 or self.client_gpus < 0:
             raise ConfigError(f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}")
 
@@ -132,6 +137,10 @@ class SimulationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def server_dict(self) -> dict[str, Any]:
+        """What the server may know of the run (its ``config.json``): everything but the clients' secret."""
+        return {k: v for k, v in self.to_dict().items() if k != "client_seed"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SimulationConfig:

@@ -7,9 +7,10 @@ The driver reads like the protocol (breaching's layout): data -> model -> defens
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig
+from experiments.federated.epsilon import epsilon_text
 from fl.data import load_dataset, partition
 from fl.errors import ConfigError, FedleakError
 from fl.federation.capture import CaptureStore, CaptureWriter
@@ -33,6 +35,8 @@ from fl.seed import derive_seed
 log = logging.getLogger("fedleak.federation")
 
 ProgressFn = Callable[[dict[str, Any]], None]
+CLIENT_DIR = "clients"  # RUN/clients: the clients' side (keys, accountants); the server never reads it
+CLIENT_SEED_FILE = "client_seed.json"  # in CLIENT_DIR: the --client-seed the clients were created with
 
 
 def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
@@ -96,8 +100,12 @@ class Composition:
     client_spec: ClientSpec
 
 
-def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu") -> Composition:
-    """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs."""
+def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client_dir: Path | None = None) -> Composition:
+    """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs.
+
+    ``client_dir`` is where the clients keep their keys and defense state (None: each in Flower's
+    per-run context state, or the ``client-dir`` of its SuperNode's node config).
+    """
     defense = build_defense(cfg.defense)
     train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
     test = load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
@@ -129,7 +137,8 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu") -> Com
         dataset=cfg.dataset,
         partitions=tuple(parts),
         data_root=cfg.data_dir,
-        seed=cfg.seed,
+        client_seed=cfg.client_seed,
+        client_dir=str(client_dir) if client_dir is not None else None,
         device="cuda" if cfg.client_gpus > 0 else "cpu",
         record_truth=cfg.capture != "none",
     )
@@ -180,7 +189,8 @@ def run_federation(
 ) -> dict[str, Any]:
     """Run one federation into ``out_dir`` and return its final metrics.
 
-    Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP), ``attack_psnr``
+    Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
+    ``epsilon_unit`` (``"record"`` or ``"client"``) and ``delta``, ``attack_psnr``
     (round -> mean PSNR), ``failures``, ``rounds_done`` and ``wall_s``. Call it inside
     :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
     """
@@ -189,11 +199,17 @@ def run_federation(
     device = torch.device(device)
     if resume and (out / "config.json").is_file():
         saved = SimulationConfig.from_dict(read_json(out / "config.json"))
-        if {**saved.to_dict(), "stop_after_round": 0} != {**cfg.to_dict(), "stop_after_round": 0}:
+        if {**saved.server_dict(), "stop_after_round": 0} != {**cfg.server_dict(), "stop_after_round": 0}:
             raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
-    comp = compose(cfg, device=device)
-    if not (resume and Checkpoint.exists(out)):
-        init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
+    clients = out / CLIENT_DIR
+    resuming = resume and Checkpoint.exists(out)
+    if resuming:
+        cfg = replace(cfg, client_seed=resumed_client_seed(clients, cfg.client_seed))
+    comp = compose(cfg, device=device, client_dir=clients)
+    if not resuming:
+        shutil.rmtree(clients, ignore_errors=True)  # a new run: new clients, new keys
+        atomic_write_json(clients / CLIENT_SEED_FILE, {"client_seed": cfg.client_seed})
+        init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
     client_app = make_client_app(comp.client_spec, comp.defense)
     if cfg.engine == "inline":
@@ -211,6 +227,16 @@ def run_federation(
     return summarise(ckpt, out, time.perf_counter() - start)
 
 
+def resumed_client_seed(client_dir: Path, given: int | None) -> int | None:
+    """The ``--client-seed`` a run's clients were created with; a different one given now is refused."""
+    path = client_dir / CLIENT_SEED_FILE
+    recorded = read_json(path)["client_seed"] if path.is_file() else None
+    if given is not None and given != recorded:
+        was = "keys from the OS" if recorded is None else f"--client-seed {recorded}"
+        raise ConfigError(f"--resume with --client-seed {given}, but the run's clients hold {was}; drop the option")
+    return recorded
+
+
 def summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
     """Final metrics of a finished federation; also written to ``out/result.json`` with the history."""
     last = ckpt.history[-1] if ckpt.history else {}
@@ -218,6 +244,8 @@ def summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
         "final_accuracy": last.get("accuracy"),
         "final_loss": last.get("loss"),
         "epsilon": last.get("epsilon"),
+        "epsilon_unit": last.get("epsilon_unit"),
+        "delta": last.get("delta"),
         "attack_psnr": {h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},
         "failures": {h["round"]: h["failed"] for h in ckpt.history if h["failed"]},
         "rounds_done": ckpt.server_round,
@@ -231,7 +259,7 @@ def round_line(name: str, r: dict[str, Any], rounds: int) -> str:
     """One round's progress line: accuracy, loss, epsilon spent, attack score, failed clients."""
     parts = [f"[{name}] round {r['round']}/{rounds}", f"acc {r['accuracy']:.4f}", f"loss {r['loss']:.4f}"]
     if "epsilon" in r:
-        parts.append(f"eps {r['epsilon']:.2f}")
+        parts.append(f"ε {epsilon_text(r)}")
     if "attack_psnr" in r:
         parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
     if "attack_error" in r:

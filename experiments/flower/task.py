@@ -22,7 +22,8 @@ from fl.keyvalues import parse_key_values
 
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}
-SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense"}
+SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense", "client_seed"}
+CLIENT_ONLY_KEYS = {"client_seed"}  # the clients' secret: node config of each SuperNode, never the run config
 APP_KEYS = {"out", "device"}
 DICT_KEYS = {"model_options", "attack_options"}  # comma lists of KEY=VALUE in a run config
 
@@ -38,6 +39,11 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
             continue
         if name in APP_KEYS:
             continue
+        if name in CLIENT_ONLY_KEYS:
+            raise ConfigError(
+                f"run-config key {key!r} would show the clients' secret to the server; give each SuperNode "
+                f"its own in --node-config (e.g. \"partition-id=0 num-partitions=3 client-seed=7\")"
+            )
         if name == "defense":
             defense["name"] = value
         elif name in TRAIN_KEYS:

@@ -27,15 +27,18 @@ class Stat:
         std = statistics.stdev(finite) if len(finite) > 1 else 0.0
         return cls(statistics.fmean(finite), std, len(finite))
 
-    def text(self, digits: int = 2) -> str:
-        """``mean ± std`` (std over seeds, omitted for one seed); ``-`` when unmeasured."""
+    def text(self, digits: int = 2, style: str = "f", *, spread: bool = True) -> str:
+        """``mean ± std`` (std over seeds, omitted for one seed or ``spread=False``); ``-`` when unmeasured.
+
+        ``style`` is the format type: ``"f"`` for ``digits`` decimals, ``"g"`` for ``digits`` significant ones.
+        """
         if self.n == 0:
             return "-"
         if math.isinf(self.mean):
             return "inf"
-        if self.n == 1:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        if self.n == 1 or not spread:
+            return f"{self.mean:.{digits}{style}}"
+        return f"{self.mean:.{digits}{style}} ± {self.std:.{digits}{style}}"
 
 
 @dataclass(frozen=True)

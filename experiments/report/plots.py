@@ -124,7 +124,7 @@ def roc_curves(groups: Sequence[Group], run_dir: Path, records: Sequence[CellRec
 
 def _dp_budget(cell_metrics: dict[str, float]) -> tuple[float, float] | None:
     """A cell's (epsilon, delta) when it trained with DP (both recorded and finite), else ``None``."""
-    eps, delta = cell_metrics.get("epsilon", math.nan), cell_metrics.get("delta", math.nan)
+    eps, delta = cell_metrics.get("epsilon_record", math.nan), cell_metrics.get("delta", math.nan)
     return (eps, delta) if math.isfinite(eps) and math.isfinite(delta) else None
 
 

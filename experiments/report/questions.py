@@ -3,7 +3,8 @@
 "Which defense stops which attack": PSNR/SSIM of gradient inversion (Geiping et al., 2020;
 Scheliga et al., 2023) and AUC / TPR at low FPR of membership inference (Carlini et al.,
 2022), per defense setting, the best defense per attack highlighted. "At what utility cost":
-the accuracy each defense setting leaves, and its privacy budget.
+the accuracy each defense setting leaves, and its privacy budget: one column per unit (an
+epsilon that protects one record, or one that protects a whole client) with its delta.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ AUC = ("auc",)
 TPR_01 = ("tpr@0.1%", "tpr_at_0.1%_fpr", "tpr@0.001")
 TPR_1 = ("tpr@1%", "tpr_at_1%_fpr", "tpr@0.01")
 ACCURACY = ("test_accuracy", "final_accuracy", "accuracy")
-EPSILON = ("epsilon",)
+EPSILON_RECORD = ("epsilon_record",)  # what the epsilon protects is part of its name: never mixed
+EPSILON_CLIENT = ("epsilon_client",)
+DELTA = ("delta",)
 ROUND_PSNR = ("psnr_mean", "psnr_mean_last", "psnr_last", "psnr")
 
 GROUP_HEADER = ("Dataset", "Model", "Defense", "Setting")
@@ -37,6 +40,8 @@ class Column:
     attack: str = ""  # '' = cell-level metric
     best: Callable[[float], float] | None = None  # key to minimise for the highlight; None = none
     digits: int = 2
+    style: str = "f"  # format type of Stat.text: "f" (decimals) or "g" (significant digits)
+    spread: bool = True  # show the std over seeds (False for a setting such as delta)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def build_table(key: str, title: str, caption: str, groups: Sequence[Group], col
     for g in groups:
         row_stats = [g.stat(c.attack, *c.names) for c in columns]
         stats.append(row_stats)
-        rows.append([g.dataset, g.model, g.defense, g.setting, *(s.text(c.digits) for s, c in
+        rows.append([g.dataset, g.model, g.defense, g.setting, *(s.text(c.digits, c.style, spread=c.spread) for s, c in
                                                                  zip(row_stats, columns, strict=True))])
     highlight: set[tuple[int, int]] = set()
     blocks: dict[tuple[str, str, str], list[int]] = {}
@@ -131,16 +136,24 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
                        cols)
 
 
+def epsilon_columns(groups: Sequence[Group]) -> list[Column]:
+    """One ε column per unit the groups report (per record, per client), then δ; none without DP."""
+    cols = [Column(f"ε per {unit}", names, "", None, 2) for unit, names in (("record", EPSILON_RECORD),
+            ("client", EPSILON_CLIENT)) if any(g.stat("", *names).n for g in groups)]
+    return [*cols, Column("δ", DELTA, "", None, 2, "g", spread=False)] if cols else []
+
+
 def federated_table(groups: Sequence[Group]) -> Table | None:
     groups = [g for g in groups if g.kind == "federated"]
     if not groups:
         return None
-    cols = [Column("Accuracy", ACCURACY, "", _higher, 3), Column("ε", EPSILON, "", None, 2)]
+    cols = [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)]
     cols += [Column(f"{a} PSNR (dB)", ROUND_PSNR, a, _lower, 1) for a in _attacks(groups)]
     return build_table(
         "federated", "Curious server in a federation: attack success and accuracy",
-        "Final global accuracy, privacy budget ε, and the curious server's reconstruction PSNR of the "
-        "captured client updates (lower = better defense), mean ± std over seeds.", groups, cols)
+        "Final global accuracy, privacy budget ε (per record: DP-SGD on the clients; per client: central "
+        "or local DP) at δ, and the curious server's reconstruction PSNR of the captured client updates "
+        "(lower = better defense), mean ± std over seeds.", groups, cols)
 
 
 def utility_table(groups: Sequence[Group]) -> Table | None:
@@ -150,8 +163,9 @@ def utility_table(groups: Sequence[Group]) -> Table | None:
     table = build_table(
         "utility", "At what utility cost",
         "Test accuracy left by each defense setting (highest highlighted), its change against no "
-        "defense on the same dataset and model, and the privacy budget ε where one applies.",
-        groups, [Column("Accuracy", ACCURACY, "", _higher, 3), Column("ε", EPSILON, "", None, 2)])
+        "defense on the same dataset and model, and the privacy budget ε at δ where one applies "
+        "(per record: DP-SGD; per client: central or local DP).",
+        groups, [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)])
     baseline = {(g.kind, g.dataset, g.model): g.stat("", *ACCURACY) for g in groups if g.defense == "none"}
     header = (*table.header[:4], "Kind", *table.header[4:5], "Δ vs none", *table.header[5:])
     rows = []

@@ -2,8 +2,8 @@
 
 ``RUN_DIR/checkpoint/global_0003.safetensors`` holds the weights after round 3 and
 ``RUN_DIR/checkpoint/state.json`` (written last: the commit point) the round number, the
-per-round history, every client's defense state (e.g. its privacy accountant history, which
-``context.state`` would lose on restart) and the server-side defense state.
+per-round history and the server-side defense state (e.g. the central DP accountant). The
+clients' own state (keys, accountants) is theirs, kept on their side (:mod:`fl.federation.client_side`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class Checkpoint:
     server_round: int = 0
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    client_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition id -> state
     defense_state: dict[str, Any] = field(default_factory=dict)
 
     def save(self, run_dir: str | Path) -> None:
@@ -38,7 +37,6 @@ class Checkpoint:
                 "weights": name,
                 "round": self.server_round,
                 "history": self.history,
-                "client_states": self.client_states,
                 "defense_state": self.defense_state,
             },
         )
@@ -52,11 +50,15 @@ class Checkpoint:
         if not (root / "state.json").is_file():
             raise DataError(f"nothing to resume in {run_dir}: no checkpoint/state.json")
         state = read_json(root / "state.json")
+        if state.get("client_states"):
+            raise DataError(
+                f"{run_dir} was checkpointed by an older fedleak that kept the clients' state on the server; "
+                "it cannot be resumed: start a new run"
+            )
         return cls(
             server_round=int(state["round"]),
             weights=load_tensors(root / state["weights"]),
             history=list(state["history"]),
-            client_states=dict(state["client_states"]),
             defense_state=dict(state.get("defense_state") or {}),
         )
 

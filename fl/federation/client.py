@@ -2,9 +2,9 @@
 
 Message API of flwr >= 1.21 (``@app.train``, ``@app.query``). A defense's client mods
 (local DP noise, clipping, pruning, quantization) wrap the handler, so the reply that leaves
-the client is the defended one. The client's defense state (e.g. its privacy accountant)
-travels with the messages and is held by the server's checkpoint, so a resumed run continues
-every accountant where it stopped.
+the client is the defended one. The client's secret key and defense state (e.g. its privacy
+accountant) stay on the client's side (:mod:`fl.federation.client_side`): the server can neither
+regenerate the client's randomness nor reset its accountant.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fl.federation.client_side import client_store, open_record
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import state_dict_cpu, train_local
-from fl.seed import derive_seed
 
 CLIENT_KEY = "fedleak"
 TRUTH_KEY = "truth"
@@ -42,6 +42,14 @@ class InjectedFault(RuntimeError):
     """Raised by a client listed in ``ClientSpec.faults`` (tests the server's failure handling)."""
 
 
+class ReplyLost(RuntimeError):
+    """Raised after training by a client listed in ``ClientSpec.lost``: its reply never arrives.
+
+    The in-process grid drops the reply, as the network would, so the server sees a timeout; the
+    client has trained and spent its privacy budget all the same.
+    """
+
+
 @dataclass(frozen=True)
 class ClientSpec:
     """What every client process needs; pickled once into the simulation's workers."""
@@ -50,10 +58,12 @@ class ClientSpec:
     dataset: str
     partitions: tuple[np.ndarray, ...]  # client id -> indices into the training split
     data_root: str | None = None
-    seed: int = 0
+    client_seed: int | None = None  # root of the clients' keys (None: each client's key comes from the OS)
+    client_dir: str | None = None  # where each client keeps its key and state (None: Flower's context.state)
     device: str = "cpu"
     record_truth: bool = True  # reply with the indices trained on (evaluation only; stripped by the server)
     faults: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) that raise
+    lost: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) whose reply is lost
 
 
 def client_data(spec: ClientSpec, client: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,11 +96,14 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     if (server_round, client) in spec.faults:
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
+    store = client_store(spec.client_dir or context.node_config.get("client-dir"), context)
+    client_seed = spec.client_seed if spec.client_seed is not None else context.node_config.get("client-seed")
+    record = open_record(store, client, None if client_seed is None else int(client_seed))
+    turn = record.participations  # this participation's randomness is fresh, whatever the server sends
     # Flower's client mods (LocalDpMod, SecAgg+'s stochastic quantization) draw from NumPy's global
-    # RNG after this handler returns: seed it per client and round so runs (and resumed runs) are
-    # reproducible.
-    np.random.seed(derive_seed(spec.seed, "client-mods", client, server_round))
-    state: dict[str, Any] = json.loads(str(config.get("client-state", "{}")))
+    # RNG after this handler returns: seed it from the client's key.
+    np.random.seed(record.key.numpy_seed("client-mods", turn))
+    state = dict(record.state)
     device = torch.device(spec.device)
     model = model.to(device)
     model.load_state_dict(weights)
@@ -101,15 +114,18 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         labels.to(device),
         indices.to(device),
         settings,
-        seed=derive_seed(spec.seed, "client", client, server_round),
+        seed=record.key.seed("train", turn),
         defense=defense,
         client_state=state,
         rounds=int(config["client-rounds"]),
     )
+    store.save(client, record.after(state))  # before the reply leaves: a lost reply still counts
+    if (server_round, client) in spec.lost:
+        raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
     truth = [int(i) for i in result.indices.cpu()] if spec.record_truth else None
     metrics = {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}
     if secagg:
-        own = {"partition-id": client, "client-state": json.dumps(state)}
+        own = {"partition-id": client}
         if truth is not None:
             own[TRUTH_KEY] = json.dumps(truth)
         content = fitres_content(state_dict_cpu(model), result.num_examples, {**metrics, **own})
@@ -118,7 +134,7 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         {
             "arrays": ArrayRecord(state_dict_cpu(model)),
             "metrics": MetricRecord(metrics),
-            CLIENT_KEY: ConfigRecord({"partition-id": client, "client-state": json.dumps(state)}),
+            CLIENT_KEY: ConfigRecord({"partition-id": client}),
         }
     )
     if truth is not None:

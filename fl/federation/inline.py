@@ -16,6 +16,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from fl.federation.client import ReplyLost
+
 NODE_OFFSET = 1000  # node ids differ from partition ids, as in Flower's simulation
 
 
@@ -67,6 +69,8 @@ class InlineGrid(Grid):
             context = self.contexts[message.metadata.dst_node_id]
             try:
                 reply = self.app(copy.deepcopy(message), context)
+            except ReplyLost:  # the reply never arrives: the server's wait times out
+                continue
             except Exception as exc:  # a failing client becomes an error reply, as in Flower
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
             replies.append(copy.deepcopy(reply))

@@ -10,6 +10,7 @@ in client order, and checkpoints every round, so a resumed run ends bit-identica
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ from fl.federation.task import evaluate
 from fl.seed import derive_seed
 
 STRATEGIES = ("fedavg", "fedprox")
+CLIENT_PRIVACY_KEYS = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "releases")  # reply metrics
 TRUTH_KEY = "truth"  # ConfigRecord of evaluation-only ground truth, stripped before the strategy
+
+log = logging.getLogger("fedleak.federation")
 
 RoundHook = Callable[[dict[str, Any], dict[str, torch.Tensor]], dict[str, Any]]
 
@@ -92,8 +96,7 @@ class ClientReply:
 
     client: int
     loss: float
-    epsilon: float | None
-    state: dict[str, Any]  # the client's defense state, held by the server's checkpoint
+    metrics: dict[str, Any]  # what the client reports besides its update (loss, its epsilon, ...)
     truth: list[int] | None  # evaluation only: dataset indices trained on
 
 
@@ -163,7 +166,6 @@ class FederationServer:
         exchange = self._exchange_secagg if self.secure_aggregation else self._exchange
         traffic = exchange(server_round, grid, strategy, roster, sampled, ckpt)
         for reply in traffic.replies:
-            ckpt.client_states[str(reply.client)] = reply.state
             if reply.truth is not None and strategy.writer is not None and (reply.client in capture or self.secure_aggregation):
                 strategy.writer.write_truth(server_round, reply.client, reply.truth)
         record = self._evaluate(server_round, model, traffic, sampled, attacked, ckpt)
@@ -171,7 +173,7 @@ class FederationServer:
             record.update(self.on_round(record, traffic.weights))
         record["wall_s"] = time.perf_counter() - start
         state = self.defense.state_dict() if hasattr(self.defense, "state_dict") else {}
-        ckpt = Checkpoint(server_round, traffic.weights, [*ckpt.history, record], ckpt.client_states, state)
+        ckpt = Checkpoint(server_round, traffic.weights, [*ckpt.history, record], state)
         ckpt.save(self.run_dir)
         return ckpt
 
@@ -196,21 +198,28 @@ class FederationServer:
         ]
         received = grid.send_and_receive(messages, timeout=self.spec.timeout)
         received = sorted(received, key=lambda r: roster.get(r.metadata.src_node_id, -1))
-        failed, replies = [], []
+        replies, errors = [], {}
         for msg in received:
             client = roster[msg.metadata.src_node_id]
             if msg.has_error():
-                failed.append(client)
+                errors[client] = msg.error.reason
                 continue
-            own = msg.content[CLIENT_KEY]
             truth = list(msg.content[TRUTH_KEY]["indices"]) if TRUTH_KEY in msg.content else None
             msg.content = RecordDict({k: v for k, v in msg.content.items() if k not in (CLIENT_KEY, TRUTH_KEY)})
-            metrics = record_metrics(msg.content)
-            eps = float(metrics["epsilon"]) if "epsilon" in metrics else None
-            replies.append(ClientReply(client, float(metrics["train-loss"]), eps, json.loads(str(own["client-state"])), truth))
+            metrics = dict(record_metrics(msg.content))
+            replies.append(ClientReply(client, float(metrics["train-loss"]), metrics, truth))
+        failed = self._failures(server_round, sampled, {r.client for r in replies}, errors)
         aggregated, _ = strategy.aggregate_train(server_round, received)
         weights = aggregated.to_torch_state_dict() if aggregated is not None else ckpt.weights
         return Exchange(weights, replies, failed)
+
+    def _failures(self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str]) -> list[int]:
+        """Sampled clients without a usable reply: an error, or no reply within the timeout (logged)."""
+        failed = sorted(set(sampled) - answered)
+        for client in failed:
+            why = errors.get(client, f"no reply within the {self.spec.timeout:g} s timeout")
+            log.warning("round %d: client %d failed: %s", server_round, client, why)
+        return failed
 
     def _exchange_secagg(
         self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
@@ -235,26 +244,25 @@ class FederationServer:
             ClientReply(
                 r.client,
                 float(r.metrics["train-loss"]),
-                float(r.metrics["epsilon"]) if "epsilon" in r.metrics else None,
-                json.loads(str(r.metrics.get("client-state", "{}"))),
+                {k: v for k, v in r.metrics.items() if k != TRUTH_KEY},
                 json.loads(str(r.metrics[TRUTH_KEY])) if TRUTH_KEY in r.metrics else None,
             )
             for r in outcome.replies
         ]
-        survivors = {r.client for r in replies}
         if outcome.weights is None:
-            return Exchange(ckpt.weights, [], sorted(sampled))
+            return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}))
+        survivors = {r.client for r in replies}
         strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), len(survivors))
-        return Exchange(outcome.weights, replies, sorted(set(sampled) - survivors))
+        return Exchange(outcome.weights, replies, self._failures(server_round, sampled, survivors, {}))
 
     def _client_config(self, client: int, ckpt: Checkpoint) -> dict[str, Any]:
-        """What only this client is told: its defense state and its planned participations."""
-        return {"client-state": json.dumps(ckpt.client_states.get(str(client), {})), "client-rounds": self._planned[client]}
+        """What only this client is told: its planned participations (dp-local plans its noise for them)."""
+        return {"client-rounds": self._planned[client]}
 
     def _evaluate(
         self, server_round: int, model: torch.nn.Module, traffic: Exchange, sampled: list[int], attacked: list[int], ckpt: Checkpoint
     ) -> dict[str, Any]:
-        """The round's record: held-out accuracy and loss of the new global model, epsilon spent."""
+        """The round's record: held-out accuracy and loss of the new global model, privacy spent."""
         model.load_state_dict(traffic.weights)
         loss, accuracy = evaluate(model, *self.test_data)
         losses = [r.loss for r in traffic.replies]
@@ -267,17 +275,33 @@ class FederationServer:
             "attacked": attacked,
             "failed": traffic.failed,
         }
-        epsilon = self._epsilon(ckpt, [r.epsilon for r in traffic.replies if r.epsilon is not None])
-        if epsilon is not None:
-            record["epsilon"] = epsilon
+        record.update(self._privacy(ckpt, traffic.replies))
         return record
 
-    def _epsilon(self, ckpt: Checkpoint, round_eps: list[float]) -> float | None:
-        """Privacy spent so far: the worst client's (local DP) or the server's (central DP)."""
-        server = self.defense.server_metrics().get("epsilon") if self.defense is not None else None
-        past = [h["epsilon"] for h in ckpt.history if "epsilon" in h]
-        values = [*round_eps, *past] + ([server] if server is not None else [])
-        return max(values) if values else None
+    def _privacy(self, ckpt: Checkpoint, replies: list[ClientReply]) -> dict[str, Any]:
+        """Epsilon spent so far with its unit and delta, and what each accountant was given this round.
+
+        ``epsilon`` is the worst client's (a client-side accountant: dp-local, ldp) or the server's
+        (dp-central); ``privacy`` holds the parameters the accountants composed, so every figure
+        can be recomputed from the record alone.
+        """
+        unit = getattr(self.defense, "privacy_unit", None)
+        if unit is None:
+            return {}
+        clients = {
+            str(r.client): {k: float(r.metrics[k]) for k in CLIENT_PRIVACY_KEYS if k in r.metrics}
+            for r in replies
+            if "epsilon" in r.metrics
+        }
+        server = self.defense.round_record() if hasattr(self.defense, "round_record") else {}
+        values = [c["epsilon"] for c in clients.values()] + [h["epsilon"] for h in ckpt.history if "epsilon" in h]
+        if "epsilon" in server:
+            values.append(float(server["epsilon"]))
+        out: dict[str, Any] = {"epsilon_unit": unit, "delta": float(self.defense.delta)}
+        if values:
+            out["epsilon"] = max(values)
+        out["privacy"] = {"clients": clients} if clients else server
+        return out
 
 
 def _with_client_config(message: Message, extra: dict[str, Any]) -> Message:

@@ -3,6 +3,11 @@
 Local training is FedAvg's ClientUpdate (McMahan et al., AISTATS 2017) with FedProx's
 proximal term (Li et al., MLSys 2020) when ``proximal_mu > 0``. A defense may wrap the
 model, optimizer and loader (``prepare_local_training``), e.g. with Opacus DP-SGD.
+
+The proximal gradient ``mu (w - w_global)`` is added to the gradient by the base optimizer just
+before its update (a step pre-hook), not through the loss: under DP-SGD Opacus replaces the
+gradient by its clipped, noised per-sample sum, so a term in the loss would never reach the
+update. Added after the noise it depends on no record, so it costs no privacy.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class LocalTraining:
     epochs: int
     num_examples: int
     rounds: int = 1  # the client's planned participations in the run (dp-local's target_epsilon)
+    steps: int = 0  # optimizer steps per participation: local_steps, or epochs x len(loader)
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,28 @@ def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The client's optimizer; with ``proximal_mu > 0`` it adds FedProx's proximal gradient before each step."""
     if settings.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=settings.lr)
-    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
+    if settings.proximal_mu > 0:
+        add_proximal_gradient(optimizer, settings.proximal_mu)
+    return optimizer
+
+
+def add_proximal_gradient(optimizer: torch.optim.Optimizer, mu: float) -> None:
+    """Before every step, add ``mu * (w - w0)`` to each gradient, ``w0`` the weights the optimizer started from."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    anchor = [p.detach().clone() for p in params]
+
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        with torch.no_grad():
+            for p, a in zip(params, anchor, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(p - a, alpha=mu)
+
+    optimizer.register_step_pre_hook(hook)
 
 
 def make_loader(
@@ -92,32 +117,31 @@ def train_local(
     state = client_state if client_state is not None else {}
     optimizer = make_optimizer(model, settings)
     loader = make_loader(images, labels, indices, batch_size=settings.batch_size, seed=seed)
-    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels), rounds)
+    steps_per_round = settings.local_steps or settings.local_epochs * len(loader)
+    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels), rounds, steps_per_round)
     if defense is not None:
         training = defense.prepare_local_training(training, client_state=state, seed=seed)
     set_dropout_generator(model, make_generator(seed + 1))
-    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
     device = next(model.parameters()).device
     loss_fn = nn.CrossEntropyLoss()
     training.model.train()
-    total, steps, seen = 0.0, 0, []
+    total, steps, nonempty, seen = 0.0, 0, 0, []
     max_steps = settings.local_steps or None
     epochs = training.epochs if max_steps is None else max_steps  # each pass gives >= 1 step
     for _ in range(epochs):
         for batch in training.loader:
             x, y = batch[0].to(device), batch[1].to(device)
-            if len(y) == 0:  # Poisson sampling (DP-SGD) may draw an empty batch
-                continue
+            # An empty Poisson batch (DP-SGD) is still a step, as in Opacus: its noise is added and
+            # accounted, so whether a step happens does not depend on which records were sampled.
             training.optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(training.model(x), y)
-            if anchor is not None:
-                prox = sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
-                loss = loss + settings.proximal_mu / 2 * prox
             loss.backward()
             training.optimizer.step()
-            total += float(loss.detach())
             steps += 1
-            seen.append(batch[2])
+            if len(y):
+                total += float(loss.detach())
+                nonempty += 1
+                seen.append(batch[2])
             if max_steps is not None and steps >= max_steps:
                 break
         if max_steps is not None and steps >= max_steps:
@@ -127,7 +151,7 @@ def train_local(
     order = _first_use_order(torch.cat(seen)) if seen else torch.empty(0, dtype=torch.long)
     return LocalResult(
         num_examples=training.num_examples,
-        loss=total / max(steps, 1),
+        loss=total / max(nonempty, 1),
         steps=steps,
         indices=order,
         metrics=dict(metrics),

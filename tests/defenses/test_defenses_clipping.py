@@ -1,4 +1,5 @@
-"""A zero client update passes every clipping path unchanged; non-zero updates match Flower's own results."""
+"""A zero client update passes every clipping path unchanged; non-zero updates match Flower's own results
+(fixed clipping, the client mods) or a hand computation of Andrew et al.'s adaptive clipping step."""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.clientapp.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod
-from flwr.serverapp.strategy import (
-    DifferentialPrivacyServerSideAdaptiveClipping,
-    DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-)
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 from flwr.supercore.differential_privacy import KEY_NORM_BIT
 
 from defenses import DefenseConfig, build_defense
@@ -61,26 +58,43 @@ def test_defenses_server_clipping_keeps_a_zero_update(flower, grid, clipping: st
     aggregate = _aggregate(flower, grid, strategy, 1, updates)
     expected = WEIGHTS + (updates[1] + updates[2] / 5) / 3
     assert np.allclose(aggregate, expected, atol=1e-6)
-    if clipping == "adaptive":  # one of three clipped: the zero update counted as unclipped
-        assert strategy.clipping_norm == pytest.approx(math.exp(-0.2 * (1 / 3 - 0.5)), rel=1e-4)
+    if clipping == "adaptive":  # two of three unclipped (the zero update counts as unclipped): b = 2/3 > 0.5
+        assert strategy.clipping_norm == pytest.approx(math.exp(-0.2 * (2 / 3 - 0.5)), rel=1e-4)
 
 
-@pytest.mark.parametrize("clipping", ["server-fixed", "adaptive"])
-def test_defenses_server_clipping_matches_flower_on_nonzero_updates(flower, grid, clipping: str) -> None:
-    defense = build_defense(DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.1))
+def test_defenses_server_fixed_clipping_matches_flower_on_nonzero_updates(flower, grid) -> None:
+    defense = build_defense(DefenseConfig(name="dp-central", clipping="server-fixed", noise_multiplier=0.1))
     ours = defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=3)
     inner = _fedavg()
     inner.weighted_by_key = DP_WEIGHT_KEY
-    if clipping == "server-fixed":
-        theirs = DifferentialPrivacyServerSideFixedClipping(inner, 0.1, 1.0, 3)
-    else:
-        theirs = DifferentialPrivacyServerSideAdaptiveClipping(inner, 0.1, 3, initial_clipping_norm=1.0)
-    for server_round in (1, 2):  # the second round clips at the adapted bound
+    theirs = DifferentialPrivacyServerSideFixedClipping(inner, 0.1, 1.0, 3)
+    for server_round in (1, 2):
         updates = [_scaled(10 * server_round + i, norm) for i, norm in enumerate((0.3, 0.9, 4.0))]
         mine = _aggregate(flower, grid, ours, server_round, updates)
         np.random.seed(derive_seed(0, "server-noise", server_round))  # our wrapper's own noise generator
         assert np.array_equal(mine, _aggregate(flower, grid, theirs, server_round, updates))
-        assert ours.clipping_norm == theirs.clipping_norm
+
+
+def test_defenses_server_adaptive_clipping_is_andrew_et_al_step_on_nonzero_updates(flower, grid) -> None:
+    """Clip to C, average, add N(0, (z_D C / m)^2), then C <- C exp(-0.2 (b~ - 0.5)) with the noised unclipped fraction
+    b~ (Andrew et al., Algorithm 1), both noises drawn in that order from the round's generator."""
+    z, count_std = 0.1, 3 / 20  # Flower's default sigma_b = m / 20
+    defense = build_defense(DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=z))
+    ours = defense.wrap_strategy(_fedavg(), num_rounds=2, clients_per_round=3)
+    z_update = (z**-2 - (2 * count_std) ** -2) ** -0.5
+    bound = 1.0
+    for server_round in (1, 2):  # the second round clips at the adapted bound
+        updates = [_scaled(10 * server_round + i, norm) for i, norm in enumerate((0.3, 0.9, 4.0))]
+        mine = _aggregate(flower, grid, ours, server_round, updates)
+        rng = np.random.RandomState(derive_seed(0, "server-noise", server_round))
+        clipped = [u * min(1.0, bound / np.linalg.norm(u)) for u in updates]
+        noise = rng.normal(0, z_update * bound / 3, SHAPE).astype(np.float32)
+        assert np.allclose(mine, WEIGHTS + np.mean(clipped, axis=0) + noise, atol=1e-5)
+        unclipped = sum(np.linalg.norm(u) <= bound for u in updates)
+        assert unclipped == 2
+        bound *= math.exp(-0.2 * (rng.normal(unclipped, count_std) / 3 - 0.5))
+        assert ours.clipping_norm == pytest.approx(bound, rel=1e-9)
+        assert bound < 1.0  # two of three unclipped: above the target quantile 0.5, so the bound shrinks
 
 
 @pytest.mark.parametrize("clipping", ["client-fixed", "client-adaptive"])
@@ -105,17 +119,18 @@ def test_defenses_client_clipping_mod_matches_flower_on_nonzero_updates(flower, 
 
 
 def test_defenses_ldp_mod_noises_a_zero_update_without_clipping_it(flower) -> None:
-    (mod,) = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, sensitivity=1.0, epsilon=2.0)).client_mods()
+    (mod,) = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, epsilon=2.0)).client_mods()
     np.random.seed(0)
     out = flower.run_mod(mod, [WEIGHTS], [WEIGHTS]).content.array_records["arrays"].to_numpy_ndarrays()[0]
     np.random.seed(0)
-    noise = np.random.normal(0, ldp_noise_multiplier(epsilon=2.0, delta=1e-5), SHAPE).astype(np.float32)
+    std = 2.0 * ldp_noise_multiplier(epsilon=2.0, delta=1e-5, sensitivity=2.0, clipping_norm=1.0)  # sigma x 2C
+    noise = np.random.normal(0, std, SHAPE).astype(np.float32)
     assert np.array_equal(out, WEIGHTS + noise)
 
 
 def test_defenses_ldp_mod_matches_flower_on_nonzero_updates(flower) -> None:
-    (mod,) = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, sensitivity=1.0, epsilon=2.0)).client_mods()
-    theirs = LocalDpMod(1.0, 1.0, 2.0, 1e-5)
+    (mod,) = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, epsilon=2.0)).client_mods()
+    theirs = LocalDpMod(1.0, 2.0, 2.0, 1e-5)  # sensitivity 2C: the default
     for norm in (0.4, 3.0):
         returned = [WEIGHTS + _scaled(4, norm)]
         outs = []

@@ -13,6 +13,8 @@ from defenses import DefenseConfig, LocalTraining, build_defense
 from defenses.accounting import epsilon_from_history, noise_for_epsilon
 from defenses.dp_local import HISTORY_KEY, NOISE_KEY, epsilon_of, make_private
 from fl.errors import ConfigError
+from fl.federation.settings import TrainSettings
+from fl.federation.task import train_local
 from fl.models import build_model
 from fl.seed import derive_seed, make_generator
 
@@ -29,16 +31,14 @@ def _task(n: int = 64, shape: tuple[int, ...] = (1, 8, 8)) -> tuple[torch.Tensor
 def _training(model: nn.Module, *, seed: int, rounds: int = 1, batch_size: int = 16) -> LocalTraining:
     x, y = _task()
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=make_generator(seed))
-    return LocalTraining(model, torch.optim.SGD(model.parameters(), lr=0.5), loader, 1, len(y), rounds)
+    return LocalTraining(model, torch.optim.SGD(model.parameters(), lr=0.5), loader, 1, len(y), rounds, len(loader))
 
 
 def _run_round(defense, training: LocalTraining, state: dict, seed: int) -> dict[str, float]:
     wrapped = defense.prepare_local_training(training, client_state=state, seed=seed)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(wrapped.epochs):
-        for x, y in wrapped.loader:
-            if len(y) == 0:
-                continue
+        for x, y in wrapped.loader:  # an empty Poisson batch is a noise-only step
             wrapped.optimizer.zero_grad(set_to_none=True)
             loss_fn(wrapped.model(x), y).backward()
             wrapped.optimizer.step()
@@ -149,3 +149,63 @@ def test_defenses_dp_local_refuses_batchnorm_in_one_line() -> None:
         defense.check_model(model)
     assert "BatchNorm" in str(err.value) and "--norm group" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _local(defense, settings: TrainSettings, *, rounds: int, n: int = 64, participations: int | None = None,
+           seed: int = 0) -> tuple[list, dict]:
+    """``participations`` rounds of the federation's local training of one client; (results, client state)."""
+    x, y = _task(n)
+    state: dict = {}
+    results = []
+    for turn in range(participations or rounds):
+        model = _mlp()
+        results.append(train_local(model, x, y, torch.arange(n), settings, seed=seed + turn, defense=defense,
+                                   client_state=state, rounds=rounds))
+    return results, state
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [TrainSettings(local_steps=1, batch_size=16), TrainSettings(local_steps=20, batch_size=16),
+     TrainSettings(local_epochs=2, batch_size=16)],
+    ids=["1-step", "20-steps", "2-epochs"],
+)
+def test_defenses_dp_local_target_epsilon_holds_whatever_the_step_settings(settings: TrainSettings) -> None:
+    """The noise is planned for the steps the client takes (local_steps, or epochs x batches) over its rounds."""
+    defense = build_defense(DefenseConfig(name="dp-local", target_epsilon=4.0))
+    results, state = _local(defense, settings, rounds=3)
+    final = results[-1].metrics["epsilon"]
+    assert 4.0 * 0.99 <= final <= 4.0
+    steps_per_round = settings.local_steps or settings.local_epochs * 4
+    assert [r.steps for r in results] == [steps_per_round] * 3
+    assert sum(s for _, _, s in state[HISTORY_KEY]) == 3 * steps_per_round
+
+
+def test_defenses_dp_local_empty_poisson_batch_is_a_noise_only_step_and_is_accounted() -> None:
+    """Three records at rate 1/3: about 30 % of the batches are empty; each is still one accounted step."""
+    defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
+    results, state = _local(defense, TrainSettings(local_epochs=1, batch_size=1), rounds=10, n=3)
+    assert [r.steps for r in results] == [3] * 10  # one step per Poisson batch slot, empty or not
+    (sigma, rate, steps), = state[HISTORY_KEY]
+    assert (sigma, rate, steps) == (1.0, pytest.approx(1 / 3), 30)
+    assert any(len(r.indices) < 3 for r in results)  # some rounds did draw empty or short batches
+
+
+def test_defenses_dp_local_fedprox_term_reaches_the_update_after_the_noise() -> None:
+    """Second SGD step: w2(mu) - w2(0) = -lr mu (w1 - w0), with the same batches and noise."""
+    defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
+    lr, mu = 0.1, 1000.0
+    x, y = _task()
+    weights = {}
+    for m in (0.0, mu):
+        settings = TrainSettings(local_steps=2, batch_size=16, lr=lr, proximal_mu=m)
+        model = _mlp()
+        train_local(model, x, y, torch.arange(len(y)), settings, seed=11, defense=defense, client_state={})
+        weights[m] = [p.detach().clone() for p in model.parameters()]
+    one_step = _mlp()
+    train_local(one_step, x, y, torch.arange(len(y)), TrainSettings(local_steps=1, batch_size=16, lr=lr), seed=11,
+                defense=defense, client_state={})
+    start = _mlp()
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0.0], weights[mu], strict=True))
+    for w0, w1, a, b in zip(start.parameters(), one_step.parameters(), weights[0.0], weights[mu], strict=True):
+        torch.testing.assert_close(b - a, -lr * mu * (w1.detach() - w0.detach()), rtol=1e-4, atol=1e-5)

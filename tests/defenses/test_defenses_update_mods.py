@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from flwr.app import Message, MessageType, RecordDict
 
 from defenses import DefenseConfig, LocalTraining, build_defense
 from defenses.accounting import gaussian_epsilon
-from defenses.ldp import RELEASES_KEY, ldp_noise_multiplier
+from defenses.ldp import RELEASES_KEY
 from defenses.prune import kept_entries, topk_sparsify
 from defenses.quantize import quantize
 from fl.errors import ConfigError
@@ -83,13 +85,13 @@ def test_defenses_quantize_mod_rounds_the_update(flower) -> None:
 
 def test_defenses_ldp_mod_clips_and_noises_the_update(flower) -> None:
     # a large per-round epsilon keeps the noise small enough to see the clipping underneath
-    defense = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, sensitivity=1.0, epsilon=50.0))
+    defense = build_defense(DefenseConfig(name="ldp", clipping_norm=1.0, epsilon=50.0))
     (mod,) = defense.client_mods()
     sent = [np.zeros((100, 100), np.float32)]
     big = [np.full((100, 100), 5.0, np.float32)]  # update norm 500, far above the clip
     np.random.seed(0)
     out = _delta(flower.run_mod(mod, sent, big), sent)[0]
-    std = ldp_noise_multiplier(epsilon=50.0, delta=1e-5) * 1.0
+    std = 2.0 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 50.0  # sensitivity 2C by default
     clipped = 1.0 / 100  # every entry of the clipped update: 5 * (1 / 500)
     assert out.mean() == pytest.approx(clipped, abs=4 * std / 100)
     assert out.std() == pytest.approx(std, rel=0.05)
@@ -104,11 +106,29 @@ def test_defenses_ldp_epsilon_composes_over_participations() -> None:
     first = defense.finish_local_training(training, client_state=state)
     second = defense.finish_local_training(training, client_state=state)
     assert state[RELEASES_KEY] == 2
-    sigma = ldp_noise_multiplier(epsilon=0.5, delta=1e-5)
+    sigma = math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.5  # std over the true sensitivity 2C
+    assert first["noise_multiplier"] == pytest.approx(sigma) and second["releases"] == 2
     assert first["epsilon"] == pytest.approx(gaussian_epsilon(noise_multiplier=sigma, releases=1, delta=1e-5))
     assert first["epsilon"] < 0.5 < second["epsilon"] < 2 * 0.5  # tighter than adding per-round epsilons
 
 
-def test_defenses_ldp_refuses_sensitivity_below_the_clip() -> None:
-    with pytest.raises(ConfigError, match=r"sensitivity=0\.5 .*clipping_norm=1\.0"):
-        build_defense(DefenseConfig(name="ldp", sensitivity=0.5, clipping_norm=1.0))
+@pytest.mark.parametrize(("sensitivity", "clip"), [(None, 1.0), (2.0, 1.0), (5.0, 0.5)])
+def test_defenses_ldp_epsilon_is_the_rdp_accountant_on_the_true_sensitivity(sensitivity, clip) -> None:
+    """Opacus' RDP accountant, called directly: noise std / (2C) for every release, no sampling."""
+    from opacus.accountants import RDPAccountant
+
+    defense = build_defense(DefenseConfig(name="ldp", epsilon=2.0, clipping_norm=clip, sensitivity=sensitivity))
+    state: dict = {}
+    training = LocalTraining(None, None, [], 1, 0)  # type: ignore[arg-type]
+    for _ in range(3):
+        metrics = defense.finish_local_training(training, client_state=state)
+    std = (sensitivity or 2 * clip) * math.sqrt(2 * math.log(1.25 / 1e-5)) / 2.0  # what LocalDpMod adds
+    acc = RDPAccountant()
+    acc.history = [(std / (2 * clip), 1.0, 3)]
+    assert metrics["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-5), abs=1e-6)
+    assert metrics["noise_multiplier"] == pytest.approx(std / (2 * clip)) and metrics["releases"] == 3
+
+
+def test_defenses_ldp_refuses_sensitivity_below_twice_the_clip() -> None:
+    with pytest.raises(ConfigError, match=r"sensitivity=1\.5 is invalid; expected >= 2 x clipping_norm = 2\.0 "):
+        build_defense(DefenseConfig(name="ldp", sensitivity=1.5, clipping_norm=1.0))

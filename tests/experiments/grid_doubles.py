@@ -68,8 +68,9 @@ class ToyKind(CellKind):
         eps_term = 0.0 if math.isinf(config.target_epsilon) else 1.0 / config.target_epsilon
         out: dict[str, Any] = {
             "test_accuracy": 0.9 - 0.2 * config.dropout - 0.1 * eps_term,
-            "epsilon": config.target_epsilon,
         }
+        if not math.isinf(config.target_epsilon):  # DP-SGD's epsilon protects one record
+            out.update(epsilon_record=config.target_epsilon, delta=1e-5)
         for attack in config.attacks:
             psnr = 30.0 - (20.0 * config.dropout if attack == "ig" else 0.0) + 0.5 * config.seed
             out[attack] = {"psnr_mean": psnr, "ssim_mean": psnr / 40.0, "auc": 0.9 - 0.3 * eps_term}

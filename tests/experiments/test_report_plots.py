@@ -37,9 +37,9 @@ def _cell(run_dir: Path, key: str, defense: str, setting: str, cell_metrics: dic
 def test_roc_draws_each_dp_bound_in_its_colour_and_keeps_zero_rates_on_the_axes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cells = [_cell(tmp_path, "none0", "none", "-", {"test_accuracy": 0.7}, 1.0),
-             _cell(tmp_path, "eps1", "dp-local", "target_epsilon=1.0", {"epsilon": 1.0, "delta": 1e-5}, 0.5),
-             _cell(tmp_path, "eps8", "dp-local", "target_epsilon=8.0", {"epsilon": 7.9, "delta": 1e-3}, 0.8),
-             _cell(tmp_path, "inf", "dp-local", "target_epsilon=inf", {"epsilon": math.inf, "delta": 1e-5}, 1.0)]
+             _cell(tmp_path, "eps1", "dp-local", "target_epsilon=1.0", {"epsilon_record": 1.0, "delta": 1e-5}, 0.5),
+             _cell(tmp_path, "eps8", "dp-local", "target_epsilon=8.0", {"epsilon_record": 7.9, "delta": 1e-3}, 0.8),
+             _cell(tmp_path, "inf", "dp-local", "target_epsilon=inf", {"epsilon_record": math.inf, "delta": 1e-5}, 1.0)]
     figures: list[Any] = []
     monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"png")
     assert plots.roc_curves([g for g, _ in cells], tmp_path, [r for _, r in cells]) == b"png"
@@ -49,9 +49,9 @@ def test_roc_draws_each_dp_bound_in_its_colour_and_keeps_zero_rates_on_the_axes(
     for ax in axes:
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {"none", "dp-local target_epsilon=1.0", "dp-local target_epsilon=8.0",
-                              "dp-local target_epsilon=inf", "DP bound ε=1", "DP bound ε=7.9", "chance"}
+                              "dp-local target_epsilon=inf", "DP bound ε=1 per record", "DP bound ε=7.9 per record", "chance"}
         for setting, bound, (eps, delta) in (("1.0", "1", (1.0, 1e-5)), ("8.0", "7.9", (7.9, 1e-3))):
-            line = lines[f"DP bound ε={bound}"]
+            line = lines[f"DP bound ε={bound} per record"]
             assert line.get_linestyle() == ":"
             assert line.get_color() == lines[f"dp-local target_epsilon={setting}"].get_color()
             np.testing.assert_allclose(line.get_ydata(), dp_tpr_bound(line.get_xdata(), eps, delta))

@@ -54,6 +54,9 @@ def test_tables_aggregate_seeds_and_mark_the_best_defense(toy_run: Path) -> None
     assert "### Which defense stops which attack: gradient inversion" not in md  # toy kind has no question
     assert "### At what utility cost" in md and "**0.900 ± 0.000**" in md
     assert "-0.100" in md  # dropout 0.5 costs 0.1 accuracy
+    utility = md[md.index("### At what utility cost"):]
+    assert "| Accuracy | Δ vs none | ε per record | δ |" in utility and "ε per client" not in utility
+    assert "| 1.00 ± 0.00 | 1e-05 |" in utility and "| 8.00 ± 0.00 | 1e-05 |" in utility
     assert text_report(view, "csv").startswith("# At what utility cost\nDataset,Model,Defense,Setting,Kind")
     assert "\\begin{tabular}" in text_report(view, "latex")
 

@@ -87,7 +87,8 @@ def test_federation_dp_local_target_epsilon_is_spent_by_the_last_planned_round(t
     eps = [h["epsilon"] for h in json.loads((tmp_path / "result.json").read_text())["history"]]
     assert eps[0] < 3.0  # half the steps spend well under the budget
     assert 3.9 <= eps[1] <= 4.0  # the whole budget, never more, after the planned rounds
-    assert f"epsilon {eps[1]:.2f}" in result.output
+    assert f"ε {eps[1]:.2f} per record (δ=1e-05)" in result.output
+    assert "Warning" not in result.output  # library warnings stay out of the default output
 
 
 def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_path):

@@ -44,7 +44,8 @@ def federate(
     """Run a federation in-process; returns the finished server."""
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     faults = kw.pop("faults", frozenset())
-    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults)
+    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults, client_seed=kw.pop("client_seed", 0),
+                        client_dir=str(tmp_path / "clients"))
     spec = ServerSpec(model=model, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
     server = FederationServer(
         spec=spec, run_dir=tmp_path, initial_weights=initial_weights(spec=model), test_data=(DATA.images, DATA.labels),
@@ -124,11 +125,11 @@ DP_SETTINGS = TrainSettings(local_steps=1, batch_size=8, lr=0.1)
 def _dp_central(clipping: str = "server-fixed"):
     from defenses import DefenseConfig, build_defense
 
-    count_noise = {"clipped_count_stddev": 1.0} if clipping == "adaptive" else {}
+    count_noise = {"clipped_count_stddev": 1.0} if clipping in ("adaptive", "client-adaptive") else {}
     return build_defense(DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.5, clipping_norm=1.0, **count_noise))
 
 
-@pytest.mark.parametrize("clipping", ["server-fixed", "adaptive"])
+@pytest.mark.parametrize("clipping", ["server-fixed", "adaptive", "client-adaptive"])
 def test_federation_resume_under_central_dp_matches_uninterrupted_run(tmp_path, clipping):
     """Same noise, accountant and (adaptive) clipping bound after a resume; weights back in the model's key order
     (Flower's DP strategies pair arrays by position, a checkpoint loads its keys sorted)."""
@@ -143,7 +144,8 @@ def test_federation_resume_under_central_dp_matches_uninterrupted_run(tmp_path, 
         assert torch.equal(resumed.result.weights[k], w), k
     assert [h["epsilon"] for h in resumed.result.history] == [h["epsilon"] for h in full.result.history]
     assert resumed_defense.server_metrics() == full_defense.server_metrics()
-    if clipping == "adaptive":
+    assert resumed_defense.last_release == full_defense.last_release and full_defense.last_release.released
+    if clipping != "server-fixed":
         assert full_defense.server_metrics()["clipping_norm"] != 1.0  # the bound adapted, and was restored
 
 

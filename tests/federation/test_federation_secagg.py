@@ -10,11 +10,11 @@ from defenses import DefenseConfig, build_defense
 from fl.data import load_dataset
 from fl.federation.capture import AGGREGATE, CaptureStore, CaptureWriter
 from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.client_side import ClientKey
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import train_local
-from fl.seed import derive_seed
 
 DATA = load_dataset("sample")
 SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 32, "depth": 2})
@@ -37,7 +37,7 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
     CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
     faults = frozenset() if dropped is None else frozenset({(1, dropped)})
-    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults)
+    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults, client_seed=0)
     server.run(InlineGrid(make_client_app(client_spec, defense), clients))
     survivors = [c for c in range(clients) if c != dropped]
     assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])
@@ -46,14 +46,14 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     assert store.clients(1) == [AGGREGATE]  # nothing per client reached the server's disk
     cap = store.load(1, AGGREGATE)
     assert cap.num_clients == len(survivors) and cap.num_examples == sum(len(parts[c]) for c in survivors)
-    # Each client's true update, recomputed exactly as the client trains (same seed, same batch).
+    # Each client's true update, recomputed exactly as the client trains (same key, same batch).
     deltas, weights = [], []
     for c in survivors:
         part = parts[c]
         model = SPEC.build()
         model.load_state_dict(_initial())
         idx = torch.as_tensor(part)
-        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=derive_seed(0, "client", c, 1))
+        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=ClientKey.create(0, c).seed("train", 0))
         assert res.indices.tolist() == store.true_indices(1, c).tolist()  # truth kept apart for scoring
         deltas.append({k: v - _initial()[k] for k, v in model.state_dict().items()})
         weights.append(len(part))

@@ -46,6 +46,13 @@ class MembershipKind(CellKind):
                           max_grad_norm=defense.max_grad_norm)
         return values
 
+    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """The flattened summary; the target's DP-SGD epsilon protects one record: ``epsilon_record``."""
+        out = super().metrics(summary, attacks)
+        if "epsilon" in out.get("", {}):
+            out[""]["epsilon_record"] = out[""].pop("epsilon")
+        return out
+
     def check_data(self, config: Any, data_root: str | None) -> None:
         from attacks.membership.runner import check_pool_fits, dataset_records
 

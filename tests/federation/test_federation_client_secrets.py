@@ -1,0 +1,191 @@
+"""The curious server holds the run's seed, config and every captured update, yet cannot regenerate a
+client's private randomness (LocalDpMod noise, dropout masks), nor reset or replay its accountant.
+
+Each test plays the server with what it holds (``config.json``, ``capture/``) and the derivation
+fedleak used to use (client randomness from the run seed), and checks it learns nothing; a
+positive control regenerates the same randomness from the client's own key (``clients/``, the
+clients' side), so the test would see it if the server could.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from torch import nn
+
+from defenses import DefenseConfig, build_defense
+from experiments.cli import cli
+from fl.data import load_dataset
+from fl.federation.capture import CaptureStore
+from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.client_side import ClientKey, DirectoryStore
+from fl.federation.inline import InlineGrid
+from fl.federation.settings import ModelSpec, TrainSettings
+from fl.models import record_masks, recorded_masks, set_dropout_generator
+from fl.runs import redacted_argv
+from fl.seed import derive_seed, make_generator
+
+BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "2", "--engine", "inline", "--capture", "all",
+        "--rounds", "1", "--local-steps", "1", "--batch-size", "4", "--lr", "0.1"]
+
+
+def _run(tmp_path, *args: str) -> CaptureStore:
+    result = CliRunner().invoke(cli, [*BASE, *args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    return CaptureStore(tmp_path)
+
+
+def _server_seed(run_dir) -> int:
+    return int(json.loads((run_dir / "config.json").read_text())["seed"])
+
+
+def _key(run_dir, client: int) -> ClientKey:
+    record = DirectoryStore(run_dir / "clients").load(client)
+    assert record is not None
+    return record.key
+
+
+def _flat(update: dict[str, torch.Tensor]) -> np.ndarray:
+    return np.concatenate([v.numpy().ravel() for v in update.values()]).astype(np.float64)
+
+
+def _ldp_noise(cap, std: float) -> np.ndarray:
+    """LocalDpMod's noise drawn from NumPy's global RNG in its current state, array by array in the
+    model's order, laid out like :func:`_flat` of the captured update (whose keys are sorted)."""
+    shapes = {k: v.shape for k, v in cap.model.build().state_dict().items()}
+    noise = {k: np.random.normal(0, std, shape).astype(np.float32) for k, shape in shapes.items()}
+    return np.concatenate([noise[k].ravel() for k in cap.update])
+
+
+def test_curious_server_cannot_regenerate_local_dp_noise(tmp_path):
+    store = _run(tmp_path, "--defense", "ldp", "--epsilon", "1", "--clipping-norm", "1", "--client-seed", "5")
+    std = 2.0 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 1.0  # sensitivity 2C = 2
+    seed = _server_seed(tmp_path)
+    for client in (0, 1):
+        cap = store.load(1, client)
+        received = _flat(cap.update)
+        assert np.linalg.norm(received) > 1000  # what arrives is mostly noise
+        np.random.seed(derive_seed(seed, "client-mods", client, 1))  # the server's best guess: the run seed
+        guessed = received - _ldp_noise(cap, std)
+        assert np.linalg.norm(guessed) > 0.9 * np.linalg.norm(received)  # subtracting it removes nothing
+        np.random.seed(_key(tmp_path, client).numpy_seed("client-mods", 0))  # the client's own key
+        clipped = received - _ldp_noise(cap, std)
+        assert np.linalg.norm(clipped) <= 1.0 + 1e-2  # ... recovers the clipped update: the noise was the key's
+
+
+def test_curious_server_cannot_regenerate_dropout_masks(tmp_path):
+    store = _run(tmp_path, "--defense", "dropout", "--dropout", "0.25", "--client-seed", "5")
+    data = load_dataset("sample")
+    seed = _server_seed(tmp_path)
+    for client in (0, 1):
+        cap = store.load(1, client)
+        idx = torch.as_tensor(store.true_indices(1, client))  # evaluation truth: the batch the client used
+
+        def replay(generator_seed: int, cap=cap, idx=idx) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            """The client's one SGD step with dropout masks drawn from ``generator_seed``: (masks, update)."""
+            model = cap.model.build()
+            model.load_state_dict(cap.weights_before)
+            model.train()
+            set_dropout_generator(model, make_generator(generator_seed))
+            record_masks(model)
+            loss = nn.functional.cross_entropy(model(data.images[idx]), data.labels[idx])
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            names = [n for n, _ in model.named_parameters()]
+            return recorded_masks(model), {n: -0.1 * g for n, g in zip(names, grads, strict=True)}
+
+        true_masks, true_update = replay(_key(tmp_path, client).seed("train", 0) + 1)
+        for name, value in true_update.items():  # the client's key replays its update exactly
+            torch.testing.assert_close(cap.update[name], value, rtol=0, atol=1e-6)
+        guessed_masks, guessed_update = replay(derive_seed(seed, "client", client, 1) + 1)
+        agree = torch.cat([(guessed_masks[k] == true_masks[k]).flatten().float() for k in true_masks]).mean()
+        assert abs(float(agree) - (0.75**2 + 0.25**2)) < 0.05  # chance agreement of two Bernoulli(0.75) masks
+        assert not all(torch.allclose(cap.update[k], guessed_update[k], atol=1e-4) for k in guessed_update)
+
+
+def test_client_secret_is_in_no_file_of_the_servers_side(tmp_path):
+    _run(tmp_path, "--defense", "dropout", "--client-seed", "987654")
+    keys = [f"{_key(tmp_path, c).value:032x}" for c in (0, 1)]
+    server_side = [p for p in tmp_path.rglob("*") if p.is_file() and p.parts[len(tmp_path.parts)] not in ("clients", "truth")]
+    assert any(p.name == "config.json" for p in server_side) and any("capture" in p.parts for p in server_side)
+    for path in server_side:
+        text = path.read_bytes()
+        assert not any(k.encode() in text for k in keys), path
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "client_seed" not in config and b"987654" not in (tmp_path / "config.json").read_bytes()
+    assert redacted_argv(["fedleak", "simulate", "--client-seed", "987654", "--client-seed=3"]) == [
+        "fedleak", "simulate", "--client-seed", "<secret>", "--client-seed=<secret>"]
+
+
+def test_seed_and_client_seed_reproduce_a_run_bit_for_bit_and_os_keys_do_not(tmp_path):
+    def weights(name: str, *args: str) -> dict[str, torch.Tensor]:
+        _run(tmp_path / name, "--defense", "dropout", *args)
+        from fl.federation.checkpoint import Checkpoint
+
+        return Checkpoint.load(tmp_path / name).weights
+
+    a, b = weights("a", "--client-seed", "3"), weights("b", "--client-seed", "3")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c, d = weights("c"), weights("d")  # keys from the OS: different masks and batches
+    assert not all(torch.equal(c[k], d[k]) for k in c)
+    record = DirectoryStore(tmp_path / "c" / "clients").load(0)
+    assert record is not None and record.client_seed is None and record.key.value.bit_length() > 64
+
+
+def test_resume_refuses_another_client_seed(tmp_path):
+    result = CliRunner().invoke(cli, [*BASE, "--rounds", "2", "--client-seed", "1", "--stop-after-round", "1",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [*BASE, "--rounds", "2", "--client-seed", "2", "--resume", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--resume with --client-seed 2, but the run's clients hold --client-seed 1" in result.output
+    assert "Traceback" not in result.output
+
+
+DATA = load_dataset("sample")
+SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 16, "depth": 1})
+
+
+def _train_message(weights: dict[str, torch.Tensor], server_round: int, extra: dict | None = None) -> Message:
+    config = {**TrainSettings(local_steps=2, batch_size=8, lr=0.1).to_config(), "server-round": server_round,
+              "client-rounds": 1, **(extra or {})}
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)})
+    return Message(content, dst_node_id=1000, message_type=MessageType.TRAIN)
+
+
+def test_a_server_cannot_reset_or_replay_the_clients_accountant(tmp_path):
+    """The same round sent twice gets fresh noise and is accounted twice; a forged state is ignored."""
+    defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
+    spec = ClientSpec(model=SPEC, dataset="sample", partitions=(np.arange(40), np.arange(40, 80)), client_seed=0,
+                      client_dir=str(tmp_path / "clients"))
+    grid = InlineGrid(make_client_app(spec, defense), 2)
+    torch.manual_seed(0)
+    weights = {k: v.clone() for k, v in SPEC.build().state_dict().items()}
+    replies = []
+    for extra in (None, None, {"client-state": json.dumps({"dp_history": []})}):
+        (reply,) = grid.send_and_receive([_train_message(weights, 1, extra)])
+        replies.append(reply)
+    eps = [float(next(iter(r.content.metric_records.values()))["epsilon"]) for r in replies]
+    assert eps[0] < eps[1] < eps[2]  # every release counts, whatever the server sends
+    arrays = [next(iter(r.content.array_records.values())).to_torch_state_dict() for r in replies]
+    assert not torch.equal(arrays[0]["1.weight"], arrays[1]["1.weight"])  # fresh noise for the replayed round
+    assert DirectoryStore(tmp_path / "clients").load(0).participations == 3
+
+
+@pytest.mark.parametrize("store_dir", [True, False])
+def test_client_record_lives_on_the_clients_side(tmp_path, store_dir):
+    """With a client directory the record is a file there; without one, Flower's per-run context state."""
+    spec = ClientSpec(model=SPEC, dataset="sample", partitions=(np.arange(40), np.arange(40, 80)),
+                      client_dir=str(tmp_path / "clients") if store_dir else None)
+    grid = InlineGrid(make_client_app(spec), 2)
+    torch.manual_seed(0)
+    weights = {k: v.clone() for k, v in SPEC.build().state_dict().items()}
+    grid.send_and_receive([_train_message(weights, 1)])
+    context: Context = grid.contexts[1000]
+    assert (tmp_path / "clients" / "client_0000.json").is_file() == store_dir
+    assert ("fedleak-client" in context.state.config_records) == (not store_dir)
