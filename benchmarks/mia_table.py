@@ -114,7 +114,7 @@ def main(
             ),
             err=True,
         )
-    header = ["setting", "test acc", "ε (RDP)"]
+    header = ["setting", "test acc", f"ε per record (RDP, δ={BASE.delta:g})"]
     for attack in BASE.attacks:
         header += [f"{attack} AUC", f"{attack} TPR@0.1%", f"{attack} TPR@1%"]
     click.echo(format_table([*header, "seconds"], rows))
@@ -122,7 +122,7 @@ def main(
     audit_header = [
         "setting",
         "train acc",
-        "ε (RDP)",
+        f"ε per record (RDP, δ={BASE.delta:g})",
         "ε lower bound (95 %)",
         "points above bound",
         "significant violations",

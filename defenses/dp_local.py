@@ -141,16 +141,20 @@ class DpLocalDefense(Defense):
     def prepare_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any], seed: int
     ) -> LocalTraining:
+        sigma = self._client_noise(training, client_state)
+        history = client_state.get(HISTORY_KEY, [])
+        if self.target_epsilon is not None:
+            self._check_budget(history, sigma, 1 / len(training.loader), training.steps)
         model, optimizer, loader, engine = make_private(
             training.model,
             training.optimizer,
             training.loader,
-            noise_multiplier=self._client_noise(training, client_state),
+            noise_multiplier=sigma,
             delta=self.delta,
             max_grad_norm=self.max_grad_norm,
             accountant=self.accountant,
             noise_generator=make_generator(private_seed(seed, "dp-noise")),  # seed: fresh every participation
-            history=client_state.get(HISTORY_KEY, []),
+            history=history,
         )
         self._engines[id(model)] = engine
         return replace(training, model=model, optimizer=optimizer, loader=loader)
@@ -172,6 +176,24 @@ class DpLocalDefense(Defense):
             "sample_rate": rate,
             "steps": float(sum(steps for _, _, steps in history)),
         }
+
+    def _check_budget(self, history: Sequence[Sequence[float]], sigma: float, rate: float, steps: int) -> None:
+        """Refuse a participation that would take the client past its ``target_epsilon``.
+
+        The noise was planned for the participations the server announced; a server asking for
+        more (or announcing fewer) cannot make the client spend beyond its budget.
+        """
+        planned = [tuple(h) for h in history]
+        if planned and planned[-1][:2] == (sigma, rate):  # merged as Opacus merges (and as the plan was made)
+            planned[-1] = (sigma, rate, int(planned[-1][2]) + steps)
+        else:
+            planned.append((sigma, rate, steps))
+        after = epsilon_from_history(planned, delta=self.delta, accountant=self.accountant)
+        if after > self.target_epsilon:
+            raise FedleakError(
+                f"dp-local: this round would take the client to epsilon {after:.3g} per record, past its "
+                f"target {self.target_epsilon:g}; it has spent its budget and does not train"
+            )
 
     def _client_noise(self, training: LocalTraining, client_state: MutableMapping[str, Any]) -> float:
         """Sigma for this client: given, or planned once from target_epsilon for all its rounds x steps.

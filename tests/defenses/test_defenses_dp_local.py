@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from defenses import DefenseConfig, LocalTraining, build_defense
 from defenses.accounting import epsilon_from_history, noise_for_epsilon
 from defenses.dp_local import HISTORY_KEY, NOISE_KEY, epsilon_of, make_private
-from fl.errors import ConfigError
+from fl.errors import ConfigError, FedleakError
 from fl.federation.settings import TrainSettings
 from fl.federation.task import train_local
 from fl.models import build_model
@@ -209,3 +209,14 @@ def test_defenses_dp_local_fedprox_term_reaches_the_update_after_the_noise() -> 
     assert not all(torch.equal(a, b) for a, b in zip(weights[0.0], weights[mu], strict=True))
     for w0, w1, a, b in zip(start.parameters(), one_step.parameters(), weights[0.0], weights[mu], strict=True):
         torch.testing.assert_close(b - a, -lr * mu * (w1.detach() - w0.detach()), rtol=1e-4, atol=1e-5)
+
+
+def test_defenses_dp_local_client_refuses_to_train_past_its_target_epsilon() -> None:
+    """Planned for 2 participations; a third (a server asking for more than it announced) is refused."""
+    defense = build_defense(DefenseConfig(name="dp-local", target_epsilon=2.0))
+    settings = TrainSettings(local_steps=3, batch_size=16)
+    results, state = _local(defense, settings, rounds=2)
+    assert results[-1].metrics["epsilon"] <= 2.0
+    with pytest.raises(FedleakError, match=r"past its target 2; it has spent its budget and does not train"):
+        train_local(_mlp(), *_task(), torch.arange(64), settings, seed=9, defense=defense, client_state=state, rounds=2)
+    assert sum(s for _, _, s in state[HISTORY_KEY]) == 2 * 3  # nothing more was spent

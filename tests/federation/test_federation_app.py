@@ -54,6 +54,14 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
     assert "federations" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]  # flwr 1.42 would migrate them
     with pytest.raises(ConfigError, match="unknown run-config key 'epochs'"):
         config_from_run_config({"epochs": 3})
+    # the clients kept their keys and accountants in Flower's per-run context state, not on the server's disk
+    assert not (tmp_path / "clients").exists()
+    assert all("fedleak-client" in ctx.state.config_records for ctx in grid.contexts.values())
+
+
+def test_federation_run_config_refuses_the_clients_secret() -> None:
+    with pytest.raises(ConfigError, match=r"run-config key 'client-seed' would show the clients' secret to the server"):
+        config_from_run_config({"client-seed": 3})
 
 
 def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -> None:
@@ -77,6 +85,9 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
         (["--attack-rounds", "1,x"], "--attack-rounds"),
         (["--client-examples", "-1"], "--client-examples must be >= 0"),
         (["--attack", "ig", "--attack-iters", "0"], "--attack-iters must be >= 1"),
+        (["--client-seed", "-1"], "Invalid value for '--client-seed'"),
+        (["--defense", "ldp", "--sensitivity", "1.0"], "sensitivity=1.0 is invalid; expected >= 2 x clipping_norm = 2.0"),
+        (["--defense", "dp-central", "--clipping", "adaptive", "--target-quantile", "1.0"], "target_quantile=1.0"),
     ],
 )
 def test_federation_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
