@@ -114,7 +114,10 @@ class AdaptiveClipping(Strategy):
         rng = round_noise_rng(self.noise_seed, server_round)
         std = compute_stdv(self.update_noise_multiplier, bound, m)  # the bound used (Flower: the already-updated one)
         arrays = add_gaussian_noise(arrays, std, rng)
-        unclipped_fraction = float(rng.normal(unclipped, self.clipped_count_stddev)) / m
+        # Andrew et al. noise sum_i (b_i - 1/2), of sensitivity 1/2 (which Thm 1's (2 sigma_b)^-2 assumes),
+        # and add back m / 2; m = num_sampled_clients, public, since only complete rounds are released
+        half = self.num_sampled_clients / 2
+        unclipped_fraction = (float(rng.normal(unclipped - half, self.clipped_count_stddev)) + half) / m
         self.accountant.compose(
             GaussianPrivacyEvent(
                 noise_multiplier=self.noise_multiplier,

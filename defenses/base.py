@@ -47,8 +47,8 @@ class Defense:
 
     name: str = "none"
     secure_aggregation: bool = False
-    # What the defense's epsilon protects: one training "record" of a client (example-level DP) or
-    # a whole "client" (all of its data); None for defenses without a privacy accountant.
+    # What the defense's epsilon protects and against whom: a key of fl.privacy_units.PRIVACY_UNITS;
+    # None for defenses without a privacy accountant.
     privacy_unit: str | None = None
     delta: float = 0.0  # the delta its epsilon is stated at (DP defenses set it)
 
@@ -86,6 +86,10 @@ class Defense:
     def server_metrics(self) -> dict[str, float]:
         """Server-side privacy or cost figures after the run (e.g. central DP epsilon)."""
         return {}
+
+    def client_epsilon(self, client_state: MutableMapping[str, Any]) -> float | None:
+        """The epsilon a client's own accountant has spent, from its ``client_state`` (None: no client-side one)."""
+        return None
 
     def round_record(self) -> dict[str, Any]:
         """What the server-side mechanism did in the last round and what its accountant assumed (JSON-ready)."""

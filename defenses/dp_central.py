@@ -121,7 +121,7 @@ class DpCentralDefense(Defense):
     """Noise on the aggregate (a DP strategy wrapper); epsilon in ``server_metrics``, the round's release in ``last_release``."""
 
     name = "dp-central"
-    privacy_unit = "client"
+    privacy_unit = "client-central"
 
     def __init__(
         self,

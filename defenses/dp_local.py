@@ -168,14 +168,17 @@ class DpLocalDefense(Defense):
         history = history_of(engine.accountant)
         client_state[HISTORY_KEY] = [list(h) for h in history]
         training.model.cleanup()  # the client's model may be reused: drop the Opacus hooks
-        sigma, rate, _ = history[-1]  # one (sigma, rate) per client: Opacus merges its steps into one entry
-        return {
+        return {  # the whole history, one entry per (sigma, rate): the epsilon can be recomputed from the reply
             "epsilon": epsilon_of(engine, self.delta),
             "delta": self.delta,
-            "noise_multiplier": sigma,
-            "sample_rate": rate,
-            "steps": float(sum(steps for _, _, steps in history)),
+            "noise_multiplier": [float(sigma) for sigma, _, _ in history],
+            "sample_rate": [float(rate) for _, rate, _ in history],
+            "steps": [int(steps) for _, _, steps in history],
         }
+
+    def client_epsilon(self, client_state: MutableMapping[str, Any]) -> float | None:
+        history = client_state.get(HISTORY_KEY)
+        return epsilon_from_history(history, delta=self.delta, accountant=self.accountant) if history else None
 
     def _check_budget(self, history: Sequence[Sequence[float]], sigma: float, rate: float, steps: int) -> None:
         """Refuse a participation that would take the client past its ``target_epsilon``.

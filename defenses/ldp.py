@@ -44,7 +44,7 @@ class LdpDefense(Defense):
     """Clip and noise every client's update on the client (Flower's ``LocalDpMod``, zero-safe)."""
 
     name = "ldp"
-    privacy_unit = "client"
+    privacy_unit = "client-local"
 
     def __init__(self, *, clipping_norm: float, sensitivity: float | None, epsilon: float, delta: float) -> None:
         if sensitivity is None:
@@ -68,15 +68,23 @@ class LdpDefense(Defense):
     ) -> dict[str, float]:
         releases = int(client_state.get(RELEASES_KEY, 0)) + 1  # the mod noises this reply
         client_state[RELEASES_KEY] = releases
-        sigma = ldp_noise_multiplier(
-            epsilon=self.epsilon, delta=self.delta, sensitivity=self.sensitivity, clipping_norm=self.clipping_norm
-        )
         return {
-            "epsilon": gaussian_epsilon(noise_multiplier=sigma, releases=releases, delta=self.delta),
+            "epsilon": self.client_epsilon(client_state),
             "delta": self.delta,
-            "noise_multiplier": sigma,
+            "noise_multiplier": self.noise_multiplier,
             "releases": float(releases),
         }
+
+    @property
+    def noise_multiplier(self) -> float:
+        """LocalDpMod's noise std over the true sensitivity 2C."""
+        return ldp_noise_multiplier(
+            epsilon=self.epsilon, delta=self.delta, sensitivity=self.sensitivity, clipping_norm=self.clipping_norm
+        )
+
+    def client_epsilon(self, client_state: MutableMapping[str, Any]) -> float | None:
+        releases = int(client_state.get(RELEASES_KEY, 0))
+        return gaussian_epsilon(noise_multiplier=self.noise_multiplier, releases=releases, delta=self.delta) if releases else None
 
 
 @DEFENSES.register("ldp")

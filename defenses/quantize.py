@@ -34,7 +34,8 @@ def quantize(delta: np.ndarray, bits: int, *, uniform: np.ndarray | None = None)
 def quantize_update(deltas: list[np.ndarray], *, bits: int, stochastic: bool) -> list[np.ndarray]:
     """:func:`quantize` every tensor; stochastic rounding draws from NumPy's global RNG.
 
-    That is the stream Flower's own mods draw from; the federation seeds it per client and round.
+    That is the stream Flower's own mods draw from; each client seeds it from its own secret key
+    and participation counter before its reply leaves.
     """
     return [quantize(d, bits, uniform=np.random.random_sample(d.shape) if stochastic else None) for d in deltas]
 

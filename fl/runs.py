@@ -115,22 +115,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-SECRET_OPTIONS = ("--client-seed",)  # command-line values a run directory must not record (the clients' secret)
-
-
-def redacted_argv(argv: list[str]) -> list[str]:
-    """``argv`` with the value of every :data:`SECRET_OPTIONS` option replaced by ``<secret>``."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in SECRET_OPTIONS:
-            out.append("<secret>")
-        elif arg.split("=", 1)[0] in SECRET_OPTIONS and "=" in arg:
-            out.append(f"{arg.split('=', 1)[0]}=<secret>")
-        else:
-            out.append(arg)
-    return out
-
-
 def environment_record(seed: int | None, device: torch.device | str) -> dict[str, Any]:
     """What a run must record to be reproduced: seed, versions, device, platform, command."""
     dev = torch.device(device)
@@ -142,7 +126,7 @@ def environment_record(seed: int | None, device: torch.device | str) -> dict[str
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "argv": redacted_argv(sys.argv),
+        "argv": sys.argv,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if dev.type == "cuda" and torch.cuda.is_available():

@@ -90,9 +90,9 @@ def _defense_options(f: Any) -> Any:
 @click.option("--client-gpus", type=float, default=0.0, show_default=True, help="Ray GPU share per client.")
 @click.option("--baseline", is_flag=True, help="Also run --defense none with the same seed and compare.")
 @click.option(
-    "--client-seed", type=click.IntRange(min=0), default=None,
-    help="Root of the clients' secret keys, for a bit-identical rerun with the same --seed; kept on the clients' "
-    "side (RUN/clients), never given to the server. Default: each client draws its key from the OS.",
+    "--client-secret-file", type=click.Path(dir_okay=False), default=None,
+    help="A file holding the clients' secret (32+ hex digits), e.g. RUN/clients/client_secret of an earlier run: "
+    "with the same --seed and options the run repeats bit for bit. Only the clients see it. Default: a fresh one.",
 )
 @click.option("--stop-after-round", type=int, default=0, help="Stop after this round as if killed (then --resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -109,6 +109,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
     from defenses import DefenseConfig
     from experiments.federated import SimulationConfig
     from experiments.federated.compare import compare_table
+    from fl.federation.client_side import read_client_secret
     from fl.federation.engine import ray_session
     from fl.federation.settings import TrainSettings
     from fl.runs import atomic_write_text
@@ -147,7 +148,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
         client_gpus=kw["client_gpus"],
         data_dir=kw["data_dir"],
         seed=state.seed,
-        client_seed=kw["client_seed"],
+        client_secret=read_client_secret(kw["client_secret_file"]) if kw["client_secret_file"] else None,
         stop_after_round=kw["stop_after_round"],
     )
     from defenses import DEFENSES

@@ -132,6 +132,9 @@ def attack_captured(
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
+    Returns one scored outcome per target whose update holds at least one image (a DP-SGD client
+    whose Poisson batches were all empty sent noise only: it is attacked but not scored).
+
     ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
     ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
     LPIPS to the scores; ``None`` leaves it out.
@@ -146,7 +149,8 @@ def attack_captured(
     outcomes = []
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]
-        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips)))
+        if len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
+            outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips)))
     return outcomes
 
 

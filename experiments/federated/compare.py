@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.federated.epsilon import UNITS, epsilon_column
+from experiments.federated.epsilon import UNITS, epsilon_column, unit_label
 from experiments.tables import format_table
 
-HEADER = ["defense", "final acc", "Δ acc vs none", *(f"ε per {unit}" for unit in UNITS), "PSNR first round", "PSNR last round"]
+HEADER = ["defense", "final acc", "Δ acc vs none", *(f"ε per {unit_label(unit)}" for unit in UNITS), "PSNR first round", "PSNR last round"]
 
 
 def _fmt(value: Any, spec: str) -> str:

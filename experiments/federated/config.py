@@ -9,11 +9,15 @@ from typing import Any
 from defenses import DefenseConfig
 from fl.errors import ConfigError
 from fl.federation.capture import CAPTURE_MODES
+from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES
 from fl.federation.settings import TrainSettings
 
 ATTACKS = ("none", "dlg", "idlg", "ig", "dia", "analytic")  # the inversions a capture supports (oracle needs masks)
 ENGINES = ("ray", "inline")
+# settings that do not change what the clients compute (execution, the curious server's analysis)
+NOT_TRAINING = frozenset({"engine", "client_cpus", "client_gpus", "data_dir", "stop_after_round", "capture", "attack",
+                          "attack_clients", "attack_rounds", "attack_iters", "attack_options"})
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -78,9 +82,10 @@ class SimulationConfig:
     client_gpus: float = 0.0  # --client-gpus: Ray GPU share per client
     data_dir: str | None = None  # --data-dir (None: $FEDLEAK_DATA or the user cache)
     seed: int = 0  # global --seed: the server's randomness (partitions, sampling, initial weights, central noise)
-    # --client-seed: root of the clients' secret keys, for bit-identical reruns; given to the clients
-    # only (never in the server's config.json). None: each client draws its key from the OS.
-    client_seed: int | None = None
+    # --client-secret-file: the clients' secret (>= 32 hex digits) their keys derive from, for a
+    # bit-identical rerun; given to the clients only, never in the server's config.json. None: a
+    # fresh one from the OS, kept on the clients' side (RUN/clients/client_secret).
+    client_secret: str | None = None
     stop_after_round: int = 0  # --stop-after-round: end early as if killed (tests resume)
 
     def __post_init__(self) -> None:
@@ -120,8 +125,8 @@ class SimulationConfig:
         bad = [r for r in self.attack_rounds if not 1 <= r <= self.rounds]
         if bad:
             raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")
-        if self.client_seed is not None and (isinstance(self.client_seed, bool) or not isinstance(self.client_seed, int) or self.client_seed < 0):
-            raise ConfigError(f"--client-seed must be an integer >= 0, got {self.client_seed!r}")
+        if self.client_secret is not None:
+            object.__setattr__(self, "client_secret", check_client_secret(str(self.client_secret)))
         if self.client_cpus <= 0 or self.client_gpus < 0:
             raise ConfigError(f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}")
 
@@ -140,7 +145,15 @@ class SimulationConfig:
 
     def server_dict(self) -> dict[str, Any]:
         """What the server may know of the run (its ``config.json``): everything but the clients' secret."""
-        return {k: v for k, v in self.to_dict().items() if k != "client_seed"}
+        return {k: v for k, v in self.to_dict().items() if k != "client_secret"}
+
+    def settings_tag(self) -> str:
+        """The public digest of the settings that shape what the clients compute; client keys mix it in.
+
+        Left out: how the run executes and what the server does with the updates (``NOT_TRAINING``),
+        so the same federation run on another engine or attacked otherwise gets the same clients.
+        """
+        return settings_tag({k: v for k, v in self.server_dict().items() if k not in NOT_TRAINING})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SimulationConfig:

@@ -1,8 +1,8 @@
-"""How fedleak states an epsilon: the number, what it protects (one record or one client), and its delta.
+"""How fedleak states an epsilon: the number, what it protects and against whom, and its delta.
 
-dp-local's epsilon (DP-SGD on each client) protects one training record of a client; dp-central's
-and ldp's protect a whole client. The two are different guarantees, so no figure is shown without
-its unit, and no table column holds both.
+dp-local's epsilon protects one training record of a client; dp-central's a whole client, as seen
+in the released models; ldp's a whole client, against the server itself (``defenses.base.PRIVACY_UNITS``).
+These are different guarantees, so no figure is shown without its unit, and no table column holds two.
 """
 
 from __future__ import annotations
@@ -10,14 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-UNITS = ("record", "client")
+from fl.privacy_units import PRIVACY_UNITS
+
+UNITS = tuple(PRIVACY_UNITS)
+
+
+def unit_label(unit: str) -> str:
+    """``record``, ``client, central`` or ``client, local``: the unit as tables and lines show it."""
+    return unit.replace("-", ", ")
 
 
 def epsilon_text(result: Mapping[str, Any], spec: str = ".2f") -> str:
     """``"0.52 per record (δ=1e-05)"`` from a round record or run result; ``"-"`` without an epsilon."""
     if result.get("epsilon") is None:
         return "-"
-    return f"{format(result['epsilon'], spec)} per {result['epsilon_unit']} (δ={result['delta']:g})"
+    return f"{format(result['epsilon'], spec)} per {unit_label(result['epsilon_unit'])} (δ={result['delta']:g})"
 
 
 def epsilon_column(result: Mapping[str, Any], unit: str, spec: str = ".2f") -> str:

@@ -25,18 +25,19 @@ from fl.errors import ConfigError, FedleakError
 from fl.federation.capture import CaptureStore, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
+from fl.federation.client_side import DirectoryStore, new_client_secret, read_client_secret
 from fl.federation.engine import simulate
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec
-from fl.runs import atomic_write_json, init_run_dir, read_json
+from fl.runs import atomic_write_json, atomic_write_text, init_run_dir, read_json
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.federation")
 
 ProgressFn = Callable[[dict[str, Any]], None]
 CLIENT_DIR = "clients"  # RUN/clients: the clients' side (keys, accountants); the server never reads it
-CLIENT_SEED_FILE = "client_seed.json"  # in CLIENT_DIR: the --client-seed the clients were created with
+CLIENT_SECRET_FILE = "client_secret"  # in CLIENT_DIR: the secret the clients' keys derive from
 
 
 def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
@@ -81,7 +82,12 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
         for o in outcomes:
             save_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
         scores = {str(o.client): {"psnr": o.psnr, "ssim": o.ssim} for o in outcomes}
-        return {"attack": cfg.attack, "attack_scores": scores, "attack_psnr": float(np.mean([o.psnr for o in outcomes]))}
+        out: dict[str, Any] = {"attack": cfg.attack, "attack_scores": scores}
+        if outcomes:
+            out["attack_psnr"] = float(np.mean([o.psnr for o in outcomes]))
+        if unscored := sorted({str(c) for _, c in targets} - set(scores)):
+            out["attack_unscored"] = unscored  # their updates hold no image (empty Poisson batches)
+        return out
 
     return on_round
 
@@ -137,7 +143,8 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client
         dataset=cfg.dataset,
         partitions=tuple(parts),
         data_root=cfg.data_dir,
-        client_seed=cfg.client_seed,
+        client_secret=cfg.client_secret,
+        settings_tag=cfg.settings_tag(),
         client_dir=str(client_dir) if client_dir is not None else None,
         device="cuda" if cfg.client_gpus > 0 else "cpu",
         record_truth=cfg.capture != "none",
@@ -190,7 +197,7 @@ def run_federation(
     """Run one federation into ``out_dir`` and return its final metrics.
 
     Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
-    ``epsilon_unit`` (``"record"`` or ``"client"``) and ``delta``, ``attack_psnr``
+    ``epsilon_unit`` (a key of ``defenses.base.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
     (round -> mean PSNR), ``failures``, ``rounds_done`` and ``wall_s``. Call it inside
     :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
     """
@@ -202,13 +209,11 @@ def run_federation(
         if {**saved.server_dict(), "stop_after_round": 0} != {**cfg.server_dict(), "stop_after_round": 0}:
             raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
     clients = out / CLIENT_DIR
-    resuming = resume and Checkpoint.exists(out)
-    if resuming:
-        cfg = replace(cfg, client_seed=resumed_client_seed(clients, cfg.client_seed))
-    comp = compose(cfg, device=device, client_dir=clients)
-    if not resuming:
+    if not resume:
         shutil.rmtree(clients, ignore_errors=True)  # a new run: new clients, new keys
-        atomic_write_json(clients / CLIENT_SEED_FILE, {"client_seed": cfg.client_seed})
+    cfg = replace(cfg, client_secret=clients_secret(clients, cfg.client_secret))
+    comp = compose(cfg, device=device, client_dir=clients)
+    if not (resume and Checkpoint.exists(out)):
         init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
     client_app = make_client_app(comp.client_spec, comp.defense)
@@ -224,26 +229,50 @@ def run_federation(
             verbose=verbose,
         )
     ckpt = server.result or Checkpoint.load(out)
-    return summarise(ckpt, out, time.perf_counter() - start)
+    return summarise(ckpt, out, time.perf_counter() - start, clients_epsilon=clients_epsilon(comp.defense, clients))
 
 
-def resumed_client_seed(client_dir: Path, given: int | None) -> int | None:
-    """The ``--client-seed`` a run's clients were created with; a different one given now is refused."""
-    path = client_dir / CLIENT_SEED_FILE
-    recorded = read_json(path)["client_seed"] if path.is_file() else None
-    if given is not None and given != recorded:
-        was = "keys from the OS" if recorded is None else f"--client-seed {recorded}"
-        raise ConfigError(f"--resume with --client-seed {given}, but the run's clients hold {was}; drop the option")
-    return recorded
+def clients_epsilon(defense: Any, client_dir: Path) -> float | None:
+    """The worst client's epsilon by its own accountant (None without a client-side one).
+
+    What the server's records hold is what the clients last reported; a client whose last reply
+    was lost has spent more. The experimenter, who holds the clients' side, reads the truth here.
+    """
+    store = DirectoryStore(client_dir)
+    spent = [defense.client_epsilon(r.state) for p in sorted(client_dir.glob("client_*.json"))
+             if (r := store.load(int(p.stem.split("_")[1]))) is not None]
+    spent = [e for e in spent if e is not None]
+    return max(spent) if spent else None
 
 
-def summarise(ckpt: Checkpoint, out: Path, wall_s: float) -> dict[str, Any]:
-    """Final metrics of a finished federation; also written to ``out/result.json`` with the history."""
+def clients_secret(client_dir: Path, given: str | None) -> str:
+    """The clients' secret of the run in ``client_dir``: the one kept there, else ``given``, else a new one.
+
+    It is written to ``client_dir/client_secret`` (the clients' side), so ``--resume`` continues with
+    it and ``--client-secret-file RUN/clients/client_secret`` reruns the run bit for bit. A resume
+    given another secret than the clients hold is refused.
+    """
+    path = client_dir / CLIENT_SECRET_FILE
+    kept = read_client_secret(path) if path.is_file() else None
+    if kept is not None and given is not None and given != kept:
+        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({path}); drop the option")
+    secret = kept or given or new_client_secret()
+    if kept is None:
+        atomic_write_text(path, secret + "\n")
+    return secret
+
+
+def summarise(ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: float | None = None) -> dict[str, Any]:
+    """Final metrics of a finished federation; also written to ``out/result.json`` with the history.
+
+    ``epsilon`` is ``clients_epsilon`` when given (the clients' own accountants), else the last
+    round's record (what the server was told or spent).
+    """
     last = ckpt.history[-1] if ckpt.history else {}
     result = {
         "final_accuracy": last.get("accuracy"),
         "final_loss": last.get("loss"),
-        "epsilon": last.get("epsilon"),
+        "epsilon": clients_epsilon if clients_epsilon is not None else last.get("epsilon"),
         "epsilon_unit": last.get("epsilon_unit"),
         "delta": last.get("delta"),
         "attack_psnr": {h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},

@@ -32,7 +32,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run_config(run_config)
     out = Path(str(run_config.get("out", "runs/flwr")))
     device = resolve_device(str(run_config.get("device", "cpu")))
-    init_run_dir(out, config=cfg.to_dict(), seed=cfg.seed, device=device)
+    init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     comp = composition(tuple(sorted(run_config.items())))
 
     def report(record: dict[str, Any]) -> None:

@@ -22,8 +22,8 @@ from fl.keyvalues import parse_key_values
 
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}
-SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense", "client_seed"}
-CLIENT_ONLY_KEYS = {"client_seed"}  # the clients' secret: node config of each SuperNode, never the run config
+SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense", "client_secret"}
+CLIENT_ONLY_KEYS = {"client_secret", "client_secret_file"}  # the clients' secret: each SuperNode's node config
 APP_KEYS = {"out", "device"}
 DICT_KEYS = {"model_options", "attack_options"}  # comma lists of KEY=VALUE in a run config
 
@@ -42,7 +42,7 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
         if name in CLIENT_ONLY_KEYS:
             raise ConfigError(
                 f"run-config key {key!r} would show the clients' secret to the server; give each SuperNode "
-                f"its own in --node-config (e.g. \"partition-id=0 num-partitions=3 client-seed=7\")"
+                f"a file in its node config instead: --node-config \"... client-secret-file='/path/to/secret'\""
             )
         if name == "defense":
             defense["name"] = value

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from experiments.report.aggregate import Group, Stat
 from experiments.tables import format_table
+from fl.privacy_units import PRIVACY_UNITS
 
 # metric names as the attack packages report them (first match wins)
 PSNR = ("psnr_mean", "psnr")
@@ -23,12 +24,14 @@ AUC = ("auc",)
 TPR_01 = ("tpr@0.1%", "tpr_at_0.1%_fpr", "tpr@0.001")
 TPR_1 = ("tpr@1%", "tpr_at_1%_fpr", "tpr@0.01")
 ACCURACY = ("test_accuracy", "final_accuracy", "accuracy")
-EPSILON_RECORD = ("epsilon_record",)  # what the epsilon protects is part of its name: never mixed
-EPSILON_CLIENT = ("epsilon_client",)
+EPSILON = {unit: (f"epsilon_{unit.replace('-', '_')}",) for unit in PRIVACY_UNITS}  # never mixed: one per unit
 DELTA = ("delta",)
 ROUND_PSNR = ("psnr_mean", "psnr_mean_last", "psnr_last", "psnr")
 
 GROUP_HEADER = ("Dataset", "Model", "Defense", "Setting")
+EPSILON_NOTE = ("per record: DP-SGD on the clients, one training record; per client, central: central DP, one "
+                "client as seen in the released models, not by the server; per client, local: local DP, one "
+                "client against the server")
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,9 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
 
 
 def epsilon_columns(groups: Sequence[Group]) -> list[Column]:
-    """One ε column per unit the groups report (per record, per client), then δ; none without DP."""
-    cols = [Column(f"ε per {unit}", names, "", None, 2) for unit, names in (("record", EPSILON_RECORD),
-            ("client", EPSILON_CLIENT)) if any(g.stat("", *names).n for g in groups)]
+    """One ε column per unit the groups report (``defenses.base.PRIVACY_UNITS``), then δ; none without DP."""
+    cols = [Column(f"ε per {unit.replace('-', ', ')}", names, "", None, 2) for unit, names in EPSILON.items()
+            if any(g.stat("", *names).n for g in groups)]
     return [*cols, Column("δ", DELTA, "", None, 2, "g", spread=False)] if cols else []
 
 
@@ -151,9 +154,9 @@ def federated_table(groups: Sequence[Group]) -> Table | None:
     cols += [Column(f"{a} PSNR (dB)", ROUND_PSNR, a, _lower, 1) for a in _attacks(groups)]
     return build_table(
         "federated", "Curious server in a federation: attack success and accuracy",
-        "Final global accuracy, privacy budget ε (per record: DP-SGD on the clients; per client: central "
-        "or local DP) at δ, and the curious server's reconstruction PSNR of the captured client updates "
-        "(lower = better defense), mean ± std over seeds.", groups, cols)
+        f"Final global accuracy, privacy budget ε at δ ({EPSILON_NOTE}), and the curious server's "
+        "reconstruction PSNR of the captured client updates (lower = better defense), mean ± std over seeds.",
+        groups, cols)
 
 
 def utility_table(groups: Sequence[Group]) -> Table | None:
@@ -163,8 +166,7 @@ def utility_table(groups: Sequence[Group]) -> Table | None:
     table = build_table(
         "utility", "At what utility cost",
         "Test accuracy left by each defense setting (highest highlighted), its change against no "
-        "defense on the same dataset and model, and the privacy budget ε at δ where one applies "
-        "(per record: DP-SGD; per client: central or local DP).",
+        f"defense on the same dataset and model, and the privacy budget ε at δ where one applies ({EPSILON_NOTE}).",
         groups, [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)])
     baseline = {(g.kind, g.dataset, g.model): g.stat("", *ACCURACY) for g in groups if g.defense == "none"}
     header = (*table.header[:4], "Kind", *table.header[4:5], "Δ vs none", *table.header[5:])

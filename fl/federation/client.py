@@ -27,7 +27,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fl.federation.client_side import client_store, open_record
+from fl.federation.client_side import client_store, open_record, read_client_secret
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import state_dict_cpu, train_local
@@ -58,7 +58,8 @@ class ClientSpec:
     dataset: str
     partitions: tuple[np.ndarray, ...]  # client id -> indices into the training split
     data_root: str | None = None
-    client_seed: int | None = None  # root of the clients' keys (None: each client's key comes from the OS)
+    client_secret: str | None = None  # the clients' secret their keys derive from (None: each key from the OS)
+    settings_tag: str = ""  # public digest of the run's settings, mixed into every key (client_side.settings_tag)
     client_dir: str | None = None  # where each client keeps its key and state (None: Flower's context.state)
     device: str = "cpu"
     record_truth: bool = True  # reply with the indices trained on (evaluation only; stripped by the server)
@@ -97,8 +98,7 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
     store = client_store(spec.client_dir or context.node_config.get("client-dir"), context)
-    client_seed = spec.client_seed if spec.client_seed is not None else context.node_config.get("client-seed")
-    record = open_record(store, client, None if client_seed is None else int(client_seed))
+    record = open_record(store, client, client_secret(spec, context), spec.settings_tag)
     turn = record.participations  # this participation's randomness is fresh, whatever the server sends
     # Flower's client mods (LocalDpMod, SecAgg+'s stochastic quantization) draw from NumPy's global
     # RNG after this handler returns: seed it from the client's key.
@@ -123,7 +123,9 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     if (server_round, client) in spec.lost:
         raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
     truth = [int(i) for i in result.indices.cpu()] if spec.record_truth else None
-    metrics = {"num-examples": result.num_examples, "train-loss": result.loss, **result.metrics}
+    metrics = {"num-examples": result.num_examples, **result.metrics}
+    if getattr(defense, "privacy_unit", None) is None:  # under DP the loss is data-dependent and unaccounted
+        metrics["train-loss"] = result.loss
     if secagg:
         own = {"partition-id": client}
         if truth is not None:
@@ -140,6 +142,14 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     if truth is not None:
         content[TRUTH_KEY] = ConfigRecord({"indices": truth})
     return Message(content=content, reply_to=message)
+
+
+def client_secret(spec: ClientSpec, context: Context) -> str | None:
+    """The clients' secret: the driver's, or the file a SuperNode's ``client-secret-file`` node config names."""
+    if spec.client_secret is not None:
+        return spec.client_secret
+    path = context.node_config.get("client-secret-file")
+    return read_client_secret(str(path)) if path else None
 
 
 def handle_query(message: Message, context: Context) -> Message:

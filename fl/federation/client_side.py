@@ -5,12 +5,15 @@ batches, the NumPy draws of Flower's client mods such as ``LocalDpMod`` and SecA
 stochastic rounding) comes from a 128-bit **client key** and the client's own participation
 counter. The server never receives either, and no file on the server's side records them, so a
 curious server holding the run's seed, config and every captured update cannot regenerate a
-client's masks or noise. The key comes from the OS (``secrets``), as a real client's would, or,
-for bit-identical reruns, from a ``client_seed`` the experimenter gives the clients only.
+client's masks or noise. A key is drawn from the OS, as a real client's would be, or derived
+with a keyed hash (BLAKE2b) from a **client secret** of at least 128 bits that only the clients
+hold, the run's public settings (:func:`settings_tag`) and the client's id: the same secret and
+settings give a bit-identical rerun, while any other settings give other keys, so one secret
+never hands two different runs the same noise.
 
 The counter only grows, and each participation draws fresh randomness from it: a server that
-sends the same round twice (or resends an old state) gets fresh noise, never the same noise
-twice, and every release is accounted.
+sends the same round twice gets fresh noise, never the same noise twice, and every release is
+accounted.
 
 The record lives where the client lives: a directory of the client's (``fedleak simulate``
 gives ``RUN/clients/``, a SuperNode its ``client-dir`` node config), so a resumed run continues
@@ -19,19 +22,46 @@ every accountant where it stopped; without one, in Flower's per-run ``context.st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from flwr.app import ConfigRecord, Context
 
+from fl.errors import ConfigError
 from fl.runs import atomic_write_json, read_json
 from fl.seed import private_numpy_seed, private_seed
 
-KEY_BITS = 128
+KEY_BYTES = 16  # 128-bit keys and secrets
 STATE_RECORD = "fedleak-client"  # ConfigRecord name in context.state
+
+
+def new_client_secret() -> str:
+    """A fresh client secret from the OS: 32 hex digits."""
+    return secrets.token_hex(KEY_BYTES)
+
+
+def check_client_secret(secret: str) -> str:
+    """``secret`` stripped, if it is hex with at least 128 bits; else one-line ``ConfigError``.
+
+    A shorter secret could be guessed: the derivation is public, so the server would try them all.
+    """
+    text = secret.strip().lower()
+    if len(text) < 2 * KEY_BYTES or any(c not in "0123456789abcdef" for c in text) or len(text) % 2:
+        raise ConfigError(
+            f"a client secret must be an even number of at least {2 * KEY_BYTES} hex digits (128 bits), got "
+            f"{len(text)} characters: a shorter one could be guessed by the server"
+        )
+    return text
+
+
+def settings_tag(settings: Mapping[str, Any]) -> str:
+    """A public digest of a run's settings (what the server's ``config.json`` holds)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -41,12 +71,15 @@ class ClientKey:
     value: int
 
     @classmethod
-    def create(cls, client_seed: int | None, client: int) -> ClientKey:
-        """A fresh key from the OS, or, given the experimenter's ``client_seed``, a reproducible one."""
-        if client_seed is None:
-            return cls(secrets.randbits(KEY_BITS))
-        words = private_numpy_seed(client_seed, "client-key", client)
-        return cls(sum(w << (32 * i) for i, w in enumerate(words)))
+    def derive(cls, secret: str | None, tag: str, client: int) -> ClientKey:
+        """The key of ``client``: BLAKE2b keyed by the clients' ``secret`` over (settings ``tag``, client);
+        a fresh key from the OS without a secret."""
+        if secret is None:
+            return cls(secrets.randbits(8 * KEY_BYTES))
+        digest = hashlib.blake2b(
+            f"{tag}/{client}".encode(), key=bytes.fromhex(secret)[:64], digest_size=KEY_BYTES, person=b"fedleak-client"
+        ).digest()
+        return cls(int.from_bytes(digest, "big"))
 
     def seed(self, *labels: int | str) -> int:
         """A 63-bit seed for one purpose (``"train", participation``), e.g. for a torch generator."""
@@ -64,7 +97,6 @@ class ClientRecord:
     key: ClientKey
     participations: int = 0
     state: dict[str, Any] = field(default_factory=dict)
-    client_seed: int | None = None  # recorded so a resume can refuse a different --client-seed
 
     def after(self, state: dict[str, Any]) -> ClientRecord:
         """The record after one more participation that left the defense ``state``."""
@@ -75,12 +107,11 @@ class ClientRecord:
             "key": f"{self.key.value:032x}",
             "participations": self.participations,
             "state": self.state,
-            "client_seed": self.client_seed,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClientRecord:
-        return cls(ClientKey(int(data["key"], 16)), int(data["participations"]), dict(data["state"]), data.get("client_seed"))
+        return cls(ClientKey(int(data["key"], 16)), int(data["participations"]), dict(data["state"]))
 
 
 class ClientStore(Protocol):
@@ -127,10 +158,19 @@ def client_store(client_dir: str | None, context: Context) -> ClientStore:
     return DirectoryStore(client_dir) if client_dir else ContextStore(context)
 
 
-def open_record(store: ClientStore, client: int, client_seed: int | None) -> ClientRecord:
-    """The client's record, created with a new key on its first participation."""
+def open_record(store: ClientStore, client: int, secret: str | None, tag: str) -> ClientRecord:
+    """The client's record, created with its key on its first participation."""
     record = store.load(client)
     if record is None:
-        record = ClientRecord(ClientKey.create(client_seed, client), client_seed=client_seed)
+        record = ClientRecord(ClientKey.derive(secret, tag, client))
         store.save(client, record)
     return record
+
+
+def read_client_secret(path: str | Path) -> str:
+    """The client secret in file ``path`` (checked); one-line ``ConfigError`` when unreadable."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read the client secret file {str(path)!r}: {err.strerror}") from None
+    return check_client_secret(text)

@@ -117,7 +117,7 @@ def secagg_round(
 
     ``options`` are ``SecAggPlusWorkflow`` keyword arguments (num_shares,
     reconstruction_threshold, clipping_range, quantization_range, modulus_range, max_weight);
-    ``client_configs`` adds each client's own config entries (its defense state, planned rounds).
+    ``client_configs`` adds each client's own config entries (its planned rounds).
     """
     client_of = {n: c for c, n in node_of.items()}
     params = ndarrays_to_parameters([w.detach().cpu().double().numpy() for w in weights.values()])

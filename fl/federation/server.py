@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ class FederationServer:
         view = SampledGrid(grid, [node_of[c] for c in sampled])
         config = ConfigRecord(dict(self.spec.settings.to_config()))
         messages = [
-            _with_client_config(m, self._client_config(roster[m.metadata.dst_node_id], ckpt))
+            _with_client_config(m, self._client_config(roster[m.metadata.dst_node_id]))
             for m in strategy.configure_train(server_round, ArrayRecord(ckpt.weights), config, view)
         ]
         received = grid.send_and_receive(messages, timeout=self.spec.timeout)
@@ -207,17 +208,22 @@ class FederationServer:
             truth = list(msg.content[TRUTH_KEY]["indices"]) if TRUTH_KEY in msg.content else None
             msg.content = RecordDict({k: v for k, v in msg.content.items() if k not in (CLIENT_KEY, TRUTH_KEY)})
             metrics = dict(record_metrics(msg.content))
-            replies.append(ClientReply(client, float(metrics["train-loss"]), metrics, truth))
+            replies.append(ClientReply(client, float(metrics.get("train-loss", math.nan)), metrics, truth))
         failed = self._failures(server_round, sampled, {r.client for r in replies}, errors)
         aggregated, _ = strategy.aggregate_train(server_round, received)
         weights = aggregated.to_torch_state_dict() if aggregated is not None else ckpt.weights
         return Exchange(weights, replies, failed)
 
-    def _failures(self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str]) -> list[int]:
-        """Sampled clients without a usable reply: an error, or no reply within the timeout (logged)."""
+    def _failures(
+        self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str], *, missing: str = ""
+    ) -> list[int]:
+        """Sampled clients without a usable reply: an error, or no reply within the timeout (logged).
+
+        ``missing`` says why a client has neither reply nor error (default: the timeout).
+        """
         failed = sorted(set(sampled) - answered)
         for client in failed:
-            why = errors.get(client, f"no reply within the {self.spec.timeout:g} s timeout")
+            why = errors.get(client, missing or f"no reply within the {self.spec.timeout:g} s timeout")
             log.warning("round %d: client %d failed: %s", server_round, client, why)
         return failed
 
@@ -235,7 +241,7 @@ class FederationServer:
             node_of=node_of,
             weights=ckpt.weights,
             config=config,
-            client_configs={c: self._client_config(c, ckpt) for c in sampled},
+            client_configs={c: self._client_config(c) for c in sampled},
             options=options,
             seed=derive_seed(self.spec.seed, "secagg", server_round),
             timeout=self.spec.timeout,
@@ -243,19 +249,21 @@ class FederationServer:
         replies = [
             ClientReply(
                 r.client,
-                float(r.metrics["train-loss"]),
+                float(r.metrics.get("train-loss", math.nan)),
                 {k: v for k, v in r.metrics.items() if k != TRUTH_KEY},
                 json.loads(str(r.metrics[TRUTH_KEY])) if TRUTH_KEY in r.metrics else None,
             )
             for r in outcome.replies
         ]
         if outcome.weights is None:
-            return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}))
+            halted = "the SecAgg+ round halted: too few clients survived it"
+            return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}, missing=halted))
         survivors = {r.client for r in replies}
         strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), len(survivors))
-        return Exchange(outcome.weights, replies, self._failures(server_round, sampled, survivors, {}))
+        dropped = "dropped out of the SecAgg+ round (an error, or no reply within the timeout)"
+        return Exchange(outcome.weights, replies, self._failures(server_round, sampled, survivors, {}, missing=dropped))
 
-    def _client_config(self, client: int, ckpt: Checkpoint) -> dict[str, Any]:
+    def _client_config(self, client: int) -> dict[str, Any]:
         """What only this client is told: its planned participations (dp-local plans its noise for them)."""
         return {"client-rounds": self._planned[client]}
 
@@ -265,16 +273,17 @@ class FederationServer:
         """The round's record: held-out accuracy and loss of the new global model, privacy spent."""
         model.load_state_dict(traffic.weights)
         loss, accuracy = evaluate(model, *self.test_data)
-        losses = [r.loss for r in traffic.replies]
+        losses = [r.loss for r in traffic.replies if not math.isnan(r.loss)]  # no losses under DP
         record: dict[str, Any] = {
             "round": server_round,
             "accuracy": accuracy,
             "loss": loss,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "sampled": sampled,
             "attacked": attacked,
             "failed": traffic.failed,
         }
+        if losses:  # clients under a DP defense do not report their loss (data-dependent, unaccounted)
+            record["train_loss"] = float(np.mean(losses))
         record.update(self._privacy(ckpt, traffic.replies))
         return record
 
@@ -289,7 +298,7 @@ class FederationServer:
         if unit is None:
             return {}
         clients = {
-            str(r.client): {k: float(r.metrics[k]) for k in CLIENT_PRIVACY_KEYS if k in r.metrics}
+            str(r.client): {k: _number(r.metrics[k]) for k in CLIENT_PRIVACY_KEYS if k in r.metrics}
             for r in replies
             if "epsilon" in r.metrics
         }
@@ -302,6 +311,11 @@ class FederationServer:
             out["epsilon"] = max(values)
         out["privacy"] = {"clients": clients} if clients else server
         return out
+
+
+def _number(value: Any) -> float | list[float]:
+    """A reply metric as a float, or a list of floats (an accountant history)."""
+    return [float(v) for v in value] if isinstance(value, list) else float(value)
 
 
 def _with_client_config(message: Message, extra: dict[str, Any]) -> Message:

@@ -107,7 +107,7 @@ def test_defenses_dp_local_epsilon_is_cumulative_and_restorable() -> None:
     json_state = json.loads(json.dumps(state))  # what the federation checkpoints
     second = _run_round(defense, _training(model, seed=2), state, seed=2)
     assert 0 < first["epsilon"] < second["epsilon"]
-    assert first["noise_multiplier"] == 1.0 and first["delta"] == 1e-5
+    assert first["noise_multiplier"] == [1.0] and first["delta"] == 1e-5
     # a fresh defense restored from the JSON state reports the same budget, then keeps adding
     restored = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
     again = _run_round(restored, _training(_mlp(), seed=2), json_state, seed=2)
@@ -138,7 +138,7 @@ def test_defenses_dp_local_target_epsilon_is_planned_once_for_all_rounds() -> No
     model, state = _mlp(), {}
     metrics = [_run_round(defense, _training(model, seed=r, rounds=3), state, seed=r) for r in range(3)]
     sigma = state[NOISE_KEY]
-    assert all(m["noise_multiplier"] == sigma for m in metrics)
+    assert all(m["noise_multiplier"] == [sigma] for m in metrics)
     assert metrics[0]["epsilon"] < metrics[1]["epsilon"] < metrics[2]["epsilon"] <= 3.0 + 0.05
 
 

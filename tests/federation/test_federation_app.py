@@ -60,8 +60,9 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
 
 
 def test_federation_run_config_refuses_the_clients_secret() -> None:
-    with pytest.raises(ConfigError, match=r"run-config key 'client-seed' would show the clients' secret to the server"):
-        config_from_run_config({"client-seed": 3})
+    for key in ("client-secret", "client-secret-file"):
+        with pytest.raises(ConfigError, match=rf"run-config key '{key}' would show the clients' secret to the server"):
+            config_from_run_config({key: "00112233445566778899aabbccddeeff"})
 
 
 def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -> None:
@@ -85,7 +86,7 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
         (["--attack-rounds", "1,x"], "--attack-rounds"),
         (["--client-examples", "-1"], "--client-examples must be >= 0"),
         (["--attack", "ig", "--attack-iters", "0"], "--attack-iters must be >= 1"),
-        (["--client-seed", "-1"], "Invalid value for '--client-seed'"),
+        (["--client-secret-file", "/nonexistent/secret"], "cannot read the client secret file '/nonexistent/secret'"),
         (["--defense", "ldp", "--sensitivity", "1.0"], "sensitivity=1.0 is invalid; expected >= 2 x clipping_norm = 2.0"),
         (["--defense", "dp-central", "--clipping", "adaptive", "--target-quantile", "1.0"], "target_quantile=1.0"),
     ],

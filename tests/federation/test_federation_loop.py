@@ -44,8 +44,8 @@ def federate(
     """Run a federation in-process; returns the finished server."""
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     faults = kw.pop("faults", frozenset())
-    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults, client_seed=kw.pop("client_seed", 0),
-                        client_dir=str(tmp_path / "clients"))
+    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults,
+                        client_secret="00112233445566778899aabbccddeeff", client_dir=str(tmp_path / "clients"))
     spec = ServerSpec(model=model, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
     server = FederationServer(
         spec=spec, run_dir=tmp_path, initial_weights=initial_weights(spec=model), test_data=(DATA.images, DATA.labels),

@@ -5,6 +5,7 @@ failed and timed-out clients are recorded, and what central DP's accountant assu
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -39,9 +40,9 @@ def _history(tmp_path, *args: str) -> list[dict]:
     return json.loads((tmp_path / "result.json").read_text())["history"]
 
 
-def _opacus_epsilon(kind: str, sigma: float, rate: float, steps: float, delta: float) -> float:
+def _opacus_epsilon(kind: str, sigmas: list[float], rates: list[float], steps: list[float], delta: float) -> float:
     acc = create_accountant(kind)
-    acc.history = [(sigma, rate, int(steps))]
+    acc.history = [(s, q, int(n)) for s, q, n in zip(sigmas, rates, steps, strict=True)]
     return float(acc.get_epsilon(delta=delta))
 
 
@@ -64,18 +65,22 @@ def test_dp_local_epsilon_is_opacus_on_the_recorded_parameters(tmp_path, account
             direct = _opacus_epsilon(accountant, client["noise_multiplier"], client["sample_rate"], client["steps"],
                                      client["delta"])
             assert client["epsilon"] == pytest.approx(direct, abs=1e-6)
-            assert client["noise_multiplier"] == 1.1
+            assert client["noise_multiplier"] == [1.1]
+            assert client["sample_rate"] == [pytest.approx(1 / 4)]  # Opacus: 1 / batches (27 or 26 records, batch 8)
             worst = max(worst, client["epsilon"])
         assert record["epsilon"] == pytest.approx(worst, abs=1e-12)  # the worst client so far
-    assert history[-1]["privacy"]["clients"]["0"]["steps"] == 3 * 2  # every round's local steps, accounted
+        assert "train_loss" not in record  # a DP client does not report its (unaccounted) loss
+    assert history[-1]["privacy"]["clients"]["0"]["steps"] == [3 * 2]  # every round's local steps, accounted
 
 
 def test_ldp_epsilon_is_opacus_on_the_recorded_parameters(tmp_path):
     history = _history(tmp_path, "--defense", "ldp", "--epsilon", "2", "--clipping-norm", "1")
+    sigma = math.sqrt(2 * math.log(1.25 / 1e-5)) / 2  # LocalDpMod's std at sensitivity 2C, over 2C
     for record in history:
-        assert record["epsilon_unit"] == "client"
+        assert record["epsilon_unit"] == "client-local"
         for client in record["privacy"]["clients"].values():
-            direct = _opacus_epsilon("rdp", client["noise_multiplier"], 1.0, client["releases"], client["delta"])
+            assert client["noise_multiplier"] == pytest.approx(sigma)
+            direct = _opacus_epsilon("rdp", [sigma], [1.0], [client["releases"]], client["delta"])
             assert client["epsilon"] == pytest.approx(direct, abs=1e-6)
     assert history[-1]["privacy"]["clients"]["0"]["releases"] == 3
 
@@ -84,11 +89,12 @@ def test_ldp_epsilon_is_opacus_on_the_recorded_parameters(tmp_path):
 def test_dp_central_epsilon_is_flowers_accountant_on_the_recorded_releases(tmp_path, clipping):
     history = _history(tmp_path, "--defense", "dp-central", "--noise-multiplier", "0.5", "--clipping", clipping,
                        "--clipped-count-stddev", "1.0")
+    z_update = 0.5 if "fixed" in clipping else (0.5**-2 - (2 * 1.0) ** -2) ** -0.5  # Andrew et al., Thm 1
     for n, record in enumerate(history, start=1):
-        assert record["epsilon_unit"] == "client"
+        assert record["epsilon_unit"] == "client-central"
         release = record["privacy"]
         assert release["released"] and release["releases"] == n and release["clients"] == 3
-        assert release["noise_std"] > 0 and release["clipping_norm"] > 0
+        assert release["noise_std"] == pytest.approx(z_update * release["clipping_norm"] / 3)
         direct = _flower_epsilon(release["noise_multiplier"], n, 3, record["delta"])
         assert record["epsilon"] == pytest.approx(direct, abs=1e-6)
 
@@ -98,10 +104,11 @@ def test_compare_table_gives_each_unit_its_own_column(tmp_path):
                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     header, _, *rows = (tmp_path / "compare.md").read_text().splitlines()
-    assert "ε per record" in header and "ε per client" in header
-    cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[4:6]] for row in rows}
+    columns = [c.strip() for c in header.split("|")[4:7]]
+    assert columns == ["ε per record", "ε per client, central", "ε per client, local"]
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[4:7]] for row in rows}
     eps = json.loads((tmp_path / "result.json").read_text())["epsilon"]
-    assert cells == {"none": ["-", "-"], "dp-local": [f"{eps:.2f} (δ=1e-05)", "-"]}
+    assert cells == {"none": ["-", "-", "-"], "dp-local": [f"{eps:.2f} (δ=1e-05)", "-", "-"]}
 
 
 DATA = load_dataset("sample")
@@ -110,7 +117,7 @@ SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 16, "de
 
 def _federate(tmp_path, defense, *, lost=frozenset(), faults=frozenset(), rounds: int = 3, clients: int = 2):
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
-    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, client_seed=0, lost=lost, faults=faults,
+    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, lost=lost, faults=faults,
                         client_dir=str(tmp_path / "clients"))
     spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=rounds,
                       settings=TrainSettings(local_steps=1, batch_size=8, lr=0.1), timeout=5.0)
@@ -145,4 +152,25 @@ def test_a_lost_reply_still_counts_in_the_clients_own_accountant(tmp_path):
     assert result.history[1]["failed"] == [1] and "1" not in result.history[1]["privacy"]["clients"]
     # the client trained (and released) in round 2: its round-3 epsilon covers 3 participations
     assert DirectoryStore(tmp_path / "clients").load(1).participations == 3
-    assert result.history[2]["privacy"]["clients"]["1"]["steps"] == 3
+    assert result.history[2]["privacy"]["clients"]["1"]["steps"] == [3]
+
+
+def test_final_epsilon_is_the_clients_own_accountant_when_a_last_reply_was_lost(tmp_path):
+    """The server's record holds what the clients last reported; the run's result reads the clients' side."""
+    from experiments.federated import SimulationConfig, run_federation
+
+    cfg = SimulationConfig(dataset="sample", clients=2, rounds=2, engine="inline", capture="none",
+                           defense=DefenseConfig(name="dp-local", noise_multiplier=1.0),
+                           train=TrainSettings(local_steps=2, batch_size=8, lr=0.1))
+    result = run_federation(cfg, out_dir=tmp_path, progress=False)
+    history = json.loads((tmp_path / "result.json").read_text())["history"]
+    store = DirectoryStore(tmp_path / "clients")
+    defense = build_defense(cfg.defense)
+    own = max(defense.client_epsilon(store.load(c).state) for c in (0, 1))
+    assert result["epsilon"] == own == pytest.approx(history[-1]["epsilon"], abs=1e-12)
+    record = store.load(1)
+    record.state["dp_history"][0][2] += 2  # as if a third, lost participation had been trained
+    store.save(1, record)
+    from experiments.federated.run import clients_epsilon
+
+    assert clients_epsilon(defense, tmp_path / "clients") > history[-1]["epsilon"]

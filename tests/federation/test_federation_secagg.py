@@ -17,6 +17,7 @@ from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import train_local
 
 DATA = load_dataset("sample")
+SECRET = "00112233445566778899aabbccddeeff"  # the clients' secret, so the test can replay their training
 SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 32, "depth": 2})
 
 
@@ -37,7 +38,7 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
     CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
     faults = frozenset() if dropped is None else frozenset({(1, dropped)})
-    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults, client_seed=0)
+    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults, client_secret=SECRET)
     server.run(InlineGrid(make_client_app(client_spec, defense), clients))
     survivors = [c for c in range(clients) if c != dropped]
     assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])
@@ -53,7 +54,7 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
         model = SPEC.build()
         model.load_state_dict(_initial())
         idx = torch.as_tensor(part)
-        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=ClientKey.create(0, c).seed("train", 0))
+        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=ClientKey.derive(SECRET, "", c).seed("train", 0))
         assert res.indices.tolist() == store.true_indices(1, c).tolist()  # truth kept apart for scoring
         deltas.append({k: v - _initial()[k] for k, v in model.state_dict().items()})
         weights.append(len(part))

@@ -57,12 +57,13 @@ class FederatedKind(CellKind):
         return run_federation(config, out_dir=out_dir, device=device, progress=progress, resume=True)
 
     def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """Accuracy, loss, epsilon named by its unit (``epsilon_record``/``epsilon_client``) with its delta;
+        """Accuracy, loss, epsilon named by its unit (``epsilon_record``, ``epsilon_client_central``,
+        ``epsilon_client_local``) with its delta;
         the attack's PSNR over the attacked rounds (mean, first, last)."""
         cell = {k: float(summary[k]) for k in ("final_accuracy", "final_loss", "wall_s")
                 if isinstance(summary.get(k), (int, float))}
         if isinstance(summary.get("epsilon"), (int, float)):
-            cell[f"epsilon_{summary['epsilon_unit']}"] = float(summary["epsilon"])
+            cell[f"epsilon_{summary['epsilon_unit'].replace('-', '_')}"] = float(summary["epsilon"])
             cell["delta"] = float(summary["delta"])
         out: dict[str, dict[str, float]] = {"": cell}
         per_round = summary.get("attack_psnr") or {}
