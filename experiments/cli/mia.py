@@ -225,7 +225,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
         "AUC 95% CI",
         *[s.upper() for s in labels],
         "bal. acc",
-        "eps lower bound",
+        "ε lower bound per record",
     ]
     rows = []
     for name, m in res["attacks"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from grid_doubles import TOY_SCENARIO, toy_kinds
 
-from experiments.grid import expand, parse_scenario
+from experiments.grid import CELL_KINDS, expand, parse_scenario
 from fl.errors import ConfigError
 
 KINDS = toy_kinds()
@@ -72,3 +72,18 @@ budget = { iterations = 2 }
     assert [b.where for b in scenario.blocks] == ["toy[0]", "toy[1]"]
     cells = expand(scenario, kinds=KINDS)
     assert [(c.dataset, c.seed, c.typed.iters) for c in cells] == [("a", 3, 10), ("b", 3, 2)]
+
+
+def test_a_federated_cell_cannot_carry_the_clients_secret() -> None:
+    """A cell's folder is its federation's run folder, the server's side: no secret may be written there."""
+    text = """
+[scenario]
+name = "s"
+[[federated]]
+datasets = ["sample"]
+models = ["mlp"]
+attacks = ["none"]
+options = { client_secret = "00112233445566778899aabbccddeeff" }
+"""
+    with pytest.raises(ConfigError, match=r"federated\[0\]: a scenario cannot give the clients' secret"):
+        expand(parse_scenario(text), kinds=CELL_KINDS)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+from fl.errors import ConfigError
 
 
 class FederatedKind(CellKind):
@@ -39,6 +40,9 @@ class FederatedKind(CellKind):
         return list(ATTACKS)
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
+        if "client_secret" in spec.options:  # the cell's folder is the server's run folder: no secret there
+            raise ConfigError(f"{spec.where}: a scenario cannot give the clients' secret (client_secret); each "
+                              "federated cell's clients draw a fresh one, kept in the cell's clients/ folder")
         (attack,) = spec.attacks
         return {"dataset": spec.dataset, "model": spec.model, "attack": attack, "defense": spec.defense,
                 "attack_clients": 0 if attack == "none" else 1, "seed": spec.seed}
