@@ -1,6 +1,6 @@
 """Framework overhead of a federated round: Flower + Ray vs the same local training in a plain loop.
 
-    FEDLEAK_DATA=/work/shared/data .venv/bin/python benchmarks/federation_overhead.py
+    FEDLEAK_DATA=data .venv/bin/python benchmarks/federation_overhead.py
 
 For 10, 50 and 100 clients (fraction chosen so 10 clients train per round), run the same
 federation through ``run_federation`` (Flower simulation, Ray; one shared Ray instance) and
