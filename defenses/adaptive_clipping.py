@@ -25,7 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from flwr.supercore.differential_privacy import (
     KEY_CLIPPING_NORM,
@@ -45,9 +45,10 @@ from defenses.central_release import (
     round_noise_rng,
 )
 from defenses.clipping import ZeroSafeClipping
+from fl.federation.strategy_wrapper import StrategyWrapper
 
 
-class AdaptiveClipping(Strategy):
+class AdaptiveClipping(StrategyWrapper):
     """Central DP with adaptive clipping (Andrew et al., Algorithm 1) around a uniform FedAvg, accounted.
 
     One round of :meth:`aggregate_train`, at the bound ``C`` set when the round began:
@@ -76,7 +77,7 @@ class AdaptiveClipping(Strategy):
         clipped_count_stddev: float | None = None,
     ) -> None:
         """``clipped_count_stddev`` sigma_b defaults to ``num_sampled_clients / 20``; ``ValueError`` if z >= 2 sigma_b."""
-        self.strategy = strategy
+        super().__init__(strategy)
         self.noise_multiplier = noise_multiplier  # z: the release the accountant composes
         self.num_sampled_clients = num_sampled_clients
         self.accountant = accountant
@@ -142,16 +143,6 @@ class AdaptiveClipping(Strategy):
             noise_std=std,
             reason=reason,
         )
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """The inner strategy's evaluation round."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """The inner strategy's evaluation metrics (not private)."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         """Log the DP settings, then the inner strategy's summary."""

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fl.federation.capture import AGGREGATE, CaptureWriter
+from fl.federation.strategy_wrapper import StrategyWrapper
 
 
 def record_arrays(content: Any) -> ArrayRecord:
@@ -30,7 +31,7 @@ def record_metrics(content: Any) -> MetricRecord:
     return next(iter(content.metric_records.values()))
 
 
-class CuriousStrategy(Strategy):
+class CuriousStrategy(StrategyWrapper):
     """Delegate every hook to ``strategy``; record the global model and the chosen clients' updates.
 
     Before each round the server loop calls :meth:`begin_round` with the node-to-client map and
@@ -38,7 +39,7 @@ class CuriousStrategy(Strategy):
     """
 
     def __init__(self, strategy: Strategy, *, writer: CaptureWriter | None) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.writer = writer
         self.node_to_client: dict[int, int] = {}
         self.capture: set[int] = set()
@@ -92,14 +93,3 @@ class CuriousStrategy(Strategy):
                 meta = {"num_examples": int(record_metrics(msg.content)["num-examples"])}
                 self.writer.write_update(server_round, client, delta, meta)
         return self.strategy.aggregate_train(server_round, replies)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.strategy.summary()
