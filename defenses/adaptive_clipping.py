@@ -142,6 +142,8 @@ class AdaptiveClipping(StrategyWrapper):
             sampled=self.num_sampled_clients,
             noise_std=std,
             reason=reason,
+            update_noise_multiplier=self.update_noise_multiplier,
+            count_stddev=self.clipped_count_stddev,
         )
 
     def summary(self) -> None:

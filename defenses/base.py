@@ -38,8 +38,8 @@ class LocalTraining:
     epochs: int
     num_examples: int
     rounds: int = 1  # planned participations of this client in the run (<= num_rounds); dp-local
-    # with target_epsilon spreads the budget over rounds x steps
-    steps: int = 0  # optimizer steps per participation (local_steps, or epochs x len(loader))
+    # with target_epsilon spreads the budget over rounds x steps per participation
+    local_steps: int = 0  # > 0: exactly this many optimizer steps per participation instead of epochs
 
 
 class Defense:

@@ -33,6 +33,9 @@ class CentralRelease:
     sampled: int  # clients sampled for the round (num_sampled_clients)
     noise_std: float  # std of the Gaussian noise added to each entry of the average; 0 when skipped
     reason: str = ""  # why nothing was released ("" when released)
+    # the update's noise multiplier: z for fixed clipping, z_D for adaptive (noise_std = it x C / clients)
+    update_noise_multiplier: float = 0.0
+    count_stddev: float = 0.0  # adaptive clipping's sigma_b on the unclipped count (0 for fixed clipping)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

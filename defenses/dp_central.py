@@ -101,6 +101,7 @@ class SeededNoise:
             sampled=self.num_sampled_clients,
             noise_std=compute_stdv(self.noise_multiplier, clipping_norm, self.num_sampled_clients) if released else 0.0,
             reason=reason,
+            update_noise_multiplier=self.noise_multiplier,
         )
         return arrays, metrics
 

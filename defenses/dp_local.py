@@ -37,7 +37,7 @@ from defenses.base import Defense, LocalTraining
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from fl.errors import ConfigError, FedleakError
-from fl.seed import make_generator, private_seed
+from fl.seed import private_generator
 
 HISTORY_KEY = "dp_history"  # client_state key: the accountant history [[sigma, q, steps], ...]
 NOISE_KEY = "dp_noise_multiplier"  # client_state key: sigma planned once from target_epsilon
@@ -93,7 +93,7 @@ def make_private(
             target_epsilon=target_epsilon,
             delta=delta,
             sample_rate=1 / len(loader),
-            steps=epochs * len(loader),
+            steps=epochs * poisson_batches(len(loader)),
             accountant=accountant,
         )
     private_model, private_optimizer, private_loader = engine.make_private(
@@ -104,7 +104,24 @@ def make_private(
         max_grad_norm=max_grad_norm,
         noise_generator=noise_generator,
     )
+    # Opacus samples each record at rate 1 / len(loader) but accounts 1 / len(Poisson loader), which is
+    # larger when its int(1 / rate) steps per epoch round down (92 for 93): account the rate sampled.
+    private_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=1 / len(loader)))
     return private_model, private_optimizer, private_loader, engine
+
+
+def poisson_batches(batches: int) -> int:
+    """Steps per epoch of Opacus' Poisson loader made from a loader of ``batches`` batches.
+
+    Its sampler takes ``int(1 / sample_rate)`` steps at rate ``1 / batches``, which float rounding
+    makes one less than ``batches`` for some counts (e.g. 92 for 93).
+    """
+    return int(1 / (1 / batches))
+
+
+def participation_steps(training: LocalTraining) -> int:
+    """Optimizer steps one participation takes: ``local_steps``, or epochs x the Poisson loader's steps."""
+    return training.local_steps or training.epochs * poisson_batches(len(training.loader))
 
 
 def epsilon_of(source: PrivacyEngine | IAccountant, delta: float) -> float:
@@ -144,7 +161,7 @@ class DpLocalDefense(Defense):
         sigma = self._client_noise(training, client_state)
         history = client_state.get(HISTORY_KEY, [])
         if self.target_epsilon is not None:
-            self._check_budget(history, sigma, 1 / len(training.loader), training.steps)
+            self._check_budget(history, sigma, 1 / len(training.loader), participation_steps(training))
         model, optimizer, loader, engine = make_private(
             training.model,
             training.optimizer,
@@ -153,7 +170,7 @@ class DpLocalDefense(Defense):
             delta=self.delta,
             max_grad_norm=self.max_grad_norm,
             accountant=self.accountant,
-            noise_generator=make_generator(private_seed(seed, "dp-noise")),  # seed: fresh every participation
+            noise_generator=private_generator(seed, "dp-noise", device=next(training.model.parameters()).device),
             history=history,
         )
         self._engines[id(model)] = engine
@@ -201,19 +218,17 @@ class DpLocalDefense(Defense):
     def _client_noise(self, training: LocalTraining, client_state: MutableMapping[str, Any]) -> float:
         """Sigma for this client: given, or planned once from target_epsilon for all its rounds x steps.
 
-        The plan counts the optimizer steps the client will take (``training.steps``: its
+        The plan counts the optimizer steps the client will take (:func:`participation_steps`: its
         ``local_steps``, or epochs x batches) at the Poisson rate its loader samples with.
         """
         if self.noise_multiplier is not None:
             return self.noise_multiplier
-        if training.steps < 1:
-            raise FedleakError("dp-local with target_epsilon needs LocalTraining.steps (optimizer steps per round)")
         if NOISE_KEY not in client_state:
             client_state[NOISE_KEY] = noise_for_epsilon(
                 target_epsilon=self.target_epsilon,
                 delta=self.delta,
                 sample_rate=1 / len(training.loader),
-                steps=training.rounds * training.steps,
+                steps=training.rounds * participation_steps(training),
                 accountant=self.accountant,
             )
         return float(client_state[NOISE_KEY])

@@ -13,3 +13,8 @@ PRIVACY_UNITS = {
     "server, which receives every update (dp-central)",
     "client-local": "one client (any two of its updates), against the server itself (ldp)",
 }
+
+
+def unit_label(unit: str) -> str:
+    """``record``, ``client, central`` or ``client, local``: a unit as tables and lines show it."""
+    return unit.replace("-", ", ")

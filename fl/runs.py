@@ -25,17 +25,17 @@ import torch
 TRACKED_PACKAGES = ("fedleak", "torch", "flwr", "ray", "opacus", "numpy", "scipy", "click")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically (readers see the old file or the new one).
 
-    The file gets the permissions of a plain ``open()`` (0o666 less the umask), not the
-    owner-only mode of the temporary file it is written through.
+    The file gets ``mode``, or by default the permissions of a plain ``open()`` (0o666 less the
+    umask), not the owner-only mode of the temporary file it is written through.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, default_file_mode())
+        os.fchmod(fd, default_file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -53,8 +53,8 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, *, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def to_jsonable(obj: Any) -> Any:

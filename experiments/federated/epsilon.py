@@ -1,7 +1,7 @@
 """How fedleak states an epsilon: the number, what it protects and against whom, and its delta.
 
 dp-local's epsilon protects one training record of a client; dp-central's a whole client, as seen
-in the released models; ldp's a whole client, against the server itself (``defenses.base.PRIVACY_UNITS``).
+in the released models; ldp's a whole client, against the server itself (``fl.privacy_units``).
 These are different guarantees, so no figure is shown without its unit, and no table column holds two.
 """
 
@@ -10,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fl.privacy_units import PRIVACY_UNITS
+from fl.privacy_units import PRIVACY_UNITS, unit_label
 
 UNITS = tuple(PRIVACY_UNITS)
-
-
-def unit_label(unit: str) -> str:
-    """``record``, ``client, central`` or ``client, local``: the unit as tables and lines show it."""
-    return unit.replace("-", ", ")
 
 
 def epsilon_text(result: Mapping[str, Any], spec: str = ".2f") -> str:

@@ -21,7 +21,7 @@ from defenses import build_defense
 from experiments.federated.config import SimulationConfig
 from experiments.federated.epsilon import epsilon_text
 from fl.data import load_dataset, partition
-from fl.errors import ConfigError, FedleakError
+from fl.errors import ConfigError, DataError, FedleakError
 from fl.federation.capture import CaptureStore, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
@@ -197,7 +197,7 @@ def run_federation(
     """Run one federation into ``out_dir`` and return its final metrics.
 
     Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
-    ``epsilon_unit`` (a key of ``defenses.base.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
+    ``epsilon_unit`` (a key of ``fl.privacy_units.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
     (round -> mean PSNR), ``failures``, ``rounds_done`` and ``wall_s``. Call it inside
     :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
     """
@@ -209,11 +209,21 @@ def run_federation(
         if {**saved.server_dict(), "stop_after_round": 0} != {**cfg.server_dict(), "stop_after_round": 0}:
             raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
     clients = out / CLIENT_DIR
-    if not resume:
-        shutil.rmtree(clients, ignore_errors=True)  # a new run: new clients, new keys
-    cfg = replace(cfg, client_secret=clients_secret(clients, cfg.client_secret))
-    comp = compose(cfg, device=device, client_dir=clients)
-    if not (resume and Checkpoint.exists(out)):
+    resuming = resume and Checkpoint.exists(out)
+    if resuming and not (clients / CLIENT_SECRET_FILE).is_file():
+        raise DataError(
+            f"cannot resume {out}: its clients' side ({clients}) is gone, and with it their keys and privacy "
+            "accountants; start a new run"
+        )
+    kept = read_client_secret(clients / CLIENT_SECRET_FILE) if resume and (clients / CLIENT_SECRET_FILE).is_file() else None
+    if kept is not None and cfg.client_secret is not None and cfg.client_secret != kept:
+        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({clients}); drop the option")
+    cfg = replace(cfg, client_secret=kept or cfg.client_secret or new_client_secret())
+    comp = compose(cfg, device=device, client_dir=clients)  # refuses a bad composition before anything is written
+    if kept is None:  # a new run (or one stopped before any client trained): new clients, new keys
+        shutil.rmtree(clients, ignore_errors=True)
+        atomic_write_text(clients / CLIENT_SECRET_FILE, cfg.client_secret + "\n", mode=0o600)
+    if not resuming:
         init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
     client_app = make_client_app(comp.client_spec, comp.defense)
@@ -239,40 +249,23 @@ def clients_epsilon(defense: Any, client_dir: Path) -> float | None:
     was lost has spent more. The experimenter, who holds the clients' side, reads the truth here.
     """
     store = DirectoryStore(client_dir)
-    spent = [defense.client_epsilon(r.state) for p in sorted(client_dir.glob("client_*.json"))
-             if (r := store.load(int(p.stem.split("_")[1]))) is not None]
+    spent = [defense.client_epsilon(store.load(c).state) for c in store.clients()]
     spent = [e for e in spent if e is not None]
     return max(spent) if spent else None
-
-
-def clients_secret(client_dir: Path, given: str | None) -> str:
-    """The clients' secret of the run in ``client_dir``: the one kept there, else ``given``, else a new one.
-
-    It is written to ``client_dir/client_secret`` (the clients' side), so ``--resume`` continues with
-    it and ``--client-secret-file RUN/clients/client_secret`` reruns the run bit for bit. A resume
-    given another secret than the clients hold is refused.
-    """
-    path = client_dir / CLIENT_SECRET_FILE
-    kept = read_client_secret(path) if path.is_file() else None
-    if kept is not None and given is not None and given != kept:
-        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({path}); drop the option")
-    secret = kept or given or new_client_secret()
-    if kept is None:
-        atomic_write_text(path, secret + "\n")
-    return secret
 
 
 def summarise(ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: float | None = None) -> dict[str, Any]:
     """Final metrics of a finished federation; also written to ``out/result.json`` with the history.
 
-    ``epsilon`` is ``clients_epsilon`` when given (the clients' own accountants), else the last
-    round's record (what the server was told or spent).
+    ``epsilon`` is the larger of ``clients_epsilon`` (the clients' own accountants, when given) and
+    the last round's record (what the server was told or spent).
     """
     last = ckpt.history[-1] if ckpt.history else {}
+    spent = [e for e in (clients_epsilon, last.get("epsilon")) if e is not None]
     result = {
         "final_accuracy": last.get("accuracy"),
         "final_loss": last.get("loss"),
-        "epsilon": clients_epsilon if clients_epsilon is not None else last.get("epsilon"),
+        "epsilon": max(spent) if spent else None,
         "epsilon_unit": last.get("epsilon_unit"),
         "delta": last.get("delta"),
         "attack_psnr": {h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from experiments.report.aggregate import Group, Stat
 from experiments.tables import format_table
-from fl.privacy_units import PRIVACY_UNITS
+from fl.privacy_units import PRIVACY_UNITS, unit_label
 
 # metric names as the attack packages report them (first match wins)
 PSNR = ("psnr_mean", "psnr")
@@ -140,8 +140,8 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
 
 
 def epsilon_columns(groups: Sequence[Group]) -> list[Column]:
-    """One ε column per unit the groups report (``defenses.base.PRIVACY_UNITS``), then δ; none without DP."""
-    cols = [Column(f"ε per {unit.replace('-', ', ')}", names, "", None, 2) for unit, names in EPSILON.items()
+    """One ε column per unit the groups report (``fl.privacy_units``), then δ; none without DP."""
+    cols = [Column(f"ε per {unit_label(unit)}", names, "", None, 2) for unit, names in EPSILON.items()
             if any(g.stat("", *names).n for g in groups)]
     return [*cols, Column("δ", DELTA, "", None, 2, "g", spread=False)] if cols else []
 

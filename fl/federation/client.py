@@ -27,7 +27,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fl.federation.client_side import client_store, open_record, read_client_secret
+from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import state_dict_cpu, train_local
@@ -98,7 +98,9 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
     store = client_store(spec.client_dir or context.node_config.get("client-dir"), context)
-    record = open_record(store, client, client_secret(spec, context), spec.settings_tag)
+    images, labels, indices = client_data(spec, client)
+    record = open_record(store, client, client_secret(spec, context), spec.settings_tag,
+                         data=lambda: data_digest(images, labels, indices))
     turn = record.participations  # this participation's randomness is fresh, whatever the server sends
     # Flower's client mods (LocalDpMod, SecAgg+'s stochastic quantization) draw from NumPy's global
     # RNG after this handler returns: seed it from the client's key.
@@ -107,7 +109,6 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     device = torch.device(spec.device)
     model = model.to(device)
     model.load_state_dict(weights)
-    images, labels, indices = client_data(spec, client)
     result = train_local(
         model,
         images.to(device),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,13 +71,18 @@ class ClientKey:
     value: int
 
     @classmethod
-    def derive(cls, secret: str | None, tag: str, client: int) -> ClientKey:
-        """The key of ``client``: BLAKE2b keyed by the clients' ``secret`` over (settings ``tag``, client);
-        a fresh key from the OS without a secret."""
+    def derive(cls, secret: str | None, tag: str, client: int, data: str = "") -> ClientKey:
+        """The key of ``client``: BLAKE2b keyed by the clients' ``secret`` over (settings ``tag``, client,
+        digest of its ``data``); a fresh key from the OS without a secret.
+
+        The data digest makes one secret give other keys on other data: two runs on neighbouring
+        datasets (a DP audit) never share noise, even with the same settings and secret.
+        """
         if secret is None:
             return cls(secrets.randbits(8 * KEY_BYTES))
         digest = hashlib.blake2b(
-            f"{tag}/{client}".encode(), key=bytes.fromhex(secret)[:64], digest_size=KEY_BYTES, person=b"fedleak-client"
+            f"{tag}/{client}/{data}".encode(), key=bytes.fromhex(secret)[:64], digest_size=KEY_BYTES,
+            person=b"fedleak-client",
         ).digest()
         return cls(int.from_bytes(digest, "big"))
 
@@ -131,6 +136,10 @@ class DirectoryStore:
     def path(self, client: int) -> Path:
         return self.root / f"client_{client:04d}.json"
 
+    def clients(self) -> list[int]:
+        """The clients with a record here, ascending."""
+        return sorted(int(p.stem.split("_")[1]) for p in self.root.glob("client_*.json"))
+
     def load(self, client: int) -> ClientRecord | None:
         path = self.path(client)
         return ClientRecord.from_json(read_json(path)) if path.is_file() else None
@@ -158,13 +167,21 @@ def client_store(client_dir: str | None, context: Context) -> ClientStore:
     return DirectoryStore(client_dir) if client_dir else ContextStore(context)
 
 
-def open_record(store: ClientStore, client: int, secret: str | None, tag: str) -> ClientRecord:
-    """The client's record, created with its key on its first participation."""
+def open_record(store: ClientStore, client: int, secret: str | None, tag: str, data: Callable[[], str]) -> ClientRecord:
+    """The client's record, created with its key on its first participation (``data`` gives its data digest)."""
     record = store.load(client)
     if record is None:
-        record = ClientRecord(ClientKey.derive(secret, tag, client))
+        record = ClientRecord(ClientKey.derive(secret, tag, client, data() if secret is not None else ""))
         store.save(client, record)
     return record
+
+
+def data_digest(*tensors: Any) -> str:
+    """SHA-256 of tensors' bytes (a client's images, labels and dataset indices)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def read_client_secret(path: str | Path) -> str:

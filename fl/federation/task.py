@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fl.federation.settings import TrainSettings
 from fl.models import set_dropout_generator
-from fl.seed import make_generator
+from fl.seed import private_generator
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LocalTraining:
     epochs: int
     num_examples: int
     rounds: int = 1  # the client's planned participations in the run (dp-local's target_epsilon)
-    steps: int = 0  # optimizer steps per participation: local_steps, or epochs x len(loader)
+    local_steps: int = 0  # > 0: exactly this many optimizer steps per participation instead of epochs
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def make_loader(
         TensorDataset(images, labels, indices),
         batch_size=size,
         shuffle=True,
-        generator=make_generator(seed),
+        generator=private_generator(seed, "loader"),
     )
 
 
@@ -117,11 +117,10 @@ def train_local(
     state = client_state if client_state is not None else {}
     optimizer = make_optimizer(model, settings)
     loader = make_loader(images, labels, indices, batch_size=settings.batch_size, seed=seed)
-    steps_per_round = settings.local_steps or settings.local_epochs * len(loader)
-    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels), rounds, steps_per_round)
+    training = LocalTraining(model, optimizer, loader, settings.local_epochs, len(labels), rounds, settings.local_steps)
     if defense is not None:
         training = defense.prepare_local_training(training, client_state=state, seed=seed)
-    set_dropout_generator(model, make_generator(seed + 1))
+    set_dropout_generator(model, private_generator(seed, "dropout"))
     device = next(model.parameters()).device
     loss_fn = nn.CrossEntropyLoss()
     training.model.train()

@@ -285,6 +285,8 @@ def test_defenses_dp_central_incomplete_round_releases_nothing(flower, grid, cli
     assert defense.last_release.to_dict() == {
         "round": 1, "released": False, "noise_multiplier": 0.5, "clipping_norm": 1.0, "clients": 2, "sampled": 3,
         "noise_std": 0.0, "reason": f"{why}; accounted central DP releases only complete rounds",
+        "update_noise_multiplier": 0.5 if "fixed" in clipping else (0.5**-2 - 2.0**-2) ** -0.5,
+        "count_stddev": 0.0 if "fixed" in clipping else 1.0,
     }
     aggregate, _ = _train(flower, grid, defense, 2, _updates(2))  # the next complete round is released
     assert aggregate is not None and defense.server_metrics()["releases"] == 1

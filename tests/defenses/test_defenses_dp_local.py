@@ -31,7 +31,7 @@ def _task(n: int = 64, shape: tuple[int, ...] = (1, 8, 8)) -> tuple[torch.Tensor
 def _training(model: nn.Module, *, seed: int, rounds: int = 1, batch_size: int = 16) -> LocalTraining:
     x, y = _task()
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=make_generator(seed))
-    return LocalTraining(model, torch.optim.SGD(model.parameters(), lr=0.5), loader, 1, len(y), rounds, len(loader))
+    return LocalTraining(model, torch.optim.SGD(model.parameters(), lr=0.5), loader, 1, len(y), rounds)
 
 
 def _run_round(defense, training: LocalTraining, state: dict, seed: int) -> dict[str, float]:
@@ -220,3 +220,16 @@ def test_defenses_dp_local_client_refuses_to_train_past_its_target_epsilon() -> 
     with pytest.raises(FedleakError, match=r"past its target 2; it has spent its budget and does not train"):
         train_local(_mlp(), *_task(), torch.arange(64), settings, seed=9, defense=defense, client_state=state, rounds=2)
     assert sum(s for _, _, s in state[HISTORY_KEY]) == 2 * 3  # nothing more was spent
+
+
+@pytest.mark.parametrize(("target", "n", "settings"), [
+    (0.5, 64, TrainSettings(local_steps=5, batch_size=16)),
+    (4.0, 93, TrainSettings(local_epochs=1, batch_size=1)),  # 93 batches: Opacus' sampler takes 92 steps
+])
+def test_defenses_dp_local_target_epsilon_within_one_percent_for_small_targets_and_odd_loaders(target, n, settings):
+    defense = build_defense(DefenseConfig(name="dp-local", target_epsilon=target))
+    results, state = _local(defense, settings, rounds=2, n=n)
+    assert target * 0.99 <= results[-1].metrics["epsilon"] <= target
+    steps = settings.local_steps or 92
+    assert [r.steps for r in results] == [steps] * 2 and state[HISTORY_KEY][0][2] == 2 * steps
+    assert state[HISTORY_KEY][0][1] == 1 / (n // settings.batch_size)  # the rate the sampler includes a record at

@@ -29,7 +29,7 @@ from fl.federation.client_side import ClientKey, DirectoryStore
 from fl.federation.inline import InlineGrid
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.models import record_masks, recorded_masks, set_dropout_generator
-from fl.seed import derive_seed, make_generator
+from fl.seed import derive_seed, make_generator, private_generator
 
 BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "2", "--engine", "inline", "--capture", "all",
         "--rounds", "1", "--local-steps", "1", "--batch-size", "4", "--lr", "0.1"]
@@ -95,22 +95,22 @@ def test_curious_server_cannot_regenerate_dropout_masks(tmp_path):
         cap = store.load(1, client)
         idx = torch.as_tensor(store.true_indices(1, client))  # evaluation truth: the batch the client used
 
-        def replay(generator_seed: int, cap=cap, idx=idx) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-            """The client's one SGD step with dropout masks drawn from ``generator_seed``: (masks, update)."""
+        def replay(generator: torch.Generator, cap=cap, idx=idx) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            """The client's one SGD step with dropout masks drawn from ``generator``: (masks, update)."""
             model = cap.model.build()
             model.load_state_dict(cap.weights_before)
             model.train()
-            set_dropout_generator(model, make_generator(generator_seed))
+            set_dropout_generator(model, generator)
             record_masks(model)
             loss = nn.functional.cross_entropy(model(data.images[idx]), data.labels[idx])
             grads = torch.autograd.grad(loss, list(model.parameters()))
             names = [n for n, _ in model.named_parameters()]
             return recorded_masks(model), {n: -0.1 * g for n, g in zip(names, grads, strict=True)}
 
-        true_masks, true_update = replay(_key(tmp_path, client).seed("train", 0) + 1)
+        true_masks, true_update = replay(private_generator(_key(tmp_path, client).seed("train", 0), "dropout"))
         for name, value in true_update.items():  # the client's key replays its update exactly
             torch.testing.assert_close(cap.update[name], value, rtol=0, atol=1e-6)
-        guessed_masks, guessed_update = replay(derive_seed(seed, "client", client, 1) + 1)
+        guessed_masks, guessed_update = replay(make_generator(derive_seed(seed, "client", client, 1) + 1))
         agree = torch.cat([(guessed_masks[k] == true_masks[k]).flatten().float() for k in true_masks]).mean()
         assert abs(float(agree) - (0.75**2 + 0.25**2)) < 0.05  # chance agreement of two Bernoulli(0.75) masks
         assert not all(torch.allclose(cap.update[k], guessed_update[k], atol=1e-4) for k in guessed_update)
@@ -253,3 +253,28 @@ def test_settings_tag_follows_what_the_clients_compute_only():
              SimulationConfig(dataset="sample", clients=3, engine="inline")]
     assert all(c.settings_tag() == base.settings_tag() for c in same)
     assert len({c.settings_tag() for c in [base, *other]}) == 4
+
+
+def test_resume_refuses_a_run_whose_clients_side_is_gone(tmp_path):
+    """Without clients/ a resume would restart every accountant at zero: refused in one line (exit 1)."""
+    import shutil
+
+    run = str(tmp_path / "run")
+    args = [*BASE, "--rounds", "2", "--defense", "dp-local", "--noise-multiplier", "1.0"]
+    assert CliRunner().invoke(cli, [*args, "--stop-after-round", "1", "--out", run]).exit_code == 0
+    shutil.rmtree(tmp_path / "run" / "clients")
+    result = CliRunner().invoke(cli, [*args, "--resume", "--out", run])
+    assert result.exit_code == 1, result.output
+    assert "cannot resume" in result.output and "their keys and privacy accountants" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_runs_epsilon_is_the_larger_of_the_clients_own_and_the_last_record(tmp_path):
+    from experiments.federated.run import summarise
+    from fl.federation.checkpoint import Checkpoint
+
+    ckpt = Checkpoint(1, {}, [{"round": 1, "accuracy": 0.1, "loss": 2.0, "failed": [], "epsilon": 3.0,
+                               "epsilon_unit": "record", "delta": 1e-5}])
+    assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=4.0)["epsilon"] == 4.0  # a lost last reply
+    assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=2.0)["epsilon"] == 3.0
+    assert summarise(ckpt, tmp_path, 1.0)["epsilon"] == 3.0

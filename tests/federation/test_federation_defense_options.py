@@ -140,15 +140,15 @@ def test_federation_simulate_bad_attack_option_is_one_line_exit_2(tmp_path, args
 
 
 def test_federation_dp_local_client_with_an_empty_poisson_batch_is_attacked_but_not_scored(tmp_path):
-    """Rate 1/2 over 2 records: client 0's one Poisson batch is empty under this secret; its update is
+    """Rate 1/2 over 2 records: client 3's one Poisson batch is empty under this secret; its update is
     noise only, so nothing can be scored, and the round says which clients went unscored."""
     secret = tmp_path / "secret"
-    secret.write_text(f"{1:032x}\n")
+    secret.write_text(f"{2:032x}\n")
     args = ["--rounds", "1", "--clients", "4", "--client-examples", "2", "--batch-size", "1", "--local-steps", "1",
             "--defense", "dp-local", "--noise-multiplier", "1.0", "--attack", "ig", "--attack-clients", "4",
             "--attack-iters", "2", "--client-secret-file", str(secret), "--out", str(tmp_path / "run")]
     result = CliRunner().invoke(cli, [*BASE[:-2], *args])
     assert result.exit_code == 0, result.output
     (record,) = json.loads((tmp_path / "run" / "result.json").read_text())["history"]
-    assert record["attack_unscored"] == ["0"] and sorted(record["attack_scores"]) == ["1", "2", "3"]
-    assert record["privacy"]["clients"]["0"]["steps"] == [1]  # the empty batch was still a (noise-only) step
+    assert record["attack_unscored"] == ["3"] and sorted(record["attack_scores"]) == ["0", "1", "2"]
+    assert record["privacy"]["clients"]["3"]["steps"] == [1]  # the empty batch was still a (noise-only) step

@@ -95,6 +95,8 @@ def test_dp_central_epsilon_is_flowers_accountant_on_the_recorded_releases(tmp_p
         release = record["privacy"]
         assert release["released"] and release["releases"] == n and release["clients"] == 3
         assert release["noise_std"] == pytest.approx(z_update * release["clipping_norm"] / 3)
+        assert release["noise_std"] == pytest.approx(release["update_noise_multiplier"] * release["clipping_norm"] / 3)
+        assert release["count_stddev"] == (0.0 if "fixed" in clipping else 1.0)
         direct = _flower_epsilon(release["noise_multiplier"], n, 3, record["delta"])
         assert record["epsilon"] == pytest.approx(direct, abs=1e-6)
 

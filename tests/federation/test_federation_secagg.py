@@ -10,7 +10,7 @@ from defenses import DefenseConfig, build_defense
 from fl.data import load_dataset
 from fl.federation.capture import AGGREGATE, CaptureStore, CaptureWriter
 from fl.federation.client import ClientSpec, make_client_app
-from fl.federation.client_side import ClientKey
+from fl.federation.client_side import ClientKey, data_digest
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
@@ -54,7 +54,8 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
         model = SPEC.build()
         model.load_state_dict(_initial())
         idx = torch.as_tensor(part)
-        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=ClientKey.derive(SECRET, "", c).seed("train", 0))
+        key = ClientKey.derive(SECRET, "", c, data_digest(DATA.images[idx], DATA.labels[idx], idx))
+        res = train_local(model, DATA.images[idx], DATA.labels[idx], idx, settings, seed=key.seed("train", 0))
         assert res.indices.tolist() == store.true_indices(1, c).tolist()  # truth kept apart for scoring
         deltas.append({k: v - _initial()[k] for k, v in model.state_dict().items()})
         weights.append(len(part))
