@@ -9,8 +9,8 @@ PRIVACY_UNITS = {
     "record": "one training record of a client (add or remove), against anyone who sees the client's "
     "updates, the server included (dp-local)",
     "client-central": "one client (add or remove all of its data), against anyone who sees the released "
-    "global models but not the run's seed (the central noise is reproducible from --seed); not against the "
-    "server, which receives every update (dp-central)",
+    "global models and cannot guess the run's --seed (the central noise is drawn from it: with the default "
+    "seed 0, against nobody who knows fedleak); not against the server, which receives every update (dp-central)",
     "client-local": "one client (any two of its updates), against the server itself (ldp)",
 }
 
