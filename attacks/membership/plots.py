@@ -113,7 +113,7 @@ def draw_roc_settings(
                 ":",
                 color=colour,
                 lw=1.2,
-                label=f"DP bound ε={eps:.3g} per record",
+                label=f"DP bound ε={eps:.3g} per record, δ={delta:g}",
             )
     _axes(ax, floor, title, fontsize)
 

@@ -49,9 +49,10 @@ def test_roc_draws_each_dp_bound_in_its_colour_and_keeps_zero_rates_on_the_axes(
     for ax in axes:
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {"none", "dp-local target_epsilon=1.0", "dp-local target_epsilon=8.0",
-                              "dp-local target_epsilon=inf", "DP bound ε=1 per record", "DP bound ε=7.9 per record", "chance"}
+                              "dp-local target_epsilon=inf", "DP bound ε=1 per record, δ=1e-05", "DP bound ε=7.9 per record, δ=0.001",
+                              "chance"}
         for setting, bound, (eps, delta) in (("1.0", "1", (1.0, 1e-5)), ("8.0", "7.9", (7.9, 1e-3))):
-            line = lines[f"DP bound ε={bound} per record"]
+            line = lines[f"DP bound ε={bound} per record, δ={delta:g}"]
             assert line.get_linestyle() == ":"
             assert line.get_color() == lines[f"dp-local target_epsilon={setting}"].get_color()
             np.testing.assert_allclose(line.get_ydata(), dp_tpr_bound(line.get_xdata(), eps, delta))
