@@ -210,19 +210,12 @@ def run_federation(
             raise ConfigError(f"--resume with options that differ from the run in {out}; rerun with the same options")
     clients = out / CLIENT_DIR
     resuming = resume and Checkpoint.exists(out)
-    if resuming and not (clients / CLIENT_SECRET_FILE).is_file():
-        raise DataError(
-            f"cannot resume {out}: its clients' side ({clients}) is gone, and with it their keys and privacy "
-            "accountants; start a new run"
-        )
-    kept = read_client_secret(clients / CLIENT_SECRET_FILE) if resume and (clients / CLIENT_SECRET_FILE).is_file() else None
-    if kept is not None and cfg.client_secret is not None and cfg.client_secret != kept:
-        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({clients}); drop the option")
-    cfg = replace(cfg, client_secret=kept or cfg.client_secret or new_client_secret())
+    secret, new = clients_secret(clients, resume=resume, resuming=resuming, given=cfg.client_secret)
+    cfg = replace(cfg, client_secret=secret)
     comp = compose(cfg, device=device, client_dir=clients)  # refuses a bad composition before anything is written
-    if kept is None:  # a new run (or one stopped before any client trained): new clients, new keys
+    if new:  # new clients, new keys
         shutil.rmtree(clients, ignore_errors=True)
-        atomic_write_text(clients / CLIENT_SECRET_FILE, cfg.client_secret + "\n", mode=0o600)
+        atomic_write_text(clients / CLIENT_SECRET_FILE, secret + "\n", mode=0o600)
     if not resuming:
         init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     server = make_server(cfg, comp, out=out, device=device, resume=resume, progress=progress)
@@ -252,6 +245,25 @@ def clients_epsilon(defense: Any, client_dir: Path) -> float | None:
     spent = [defense.client_epsilon(store.load(c).state) for c in store.clients()]
     spent = [e for e in spent if e is not None]
     return max(spent) if spent else None
+
+
+def clients_secret(clients: Path, *, resume: bool, resuming: bool, given: str | None) -> tuple[str, bool]:
+    """The clients' secret of the run whose clients' side is ``clients``, and whether it is new.
+
+    ``--resume`` continues with the secret kept there (a run stopped before its first checkpoint
+    too, so clients that trained keep their accountants), and refuses another one, or a
+    checkpointed run whose clients' side is gone. Otherwise: ``given``, else a fresh one.
+    """
+    path = clients / CLIENT_SECRET_FILE
+    if resuming and not path.is_file():
+        raise DataError(
+            f"cannot resume {clients.parent}: its clients' side ({clients}) is gone, and with it their keys and "
+            "privacy accountants; start a new run"
+        )
+    kept = read_client_secret(path) if resume and path.is_file() else None
+    if kept is not None and given is not None and given != kept:
+        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({clients}); drop the option")
+    return (kept, False) if kept is not None else (given or new_client_secret(), True)
 
 
 def summarise(ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: float | None = None) -> dict[str, Any]:
