@@ -10,6 +10,15 @@ from collections.abc import Collection, Sequence
 FORMATS = ("md", "csv", "latex", "html")
 
 
+ZERO_FP_NOTE = "*: fewer than 1/FPR non-members, so the figure is the TPR at zero false positives"
+
+
+def tpr_label(fpr: float, n_nonmembers: float) -> str:
+    """A table header for :func:`tpr_at_fpr`: ``TPR@0.1%``, or ``TPR@0.1%*`` when no false positive
+    fits under that FPR (``n_nonmembers x fpr <= 1``; explained by :data:`ZERO_FP_NOTE`)."""
+    return f"TPR@{fpr * 100:g}%" + ("*" if n_nonmembers * fpr <= 1 else "")
+
+
 def format_table(
     header: Sequence[str],
     rows: Sequence[Sequence[object]],

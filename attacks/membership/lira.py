@@ -24,17 +24,22 @@ MIN_STD = 1e-3  # floor on the Gaussian std, so a record whose shadows agree exa
 def gaussian_params(
     phi: np.ndarray, inside: np.ndarray, *, fix_variance: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-record IN/OUT means and stds of ``phi`` (S, A, N) under the assignment ``inside`` (S, N).
+    """Per-record, per-query IN/OUT means and stds of ``phi`` (S, A, N) under the assignment ``inside`` (S, N).
 
-    A record lacking IN (or OUT) shadows gets the other side's mean shifted by the global mean
-    IN/OUT gap, so one or a few shadows still give a score for every record; a record with fewer
-    than two values on a side uses the global (pooled residual) std.
+    Every (shadow, query, record) value counts once. A record lacking IN (or OUT) shadows gets the
+    other side's mean shifted by the global mean IN/OUT gap, so few shadows still give a score for
+    every record. The global (fixed) std pools the residuals around the per-record means, over
+    the values less the means estimated from them (one degree of freedom each); a record with fewer
+    than two values on a side uses it too (the paper's per-record Gaussians with one shared variance).
+
+    Raises ``ValueError`` when no record has two values on a side (2 or fewer shadows), since no
+    variance can then be estimated.
     """
-    w_in = inside[:, None, :].astype(np.float64)
+    w_in = np.broadcast_to(inside[:, None, :], phi.shape).astype(np.float64)
     w_out = 1.0 - w_in
-    n_in, n_out = w_in.sum(0), w_out.sum(0)  # (A, N)
     if not inside.any() or inside.all():
         raise ValueError("the shadow assignment needs IN and OUT models overall")
+    n_in, n_out = w_in.sum(0), w_out.sum(0)  # (A, N)
     with np.errstate(invalid="ignore", divide="ignore"):
         mu_in = (phi * w_in).sum(0) / n_in
         mu_out = (phi * w_out).sum(0) / n_out
@@ -43,8 +48,13 @@ def gaussian_params(
     mu_out = np.where(n_out > 0, mu_out, mu_in - gap)
     res_in = ((phi - mu_in) ** 2 * w_in).sum(0)
     res_out = ((phi - mu_out) ** 2 * w_out).sum(0)
-    glob_in = np.sqrt(res_in.sum() / max(w_in.sum() - 1, 1))
-    glob_out = np.sqrt(res_out.sum() / max(w_out.sum() - 1, 1))
+    dof_in, dof_out = w_in.sum() - np.count_nonzero(n_in), w_out.sum() - np.count_nonzero(n_out)
+    if dof_in < 1 or dof_out < 1:
+        raise ValueError(
+            f"LiRA cannot estimate a variance from {phi.shape[0]} shadow models: no record has two IN "
+            "or two OUT values; use at least 3"
+        )
+    glob_in, glob_out = np.sqrt(res_in.sum() / dof_in), np.sqrt(res_out.sum() / dof_out)
     if fix_variance:
         sd_in, sd_out = np.full_like(mu_in, glob_in), np.full_like(mu_out, glob_out)
     else:
@@ -69,7 +79,7 @@ class LiRA(MembershipAttack):
     fix_variance: bool = True  # one global std per side (best with few shadows, as in the paper)
 
     needs_shadows = True
-    min_shadows = 1
+    min_shadows = 3  # with 2, every record has one IN and one OUT value: no variance to estimate
 
     def score(self, obs: Observation) -> np.ndarray:
         target, shadows, inside = _phis(obs)
@@ -89,7 +99,7 @@ class LiRAOffline(MembershipAttack):
     fix_variance: bool = True  # one global std (best with few shadows, as in the paper)
 
     needs_shadows = True
-    min_shadows = 1
+    min_shadows = 3  # as online LiRA: the OUT variance needs records with two OUT values
 
     def score(self, obs: Observation) -> np.ndarray:
         target, shadows, inside = _phis(obs)

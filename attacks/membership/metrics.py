@@ -6,13 +6,17 @@ figures that matter are TPR at low FPR on a log-log ROC. For a target trained wi
 (epsilon, delta)-DP every test satisfies TPR <= min(1, e^eps FPR + delta,
 1 - e^-eps (1 - delta - FPR)) (Kairouz et al., 2015); measured TPR/FPR pairs turn into an
 empirical lower bound on epsilon with Clopper-Pearson intervals (Jagielski et al., NeurIPS
-2020; Nasr et al., S&P 2021).
+2020; Nasr et al., S&P 2021). The bound is valid only for a test fixed before it is evaluated:
+the threshold (and the attack, among several) is chosen on one random half of the records and
+the bound computed on the other. The intervals treat records as independent trials, which
+records of one training run are not; Steinke, Nasr and Jagielski (NeurIPS 2023) audit one run
+with inserted canaries for that reason (not implemented here).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -60,9 +64,10 @@ def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """Highest TPR among thresholds whose FPR is at most ``target`` (LiRA's convention)."""
-    ok = fpr <= target + 1e-12
-    return float(tpr[ok].max())
+    """Highest TPR among thresholds whose FPR is below ``target``, strictly (LiRA's code:
+    ``tpr[np.where(fpr < .001)[0][-1]]``). With N non-members and N x target <= 1 that is the TPR
+    at zero false positives (``experiments.tables.tpr_label``)."""
+    return float(tpr[fpr < target].max())
 
 
 def balanced_accuracy(fpr: np.ndarray, tpr: np.ndarray) -> float:
@@ -128,27 +133,72 @@ def clopper_pearson(k: np.ndarray, n: int, level: float = 0.95) -> tuple[np.ndar
 
 def _eps_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> float:
     """max over thresholds of ln((1 - delta - FPR)/FNR) and ln((1 - delta - FNR)/FPR), floored at 0."""
+    a, b = _eps_terms(fpr, fnr, delta)
+    return float(max(0.0, np.r_[a, b].max(initial=0.0)))
+
+
+def _eps_terms(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two per-threshold epsilon estimates ln((1 - delta - FPR)/FNR) and ln((1 - delta - FNR)/FPR)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.log(np.clip(1 - delta - fpr, 0, None) / fnr)
         b = np.log(np.clip(1 - delta - fnr, 0, None) / fpr)
-    vals = np.r_[a, b]
-    vals = vals[~np.isnan(vals)]
-    return float(max(0.0, vals.max(initial=0.0)))
+    return np.nan_to_num(a, nan=-np.inf, posinf=np.inf), np.nan_to_num(b, nan=-np.inf, posinf=np.inf)
+
+
+def selection_half(members: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A random half of the members and a random half of the non-members (bool mask): where a test is chosen."""
+    members = np.asarray(members).astype(bool)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(members.size, bool)
+    for group in (np.flatnonzero(members), np.flatnonzero(~members)):
+        mask[rng.permutation(group)[: group.size // 2]] = True
+    return mask
+
+
+def epsilon_lower_bound(
+    score_sets: Mapping[str, np.ndarray], members: np.ndarray, *, delta: float, level: float = 0.95, seed: int = 0
+) -> tuple[float, str]:
+    """A lower bound on epsilon that holds with confidence ``level`` for the best of several attacks.
+
+    The attack, the threshold and which of the two epsilon estimates to use are chosen on a random
+    half of the records (:func:`selection_half`); the bound is computed on the other half alone,
+    from Clopper-Pearson upper limits on its FPR and FNR at that threshold (two-sided at ``level``,
+    so both one-sided limits hold together with probability ``level``). Returns ``(bound, attack)``.
+    """
+    members = np.asarray(members).astype(bool)
+    pick = selection_half(members, seed)
+    best = (-np.inf, "", 0.0, 0)  # (estimate, attack, threshold, which term)
+    for name, scores in score_sets.items():
+        scores, _ = _check(scores, members)
+        tp, fp, thr = roc_counts(scores[pick], members[pick])
+        terms = _eps_terms(fp / fp[-1], 1 - tp / tp[-1], delta)
+        for which, term in enumerate(terms):
+            i = int(np.argmax(term))
+            if term[i] > best[0]:
+                best = (float(term[i]), name, float(thr[i]), which)
+    estimate, name, threshold, which = best
+    if not estimate > 0:
+        return 0.0, name
+    scores = np.asarray(score_sets[name], dtype=np.float64)[~pick]
+    held = members[~pick]
+    n_pos, n_neg = int(held.sum()), int((~held).sum())
+    guess = scores >= threshold
+    _, fpr_hi = clopper_pearson(np.array([np.count_nonzero(guess & ~held)]), n_neg, level)
+    _, fnr_hi = clopper_pearson(np.array([np.count_nonzero(~guess & held)]), n_pos, level)
+    bound = float(_eps_terms(fpr_hi, fnr_hi, delta)[which][0])
+    return max(0.0, bound), name
 
 
 def empirical_epsilon(
-    scores: np.ndarray, members: np.ndarray, *, delta: float, level: float = 0.95
+    scores: np.ndarray, members: np.ndarray, *, delta: float, level: float = 0.95, seed: int = 0
 ) -> dict[str, float]:
-    """Empirical epsilon from every threshold's (TPR, FPR): the point estimate, and the lower bound
-    that holds with confidence ``level`` (Clopper-Pearson upper limits on FPR and FNR)."""
+    """Empirical epsilon: the point estimate over every threshold (optimistic: the best of many, on
+    the data it is measured on) and the lower bound of :func:`epsilon_lower_bound` (valid at ``level``)."""
     tp, fp, _ = roc_counts(scores, members)
     n_pos, n_neg = int(tp[-1]), int(fp[-1])
-    fnr, fpr = 1 - tp / n_pos, fp / n_neg
-    _, fpr_hi = clopper_pearson(fp, n_neg, level)
-    _, fnr_hi = clopper_pearson(n_pos - tp, n_pos, level)
     return {
-        "eps_empirical": _eps_from_rates(fpr, fnr, delta),
-        "eps_lower_bound": _eps_from_rates(fpr_hi, fnr_hi, delta),
+        "eps_empirical": _eps_from_rates(fp / n_neg, 1 - tp / n_pos, delta),
+        "eps_lower_bound": epsilon_lower_bound({"": scores}, members, delta=delta, level=level, seed=seed)[0],
     }
 
 
@@ -191,7 +241,7 @@ def evaluate(
             scores, members, fprs, samples=bootstrap, seed=seed
         ).items():
             out[f"{k}_ci_low"], out[f"{k}_ci_high"] = lo, hi
-    out.update(empirical_epsilon(scores, members, delta=delta))
+    out.update(empirical_epsilon(scores, members, delta=delta, seed=seed))
     out["n_members"] = float(np.count_nonzero(members))
     out["n_nonmembers"] = float(np.size(members) - np.count_nonzero(members))
     if epsilon is not None and math.isfinite(epsilon):

@@ -216,14 +216,15 @@ def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None
 
 def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
     from attacks.membership.metrics import fpr_label
-    from experiments.tables import format_table
+    from experiments.tables import ZERO_FP_NOTE, format_table, tpr_label
 
     labels = [fpr_label(f) for f in fprs]
+    n_out = min(m["n_nonmembers"] for m in res["attacks"].values())
     header = [
         "attack",
         "AUC",
         "AUC 95% CI",
-        *[s.upper() for s in labels],
+        *[tpr_label(f, n_out) for f in fprs],
         "bal. acc",
         "ε lower bound per record",
     ]
@@ -246,4 +247,6 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
                 err=True,
             )
     click.echo(format_table(header, rows, fmt))
+    if any("*" in h for h in header):
+        click.echo(ZERO_FP_NOTE)
     click.echo(f"results: {out}/metrics.json, {out}/scores.npz, {out}/roc.png")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from experiments.report.aggregate import Group, Stat
-from experiments.tables import format_table
+from experiments.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.privacy_units import PRIVACY_UNITS, unit_label
 
 # metric names as the attack packages report them (first match wins)
@@ -125,10 +125,13 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
         return None
     cols = []
     for a in _attacks(groups):
-        cols += [Column(f"{a} AUC", AUC, a, _to_half, 3), Column(f"{a} TPR@0.1%FPR", TPR_01, a, _lower, 3),
-                 Column(f"{a} TPR@1%FPR", TPR_1, a, _lower, 3)]
+        n_out = min((g.stat(a, "n_nonmembers").mean for g in groups if g.stat(a, "n_nonmembers").n), default=math.inf)
+        cols += [Column(f"{a} AUC", AUC, a, _to_half, 3), Column(f"{a} {tpr_label(0.001, n_out)}", TPR_01, a, _lower, 3),
+                 Column(f"{a} {tpr_label(0.01, n_out)}", TPR_1, a, _lower, 3)]
     caption = ("AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
                "rates (lower = better defense), mean ± std over seeds.")
+    if any(c.label.endswith("*") for c in cols):
+        caption += f" {ZERO_FP_NOTE}."
     # a ROC significantly above the target's (epsilon, delta)-DP bound can only be a bug or an accounting error
     above = [f"{a} ({g.dataset}, {g.model}, {g.defense} {g.setting})" for g in groups for a in g.attacks()
              if g.stat(a, "bound_violated").mean > 0]

@@ -17,7 +17,7 @@ def _run(*args: str):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--attack", "lira", "--shadows", "0"], "shadows must be >= 1 for lira, got 0"),
+        (["--attack", "lira", "--shadows", "2"], "shadows must be >= 3 for lira, got 2"),
         (
             ["--attack", "loss,rmia-offline", "--shadows", "1"],
             "shadows must be >= 2 for rmia-offline, got 1",

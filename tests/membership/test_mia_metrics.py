@@ -12,6 +12,7 @@ from attacks.membership.metrics import (
     clopper_pearson,
     dp_tpr_bound,
     empirical_epsilon,
+    epsilon_lower_bound,
     evaluate,
     point_metrics,
     roc_curve,
@@ -34,7 +35,7 @@ def test_mia_point_metrics_match_hand_computation() -> None:
     # Mann-Whitney: pairs (member > non-member) = 3, ties = 1 -> (3 + 0.5) / 6
     assert m["auc"] == pytest.approx(3.5 / 6)
     assert m["tpr@0.1%"] == pytest.approx(1 / 3)
-    assert m["tpr@50%"] == pytest.approx(2 / 3)
+    assert m["tpr@50%"] == pytest.approx(1 / 3)  # strictly below 50 %: no false positive of the two
     # best threshold 0.9: (TPR + 1 - FPR) / 2 = (1/3 + 1) / 2
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
 
@@ -70,7 +71,7 @@ def test_mia_empirical_epsilon_of_a_perfect_attack() -> None:
     members = np.r_[np.ones(1000, bool), np.zeros(1000, bool)]
     eps = empirical_epsilon(np.r_[np.ones(1000), np.zeros(1000)], members, delta=1e-5)
     assert eps["eps_empirical"] == math.inf
-    fpr_hi = 1 - 0.025 ** (1 / 1000)  # Clopper-Pearson upper limit of 0 / 1000
+    fpr_hi = 1 - 0.025 ** (1 / 500)  # Clopper-Pearson upper limit of 0 / 500: the held-out half
     assert eps["eps_lower_bound"] == pytest.approx(math.log((1 - 1e-5 - fpr_hi) / fpr_hi), rel=1e-6)
 
 
@@ -113,3 +114,36 @@ def test_mia_overlaid_roc_draws_each_dp_bound(tmp_path) -> None:
     a, b = matplotlib.image.imread(plain), matplotlib.image.imread(with_bound)
     assert a.shape == b.shape == (660, 660, 4)  # 5.5 in at 120 dpi
     assert not np.array_equal(a, b)  # the epsilon = 1 bound and its legend entry are drawn
+
+
+def test_mia_tpr_at_fpr_is_strict_as_lira_counts_it() -> None:
+    """1000 non-members, one of them scored above every member but the top 100: at 0.1 % FPR no false
+    positive is allowed (LiRA's ``fpr < .001``), so the TPR is that of the 100 members above it."""
+    members = np.r_[np.ones(1000, bool), np.zeros(1000, bool)]
+    scores = np.r_[np.linspace(2.0, 1.0, 1000), 1.95, np.zeros(999)]  # the false positive sits at rank 101
+    m = point_metrics(scores, members, fprs=(0.001, 0.01))
+    assert m["tpr@0.1%"] == pytest.approx(0.05)  # members scored above 1.95: 2 - k/999 > 1.95 for k < 50
+    assert m["tpr@1%"] == 1.0  # one false positive in 1000 is below 1 %
+
+
+def test_mia_tables_name_a_tpr_at_zero_false_positives() -> None:
+    from experiments.tables import tpr_label
+
+    assert tpr_label(0.001, 1000) == "TPR@0.1%*" and tpr_label(0.001, 1001) == "TPR@0.1%"
+    assert tpr_label(0.01, 50) == "TPR@1%*" and tpr_label(0.01, 200) == "TPR@1%"
+
+
+@pytest.mark.parametrize("attacks", [1, 3])
+def test_mia_empirical_lower_bound_is_a_valid_95_percent_bound_on_random_scores(attacks) -> None:
+    """No membership signal (true epsilon 0): the bound exceeds 0 in at most 5 % of 400 trials, also
+    for the best of three attacks; the point estimate over all thresholds almost always does."""
+    members = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    positive, optimistic = 0, 0
+    for trial in range(400):
+        rng = np.random.default_rng(trial)
+        sets = {f"a{k}": rng.normal(size=1000) for k in range(attacks)}
+        bound, _ = epsilon_lower_bound(sets, members, delta=1e-5, seed=trial)
+        positive += bound > 0
+        optimistic += empirical_epsilon(sets["a0"], members, delta=1e-5)["eps_empirical"] > 0
+    assert positive <= 0.05 * 400
+    assert optimistic > 0.9 * 400

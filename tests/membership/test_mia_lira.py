@@ -1,0 +1,45 @@
+"""LiRA's Gaussians (Carlini et al., S&P 2022) against a hand computation, and query views counted right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attacks.membership.lira import gaussian_params
+
+# 4 shadows, 1 query view, 2 records: record 0 is IN for shadows 0, 1; record 1 for shadows 0, 2, 3
+PHI = np.array([[[1.0, 4.0]], [[3.0, 9.0]], [[0.0, 6.0]], [[2.0, 5.0]]])  # (S=4, A=1, N=2)
+INSIDE = np.array([[True, True], [True, False], [False, True], [False, True]])
+
+
+def test_lira_gaussians_equal_a_hand_computation() -> None:
+    mu_in, sd_in, mu_out, sd_out = gaussian_params(PHI, INSIDE, fix_variance=True)
+    # IN values: record 0 {1, 3} (mean 2), record 1 {4, 6, 5} (mean 5); OUT: record 0 {0, 2} (mean 1), record 1 {9}
+    np.testing.assert_allclose(mu_in, [[2.0, 5.0]])
+    np.testing.assert_allclose(mu_out, [[1.0, 9.0]])
+    # pooled residuals: IN (1 + 1) + (1 + 1 + 0) = 4 over 5 values - 2 means; OUT (1 + 1) + 0 = 2 over 3 - 2
+    np.testing.assert_allclose(sd_in, np.full((1, 2), np.sqrt(4 / 3)))
+    np.testing.assert_allclose(sd_out, np.full((1, 2), np.sqrt(2 / 1)))
+    mu_in, sd_in, mu_out, sd_out = gaussian_params(PHI, INSIDE, fix_variance=False)
+    np.testing.assert_allclose(sd_in, [[np.sqrt(2 / 1), np.sqrt(2 / 2)]])
+    np.testing.assert_allclose(sd_out, [[np.sqrt(2 / 1), np.sqrt(2 / 1)]])  # one OUT value: the pooled std
+
+
+def test_lira_a_duplicated_query_view_changes_nothing() -> None:
+    """Each view is a dimension: the same view twice gives the same means, stds and imputations."""
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(6, 1, 40))
+    inside = np.zeros((6, 40), bool)
+    inside[:3, :20] = True  # records 20..39 have no IN shadow: their IN mean is imputed from the gap
+    inside[3:, 20:] = True
+    inside[:, :5] = True  # and records 0..4 no OUT shadow
+    one = gaussian_params(phi, inside, fix_variance=True)
+    two = gaussian_params(np.concatenate([phi, phi], axis=1), inside, fix_variance=True)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-12)
+
+
+def test_lira_refuses_when_no_variance_can_be_estimated() -> None:
+    inside = np.array([[True, False], [False, True]])  # 2 shadows: one IN and one OUT per record
+    with pytest.raises(ValueError, match="no record has two IN or two OUT values; use at least 3"):
+        gaussian_params(np.ones((2, 1, 2)), inside, fix_variance=True)
