@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 
 from attacks.membership.base import ATTACKS, MembershipAttack, Observation
 from attacks.membership.signals import true_class_prob
@@ -28,9 +29,18 @@ def _prob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
 
 
 def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:
-    """Fraction of ``ratio_z`` with ``ratio_x / ratio_z > gamma``, for every entry of ``ratio_x``."""
+    """Fraction of ``ratio_z`` with ``ratio_x / ratio_z > gamma``, for every entry of ``ratio_x``,
+    ties broken by ``ratio_x`` itself.
+
+    The fraction takes at most Z + 1 values, so many records tie (groups of dozens at Z = 1000),
+    which blunts the TPR at low FPR. Records with equal counts are ordered by their own ratio, by
+    adding less than ``1 / Z``: a score stays within ``[count / Z, (count + 1) / Z)``, and since the
+    count grows with the ratio, the order is the ratio's.
+    """
     z = np.sort(ratio_z)
-    return np.searchsorted(z, ratio_x / gamma, side="left") / z.size
+    counts = np.searchsorted(z, ratio_x / gamma, side="left")
+    rank = stats.rankdata(ratio_x)  # 1 .. N, equal ratios sharing their average rank
+    return (counts + rank / (ratio_x.size + 1)) / z.size
 
 
 @ATTACKS.register("rmia")

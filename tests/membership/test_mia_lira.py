@@ -1,4 +1,4 @@
-"""LiRA's Gaussians (Carlini et al., S&P 2022) against a hand computation, and query views counted right."""
+"""LiRA (Carlini et al., S&P 2022) and RMIA (Zarifzadeh et al., ICML 2024) scores against hand computations."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def test_lira_refuses_when_no_variance_can_be_estimated() -> None:
     inside = np.array([[True, False], [False, True]])  # 2 shadows: one IN and one OUT per record
     with pytest.raises(ValueError, match="no record has two IN or two OUT values; use at least 3"):
         gaussian_params(np.ones((2, 1, 2)), inside, fix_variance=True)
+
+
+def test_rmia_ties_are_broken_by_the_records_own_ratio() -> None:
+    """Zarifzadeh et al.'s fraction takes at most Z + 1 values; with the ratio as tie-break the order
+    is the ratio's, and each score stays within 1 / Z of the fraction."""
+    from attacks.membership.rmia import rmia_scores
+
+    rng = np.random.default_rng(0)
+    ratio_x, ratio_z = rng.lognormal(size=1000), rng.lognormal(size=20)  # Z = 20: ties in the hundreds
+    scores = rmia_scores(ratio_x, ratio_z, gamma=1.0)
+    fraction = (ratio_x[:, None] / ratio_z[None] > 1.0).mean(1)
+    assert len(np.unique(fraction)) <= 21 and len(np.unique(scores)) == 1000
+    np.testing.assert_array_equal(np.argsort(scores), np.argsort(ratio_x))
+    assert np.all((scores >= fraction) & (scores < fraction + 1 / 20))
+    same = rmia_scores(np.array([2.0, 2.0, 0.5]), ratio_z, gamma=1.0)
+    assert same[0] == same[1]  # equal ratios still tie
