@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 from fl.errors import ConfigError
@@ -43,6 +44,9 @@ def per_sample_stats(
     """Per-record gradient norms and inner products with each of ``directions`` at ``params``
     (eval mode, so no dropout mask is guessed).
 
+    ``params`` is a state dict: its buffers (BatchNorm running statistics, part of what the server
+    received) replace the model's own; a buffer it lacks keeps the model's.
+
     Returns ``(norms, dots)``: (N,) and (N, D) float64 on the CPU.
     """
     from torch.func import functional_call, grad, vmap
@@ -50,7 +54,8 @@ def per_sample_stats(
     model = model.to(device).eval()
     names = [n for n, _ in model.named_parameters()]
     p = {n: params[n].to(device).float() for n in names}
-    buffers = {n: b.to(device) for n, b in model.named_buffers()}
+    buffers = {n: params[n].to(device=device, dtype=b.dtype) if n in params else b.to(device)
+               for n, b in model.named_buffers()}
     dirs = [torch.cat([d[n].to(device).double().flatten() for n in names]) for d in directions]
     mat = torch.stack(dirs, 1) if dirs else torch.zeros(0, 0, dtype=torch.float64, device=device)
 
@@ -98,9 +103,11 @@ def grad_diff(s: GradientStats) -> np.ndarray:
 
 @FEDERATED_ATTACKS.register("fedmia")
 def fedmia(s: GradientStats) -> np.ndarray:
-    """The record's cosine with this client's update standardised by its cosines with the other
-    clients' updates of the round, which mostly did not train on it (FedMIA's idea: other
-    clients' updates as non-member references). One reference: the plain difference."""
+    """FedMIA (Zhu et al.) for one round: the one-sided Gaussian probability that the record's cosine
+    with this client's update exceeds its cosines with the other clients' updates of the round,
+    which mostly did not train on it (per-record mean and std over those C - 1 references, as in
+    the authors' code). One reference: the plain difference. The audit averages it over every
+    captured round of the client (:func:`fedmia_rounds`)."""
     if s.ref_cos.shape[1] == 0:
         raise ConfigError(
             "fedmia needs the updates of other clients in the same round; only one was captured"
@@ -108,7 +115,13 @@ def fedmia(s: GradientStats) -> np.ndarray:
     cos = s.dots / (s.norms * s.update_norm).clamp_min(1e-30)
     mu = s.ref_cos.mean(1)
     sd = s.ref_cos.std(1).clamp_min(1e-12) if s.ref_cos.shape[1] > 1 else torch.ones_like(mu)
-    return ((cos - mu) / sd).numpy()
+    return stats.norm.cdf(((cos - mu) / sd).numpy())
+
+
+def fedmia_rounds(per_round: Sequence[np.ndarray]) -> np.ndarray:
+    """FedMIA over rounds: the mean of the per-round scores of :func:`fedmia` (the authors' average
+    over communication rounds of the per-round test)."""
+    return np.mean(np.stack(per_round), axis=0)
 
 
 @FEDERATED_ATTACKS.register("grad-norm")
@@ -129,11 +142,15 @@ def gradient_stats(
     device: torch.device | str = "cpu",
 ) -> GradientStats:
     """Per-record statistics of ``images`` against one client's ``update`` and the ``references``
-    (other clients' updates from the same global weights); two vmapped passes."""
+    (other clients' updates from the same global weights); two vmapped passes.
+
+    ``weights_before`` and ``update`` are whole state dicts: the model the client returned,
+    ``weights_before + update``, carries its updated BatchNorm statistics too.
+    """
     names = [n for n, _ in model.named_parameters()]
     dirs = [{n: -u[n].double() for n in names} for u in (update, *references)]
     norms, dots = per_sample_stats(model, weights_before, images, labels, dirs, device=device)
-    after = {n: weights_before[n].float() + update[n].float() for n in names}
+    after = {k: (w.double() + update[k].double()).to(w.dtype) if k in update else w for k, w in weights_before.items()}
     norms_after, _ = per_sample_stats(model, after, images, labels, device=device)
     unorm = torch.tensor(
         [float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64

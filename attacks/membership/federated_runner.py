@@ -3,7 +3,7 @@
 For one captured round, each client's update is attacked with candidate records drawn from the
 federation's own dataset split: members are records the client trained on that round, non-members
 records the client never held (other clients' records or unassigned ones), so both come from one
-source. Client-level inference then asks which captured client holds each member record
+source. FedMIA uses every captured round of the client (Zhu et al.: all rounds are evidence). Client-level inference then asks which captured client holds each member record
 (argmax of ``grad-cosine`` over the clients' updates).
 """
 
@@ -21,6 +21,8 @@ import torch
 from attacks.membership.federated import (
     FEDERATED_ATTACKS,
     attribute_records,
+    fedmia,
+    fedmia_rounds,
     gradient_stats,
     per_sample_stats,
 )
@@ -68,6 +70,30 @@ def _pick_round(store: Any, wanted: int | None) -> int:
             f"round {wanted} was not captured; captured rounds: {', '.join(map(str, rounds))}"
         )
     return wanted
+
+
+def fedmia_rounds_of(store: Any, client: int, audited: int) -> list[int]:
+    """The captured rounds in which ``client`` and at least one other client were captured (FedMIA's
+    evidence), the audited round among them."""
+    from fl.federation.capture import AGGREGATE
+
+    rounds = []
+    for t in store.rounds():
+        captured = [c for c in store.clients(t) if c != AGGREGATE]
+        if client in captured and len(captured) > 1:
+            rounds.append(t)
+    return sorted(set(rounds) | {audited})
+
+
+def _round_stats(store: Any, t: int, client: int, data: Any, cand: np.ndarray, device: torch.device | str) -> Any:
+    """Gradient statistics of candidate records ``cand`` against ``client``'s update of round ``t``."""
+    from fl.federation.capture import AGGREGATE
+
+    upd = store.load(t, client)
+    refs = [store.load(t, c).update for c in store.clients(t) if c not in (client, AGGREGATE)]
+    batch = upd.settings.batch_size or max(upd.num_examples, 1)
+    return gradient_stats(upd.model.build(), upd.weights_before, upd.update, data.images[cand], data.labels[cand],
+                          step_weight=upd.settings.lr / batch, references=refs, device=device)
 
 
 def run_federated_mia(
@@ -134,7 +160,14 @@ def run_federated_mia(
         )  # fmt: skip
         per_client[str(client)] = {}
         for name in cfg.attacks:
-            scores = FEDERATED_ATTACKS.get(name)(stats)
+            if name == "fedmia":  # every captured round of the client, not only the audited one
+                rounds = fedmia_rounds_of(store, client, rnd)
+                scores = fedmia_rounds([
+                    fedmia(stats if t == rnd else _round_stats(store, t, client, data, cand, device)) for t in rounds
+                ])
+                per_client[str(client)]["fedmia_rounds"] = rounds
+            else:
+                scores = FEDERATED_ATTACKS.get(name)(stats)
             pooled[name].append(scores)
             per_client[str(client)][name] = evaluate(scores, members, fprs=cfg.fprs, bootstrap=0)
         pooled_members.append(members)

@@ -17,6 +17,7 @@ from attacks.membership.federated_runner import FederatedMIAConfig, run_federate
 from attacks.membership.metrics import point_metrics
 from experiments.cli import cli
 from fl.errors import ConfigError
+from fl.seed import derive_seed
 
 SPEC = {
     "name": "mlp",
@@ -170,3 +171,82 @@ def test_mia_federated_rejects_bad_input(tmp_path) -> None:
         empty.output.strip().splitlines()[-1]
         == f"Error: {tmp_path} holds no captured updates (no capture/model.json)"
     )
+
+
+def test_mia_gradient_scores_use_the_batchnorm_statistics_the_server_received() -> None:
+    """A BatchNorm ConvNet: the per-record gradients at w (and at w + delta) use the running statistics
+    of those state dicts, not those of a freshly built model."""
+    from attacks.membership.federated import gradient_stats, per_sample_stats
+    from fl.models import build_model
+
+    torch.manual_seed(0)
+    build = lambda: build_model("convnet", in_shape=(3, 32, 32), num_classes=10, width=8, norm="batch")  # noqa: E731
+    client = build()
+    x, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    client.train()
+    for _ in range(3):  # move the running statistics away from the defaults
+        client(x * 3 + 1)
+    before = {k: v.clone() for k, v in client.state_dict().items()}
+    client(x * 5 - 2)
+    update = {k: (v.double() - before[k].double()).float() for k, v in client.state_dict().items()}
+
+    def autograd_norms(state: dict) -> torch.Tensor:
+        model = build()
+        model.load_state_dict(state)
+        model.eval()
+        out = []
+        for i in range(4):
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            out.append(torch.cat([g.flatten() for g in grads]).double().norm())
+        return torch.stack(out)
+
+    norms, _ = per_sample_stats(build(), before, x[:4], y[:4])
+    torch.testing.assert_close(norms, autograd_norms(before), rtol=1e-4, atol=1e-6)
+    stats = gradient_stats(build(), before, update, x[:4], y[:4], step_weight=0.1)
+    after = {k: (before[k].double() + update[k].double()).to(before[k].dtype) for k in before}
+    torch.testing.assert_close(stats.norms_after, autograd_norms(after), rtol=1e-4, atol=1e-6)
+    fresh, _ = per_sample_stats(build(), {k: v for k, v in before.items() if "running" not in k}, x[:4], y[:4])
+    assert not torch.allclose(fresh, norms, rtol=0.05)  # a fresh model's statistics give other gradients
+
+
+def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, tmp_path) -> None:
+    """Two captured rounds: FedMIA's score of a client is the mean over both rounds of its one-round
+    score (Zhu et al. use every round), not the audited round's alone."""
+    from attacks.membership.federated import fedmia, gradient_stats
+    from fl.federation.capture import CaptureStore, CaptureWriter
+    from fl.federation.settings import ModelSpec, TrainSettings
+
+    _, model, data, parts = capture
+    spec = ModelSpec(**SPEC)
+    writer = CaptureWriter(tmp_path, spec)
+    settings = TrainSettings(local_epochs=1, batch_size=BATCH, lr=LR)
+    writer.write_partitions("mnist", "test", parts)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    for rnd in (1, 2):
+        model.load_state_dict(weights)
+        writer.write_global(rnd, weights, {"config": settings.to_config()})
+        deltas = [_local_update(model, data.images[idx], data.labels[idx]) for idx in parts]
+        for client, (idx, delta) in enumerate(zip(parts, deltas, strict=True)):
+            writer.write_update(rnd, client, delta, {"num_examples": len(idx)})
+            writer.write_truth(rnd, client, idx.tolist())
+        weights = {k: v + sum(d[k] for d in deltas) / len(deltas) for k, v in weights.items()}
+    cfg = FederatedMIAConfig(attacks=("fedmia",), clients=(0,), candidates=16, bootstrap=0)
+    res = run_federated_mia(tmp_path, cfg, device="cpu", data_root=data_root, out_dir=tmp_path / "audit")
+    assert res["server_round"] == 2 and res["per_client"]["0"]["fedmia_rounds"] == [1, 2]
+    with np.load(tmp_path / "audit" / "scores.npz") as saved:
+        scores = saved["score_fedmia"]
+    store = CaptureStore(tmp_path)
+    rng = np.random.default_rng(derive_seed(0, "federated-mia", 2))  # the audit's draw of candidates
+    own = np.unique(store.true_indices(2, 0))
+    others = np.setdiff1d(np.arange(len(data.labels)), store.partition(0))
+    cand = np.r_[rng.choice(own, 16, replace=False), rng.choice(others, 16, replace=False)]
+    per_round = []
+    for rnd in (1, 2):
+        upd = store.load(rnd, 0)
+        refs = [store.load(rnd, c).update for c in (1, 2, 3)]
+        s = gradient_stats(upd.model.build(), upd.weights_before, upd.update, data.images[cand], data.labels[cand],
+                           step_weight=LR / BATCH, references=refs)
+        per_round.append(fedmia(s))
+    np.testing.assert_allclose(scores, (per_round[0] + per_round[1]) / 2, rtol=1e-6)
+    assert not np.allclose(scores, per_round[1])
