@@ -25,7 +25,7 @@ class InversionResult:
     """What one attack recovered from one observation (tensors on the CPU).
 
     ``inputs``: (num_examples, C, H, W) in [0, 1]; ``labels``: (num_examples,) the labels the
-    attack used (``label_source`` says whether it recovered them or was given them);
+    attack used (``label_source``: "recovered", "known", or "optimized" when it learned them, as DLG);
     ``trace``: gradient-matching loss per logged iteration (``{"iter": [...], "loss": [...]}``);
     ``grad_loss``: the final matching loss of the kept restart; ``time_s``: wall time of the
     optimization divided by the number of victims attacked together; ``masks``: recovered
