@@ -21,7 +21,7 @@ from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "
 from attacks.inversion.base import attack_config, config_fields, invert_many
 from attacks.inversion.metrics import score
 from attacks.inversion.observation import Observation
-from experiments.federated.config import unattackable_training
+from experiments.federated.config import unattackable_training, unreplayable_steps
 from fl.errors import ConfigError, DataError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
@@ -65,6 +65,8 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
     if why := unattackable_training(s):
         raise ConfigError(why)
     per_client = cap.num_examples // max(cap.num_clients, 1)
+    if why := unreplayable_steps(s, per_client):
+        raise ConfigError(why)
     batch = s.batch_size or per_client
     steps = s.local_steps or s.local_epochs * math.ceil(per_client / batch)
     examples = min(steps * batch, per_client) * cap.num_clients

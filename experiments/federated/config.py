@@ -42,6 +42,32 @@ def unattackable_training(settings: TrainSettings) -> str | None:
     )
 
 
+def unreplayable_steps(settings: TrainSettings, num_examples: int) -> str | None:
+    """Why the inversion's replay cannot model a client's local steps over ``num_examples`` records
+    (None when it can).
+
+    The replay runs the client's steps over its examples in one fixed order with full batches
+    (Geiping et al., 2020, for one epoch). A client that makes more than one pass reshuffles its
+    data each epoch, and one whose steps reach a partial last batch trains it on fewer examples:
+    neither is what the replay computes, so both are refused rather than mis-modelled.
+    """
+    n = num_examples
+    batch = min(settings.batch_size or n, n)  # a batch larger than the data is the whole data
+    steps = settings.local_steps or settings.local_epochs * -(-n // batch)
+    if steps * batch <= n:
+        return None
+    if steps > -(-n // batch):
+        return (
+            f"the inversion attacks replay one pass over a client's data in a fixed order, but {steps} local "
+            f"steps of batch {batch} over {n} examples make several passes, reshuffled each time; use "
+            f"--local-steps <= {n // batch}"
+        )
+    return (
+        f"the inversion attacks replay full batches, but a client with {n} examples and batch {batch} trains "
+        f"a last batch of {n % batch}; use --local-steps <= {n // batch} or a batch size that divides {n}"
+    )
+
+
 def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
     """Refuse attack options the curious server's attack does not take (one line)."""
     if attack == "none":

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from defenses import build_defense
-from experiments.federated.config import SimulationConfig
+from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
 from fl.data import load_dataset, partition
 from fl.errors import ConfigError, DataError, FedleakError
@@ -120,6 +120,9 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client
     model = spec.build()
     defense.check_model(model)
     parts = client_partitions(cfg, train.labels)
+    if cfg.attack != "none":  # the per-round attack must be able to replay every client it may pick
+        for why in filter(None, (unreplayable_steps(cfg.train, n) for n in sorted({len(p) for p in parts}))):
+            raise ConfigError(why)
     if defense.secure_aggregation and cfg.clients_per_round < 2:
         raise ConfigError(
             f"--defense secagg needs >= 2 clients per round to hide each one in the sum, got "

@@ -104,8 +104,8 @@ def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_
 
 
 def test_federation_simulate_attack_options_reach_the_curious_servers_attack(tmp_path):
-    args = ["--rounds", "1", "--attack", "ig", "--attack-iters", "2", "--attack-option", "layer_weights=balanced",
-            "--out", str(tmp_path)]
+    args = ["--rounds", "1", "--local-steps", "1", "--attack", "ig", "--attack-iters", "2",
+            "--attack-option", "layer_weights=balanced", "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, [*BASE, *args])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["attack_options"] == {"layer_weights": "balanced"}
@@ -152,3 +152,19 @@ def test_federation_dp_local_client_with_an_empty_poisson_batch_is_attacked_but_
     (record,) = json.loads((tmp_path / "run" / "result.json").read_text())["history"]
     assert record["attack_unscored"] == ["3"] and sorted(record["attack_scores"]) == ["0", "1", "2"]
     assert record["privacy"]["clients"]["3"]["steps"] == [1]  # the empty batch was still a (noise-only) step
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--local-epochs", "2"], "8 local steps of batch 8 over 26 examples make several passes, reshuffled each time"),
+        (["--local-epochs", "1"], "a client with 26 examples and batch 8 trains a last batch of 2"),
+        (["--local-steps", "5"], "5 local steps of batch 8 over 26 examples make several passes"),
+    ],
+)
+def test_federation_attack_on_updates_the_replay_cannot_model_is_refused_before_the_run(tmp_path, args, message):
+    """Several reshuffled epochs, or a partial last batch, are not what the inversion replays: refused in one line."""
+    result = CliRunner().invoke(cli, [*BASE[:-2], "--batch-size", "8", "--attack", "ig", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "config.json").exists()
