@@ -1,6 +1,6 @@
 """Shadow training: all models at once (torch.func stack_module_state + vmap) against one after
-another, on the current device. ``choose_path`` picks vmap on CUDA and the loop on CPU from
-these measurements (REFERENCE.md: vmap ~2x slower on 2 CPU cores, ~14x faster on an H100).
+another, on the current device; ``choose_path``'s rule (vmap on CUDA and for CPU models without
+convolutions, the loop otherwise) rests on these measurements (docs/membership.md).
 
     .venv/bin/python benchmarks/mia_shadows.py --models 4 --records 1000 --epochs 1
 """
@@ -69,7 +69,7 @@ def main(model_key: str, num_models: int, records: int, epochs: int, device: str
     loop_s = time.perf_counter() - t0
     models = fresh()
     t0 = time.perf_counter()
-    train_stacked(models, x, y, inside, cfg, seed=0, device=dev, progress=False)
+    train_stacked(models, x, y, inside, cfg, seeds=list(range(num_models)), device=dev, progress=False)
     _sync(dev)
     vmap_s = time.perf_counter() - t0
     click.echo(json.dumps({

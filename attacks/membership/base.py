@@ -50,13 +50,22 @@ class MembershipAttack(ABC):
     def score(self, obs: Observation) -> np.ndarray:
         """One float per candidate record, higher meaning "member"."""
 
+    def shadows_needed(self) -> int:
+        """The fewest shadow models these settings work with."""
+        return max(self.min_shadows, int(self.needs_shadows))
+
+    def fitted(self, obs: Observation) -> dict[str, float]:
+        """Settings the attack fits on the attacker's own models (RMIA's offline ``a``),
+        reported beside its metrics; none by default."""
+        return {}
+
     def check(self, obs: Observation) -> None:
         """Raise ``ConfigError`` when ``obs`` lacks what the attack needs."""
         if self.needs_shadows and (obs.shadow_logits is None or obs.shadow_in is None):
             raise ConfigError(f"attack {type(self).__name__} needs shadow models; got none")
-        if obs.num_shadows < self.min_shadows:
+        if obs.num_shadows < self.shadows_needed():
             raise ConfigError(
-                f"attack {type(self).__name__} needs at least {self.min_shadows} shadow models, got {obs.num_shadows}"
+                f"attack {type(self).__name__} needs at least {self.shadows_needed()} shadow models, got {obs.num_shadows}"
             )
         if self.needs_population and obs.target_population_logits is None:
             raise ConfigError(f"attack {type(self).__name__} needs population records; got none")

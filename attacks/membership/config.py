@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from attacks.membership.base import ATTACKS
+from attacks.membership.base import ATTACKS, build_attack
 from attacks.membership.training import DPConfig, TrainConfig
 from fl.errors import ConfigError
 
@@ -43,7 +43,7 @@ class MIAConfig:
     flip: bool | None = None  # query mirror images too; None: yes for CIFAR, no for MNIST
     fix_variance: bool = True  # LiRA: one global std per side (best with few shadows)
     gamma: float = 1.0  # RMIA: threshold on the pairwise likelihood ratio
-    offline_a: float = 0.3  # RMIA offline: scaling of p_OUT(x) towards p(x)
+    offline_a: float | None = None  # RMIA offline: scaling of p_OUT(x) towards p(x); None: calibrated
     vectorize: str = "auto"  # shadow training: auto (vmap on CUDA, loop on CPU) | vmap | loop
     bootstrap: int = 200  # bootstrap replicates for confidence intervals (0 = none)
     seed: int = 0
@@ -51,11 +51,11 @@ class MIAConfig:
     def __post_init__(self) -> None:
         if not self.attacks:
             raise ConfigError("give at least one attack")
-        for name in self.attacks:  # before any training: offline RMIA needs 2, LiRA and RMIA 1
-            cls = ATTACKS.get(name)
-            need = max(cls.min_shadows, int(cls.needs_shadows))
+        for name in self.attacks:  # before any training: LiRA 3, offline RMIA 2 (3 to calibrate a)
+            need = build_attack(name, **self.attack_options).shadows_needed()
             if self.shadows < need:
-                raise ConfigError(f"shadows must be >= {need} for {name}, got {self.shadows}")
+                hint = " (it calibrates a; or give a fixed a)" if name == "rmia-offline" and need == 3 else ""
+                raise ConfigError(f"shadows must be >= {need} for {name}{hint}, got {self.shadows}")
         if self.shadows < 0:
             raise ConfigError(f"shadows must be >= 0, got {self.shadows}")
         for f in self.fprs:

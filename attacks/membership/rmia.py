@@ -8,6 +8,12 @@ reference models. The score is the fraction of population records with ``LR(x, z
 Online, ``p(x)`` averages all reference models; offline (OUT models only) it is corrected as
 ``p(x) = ((1 + a) p_OUT(x) + (1 - a)) / 2`` (the paper's linear approximation of the missing IN
 models). Works with a single reference model.
+
+Offline, ``a`` is calibrated as the paper and ML Privacy Meter do: one reference model plays the
+target, the others are its references, and the ``a`` of the grid 0, 0.1, ..., 1 with the highest
+AUC on that model's known members is kept (:meth:`RMIA.fitted` reports it). ML Privacy Meter
+attacks a paired model left out of the references; fedleak's target is never among the
+references, so leaving out the stand-in suffices.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from scipy import stats
 
 from attacks.membership.base import ATTACKS, MembershipAttack, Observation
+from attacks.membership.metrics import auc, roc_curve
 from attacks.membership.signals import true_class_prob
 from fl.errors import ConfigError
 
@@ -43,6 +50,9 @@ def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.nd
     return (counts + rank / (ratio_x.size + 1)) / z.size
 
 
+A_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # ML Privacy Meter's grid for a
+
+
 @ATTACKS.register("rmia")
 @dataclass(frozen=True)
 class RMIA(MembershipAttack):
@@ -50,7 +60,7 @@ class RMIA(MembershipAttack):
 
     gamma: float = 1.0  # threshold on the pairwise likelihood ratio (the paper's gamma)
     offline: bool = False
-    a: float = 0.3  # offline scaling of p_OUT(x) towards p(x); the paper tunes it per dataset
+    a: float | None = None  # offline scaling of p_OUT(x) towards p(x); None: calibrated
 
     needs_shadows = True
     needs_population = True
@@ -59,10 +69,69 @@ class RMIA(MembershipAttack):
     def __post_init__(self) -> None:
         if self.gamma <= 0:
             raise ConfigError(f"rmia gamma must be > 0, got {self.gamma}")
-        if not 0.0 <= self.a <= 1.0:
+        if self.a is not None and not 0.0 <= self.a <= 1.0:
             raise ConfigError(f"rmia offline scaling a must be in [0, 1], got {self.a}")
 
-    def _prior(self, ref: np.ndarray, inside: np.ndarray | None) -> np.ndarray:
+    def shadows_needed(self) -> int:
+        """Offline calibration attacks one shadow with at least 2 others as its references."""
+        return 3 if self.offline and self.a is None else super().shadows_needed()
+
+    def fitted(self, obs: Observation) -> dict[str, float]:
+        return {"a": self._a(obs)} if self.offline else {}
+
+    def score(self, obs: Observation) -> np.ndarray:
+        assert obs.shadow_logits is not None and obs.shadow_in is not None
+        assert obs.population_labels is not None and obs.shadow_population_logits is not None
+        assert obs.target_population_logits is not None
+        a = self._a(obs) if self.offline else 0.0
+        return self._scores(
+            _prob(obs.target_logits, obs.labels),
+            _prob(obs.target_population_logits, obs.population_labels),
+            _prob(obs.shadow_logits, obs.labels),
+            _prob(obs.shadow_population_logits, obs.population_labels),
+            obs.shadow_in.numpy().astype(bool),
+            a,
+        )
+
+    def _a(self, obs: Observation) -> float:
+        """The fixed ``a``, or the grid value that best attacks shadow 0 with shadows 1.. as references."""
+        if self.a is not None:
+            return self.a
+        assert obs.shadow_logits is not None and obs.shadow_in is not None
+        assert obs.population_labels is not None and obs.shadow_population_logits is not None
+        ref = _prob(obs.shadow_logits, obs.labels)
+        ref_z = _prob(obs.shadow_population_logits, obs.population_labels)
+        inside = obs.shadow_in.numpy().astype(bool)
+        covered = (~inside[1:]).any(0)  # records with an OUT model among the references
+        members = inside[0, covered]
+        if members.all() or not members.any():
+            raise ConfigError("offline rmia cannot calibrate a: shadow 0 has no members or no non-members to test")
+        aucs = [
+            auc(*roc_curve(
+                self._scores(ref[0, covered], ref_z[0], ref[1:, covered], ref_z[1:], inside[1:, covered], a),
+                members,
+            )[:2])
+            for a in A_GRID
+        ]  # fmt: skip
+        return A_GRID[int(np.argmax(aucs))]
+
+    def _scores(
+        self,
+        p_x: np.ndarray,
+        p_z: np.ndarray,
+        ref_x: np.ndarray,
+        ref_z: np.ndarray,
+        inside: np.ndarray,
+        a: float,
+    ) -> np.ndarray:
+        """Scores of a model with true-class probabilities ``p_x`` (N,) and ``p_z`` (Z,) against
+        references ``ref_x`` (S, N), ``ref_z`` (S, Z) whose IN sets are ``inside`` (S, N)."""
+        tiny = np.finfo(np.float64).tiny
+        ratio_x = p_x / np.maximum(self._prior(ref_x, inside, a), tiny)
+        ratio_z = p_z / np.maximum(self._prior(ref_z, None, a), tiny)
+        return rmia_scores(ratio_x, ratio_z, self.gamma)
+
+    def _prior(self, ref: np.ndarray, inside: np.ndarray | None, a: float) -> np.ndarray:
         """``p(.)`` from reference probabilities ``ref`` (S, M); ``inside`` (S, M) or None (all OUT)."""
         if not self.offline:
             return ref.mean(0)
@@ -72,27 +141,14 @@ class RMIA(MembershipAttack):
                 "offline rmia needs an OUT reference model for every record; use >= 2 shadows"
             )
         p_out = (ref * out).sum(0) / out.sum(0)
-        return 0.5 * ((1 + self.a) * p_out + (1 - self.a))
-
-    def score(self, obs: Observation) -> np.ndarray:
-        assert obs.shadow_logits is not None and obs.shadow_in is not None
-        assert obs.population_labels is not None and obs.shadow_population_logits is not None
-        assert obs.target_population_logits is not None
-        inside = obs.shadow_in.numpy().astype(bool)
-        tiny = np.finfo(np.float64).tiny
-        p_x = _prob(obs.target_logits, obs.labels) / np.maximum(
-            self._prior(_prob(obs.shadow_logits, obs.labels), inside), tiny
-        )
-        p_z = _prob(obs.target_population_logits, obs.population_labels) / np.maximum(
-            self._prior(_prob(obs.shadow_population_logits, obs.population_labels), None), tiny
-        )
-        return rmia_scores(p_x, p_z, self.gamma)
+        return 0.5 * ((1 + a) * p_out + (1 - a))
 
 
 @ATTACKS.register("rmia-offline")
 @dataclass(frozen=True)
 class RMIAOffline(RMIA):
-    """Offline RMIA: reference models that did not train on the record, scaled by ``a``."""
+    """Offline RMIA: reference models that did not train on the record, scaled by ``a``
+    (calibrated on a shadow model unless given)."""
 
     offline: bool = True
     min_shadows = 2

@@ -24,7 +24,7 @@ from attacks.membership.base import Observation, build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.plots import plot_roc
-from attacks.membership.shadows import cache_key, train_shadows
+from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
 from fl.errors import ConfigError
@@ -150,15 +150,16 @@ def train_target(
     cache_dir: Path,
 ) -> tuple[nn.Module, float | None]:
     """The target model trained on the members (cached like the shadows); returns (model, epsilon)."""
+    model = build(derive_seed(cfg.seed, "target"))
     parts = {
         **_key_parts(cfg),
         "role": "target",
         "train": cfg.train_config,
         "dp": cfg.dp_config,
         "seed": cfg.seed,
+        "code": code_salt(type(model)),
     }
     folder = cache_dir / cache_key(parts, images, labels)
-    model = build(derive_seed(cfg.seed, "target"))
     if (folder / "target.safetensors").is_file():
         model.load_state_dict(load_tensors(folder / "target.safetensors"))
         return model.to(device).eval(), read_json(folder / "target.json")["epsilon"]
@@ -256,6 +257,9 @@ def run_mia(
             epsilon=eps,
             delta=cfg.delta,
         )
+        fitted = attack.fitted(obs)
+        if fitted:
+            m["fitted"] = fitted
         result["attacks"][name] = m
         if m.get("bound_violated"):
             log.warning(

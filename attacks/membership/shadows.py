@@ -1,17 +1,21 @@
-"""Shadow (reference) models for LiRA and RMIA, trained fast and cached.
+"""Shadow (reference) models for LiRA and RMIA, trained as the target is and cached.
 
 Each candidate record is IN for a random half of the models (the balanced assignment of
-Carlini et al., S&P 2022), so every record has IN and OUT models. Models are trained all at
-once with ``torch.func.stack_module_state`` + ``vmap`` where that pays (CUDA, REFERENCE.md: about
-14x on an H100; MLPs on the CPU) and one after another otherwise (convolutions on the CPU:
-REFERENCE.md measures vmap 2x *slower* on 2 cores), and always under DP-SGD and BatchNorm. Trained weights are cached under a hash of the resolved configuration and
-the data (safetensors), one file per model, so a repeated or interrupted audit reuses them.
+Carlini et al., S&P 2022), so every record has IN and OUT models. Every shadow follows the
+target's recipe (:func:`train_model`): its own half, reshuffled each epoch, ``ceil(n/batch)``
+steps. Models are trained all at once with ``torch.func.stack_module_state`` + ``vmap`` where
+that pays (CUDA; MLPs on the CPU) and one after another otherwise (convolutions on the CPU),
+and always one after another under DP-SGD and BatchNorm; benchmarks/mia_shadows.py times both
+paths. Trained weights are cached (safetensors, one file per model) with their IN/OUT
+assignment, under a hash of the resolved configuration, the data, the path and the training
+code, so a repeated or interrupted audit reuses them and a change in any of these retrains.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -24,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from attacks.membership.training import DPConfig, TrainConfig, make_optimizer, train_model
+from attacks.membership.stacked_optim import StackedOptimizer
+from attacks.membership.training import DPConfig, TrainConfig, seeded_global_rng, train_model
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
 from fl.seed import derive_seed
@@ -78,48 +83,53 @@ def train_stacked(
     inside: torch.Tensor,
     cfg: TrainConfig,
     *,
-    seed: int,
+    seeds: list[int],
     device: torch.device,
     progress: bool = True,
 ) -> None:
     """Train ``models`` (same architecture) at once, model s on ``images[inside[s]]``, in place.
 
-    Every step gives each model its own batch; a model whose half is smaller than the largest
-    wraps around its own shuffled records, so all models take the same number of steps.
+    Each model follows :func:`train_model`'s recipe with ``seed=seeds[s]``: the same shuffle of
+    its own half every epoch, ``ceil(n_s / batch_size)`` steps with a smaller last batch, and an
+    optimizer that skips it once its epoch is done. Without dropout the models equal the loop's
+    to float tolerance; dropout masks are drawn for all models at once (``randomness=
+    "different"``), so with dropout the two paths give different models of the same distribution.
     """
     from torch.func import functional_call, stack_module_state, vmap
 
     params, buffers = stack_module_state([m.to(device).train() for m in models])
     base = copy.deepcopy(models[0]).to("meta")
 
-    def loss_fn(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+    def loss_fn(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(functional_call(base, (p, b), (x,)), y, reduction="none")
+        return (ce * w).sum() / w.sum().clamp_min(1)  # the mean over the real examples
 
     batched = vmap(loss_fn, randomness="different")
-    opt = make_optimizer(list(params.values()), cfg)
+    opt = StackedOptimizer(list(params.values()), cfg)
     x_all, y_all = images.to(device), labels.to(device)
     halves = [torch.nonzero(row).squeeze(1) for row in inside.cpu()]
-    steps = math.ceil(max(len(h) for h in halves) / cfg.batch_size)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(
-        range(cfg.epochs),
-        desc="shadow epochs (vmap)",
-        unit="epoch",
-        disable=None if progress else True,
-    ):
-        order = torch.stack(
-            [
-                h[torch.randperm(len(h), generator=gen)].repeat(
-                    math.ceil(steps * cfg.batch_size / len(h))
-                )[: steps * cfg.batch_size]
-                for h in halves
-            ]
-        ).to(device)
-        for i in range(steps):
-            idx = order[:, i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
-            batched(params, buffers, x_all[idx], y_all[idx]).sum().backward()
-            opt.step()
+    steps = torch.tensor([math.ceil(len(h) / cfg.batch_size) for h in halves])
+    width = int(steps.max()) * cfg.batch_size
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    with seeded_global_rng(seeds[0], device):  # dropout masks
+        for _ in tqdm(
+            range(cfg.epochs),
+            desc="shadow epochs (vmap)",
+            unit="epoch",
+            disable=None if progress else True,
+        ):
+            order = torch.zeros(len(models), width, dtype=torch.long)
+            weight = torch.zeros(len(models), width)
+            for s, (h, gen) in enumerate(zip(halves, gens, strict=True)):
+                order[s, : len(h)] = h[torch.randperm(len(h), generator=gen)]
+                weight[s, : len(h)] = 1.0
+            order, weight = order.to(device), weight.to(device)
+            for i in range(int(steps.max())):
+                cols = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+                idx = order[:, cols]
+                opt.zero_grad()
+                batched(params, buffers, x_all[idx], y_all[idx], weight[:, cols]).sum().backward()
+                opt.step(steps > i)
     with torch.no_grad():
         for s, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -144,17 +154,20 @@ def train_shadows(
 ) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
     """Shadow models and their (S, N) IN assignment over ``images``; ``build(seed)`` makes a fresh model.
 
-    Returns ``(models, inside, info)`` with ``info`` = path taken, cache key, how many were reused.
+    The cache folder holds the assignment the models were trained on (read back, not recomputed)
+    and is keyed by the configuration, the data, the training path and the training code.
+    Returns ``(models, inside, info)`` with ``info`` = path that trained the models, cache key,
+    how many were reused.
     """
-    inside = balanced_assignment(num_shadows, len(images), seed=derive_seed(seed, "assignment"))
     models = [build(derive_seed(seed, "shadow", s)) for s in range(num_shadows)]
     path = choose_path(vectorize, models[0], device, dp)
-    key = cache_key(
-        {**key_parts, "train": train, "dp": dp, "num_shadows": num_shadows, "seed": seed},
-        images,
-        labels,
-    )
+    parts = {
+        **key_parts, "train": train, "dp": dp, "num_shadows": num_shadows, "seed": seed,
+        "path": path, "code": code_salt(type(models[0])),
+    }  # fmt: skip
+    key = cache_key(parts, images, labels)
     folder = Path(cache_dir) / key if cache_dir is not None else None
+    inside = _assignment(folder, num_shadows, len(images), seed=derive_seed(seed, "assignment"))
     cached = [
         folder is not None and (folder / f"shadow_{s}.safetensors").is_file()
         for s in range(num_shadows)
@@ -164,11 +177,9 @@ def train_shadows(
         models[s].to(device).eval()
     todo = [s for s in range(num_shadows) if not cached[s]]
     if folder is not None and todo:
-        atomic_write_json(
-            folder / "config.json",
-            {**key_parts, "train": train, "dp": dp, "num_shadows": num_shadows, "seed": seed},
-        )
+        atomic_write_json(folder / "config.json", parts)
     mask = torch.from_numpy(inside)
+    seeds = [derive_seed(seed, "train", s) for s in range(num_shadows)]
     if todo and path == "vmap":
         train_stacked(
             [models[s] for s in todo],
@@ -176,7 +187,7 @@ def train_shadows(
             labels,
             mask[todo],
             train,
-            seed=derive_seed(seed, "vmap"),
+            seeds=[seeds[s] for s in todo],
             device=device,
             progress=progress,
         )
@@ -189,13 +200,39 @@ def train_shadows(
                 images[mask[s]],
                 labels[mask[s]],
                 train,
-                seed=derive_seed(seed, "train", s),
+                seed=seeds[s],
                 device=device,
                 dp=dp,
             )
             _save(folder, s, models[s])
     info = {"path": path, "cache_key": key, "reused": int(sum(cached)), "trained": len(todo)}
     return models, inside, info
+
+
+def code_salt(*model_classes: type) -> str:
+    """Hash of the source of the training code and of the model classes, so that a change in
+    either misses the cache instead of reusing models trained by other code."""
+    from attacks.membership import stacked_optim, training
+
+    h = hashlib.sha256()
+    for obj in (training, stacked_optim, train_stacked, *model_classes):
+        h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()[:12]
+
+
+def _assignment(folder: Path | None, num_models: int, num_records: int, *, seed: int) -> np.ndarray:
+    """The stored IN/OUT assignment of ``folder``, or a new one (stored there before any training)."""
+    file = folder / "assignment.safetensors" if folder is not None else None
+    if file is not None and file.is_file():
+        stored = load_tensors(file)["inside"].numpy().astype(bool)
+        if stored.shape == (num_models, num_records):
+            return stored
+    inside = balanced_assignment(num_models, num_records, seed=seed)
+    if file is not None:
+        for stale in folder.glob("shadow_*.safetensors"):  # type: ignore[union-attr]
+            stale.unlink()  # trained on an assignment that is gone
+        save_tensors(file, {"inside": torch.from_numpy(inside.astype(np.uint8))})
+    return inside
 
 
 def _save(folder: Path | None, index: int, model: nn.Module) -> None:

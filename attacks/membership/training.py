@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +66,16 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Seed PyTorch's global generators (dropout masks, Opacus' noise) for one model's training,
+    and give the caller back its own stream afterwards."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def train_model(
     model: nn.Module,
     images: torch.Tensor,
@@ -76,18 +88,19 @@ def train_model(
 ) -> float | None:
     """Train ``model`` in place on ``images``/``labels``; returns the spent epsilon under DP, else None."""
     model.to(device).train()
-    if dp is not None:
-        return _train_dp(model, images, labels, cfg, dp, seed=seed, device=device)
-    gen = torch.Generator().manual_seed(seed)
-    x, y = images.to(device), labels.to(device)
-    opt = make_optimizer(list(model.parameters()), cfg)
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(len(x), generator=gen).to(device)
-        for i in range(0, len(x), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    with seeded_global_rng(seed, device):
+        if dp is not None:
+            return _train_dp(model, images, labels, cfg, dp, seed=seed, device=device)
+        gen = torch.Generator().manual_seed(seed)
+        x, y = images.to(device), labels.to(device)
+        opt = make_optimizer(list(model.parameters()), cfg)
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(len(x), generator=gen).to(device)
+            for i in range(0, len(x), cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
     model.eval()
     return None
 
@@ -110,8 +123,8 @@ def _train_dp(
         raise ConfigError(
             f"model cannot be trained with DP-SGD ({errors[0]}); use norm=group or none"
         )
+    # batches from ``gen``; Opacus' noise from the global generator, which train_model has seeded
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # Opacus draws its noise from the global generator
     dataset = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen

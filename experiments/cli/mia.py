@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.params import model_option
+from experiments.cli.params import AutoOrUnitFloat, model_option
 from experiments.cli.state import get_state
 
 
@@ -126,7 +126,11 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
 )
 @click.option("--rmia-gamma", type=float, default=1.0, show_default=True)
 @click.option(
-    "--rmia-a", type=float, default=0.3, show_default=True, help="Offline RMIA scaling a."
+    "--rmia-a",
+    type=AutoOrUnitFloat(),
+    default="auto",
+    show_default=True,
+    help="Offline RMIA scaling a in [0, 1]; auto calibrates it on a shadow model.",
 )
 @click.option(
     "--vectorize",
@@ -249,4 +253,8 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
     click.echo(format_table(header, rows, fmt))
     if any("*" in h for h in header):
         click.echo(ZERO_FP_NOTE)
+    for name, m in res["attacks"].items():
+        if m.get("fitted"):
+            fitted = ", ".join(f"{k} = {v:g}" for k, v in m["fitted"].items())
+            click.echo(f"{name}: {fitted} (fitted on the shadow models)")
     click.echo(f"results: {out}/metrics.json, {out}/scores.npz, {out}/roc.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -40,3 +41,20 @@ def lpips_options(f: click.decorators.FC) -> click.decorators.FC:
         "--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.",
     )(f)
+
+
+class AutoOrUnitFloat(click.ParamType):
+    """``auto`` (None) or a number in [0, 1]."""
+
+    name = "auto|[0,1]"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or value == "auto":
+            return None
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = math.nan
+        if not 0.0 <= number <= 1.0:
+            self.fail(f"{value!r} is neither auto nor a number in [0, 1]", param, ctx)
+        return number

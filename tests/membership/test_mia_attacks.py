@@ -11,6 +11,7 @@ import torch
 
 from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack, run_mia
 from attacks.membership.metrics import point_metrics
+from attacks.membership.rmia import A_GRID
 from attacks.membership.signals import query_logits
 from attacks.membership.training import train_model
 
@@ -56,6 +57,7 @@ def test_mia_overfitted_target_leaks_membership(overfit) -> None:
     assert res["attacks"]["rmia"]["tpr@1%"] > 0.2
     for name in ATTACKS.names():  # every registered attack runs and beats chance
         assert res["attacks"][name]["auc"] > 0.55, name
+    assert res["attacks"]["rmia-offline"]["fitted"]["a"] in A_GRID  # calibrated and reported
 
 
 def test_mia_run_writes_rebuildable_results(overfit) -> None:

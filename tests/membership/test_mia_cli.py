@@ -19,9 +19,15 @@ def _run(*args: str):
     [
         (["--attack", "lira", "--shadows", "2"], "shadows must be >= 3 for lira, got 2"),
         (
-            ["--attack", "loss,rmia-offline", "--shadows", "1"],
+            ["--attack", "loss,rmia-offline", "--shadows", "1", "--rmia-a", "0.3"],
             "shadows must be >= 2 for rmia-offline, got 1",
         ),
+        (
+            ["--attack", "rmia-offline", "--shadows", "2"],
+            "shadows must be >= 3 for rmia-offline (it calibrates a; or give a fixed a), got 2",
+        ),
+        (["--rmia-a", "1.5"], "'1.5' is neither auto nor a number in [0, 1]"),
+        (["--rmia-a", "often"], "'often' is neither auto nor a number in [0, 1]"),
         (["--fpr", "0.01,1.5"], "FPR 1.5 is outside (0, 1)"),
         (["--fpr", "abc"], "is not a comma-separated list of numbers"),
         (["--attack", "nope"], "unknown membership attack 'nope'; valid choices: loss, confidence"),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from attacks.membership.base import Observation
 from attacks.membership.lira import gaussian_params
+from fl.errors import ConfigError
 
 # 4 shadows, 1 query view, 2 records: record 0 is IN for shadows 0, 1; record 1 for shadows 0, 2, 3
 PHI = np.array([[[1.0, 4.0]], [[3.0, 9.0]], [[0.0, 6.0]], [[2.0, 5.0]]])  # (S=4, A=1, N=2)
@@ -59,3 +62,70 @@ def test_rmia_ties_are_broken_by_the_records_own_ratio() -> None:
     assert np.all((scores >= fraction) & (scores < fraction + 1 / 20))
     same = rmia_scores(np.array([2.0, 2.0, 0.5]), ratio_z, gamma=1.0)
     assert same[0] == same[1]  # equal ratios still tie
+
+
+def _synthetic_observation(seed: int = 0, shadows: int = 6, n: int = 400, z: int = 100):
+    """Models whose true-class logit is a per-record difficulty plus a bonus where the record is IN."""
+    from attacks.membership.shadows import balanced_assignment
+
+    rng = np.random.default_rng(seed)
+    hard, hard_z = rng.normal(size=n), rng.normal(size=z)
+    members = rng.random(n) < 0.5
+    inside = balanced_assignment(shadows, n, seed=seed + 1)
+
+    def logits(margin: np.ndarray) -> torch.Tensor:  # (..., M) true-class margin -> (..., 1, M, 2)
+        noisy = margin + rng.normal(scale=0.5, size=margin.shape)
+        return torch.from_numpy(np.stack([noisy, np.zeros_like(noisy)], -1)).float().unsqueeze(-3)
+
+    return (
+        Observation(
+            labels=torch.zeros(n, dtype=torch.long),
+            target_logits=logits(hard + 1.5 * members),
+            shadow_logits=logits(hard[None] + 1.5 * inside),
+            shadow_in=torch.from_numpy(inside),
+            population_labels=torch.zeros(z, dtype=torch.long),
+            target_population_logits=logits(hard_z),
+            shadow_population_logits=logits(np.broadcast_to(hard_z, (shadows, z)).copy()),
+        ),
+        members,
+    )
+
+
+def test_rmia_offline_calibrates_a_on_a_shadow_model() -> None:
+    """ML Privacy Meter's tuning: shadow 0 plays the target, shadows 1.. its references, and the
+    grid value with the highest AUC on shadow 0's members is used (fixed 0.3 before)."""
+    from attacks.membership.metrics import point_metrics
+    from attacks.membership.rmia import A_GRID, RMIAOffline
+
+    obs, members = _synthetic_observation()
+    inside = obs.shadow_in.numpy()
+    covered = torch.from_numpy((~inside[1:]).any(0))
+    stand_in = Observation(
+        labels=obs.labels[covered],
+        target_logits=obs.shadow_logits[0][:, covered],
+        shadow_logits=obs.shadow_logits[1:, :, covered],
+        shadow_in=obs.shadow_in[1:, covered],
+        population_labels=obs.population_labels,
+        target_population_logits=obs.shadow_population_logits[0],
+        shadow_population_logits=obs.shadow_population_logits[1:],
+    )
+    aucs = [
+        point_metrics(RMIAOffline(a=a).score(stand_in), inside[0, covered.numpy()])["auc"]
+        for a in A_GRID
+    ]
+    best = A_GRID[int(np.argmax(aucs))]
+    assert max(aucs) - min(aucs) > 0.01  # the choice matters on this observation
+    auto = RMIAOffline()
+    assert auto.fitted(obs) == {"a": best}
+    np.testing.assert_array_equal(auto.score(obs), RMIAOffline(a=best).score(obs))
+    assert RMIAOffline(a=0.3).fitted(obs) == {"a": 0.3}
+    assert point_metrics(auto.score(obs), members)["auc"] > 0.75
+
+
+def test_rmia_offline_calibration_needs_three_shadows() -> None:
+    from attacks.membership.rmia import RMIAOffline
+
+    obs, _ = _synthetic_observation(shadows=2)
+    with pytest.raises(ConfigError, match="needs at least 3 shadow models, got 2"):
+        RMIAOffline().check(obs)
+    RMIAOffline(a=0.3).check(obs)  # a fixed a works with 2

@@ -1,4 +1,5 @@
-"""Shadow models: balanced IN/OUT assignment, path choice, and vectorized training."""
+"""Shadow models: balanced IN/OUT assignment, path choice, vectorized training as the target's
+recipe, and the cache's provenance."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.membership.shadows import balanced_assignment, cache_key, choose_path, train_stacked
-from attacks.membership.training import DPConfig, TrainConfig, accuracy
+from attacks.membership import shadows
+from attacks.membership.shadows import (
+    balanced_assignment,
+    cache_key,
+    choose_path,
+    train_shadows,
+    train_stacked,
+)
+from attacks.membership.training import DPConfig, TrainConfig, accuracy, train_model
 from fl.errors import ConfigError
 from fl.models import build_model
 
@@ -74,7 +82,7 @@ def test_mia_vmap_training_fits_each_models_own_half() -> None:
             build_model("mlp", in_shape=(1, 8, 8), num_classes=4, hidden=64, depth=1, bias=True)
         )
     cfg = TrainConfig(epochs=40, batch_size=25, lr=0.01)
-    train_stacked(models, x, y, inside, cfg, seed=0, device=torch.device("cpu"), progress=False)
+    train_stacked(models, x, y, inside, cfg, seeds=[0, 1], device=torch.device("cpu"), progress=False)
     for m, row in zip(models, inside, strict=True):
         acc_in, acc_out = accuracy(m, x[row], y[row]), accuracy(m, x[~row], y[~row])
         assert acc_in > 0.95 and acc_out < 0.5, (
@@ -82,3 +90,80 @@ def test_mia_vmap_training_fits_each_models_own_half() -> None:
             acc_out,
         )  # random labels: memorised, not learned
     assert not torch.equal(models[0][1].weight, models[1][1].weight)
+
+
+def _pool(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    return torch.randn(n, 1, 6, 6, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def _mlp(seed: int, dropout: float = 0.0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(
+        "mlp", in_shape=(1, 6, 6), num_classes=3, hidden=16, depth=1, bias=True, dropout=dropout
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(epochs=3, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        TrainConfig(epochs=3, batch_size=8, lr=1e-2, optimizer="adam", weight_decay=1e-3),
+    ],
+    ids=["sgd", "adam"],
+)
+def test_mia_vmap_and_loop_train_the_same_models(cfg: TrainConfig) -> None:
+    """Halves of different sizes (41-49 records, batch 8): each stacked model takes its own
+    ceil(n/8) steps a epoch with a smaller last batch, reshuffled from its own seed, as the loop
+    (the target's recipe) does; padding every model to the largest half failed this."""
+    x, y = _pool()
+    inside = torch.from_numpy(balanced_assignment(4, len(x), seed=2))
+    assert len(set(inside.sum(1).tolist())) > 1  # unequal halves, partial last batches
+    seeds = [11, 12, 13, 14]
+    stacked = [_mlp(s) for s in range(4)]
+    train_stacked(stacked, x, y, inside, cfg, seeds=seeds, device=torch.device("cpu"), progress=False)
+    for s in range(4):
+        alone = _mlp(s)
+        train_model(alone, x[inside[s]], y[inside[s]], cfg, seed=seeds[s])
+        for (name, a), b in zip(alone.state_dict().items(), stacked[s].state_dict().values(), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=f"model {s}, {name}")
+
+
+def _shadows(tmp_path, vectorize: str = "loop", epochs: int = 1):
+    x, y = _pool(40)
+    return train_shadows(
+        lambda seed: _mlp(seed), x, y, num_shadows=3, train=TrainConfig(epochs=epochs, batch_size=8),
+        dp=None, seed=5, device=torch.device("cpu"), cache_dir=tmp_path, key_parts={"model": "mlp"},
+        vectorize=vectorize, progress=False,
+    )  # fmt: skip
+
+
+def test_mia_shadow_cache_reuses_and_keys_by_setting_path_and_code(tmp_path, monkeypatch) -> None:
+    models, inside, info = _shadows(tmp_path)
+    assert (info["path"], info["trained"], info["reused"]) == ("loop", 3, 0)
+    again, inside2, info2 = _shadows(tmp_path)
+    assert (info2["path"], info2["reused"], info2["cache_key"]) == ("loop", 3, info["cache_key"])
+    np.testing.assert_array_equal(inside2, inside)
+    torch.testing.assert_close(again[0].state_dict(), models[0].state_dict())
+    assert _shadows(tmp_path, epochs=2)[2]["reused"] == 0  # a changed setting
+    vm = _shadows(tmp_path, vectorize="vmap")[2]  # another path trained these: not reused
+    assert (vm["path"], vm["reused"]) == ("vmap", 0) and vm["cache_key"] != info["cache_key"]
+    monkeypatch.setattr(shadows, "code_salt", lambda *a: "changed-code")
+    changed = _shadows(tmp_path)[2]
+    assert changed["reused"] == 0 and changed["cache_key"] != info["cache_key"]
+
+
+def test_mia_shadow_cache_reads_the_stored_assignment(tmp_path) -> None:
+    """The IN/OUT split comes from the cache, not from the seed: the cached models were trained
+    on what is stored beside them."""
+    from fl.runs import save_tensors
+
+    _, inside, info = _shadows(tmp_path)
+    stored = ~inside  # as if another version of the code had drawn another split
+    save_tensors(
+        tmp_path / info["cache_key"] / "assignment.safetensors",
+        {"inside": torch.from_numpy(stored.astype(np.uint8))},
+    )
+    _, read, again = _shadows(tmp_path)
+    assert again["reused"] == 3
+    np.testing.assert_array_equal(read, stored)
