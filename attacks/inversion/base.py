@@ -72,6 +72,12 @@ def config_fields(attack: str) -> tuple[str, ...]:
     return tuple(ATTACKS.get(attack).Config.__dataclass_fields__)
 
 
+def config_default(attack: str, name: str) -> Any:
+    """The default of setting ``name`` in ``attack``'s config (None where it has no such setting)."""
+    f = ATTACKS.get(attack).Config.__dataclass_fields__.get(name)
+    return None if f is None else f.default
+
+
 def attack_config(attack: str, config: Any = None, **overrides: Any) -> Any:
     """The attack's config: ``config`` checked against the attack, or its defaults + ``overrides``."""
     cls = ATTACKS.get(attack)

@@ -2,10 +2,14 @@
 Gradient Leakage", AAAI 2023), and its oracle upper bound.
 
 DIA optimizes one real-valued mask per dropout site per sample together with the images:
-masks start from Bernoulli(1 - p) (``mask_init="mean"``: at 1 - p everywhere), are applied as ``x * M / (1 - p)``, clamped to [0, 1] and
-pulled towards the dropout rate by ``mask_reg * sum_sites (mean(1 - M) - p)^2``. Distance,
-prior and optimizer are those of Inverting Gradients. ``oracle`` runs IG with the client's
-true masks: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
+masks start from Bernoulli(1 - p) (``mask_init="mean"``: at 1 - p everywhere), are applied as
+``x * M / (1 - p)``, clamped to [0, 1] and pulled towards the dropout rate by
+``mask_reg * sum_sites |mean(1 - M) - p|``. Distance and prior are those of Inverting Gradients;
+the loop is the authors' (``recipe="dia"``: learning rates cut on a plateau, the best iterate
+kept; :mod:`attacks.inversion.optim`). ``recipe="ig"`` with ``mask_penalty="square"`` is the
+variant fedleak ran before, with Inverting Gradients' fixed schedule and the last iterate.
+``oracle`` runs IG with the client's true masks, with the prior and loop of the DIA it is shown
+beside: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
 is handed the true masks of the sites it matches and learns the rest, which measures which
 dropout sites actually hide the data. ``mask_readout`` (not in the paper) first reads the masks
 that a one-example update gives away through its exact zeros (:mod:`attacks.inversion.readout`)
@@ -19,16 +23,24 @@ from dataclasses import dataclass, replace
 from attacks.inversion.base import ATTACKS
 from attacks.inversion.ig import IGConfig, OptimizationAttack
 from attacks.inversion.observation import Observation
-from attacks.inversion.optim import LoopSettings, MaskMode, check_given_sites, check_mask_init
+from attacks.inversion.optim import (
+    LoopSettings,
+    MaskMode,
+    check_given_sites,
+    check_mask_init,
+    check_mask_penalty,
+)
 from fl.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class DIAConfig(IGConfig):
-    """DIA settings (the paper's MLP setting: TV 1e-5, mask regulariser 1e-4)."""
+    """DIA settings (the authors' code: TV 1e-5, mask regulariser 1e-4 on |drop rate - p|, their loop)."""
 
     tv_weight: float = 1e-5  # weight of the total-variation prior
+    recipe: str = "dia"  # the authors' loop (plateau schedule, best iterate); "ig": Geiping et al.'s
     mask_reg: float = 1e-4  # pull of each mask's mean drop rate towards p
+    mask_penalty: str = "abs"  # |drop rate - p| as the authors' code; "square": its square
     mask_step_size: float = 0.1  # Adam learning rate of the masks
     mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
     mask_init: str = "bernoulli"  # masks start as Bernoulli(1 - p) draws (the paper) or all at 1 - p ("mean")
@@ -39,13 +51,22 @@ class DIAConfig(IGConfig):
         super().__post_init__()
         check_given_sites(self.given_sites)
         check_mask_init(self.mask_init)
+        check_mask_penalty(self.mask_penalty)
 
     def loop(self) -> LoopSettings:
         return replace(
             super().loop(), mask_reg=self.mask_reg, mask_step_size=self.mask_step_size,
             mask_signed=self.mask_signed, mask_init=self.mask_init, given_sites=self.given_sites,
-            mask_readout=self.mask_readout,
+            mask_readout=self.mask_readout, mask_penalty=self.mask_penalty,
         )
+
+
+@dataclass(frozen=True)
+class OracleConfig(IGConfig):
+    """The oracle bounds DIA, so it takes DIA's prior and loop (TV 1e-5, the authors' recipe)."""
+
+    tv_weight: float = DIAConfig.tv_weight
+    recipe: str = DIAConfig.recipe
 
 
 @ATTACKS.register("dia")
@@ -67,7 +88,7 @@ class DropoutInversion(OptimizationAttack):
 class OracleMasks(OptimizationAttack):
     """IG given the client's true dropout masks (an upper bound, not a real attack)."""
 
-    Config = IGConfig
+    Config = OracleConfig
     name = "oracle"
     masks: MaskMode = "given"
 

@@ -17,12 +17,15 @@ from attacks.inversion.matching import check_layer_weights
 from attacks.inversion.observation import Observation
 from attacks.inversion.optim import (
     IG_LR_DECAY_AT,
+    RECIPE_STEP_SIZE,
     LoopSettings,
     MaskMode,
     adam_inversion,
     check_lr_decay_at,
+    check_recipe,
 )
 from attacks.inversion.victims import group, prepare, victim_seeds
+from fl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,22 +33,28 @@ class IGConfig:
     """Inverting Gradients settings (paper defaults, with fewer iterations)."""
 
     iters: int = 400  # optimization steps (the paper uses 4800 for ImageNet-size images)
-    step_size: float = 0.1  # Adam learning rate on the signed image gradient
+    step_size: float | None = None  # Adam learning rate on the signed image gradient; None: RECIPE_STEP_SIZE
     restarts: int = 1  # independent initialisations; the lowest final gradient distance wins
     tv_weight: float = 1e-4  # weight of the total-variation prior
     seed: int = 0  # seeds the initial images (victim k uses derive_seed(seed, "victim", k))
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT  # fractions of iters where the learning rates drop 10x
     layer_weights: str = "equal"  # cosine over all parameters as one vector, or "balanced": each tensor equal
+    recipe: str = "ig"  # the loop: Geiping et al.'s ("ig") or the DIA authors' ("dia"; optim.py)
     log_every: int = 10  # trace resolution in iterations
 
     def __post_init__(self) -> None:
         check_lr_decay_at(tuple(self.lr_decay_at))
         check_layer_weights(self.layer_weights)
+        check_recipe(self.recipe)
+        if self.step_size is None:  # recorded resolved, so attack_config shows the rate in force
+            object.__setattr__(self, "step_size", RECIPE_STEP_SIZE[self.recipe])
+        if not self.step_size > 0:
+            raise ConfigError(f"step_size must be > 0, got {self.step_size}")
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
             iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
-            lr_decay_at=tuple(self.lr_decay_at), log_every=self.log_every,
+            lr_decay_at=tuple(self.lr_decay_at), recipe=self.recipe, log_every=self.log_every,
         )
 
 

@@ -19,11 +19,23 @@ from typing import Any
 import torch
 
 from attacks.inversion import metrics
-from attacks.inversion.base import ATTACKS, InversionResult, config_fields, invert_many
+from attacks.inversion.base import (
+    ATTACKS,
+    InversionResult,
+    config_default,
+    config_fields,
+    invert_many,
+)
 from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
 from attacks.inversion.matching import check_layer_weights
 from attacks.inversion.observation import Observation, observe_client
-from attacks.inversion.optim import check_given_sites, check_lr_decay_at, check_mask_init
+from attacks.inversion.optim import (
+    check_given_sites,
+    check_lr_decay_at,
+    check_mask_init,
+    check_mask_penalty,
+    check_recipe,
+)
 from attacks.inversion.plots import save_grid
 from attacks.inversion.readout import check_readable
 from fl.errors import ConfigError
@@ -59,7 +71,9 @@ class InversionConfig:
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
-    lr_decay_at: tuple[float, ...] | None = None  # fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
+    lr_decay_at: tuple[float, ...] | None = None  # recipe ig: fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
+    recipe: str | None = None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.); None: each attack's own (ig: ig; dia, oracle: dia)
+    mask_penalty: str | None = None  # DIA mask regulariser on |drop rate - p| (abs) or its square; None: DIA's default, abs
     layer_weights: str | None = None  # cosine layer weights of ig/dia/oracle: equal or balanced (None: equal)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
     mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
@@ -85,6 +99,10 @@ class InversionConfig:
             check_lr_decay_at(tuple(self.lr_decay_at))
         if self.mask_init is not None:
             check_mask_init(self.mask_init)
+        if self.recipe is not None:
+            check_recipe(self.recipe)
+        if self.mask_penalty is not None:
+            check_mask_penalty(self.mask_penalty)
         if self.layer_weights is not None:
             check_layer_weights(self.layer_weights)
         if not self.attacks:
@@ -109,6 +127,11 @@ class InversionConfig:
             check_readable(self.update_kind, self.batch_size, self.local_steps)
         if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
             raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
+        if self.lr_decay_at is not None:
+            plateau = [a for a in self.attacks if self.recipe_of(a) == "dia"]
+            if plateau:
+                raise ConfigError(f"lr_decay_at (--lr-decay-at) sets recipe ig's schedule, but {', '.join(plateau)} "
+                                  "run(s) the DIA authors' recipe (a plateau schedule); add --recipe ig or drop it")
 
     @property
     def update_kind(self) -> str:
@@ -121,9 +144,19 @@ class InversionConfig:
         parts = []
         if attack == "dia":
             parts += (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
+            if self.mask_penalty == "square":
+                parts.append("squared penalty")
         if self.layer_weights == "balanced" and "layer_weights" in config_fields(attack):
             parts.append("balanced")
+        default = config_default(attack, "recipe")
+        if default is not None and self.recipe is not None and self.recipe != default:
+            parts.append(f"{self.recipe} recipe")
         return f"{attack} ({'; '.join(parts)})" if parts else attack
+
+    def recipe_of(self, attack: str) -> str | None:
+        """The loop recipe ``attack`` runs in this run (None for attacks without one)."""
+        default = config_default(attack, "recipe")
+        return None if default is None else self.recipe or default
 
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
@@ -132,7 +165,8 @@ class InversionConfig:
                   "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size, "mask_init": self.mask_init,
                   "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
                   "layer_weights": self.layer_weights,
-                  "given_sites": self.given_sites, "mask_readout": self.mask_readout}
+                  "given_sites": self.given_sites, "mask_readout": self.mask_readout,
+                  "recipe": self.recipe, "mask_penalty": self.mask_penalty}
         names = config_fields(attack)
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 

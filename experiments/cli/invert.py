@@ -91,9 +91,14 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="DIA Adam learning rate of the masks [0.1].")
 @click.option("--mask-init", type=click.Choice(["bernoulli", "mean"]), default=None,
               help="DIA's mask start: Bernoulli(1-p) draws, as in the paper, or 1-p everywhere [bernoulli].")
+@click.option("--recipe", type=click.Choice(["ig", "dia"]), default=None,
+              help="The attacks' loop: ig (Inverting Gradients' code: fixed decays, last iterate) or dia (the "
+              "DIA authors' code: rates cut on a plateau, best iterate kept) [ig for ig; dia for dia and oracle].")
+@click.option("--mask-penalty", type=click.Choice(["abs", "square"]), default=None,
+              help="DIA's mask regulariser on |drop rate - p| as the authors' code, or its square [abs].")
 @click.option("--lr-decay-at", callback=_lr_decay_at, default=None, metavar="FRACTIONS",
-              help="Fractions of --iters after which the attack's learning rates drop 10x, e.g. 0.75,0.9; "
-              "'none' keeps them constant [0.375,0.625,0.875, Inverting Gradients].")
+              help="Recipe ig: fractions of --iters after which the attack's learning rates drop 10x, e.g. "
+              "0.75,0.9; 'none' keeps them constant [0.375,0.625,0.875, Inverting Gradients].")
 @click.option("--layer-weights", type=click.Choice(["equal", "balanced"]), default=None,
               help="ig/dia/oracle cosine: all parameters as one vector, as in the papers, or 'balanced': "
               "each parameter tensor counts equally (the ViT's embedding gradients are 0.2 %% of its norm) [equal].")
@@ -117,6 +122,7 @@ def invert(
     attacks: tuple[str, ...], model: str, model_options: dict[str, object], dropout: float, dataset: str, split: str,
     indices: tuple[int, ...], iters: int, known_labels: bool, batch_size: int, local_steps: int, lr: float,
     restarts: int, tv_weight: float | None, mask_reg: float | None, mask_step_size: float | None, mask_init: str | None,
+    recipe: str | None, mask_penalty: str | None,
     lr_decay_at: tuple[float, ...] | None, layer_weights: str | None, given_sites: str | None, mask_readout: bool,
     data_dir: Path | None,
     lpips_weights: Path | None, lpips_backbone: Path | None, out: Path | None, resume: bool, device_name: str | None, seed: int | None, fmt: str,
@@ -136,7 +142,7 @@ def invert(
         dataset=dataset, split=split, model=model, model_options=model_options, dropout=dropout, attacks=attacks,
         indices=indices, batch_size=batch_size, local_steps=local_steps, lr=lr, known_labels=known_labels,
         iters=iters, restarts=restarts, tv_weight=tv_weight, mask_reg=mask_reg, mask_step_size=mask_step_size,
-        mask_init=mask_init,
+        mask_init=mask_init, recipe=recipe, mask_penalty=mask_penalty,
         lr_decay_at=lr_decay_at, layer_weights=layer_weights, given_sites=given_sites, mask_readout=mask_readout,
         seed=state.seed if seed is None else seed,
         lpips_weights=None if lpips_weights is None else str(lpips_weights),

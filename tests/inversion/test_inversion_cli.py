@@ -140,6 +140,6 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
         InversionConfig(mask_step_size=-1.0)
-    assert InversionConfig(lr_decay_at=(0.75, 0.9)).attack_overrides("ig")["lr_decay_at"] == (0.75, 0.9)
+    assert InversionConfig(lr_decay_at=(0.75, 0.9), recipe="ig").attack_overrides("ig")["lr_decay_at"] == (0.75, 0.9)
     with pytest.raises(ConfigError, match=r"lr_decay_at .* must be strictly increasing .* got \(0.5, 1.0\)"):
         InversionConfig(lr_decay_at=(0.5, 1.0))
