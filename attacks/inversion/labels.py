@@ -6,9 +6,15 @@
   directly; without one, we project the rows on the leading right singular vector and take
   the row whose sign differs from the majority.
 * A batch (label counts, Geng et al., "Towards General Deep Leakage in Federated Learning",
-  2021): the class-wise sums of the last layer's gradient are ``mean_i (p_ic - y_ic) O_i`` with
-  ``O_i`` the sum of the penultimate features; approximating ``p_ic`` and ``O_i`` by their
-  averages over dummy inputs through the known model gives the count of every class.
+  2021): with a bias, its gradient is ``mean_i (p_ic - y_ic)``; approximating ``p_ic`` by its
+  average over dummy inputs through the known model gives the count of every class. Without a
+  bias (the DIA paper's MLP) Geng et al. divide the class-wise sums of the weight gradient,
+  ``mean_i (p_ic - y_ic) O_i``, by the average feature sum ``O``. After GELU the features
+  have both signs and the sum is a poor scale, so fedleak projects each class row on the mean
+  dummy feature vector ``h`` instead: ``(grad_W[c] . h) / |h|^2``, which is ``mean_i (p_ic - y_ic)``
+  where the features point along ``h``. On the DIA paper's MLP (CIFAR-10, 12 batches each) it
+  recovered 0.92 / 0.92 / 0.90 of the labels at batch 4 / 8 / 16, against 0.71 / 0.60 / 0.79
+  with the feature sum (benchmarks/label_recovery.py).
 
 A weight delta is read as the average gradient ``-delta / (lr * local_steps)``.
 """
@@ -46,8 +52,8 @@ def recover_labels(obs: Observation, *, dummy: int = 64, seed: int = 0) -> Tenso
     gb = average_gradient(obs, f"{name}.bias") if layer.bias is not None else None
     if obs.num_examples == 1:
         return torch.tensor([single_label(gw, gb)])
-    probs, feat_sum = _dummy_statistics(model, layer, obs, dummy, seed)
-    coef = gb if gb is not None else gw.sum(1) / feat_sum
+    probs, feat = _dummy_statistics(model, layer, obs, dummy, seed)
+    coef = gb if gb is not None else gw @ feat / (feat @ feat)
     counts = label_counts(obs.num_examples * (probs - coef), obs.num_examples)
     return torch.repeat_interleave(torch.arange(obs.num_classes), counts)
 
@@ -81,8 +87,8 @@ def label_counts(estimate: Tensor, total: int) -> Tensor:
 
 def _dummy_statistics(
     model: nn.Module, layer: nn.Linear, obs: Observation, dummy: int, seed: int
-) -> tuple[Tensor, float]:
-    """Mean softmax and mean penultimate-feature sum over uniform dummy inputs."""
+) -> tuple[Tensor, Tensor]:
+    """Mean softmax and mean penultimate feature vector (summed over tokens) over uniform dummy inputs."""
     feats: list[Tensor] = []
     handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
     gen = torch.Generator().manual_seed(seed)
@@ -91,4 +97,4 @@ def _dummy_statistics(
         out = model(torch.rand(dummy, *obs.in_shape, generator=gen))
     handle.remove()
     h = feats[0].reshape(dummy, -1, layer.in_features).sum(1).double()
-    return out.double().softmax(-1).mean(0), float(h.sum(1).mean())
+    return out.double().softmax(-1).mean(0), h.mean(0)

@@ -19,7 +19,10 @@ Single-step fast path ("ghost" inner products): a fully connected layer's weight
 ``sum(D * (A T^T))`` and its squared norm ``sum((D D^T) * (A A^T))`` (the trick of ghost
 clipping, Li et al., ICLR 2022). Neither needs the weight-sized per-victim gradient, which
 is what makes an MLP iteration cost a few forward passes instead of many elementwise passes
-over weight-sized tensors.
+over weight-sized tensors. The Gram matrices grow with the square of the rows ``n`` the layer
+sees (batch x tokens), so a layer takes the ghost path only where ``n^2 (in + out)`` stays
+below ``in x out`` (:func:`ghost_pays`), and only if it runs once per forward pass (a reused
+module's hook would see several inputs); the other layers' gradients are computed as they are.
 
 One victim, no ``vmap``: with ``Matcher.eager`` the inner gradients come from plain autograd
 (``create_graph=True``, :func:`eager_grad_and_value`) instead of ``torch.func.grad``. The values
@@ -139,11 +142,16 @@ class Matcher:
         self._tap: _Tap | None = None
         self.linear: dict[str, nn.Linear] = {}
         if ghost and self.single:
-            self.linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            shapes, calls = self._linear_out_shapes(obs, linear)
+            self.linear = {
+                n: m for n, m in linear.items()
+                if calls.get(n) == 1 and ghost_pays(_rows(shapes[n], m.out_features), m.in_features, m.out_features)
+            }  # fmt: skip
             for name, module in self.linear.items():
                 module.register_forward_hook(self._hook(name))
             self._lin_params = {f"{n}.{p}" for n, m in self.linear.items() for p, _ in m.named_parameters()}
-            self._out_shapes = self._linear_out_shapes(obs)
+            self._out_shapes = {n: shapes[n] for n in self.linear}
 
     @property
     def _grad(self) -> Callable:
@@ -219,15 +227,19 @@ class Matcher:
 
         return hook
 
-    def _linear_out_shapes(self, obs: Observation) -> dict[str, tuple[int, ...]]:
+    def _linear_out_shapes(
+        self, obs: Observation, linear: dict[str, nn.Linear]
+    ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """Output shape of each fully connected layer in one client batch, and how often it runs."""
         shapes: dict[str, tuple[int, ...]] = {}
-        hooks = [m.register_forward_hook(_shape_hook(shapes, n)) for n, m in self.linear.items()]
+        calls: dict[str, int] = {}
+        hooks = [m.register_forward_hook(_shape_hook(shapes, calls, n)) for n, m in linear.items()]
         p = next(self.model.parameters())
         with torch.no_grad():
             self.model(torch.zeros(len(self.steps[0]), *obs.in_shape, device=p.device, dtype=p.dtype))
         for h in hooks:
             h.remove()
-        return shapes
+        return shapes, calls
 
     def _ghost_pieces(
         self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params
@@ -276,9 +288,27 @@ def _inverse_square_norm(t: Tensor) -> Tensor:
     return torch.where(n2 > 0, 1.0 / n2.clamp_min(torch.finfo(t.dtype).tiny), torch.zeros_like(n2))
 
 
-def _shape_hook(shapes: dict[str, tuple[int, ...]], name: str):
+def ghost_pays(rows: int, fan_in: int, fan_out: int) -> bool:
+    """Whether a fully connected layer's ghost inner products cost less than its gradient.
+
+    The ghost path builds two ``rows x rows`` Gram matrices (``rows^2 (fan_in + fan_out)``
+    multiply-adds); the plain path materialises the ``fan_in x fan_out`` weight gradient and
+    passes over it several times (dot product, norm, and the same again backwards). The rule
+    keeps the ghost path where the Gram matrices are the smaller work: one-example MLP layers
+    (rows 1), not the ViT's token-wise layers (rows = batch x 65 tokens); benchmarks/
+    inversion_cost.py times both paths."""
+    return rows * rows * (fan_in + fan_out) <= fan_in * fan_out
+
+
+def _rows(shape: tuple[int, ...], features: int) -> int:
+    """How many rows (examples x tokens) a layer with output ``shape`` processes."""
+    return int(torch.Size(shape).numel()) // features
+
+
+def _shape_hook(shapes: dict[str, tuple[int, ...]], calls: dict[str, int], name: str):
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         shapes[name] = tuple(output.shape)
+        calls[name] = calls.get(name, 0) + 1
 
     return hook
 

@@ -198,3 +198,19 @@ def test_multi_step_delta_attack_runs_end_to_end(make_obs) -> None:
     assert result.inputs.shape == (4, 3, 32, 32)
     assert next(iter(result.masks.values())).shape[:2] == (3, 2)  # one mask per step and sample
     assert result.trace["loss"][-1] < result.trace["loss"][0]
+
+
+def test_batch_labels_without_a_bias_on_the_dia_papers_mlp(cifar) -> None:
+    """The DIA paper's MLP has no bias: projecting the class rows on the mean dummy feature vector
+    recovers most labels (the feature sum gave 0.625 at batch 8 on these batches)."""
+    from attacks.inversion import observe_client
+    from fl.models import build_model
+
+    acc = []
+    for k in range(6):
+        x, y = cifar.images[8 * k : 8 * (k + 1)], cifar.labels[8 * k : 8 * (k + 1)]
+        torch.manual_seed(0)
+        net = build_model("mlp", in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
+        obs = observe_client(net, x, y, model_name="mlp", generator=torch.Generator().manual_seed(k))
+        acc.append(metrics.label_accuracy(recover_labels(obs), y))
+    assert sum(acc) / len(acc) >= 0.85, acc

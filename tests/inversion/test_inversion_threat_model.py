@@ -130,3 +130,47 @@ def test_layer_weights_refuse_what_they_cannot_weigh(make_obs) -> None:
         prepare([obs], [0], device=torch.device("cpu"), layer_weights="nope")
     with pytest.raises(ConfigError, match="applies to the cosine distance only, not 'l2'"):
         prepare([obs], [0], device=torch.device("cpu"), distance="l2", layer_weights="balanced")
+
+
+def test_ghost_path_is_chosen_per_layer_by_cost(make_obs) -> None:
+    """Gram matrices grow with the square of the rows: a one-example MLP layer takes the ghost
+    path, the ViT's token-wise layers (65 tokens per image) do not."""
+    from attacks.inversion.matching import ghost_pays
+
+    assert ghost_pays(1, 3072, 512) and ghost_pays(8, 512, 512)
+    assert not ghost_pays(8 * 65, 256, 256) and not ghost_pays(65, 32, 32)
+    x, y = torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([2])
+    vit = make_obs(x, y, model="vit", options={"dim": 32, "depth": 1, "heads": 4, "mlp_dim": 32}, dtype=torch.float64)
+    chosen = set(prepare([vit], [0], device=torch.device("cpu")).matcher.linear)
+    assert chosen and all("head" in name for name in chosen), chosen  # only the class token's head
+    mlp = make_obs(x, y, dtype=torch.float64)
+    every = {n for n, m in mlp.build_model().named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(prepare([mlp], [0], device=torch.device("cpu")).matcher.linear) == every
+
+
+class _Twice(torch.nn.Module):
+    """A model that applies one fully connected layer twice per forward pass."""
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], 16)
+        self.shared = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x.flatten(1)))
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(h)))))
+
+
+def test_a_reused_linear_layer_leaves_the_ghost_path(make_obs, monkeypatch) -> None:
+    """The ghost hook keeps one input per layer; a layer run twice would be scored wrongly, so it
+    is matched on its plain gradient (the distance then equals the plain path's)."""
+    from fl.models.registry import MODELS
+
+    monkeypatch.setitem(MODELS._items, "twice", _Twice)
+    x, y = torch.rand(1, 3, 8, 8, dtype=torch.float64), torch.tensor([1])
+    obs = make_obs(x, y, model="twice", options={}, dropout=0.0, dtype=torch.float64, known_labels=True)
+    fast, plain = (prepare([obs], [0], device=torch.device("cpu"), ghost=g) for g in (True, False))
+    assert set(fast.matcher.linear) == {"inp", "head"}
+    cand = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(_loss(fast, cand, {}), _loss(plain, cand, {}), atol=1e-12)
