@@ -73,6 +73,7 @@ def attack(
     [outcome] = attack_captured(
         store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
         options={"layer_weights": layer_weights} if layer_weights != "equal" else None, lpips=scorer,
+        train_labels=train.labels,
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"
@@ -83,12 +84,13 @@ def attack(
     }
     atomic_write_json(stem.with_suffix(".json"), {
         "round": r, "client": target, "attack": attack, "layer_weights": layer_weights, "iters": iters,
-        "threads": threads, "scores": outcome.scores,
+        "threads": threads, "scores": outcome.scores, "label_acc": outcome.label_acc,
         **lpips, "env": environment_record(state.seed, state.device),
     })
     click.echo(
         f"{attack}{'' if layer_weights == 'equal' else f' ({layer_weights})'} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
         + ("" if outcome.lpips is None else f", LPIPS {outcome.lpips:.4f}")
+        + ("" if outcome.label_acc is None else f", label acc {outcome.label_acc:.2f}")
         + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
     )
 

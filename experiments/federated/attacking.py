@@ -19,7 +19,7 @@ import torch
 
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
 from attacks.inversion.base import attack_config, config_fields, invert_many
-from attacks.inversion.metrics import score
+from attacks.inversion.metrics import label_accuracy, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps
 from fl.errors import ConfigError, DataError
@@ -39,6 +39,7 @@ class AttackOutcome:
     reconstruction: torch.Tensor
     truth: torch.Tensor
     scores: dict[str, list[float]]
+    label_acc: float | None = None  # recovered labels against the true ones, as multisets
 
     @property
     def psnr(self) -> float:
@@ -89,7 +90,8 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
 
 
 def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
-    """The examples behind a captured update (evaluation only), in the client's order of use."""
+    """The examples behind a captured update (evaluation only), in the client's order of use
+    (``images`` may be any per-example tensor of the training set, e.g. its labels)."""
     if client == AGGREGATE:  # every client in the sum; one that dropped out of SecAgg+ left no truth
         idx = []
         for c in store.round_info(server_round)["sampled"]:
@@ -131,6 +133,7 @@ def attack_captured(
     options: dict[str, Any] | None = None,
     threads: int = 1,
     lpips: LPIPS | None = None,
+    train_labels: torch.Tensor | None = None,
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
@@ -139,7 +142,7 @@ def attack_captured(
 
     ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
     ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
-    LPIPS to the scores; ``None`` leaves it out.
+    LPIPS to the scores; ``None`` leaves it out. ``train_labels`` adds the label accuracy.
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
@@ -152,7 +155,10 @@ def attack_captured(
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]
         if len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
-            outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips)))
+            acc = None
+            if train_labels is not None:
+                acc = label_accuracy(res.labels, true_images(store, r, c, train_labels)[: obs.num_examples])
+            outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips), acc))
     return outcomes
 
 

@@ -57,7 +57,9 @@ def client_partitions(cfg: SimulationConfig, labels: torch.Tensor) -> list[np.nd
     return parts
 
 
-def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, device: torch.device) -> Callable:
+def _attack_hook(
+    cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, device: torch.device, labels: torch.Tensor | None = None
+) -> Callable:
     """Per-round hook: the curious server attacks the captured updates of the attacked clients."""
     from experiments.federated.attacking import attack_captured, save_grid
 
@@ -72,7 +74,7 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
         try:
             outcomes = attack_captured(
                 store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r),
-                device=device, options=cfg.attack_options,
+                device=device, options=cfg.attack_options, train_labels=labels,
             )
         except FedleakError:
             raise
@@ -81,7 +83,10 @@ def _attack_hook(cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, dev
             return {"attack": cfg.attack, "attack_error": f"{type(exc).__name__}: {exc}"}
         for o in outcomes:
             save_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
-        scores = {str(o.client): {"psnr": o.psnr, "ssim": o.ssim} for o in outcomes}
+        scores = {
+            str(o.client): {"psnr": o.psnr, "ssim": o.ssim, **({} if o.label_acc is None else {"label_acc": o.label_acc})}
+            for o in outcomes
+        }
         out: dict[str, Any] = {"attack": cfg.attack, "attack_scores": scores}
         if outcomes:
             out["attack_psnr"] = float(np.mean([o.psnr for o in outcomes]))
@@ -167,7 +172,7 @@ def make_server(
     """The curious server of ``cfg``: records truth for evaluation, attacks, reports each round."""
     if cfg.capture != "none":
         CaptureWriter(out, comp.model).write_partitions(cfg.dataset, "train", comp.partitions)
-    hook = _attack_hook(cfg, out, comp.train.images, device) if cfg.attack != "none" else None
+    hook = _attack_hook(cfg, out, comp.train.images, device, comp.train.labels) if cfg.attack != "none" else None
     report = progress if callable(progress) else None
 
     def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:

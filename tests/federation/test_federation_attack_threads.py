@@ -43,3 +43,26 @@ def test_federation_attack_optimizes_in_the_requested_threads_and_restores_them(
         torch.set_num_threads(before)
     assert seen == [1, 2]
     assert one.reconstruction.shape == one.truth.shape == (4, *data.shape)
+
+
+def test_federation_attack_reports_label_accuracy_against_the_truth(tmp_path):
+    """A batch table needs the labels too: the recovered labels are scored (as multisets) against
+    the client's true labels, read from the truth after the attack."""
+    data = load_dataset("sample")
+    spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1, "bias": True})
+    parts = tuple(np.array_split(np.arange(8), 2))
+    server = FederationServer(
+        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
+        run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+    )
+    CaptureWriter(tmp_path, spec).write_partitions("sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    store = CaptureStore(tmp_path)
+    without, with_labels = (
+        attacking.attack_captured(store, [(1, 1)], "ig", data.images, iters=2, train_labels=labels)[0]
+        for labels in (None, data.labels)
+    )
+    assert without.label_acc is None
+    truth = data.labels[torch.as_tensor(store.true_indices(1, 1))]
+    assert len(truth) == 4
+    assert with_labels.label_acc == 1.0  # with a bias, batch label counts are exact
