@@ -33,8 +33,8 @@ def save_grid(
             ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_xticks([])
             ax.set_yticks([])
-            if psnr is not None and name in psnr:
-                ax.set_title(f"{psnr[name][c]:.1f} dB", fontsize=7)
+            if psnr is not None and name in psnr:  # under its own image (a title reads as the row above's)
+                ax.set_xlabel(f"{psnr[name][c]:.1f} dB", fontsize=7, labelpad=2)
         axes[r][0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
     import io

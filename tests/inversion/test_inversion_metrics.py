@@ -37,3 +37,29 @@ def test_match_undoes_a_permutation_and_score_uses_it() -> None:
 def test_label_accuracy_compares_multisets() -> None:
     assert metrics.label_accuracy(torch.tensor([3, 1, 1]), torch.tensor([1, 3, 1])) == 1.0
     assert metrics.label_accuracy(torch.tensor([1, 1, 2, 2]), torch.tensor([1, 2, 3, 4])) == 0.5
+
+
+def test_grid_puts_each_psnr_under_its_own_image(tmp_path, monkeypatch) -> None:
+    """The label is the x-label of the reconstruction it scores, not a title that reads as the row above's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from attacks.inversion.plots import save_grid
+
+    calls: list[tuple[str, str]] = []
+    for method in ("set_xlabel", "set_title"):
+        real = getattr(Axes, method)
+
+        def spy(self, text, *a, _m=method, _real=real, **k):
+            calls.append((_m, str(text)))
+            return _real(self, text, *a, **k)
+
+        monkeypatch.setattr(Axes, method, spy)
+    truth = torch.zeros(2, 3, 4, 4)
+    rec = torch.ones(2, 3, 4, 4)
+    save_grid(tmp_path / "g.png", truth, {"ig": rec}, {"ig": [11.0, 12.0]})
+    labels = [(m, t) for m, t in calls if t.endswith("dB")]
+    assert labels == [("set_xlabel", "11.0 dB"), ("set_xlabel", "12.0 dB")]
+    assert (tmp_path / "g.png").stat().st_size > 0
