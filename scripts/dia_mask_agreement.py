@@ -8,7 +8,9 @@ independent Bernoulli(1 - p) masks agree on (1 - p)^2 + p^2 of them), the learne
 mean, and the share still strictly between 0.05 and 0.95. A last line gives the PSNR.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/dia_mask_agreement.py --model vit --iters 1000 \\
-        --data-dir ../shared/data
+        --data-dir data/
+
+``--recipe ig --mask-penalty square`` runs fedleak's former DIA loop instead of the authors'.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ def main() -> None:
     ap.add_argument("--tv-weight", type=float, default=1e-5)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recipe", choices=("dia", "ig"), default="dia")
+    ap.add_argument("--mask-penalty", choices=("abs", "square"), default="abs")
     args = ap.parse_args()
     data = load_dataset("cifar10", split="test", root=args.data_dir)
     x, y = data.images[args.index : args.index + 1], data.labels[args.index : args.index + 1]
     torch.manual_seed(args.seed)
     model = build_model(args.model, in_shape=tuple(x.shape[1:]), num_classes=10, dropout=args.dropout)
     obs = observe_client(model, x, y, model_name=args.model, generator=torch.Generator().manual_seed(args.seed + 1))
-    result = invert(obs, "dia", config=attack_config("dia", iters=args.iters, tv_weight=args.tv_weight, seed=args.seed))
+    result = invert(obs, "dia", config=attack_config(
+        "dia", iters=args.iters, tv_weight=args.tv_weight, seed=args.seed, recipe=args.recipe,
+        mask_penalty=args.mask_penalty))
     for site, truth in obs.true_masks.items():
         learned = result.masks[site]
         print(json.dumps({

@@ -8,8 +8,8 @@ uint8 images (N, C, H, W), uint8 labels and the class names as a unicode array (
 
 Usage:
     .venv/bin/python scripts/make_sample.py [--cifar DIR] [--fmnist DIR]
-Defaults: ../shared/data/cifar-10-batches-py and /usr/share/datasets/fashion-mnist (Debian
-package ``dataset-fashion-mnist``). Prints the SHA-256 of each written file for the README.
+Defaults: ``$FEDLEAK_DATA/cifar-10-batches-py`` (``data/`` when unset) and
+/usr/share/datasets/fashion-mnist (Debian package ``dataset-fashion-mnist``). Prints the SHA-256 of each written file for the README.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--cifar", type=Path, default=REPO.parent / "shared/data/cifar-10-batches-py"
-    )
+    data = Path(os.environ.get("FEDLEAK_DATA", "data"))
+    parser.add_argument("--cifar", type=Path, default=data / "cifar-10-batches-py")
     parser.add_argument("--fmnist", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     args = parser.parse_args()
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data (skipped cleanly where absent)."""
+"""Common fixtures: the real datasets where a data folder exists (skipped cleanly where absent)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data_root() -> Path | None:
-    """``$FEDLEAK_TEST_DATA`` or the ``shared/data`` folder beside the checkout."""
-    env = os.environ.get("FEDLEAK_TEST_DATA")
-    root = Path(env) if env else REPO.parent / "shared" / "data"
+def real_data_root() -> Path | None:
+    """``$FEDLEAK_TEST_DATA``, else ``$FEDLEAK_DATA``, else ``data/`` in the checkout."""
+    env = os.environ.get("FEDLEAK_TEST_DATA") or os.environ.get("FEDLEAK_DATA")
+    root = Path(env) if env else REPO / "data"
     return root if root.is_dir() else None
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    root = shared_data_root()
+    root = real_data_root()
     if root is None:
-        pytest.skip("real data not found: set FEDLEAK_TEST_DATA or place shared/data beside the checkout")
+        pytest.skip("real data not found: set FEDLEAK_TEST_DATA (or FEDLEAK_DATA) or put it in data/")
     return root
 
 

@@ -142,7 +142,12 @@ class Matcher:
         self._tap: _Tap | None = None
         self.linear: dict[str, nn.Linear] = {}
         if ghost and self.single:
-            linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            owners: dict[int, int] = {}  # a parameter shared by two modules (tied weights) sums two
+            for m in model.modules():    # layers' gradients: no single layer's Gram matrices give it
+                for p in m.parameters(recurse=False):
+                    owners[id(p)] = owners.get(id(p), 0) + 1
+            linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                      and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))}
             shapes, calls = self._linear_out_shapes(obs, linear)
             self.linear = {
                 n: m for n, m in linear.items()
@@ -296,7 +301,7 @@ def ghost_pays(rows: int, fan_in: int, fan_out: int) -> bool:
     passes over it several times (dot product, norm, and the same again backwards). The rule
     keeps the ghost path where the Gram matrices are the smaller work: one-example MLP layers
     (rows 1), not the ViT's token-wise layers (rows = batch x 65 tokens); benchmarks/
-    inversion_cost.py times both paths."""
+    inversion_ghost.py times both paths."""
     return rows * rows * (fan_in + fan_out) <= fan_in * fan_out
 
 

@@ -72,7 +72,7 @@ class InversionConfig:
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
     lr_decay_at: tuple[float, ...] | None = None  # recipe ig: fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
-    recipe: str | None = None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.); None: each attack's own (ig: ig; dia, oracle: dia)
+    recipe: str | None = None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.); None: each attack's own (ig, oracle: ig; dia: dia)
     mask_penalty: str | None = None  # DIA mask regulariser on |drop rate - p| (abs) or its square; None: DIA's default, abs
     layer_weights: str | None = None  # cosine layer weights of ig/dia/oracle: equal or balanced (None: equal)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)

@@ -105,8 +105,9 @@ def grad_diff(s: GradientStats) -> np.ndarray:
 def fedmia(s: GradientStats) -> np.ndarray:
     """FedMIA (Zhu et al.) for one round: the one-sided Gaussian probability that the record's cosine
     with this client's update exceeds its cosines with the other clients' updates of the round,
-    which mostly did not train on it (per-record mean and std over those C - 1 references, as in
-    the authors' code). One reference: the plain difference. The audit averages it over every
+    which mostly did not train on it (per-record mean and population variance + 1e-8 over those
+    C - 1 references, as in the authors' code). One reference: the plain difference (the authors'
+    variance would be 1e-8 there, saturating every score into ties). The audit averages it over every
     captured round of the client (:func:`fedmia_rounds`)."""
     if s.ref_cos.shape[1] == 0:
         raise ConfigError(
@@ -114,7 +115,8 @@ def fedmia(s: GradientStats) -> np.ndarray:
         )
     cos = s.dots / (s.norms * s.update_norm).clamp_min(1e-30)
     mu = s.ref_cos.mean(1)
-    sd = s.ref_cos.std(1).clamp_min(1e-12) if s.ref_cos.shape[1] > 1 else torch.ones_like(mu)
+    # the authors' spread: population variance (numpy's default) + 1e-8
+    sd = (s.ref_cos.var(1, correction=0) + 1e-8).sqrt() if s.ref_cos.shape[1] > 1 else torch.ones_like(mu)
     return stats.norm.cdf(((cos - mu) / sd).numpy())
 
 

@@ -30,7 +30,10 @@ def gaussian_params(
     other side's mean shifted by the global mean IN/OUT gap, so few shadows still give a score for
     every record. The global (fixed) std pools the residuals around the per-record means, over
     the values less the means estimated from them (one degree of freedom each); a record with fewer
-    than two values on a side uses it too (the paper's per-record Gaussians with one shared variance).
+    than two values on a side uses it too. This departs from Carlini et al.'s code, whose fixed
+    variance is the spread of all IN (OUT) values around their overall mean (between-record spread
+    included) with medians for the per-record means: fedleak's pooled within-record spread is
+    smaller, so its fixed-variance scores are sharper.
 
     Raises ``ValueError`` when no record has two values on a side (2 or fewer shadows), since no
     variance can then be estimated.

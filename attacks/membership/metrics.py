@@ -161,18 +161,23 @@ def epsilon_lower_bound(
     """A lower bound on epsilon that holds with confidence ``level`` for the best of several attacks.
 
     The attack, the threshold and which of the two epsilon estimates to use are chosen on a random
-    half of the records (:func:`selection_half`); the bound is computed on the other half alone,
-    from Clopper-Pearson upper limits on its FPR and FNR at that threshold (two-sided at ``level``,
-    so both one-sided limits hold together with probability ``level``). Returns ``(bound, attack)``.
+    half of the records (:func:`selection_half`), by the same Clopper-Pearson bound computed on
+    that half (a finite score: the raw estimate is infinite wherever a threshold has no false
+    positive, which would let the first attack listed win every tie); the bound is then computed
+    on the other half alone, from Clopper-Pearson upper limits on its FPR and FNR at that
+    threshold (two-sided at ``level``, so both one-sided limits hold together with probability
+    ``level``). Returns ``(bound, attack)``.
     """
     members = np.asarray(members).astype(bool)
     pick = selection_half(members, seed)
-    best = (-np.inf, "", 0.0, 0)  # (estimate, attack, threshold, which term)
+    best = (-np.inf, "", 0.0, 0)  # (selection-half bound, attack, threshold, which term)
     for name, scores in score_sets.items():
         scores, _ = _check(scores, members)
         tp, fp, thr = roc_counts(scores[pick], members[pick])
-        terms = _eps_terms(fp / fp[-1], 1 - tp / tp[-1], delta)
-        for which, term in enumerate(terms):
+        n_pos, n_neg = int(tp[-1]), int(fp[-1])
+        _, fpr_hi = clopper_pearson(fp, n_neg, level)
+        _, fnr_hi = clopper_pearson(n_pos - tp, n_pos, level)
+        for which, term in enumerate(_eps_terms(fpr_hi, fnr_hi, delta)):
             i = int(np.argmax(term))
             if term[i] > best[0]:
                 best = (float(term[i]), name, float(thr[i]), which)

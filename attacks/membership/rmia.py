@@ -9,11 +9,12 @@ Online, ``p(x)`` averages all reference models; offline (OUT models only) it is 
 ``p(x) = ((1 + a) p_OUT(x) + (1 - a)) / 2`` (the paper's linear approximation of the missing IN
 models). Works with a single reference model.
 
-Offline, ``a`` is calibrated as the paper and ML Privacy Meter do: one reference model plays the
-target, the others are its references, and the ``a`` of the grid 0, 0.1, ..., 1 with the highest
-AUC on that model's known members is kept (:meth:`RMIA.fitted` reports it). ML Privacy Meter
-attacks a paired model left out of the references; fedleak's target is never among the
-references, so leaving out the stand-in suffices.
+Offline, ``a`` is calibrated on the reference models, as the paper proposes: one reference model
+plays the target, the others are its references, and the ``a`` of the grid 0, 0.1, ..., 1 with
+the highest AUC (on the tie-broken scores) on that model's known members is kept
+(:meth:`RMIA.fitted` reports it). ML Privacy Meter's ``tune_offline_a`` differs: it attacks a
+paired model with a single reference model, leaving out both the target and the pair; fedleak
+uses all S - 1 other references, the ones the real attack then uses.
 """
 
 from __future__ import annotations

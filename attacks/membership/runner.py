@@ -157,7 +157,7 @@ def train_target(
         "train": cfg.train_config,
         "dp": cfg.dp_config,
         "seed": cfg.seed,
-        "code": code_salt(type(model)),
+        "code": code_salt(model),
     }
     folder = cache_dir / cache_key(parts, images, labels)
     if (folder / "target.safetensors").is_file():

@@ -18,6 +18,7 @@ import hashlib
 import inspect
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def train_shadows(
     path = choose_path(vectorize, models[0], device, dp)
     parts = {
         **key_parts, "train": train, "dp": dp, "num_shadows": num_shadows, "seed": seed,
-        "path": path, "code": code_salt(type(models[0])),
+        "path": path, "code": code_salt(models[0]),
     }  # fmt: skip
     key = cache_key(parts, images, labels)
     folder = Path(cache_dir) / key if cache_dir is not None else None
@@ -209,14 +210,21 @@ def train_shadows(
     return models, inside, info
 
 
-def code_salt(*model_classes: type) -> str:
-    """Hash of the source of the training code and of the model classes, so that a change in
-    either misses the cache instead of reusing models trained by other code."""
+def code_salt(model: nn.Module) -> str:
+    """Hash of the code that trains and builds ``model``: the training modules, every module of
+    the model zoo (the builders: an MLP is a torch ``Sequential`` whose layers a builder chose),
+    the source file of every class in the model, and torch's version. A change in any of them
+    misses the cache instead of reusing models trained by other code."""
+    import fl.models
     from attacks.membership import stacked_optim, training
 
-    h = hashlib.sha256()
-    for obj in (training, stacked_optim, train_stacked, *model_classes):
-        h.update(inspect.getsource(obj).encode())
+    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, sys.modules[__name__])}
+    files |= set(Path(inspect.getfile(fl.models)).parent.glob("*.py"))
+    files |= {Path(inspect.getfile(type(m))) for m in model.modules()
+              if type(m).__module__.split(".")[0] in ("fl", "attacks", "defenses")}
+    h = hashlib.sha256(torch.__version__.encode())
+    for file in sorted(files):
+        h.update(file.name.encode() + file.read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -14,15 +14,17 @@ from fl.errors import ConfigError
 
 
 def test_dia_beats_ig_against_a_dropout_model(cifar, make_obs) -> None:
-    """Same image, same budget, same seed: eval-mode IG fails, DIA recovers (Scheliga et al.)."""
+    """Same image, same budget, same seed: eval-mode IG fails, DIA recovers (Scheliga et al.), and
+    the oracle, given the client's masks, bounds DIA."""
     x, y = cifar.images[:1], cifar.labels[:1]
     obs = make_obs(x, y, dropout=0.25)
     psnr = {}
-    for name in ("ig", "dia"):
+    for name in ("ig", "dia", "oracle"):
         result = invert(obs, name, config=attack_config(name, iters=200, seed=0))
         assert result.label_source == "recovered" and int(result.labels[0]) == int(y[0])
         psnr[name] = float(metrics.psnr(result.inputs, x)[0])
     assert psnr["dia"] > psnr["ig"] + 8.0, psnr
+    assert psnr["oracle"] > psnr["dia"] + 1.0, psnr
 
 
 def test_balanced_layer_weights_lift_dia_on_a_vit(cifar, make_obs) -> None:
@@ -101,7 +103,7 @@ def test_lr_decay_at_sets_when_the_learning_rates_drop() -> None:
 def test_dia_given_sites_interpolates_between_dia_and_the_oracle(make_obs) -> None:
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     obs = [make_obs(x[i : i + 1], torch.tensor([i + 2]), client_seed=i, dtype=torch.float64) for i in range(2)]
-    oracle = invert_many(obs, "oracle", config=attack_config("oracle", iters=6, tv_weight=1e-5))
+    oracle = invert_many(obs, "oracle", config=attack_config("oracle", iters=6, tv_weight=1e-5, recipe="dia"))
     every = invert_many(obs, "dia", config=attack_config("dia", iters=6, given_sites="."))
     for a, b in zip(oracle, every, strict=True):  # all masks handed over: exactly the oracle
         assert torch.equal(a.inputs, b.inputs) and a.grad_loss == b.grad_loss

@@ -44,7 +44,7 @@ def test_dia_with_every_mask_read_is_the_oracle(make_obs) -> None:
     client's masks: the same reconstruction as the oracle, bit for bit."""
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     obs = [make_obs(x[i : i + 1], torch.tensor([i + 2]), client_seed=i, dtype=torch.float64) for i in range(2)]
-    oracle = invert_many(obs, "oracle", config=attack_config("oracle", iters=6, tv_weight=1e-5))
+    oracle = invert_many(obs, "oracle", config=attack_config("oracle", iters=6, tv_weight=1e-5, recipe="dia"))
     read = invert_many(obs, "dia", config=attack_config("dia", iters=6, mask_readout=True))
     for a, b in zip(oracle, read, strict=True):
         assert b.masks is None or not b.masks

@@ -174,3 +174,33 @@ def test_a_reused_linear_layer_leaves_the_ghost_path(make_obs, monkeypatch) -> N
     assert set(fast.matcher.linear) == {"inp", "head"}
     cand = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(_loss(fast, cand, {}), _loss(plain, cand, {}), atol=1e-12)
+
+
+class _Tied(torch.nn.Module):
+    """Two fully connected layers sharing one weight (weight tying), each run once."""
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], 16)
+        self.a = torch.nn.Linear(16, 16)
+        self.b = torch.nn.Linear(16, 16)
+        self.b.weight = self.a.weight
+        self.head = torch.nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x.flatten(1)))
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(h)))))
+
+
+def test_tied_linear_layers_leave_the_ghost_path(make_obs, monkeypatch) -> None:
+    """A weight shared by two layers gets the sum of both layers' gradients, which no single
+    layer's Gram matrices give: both layers are matched on their plain gradient."""
+    from fl.models.registry import MODELS
+
+    monkeypatch.setitem(MODELS._items, "tied", _Tied)
+    x, y = torch.rand(1, 3, 8, 8, dtype=torch.float64), torch.tensor([1])
+    obs = make_obs(x, y, model="tied", options={}, dropout=0.0, dtype=torch.float64, known_labels=True)
+    fast, plain = (prepare([obs], [0], device=torch.device("cpu"), ghost=g) for g in (True, False))
+    assert set(fast.matcher.linear) == {"inp", "head"}
+    cand = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(_loss(fast, cand, {}), _loss(plain, cand, {}), atol=1e-12)

@@ -250,3 +250,17 @@ def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, 
         per_round.append(fedmia(s))
     np.testing.assert_allclose(scores, (per_round[0] + per_round[1]) / 2, rtol=1e-6)
     assert not np.allclose(scores, per_round[1])
+
+
+def test_mia_fedmia_score_is_the_authors_gaussian_test_by_hand() -> None:
+    """Per record: Phi((cos - mean_r) / sqrt(var_r + 1e-8)), the variance with numpy's ddof 0 as
+    in the authors' code (with 3 references an unbiased std would change every scale)."""
+    from scipy import stats as st
+
+    from attacks.membership.federated import GradientStats, fedmia
+
+    ref = torch.tensor([[0.1, 0.2, 0.6], [0.0, -0.1, 0.1]], dtype=torch.float64)
+    s = GradientStats(dots=torch.tensor([0.5, 0.2], dtype=torch.float64), norms=torch.ones(2, dtype=torch.float64),
+                      norms_after=torch.ones(2, dtype=torch.float64), update_norm=1.0, step_weight=0.1, ref_cos=ref)
+    want = [st.norm.cdf(c, np.mean(r), np.sqrt(np.var(r) + 1e-8)) for c, r in zip([0.5, 0.2], ref.numpy(), strict=True)]
+    np.testing.assert_allclose(fedmia(s), want, rtol=1e-12)

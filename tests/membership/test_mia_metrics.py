@@ -147,3 +147,16 @@ def test_mia_empirical_lower_bound_is_a_valid_95_percent_bound_on_random_scores(
         optimistic += empirical_epsilon(sets["a0"], members, delta=1e-5)["eps_empirical"] > 0
     assert positive <= 0.05 * 400
     assert optimistic > 0.9 * 400
+
+
+def test_mia_lower_bound_picks_the_strong_attack_whatever_the_order() -> None:
+    """The attack is chosen by its bound on the selection half, a finite score: listing a weak
+    attack first neither hides a strong one nor changes the result (the raw estimate is infinite
+    at every threshold without false positives, so the first attack listed used to win)."""
+    rng = np.random.default_rng(0)
+    members = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    strong = rng.normal(size=1000) + 2.0 * members
+    weak = rng.normal(size=1000) + 0.2 * members
+    first = epsilon_lower_bound({"weak": weak, "strong": strong}, members, delta=1e-5)
+    second = epsilon_lower_bound({"strong": strong, "weak": weak}, members, delta=1e-5)
+    assert first == second and first[1] == "strong" and first[0] > 1.0

@@ -153,6 +153,22 @@ def test_mia_shadow_cache_reuses_and_keys_by_setting_path_and_code(tmp_path, mon
     assert changed["reused"] == 0 and changed["cache_key"] != info["cache_key"]
 
 
+def test_mia_code_salt_covers_the_model_builders(monkeypatch) -> None:
+    """The MLP is a torch Sequential: the salt must cover the builder that chose its layers
+    (fl/models/mlp.py), not only the class (torch's own source)."""
+    from pathlib import Path
+
+    from fl.models import build_model
+
+    model = build_model("mlp", in_shape=(1, 28, 28), num_classes=10)
+    assert type(model) is torch.nn.Sequential
+    before = shadows.code_salt(model)
+    assert shadows.code_salt(model) == before
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self) + (b"#" if self.name == "mlp.py" else b""))
+    assert shadows.code_salt(model) != before
+
+
 def test_mia_shadow_cache_reads_the_stored_assignment(tmp_path) -> None:
     """The IN/OUT split comes from the cache, not from the seed: the cached models were trained
     on what is stored beside them."""
