@@ -9,12 +9,14 @@ victims at once (batched where the attack allows it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
 
+from attacks.inversion.cost import CostBudget, estimate
 from attacks.inversion.observation import Observation
 from fl.errors import ConfigError
 from fl.registry import Registry
@@ -65,6 +67,8 @@ class Attack(Protocol):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+ANNOUNCE_SECONDS = 30.0  # estimated attacks longer than this are announced before they start
+log = logging.getLogger("fedleak.inversion")
 
 
 def config_fields(attack: str) -> tuple[str, ...]:
@@ -104,11 +108,15 @@ def invert_many(
     device: torch.device | str = "cpu",
     progress: bool = False,
     seeds: Sequence[int] | None = None,
+    budget: CostBudget | None = None,
 ) -> list[InversionResult]:
     """Attack several independent victims at once (one batched optimization where possible).
 
     Victim k's initialisation is seeded by ``seeds[k]`` (default ``derive_seed(config.seed,
     "victim", k)``), so attacking victims together or one by one gives the same results.
+    An optimization attack is first costed (:mod:`attacks.inversion.cost`): one over ``budget``
+    (default: :meth:`CostBudget.from_env`) is refused with :class:`CostError`, and one of more
+    than :data:`ANNOUNCE_SECONDS` is announced on the ``fedleak`` logger before it starts.
     """
     if not observations:
         return []
@@ -116,7 +124,15 @@ def invert_many(
     cfg = attack_config(attack, config)
     if seeds is not None and len(seeds) != len(observations):
         raise ConfigError(f"{len(seeds)} seeds for {len(observations)} observations")
-    return cls().run(list(observations), cfg, device=torch.device(device), progress=progress, seeds=seeds)
+    device = torch.device(device)
+    if hasattr(cfg, "iters"):
+        evaluations = cfg.iters * getattr(cfg, "max_iter", 1)  # L-BFGS (DLG): up to max_iter per step
+        cost = estimate(observations, attack, iters=evaluations, restarts=getattr(cfg, "restarts", 1), device=device,
+                        masks=hasattr(cfg, "mask_reg"))
+        (budget or CostBudget.from_env()).check(cost, device)
+        if cost.seconds > ANNOUNCE_SECONDS:
+            log.info("%s", cost.summary())
+    return cls().run(list(observations), cfg, device=device, progress=progress, seeds=seeds)
 
 
 def invert(

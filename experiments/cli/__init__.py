@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
@@ -87,14 +88,25 @@ def _verbose(ctx: click.Context) -> bool:
     help="Where tensors live: auto picks CUDA when available.",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for partitions, weights and attacks.")
+@click.option("--attack-budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Refuse an inversion estimated to run longer [default: 60; inf: no limit].")
+@click.option("--attack-budget-gib", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Refuse an inversion estimated to need more memory [default: half the machine's; inf: no limit].")
 @click.option("-v", "--verbose", count=True, help="More logs (-v shows Flower, Ray and Opacus logs and tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
 @click.pass_context
-def cli(ctx: click.Context, device: str, seed: int, verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, device: str, seed: int, attack_budget_minutes: float | None, attack_budget_gib: float | None,
+    verbose: int, quiet: bool,
+) -> None:
     """fedleak: what a curious server or an outsider learns from a federated training run,
     and which defense stops it, at what cost in accuracy."""
     verbosity = -1 if quiet else verbose
     configure_logging(verbosity)
+    # through the environment, so that Flower's and Ray's processes apply the same budget
+    for name, value in (("FEDLEAK_ATTACK_MINUTES", attack_budget_minutes), ("FEDLEAK_ATTACK_GIB", attack_budget_gib)):
+        if value is not None:
+            os.environ[name] = repr(value)
     ctx.obj = CliState(device_name=device, seed=seed, verbosity=verbosity)
 
 

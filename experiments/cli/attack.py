@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -73,7 +74,7 @@ def attack(
     [outcome] = attack_captured(
         store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
         options={"layer_weights": layer_weights} if layer_weights != "equal" else None, lpips=scorer,
-        train_labels=train.labels,
+        train_labels=train.labels, progress=state.verbosity >= 0 and sys.stderr.isatty(),
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"

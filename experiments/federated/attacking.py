@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import torch
 
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
 from attacks.inversion.base import attack_config, config_fields, invert_many
+from attacks.inversion.cost import InversionCost, estimate
 from attacks.inversion.metrics import label_accuracy, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps
@@ -27,6 +28,8 @@ from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
 if TYPE_CHECKING:
     from attacks.inversion.lpips import LPIPS
+    from experiments.federated.config import SimulationConfig
+    from fl.federation.settings import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,33 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
     return Observation(**common, update=update, kind="delta", lr=s.lr, local_steps=steps)
 
 
+def planned_cost(
+    cfg: SimulationConfig, model: ModelSpec, weights: dict[str, torch.Tensor], largest_client: int, *,
+    secure_aggregation: bool, device: torch.device | str = "cpu",
+) -> InversionCost:
+    """What the per-round attack of ``cfg`` will cost, before the federation starts: the
+    attacked clients of one round (their largest possible update; under SecAgg+ the one
+    aggregate of every sampled client) times the attacked rounds."""
+    s = cfg.train
+    n = largest_client
+    batch = min(s.batch_size or n, n)
+    steps = s.local_steps or s.local_epochs * math.ceil(n / batch)
+    victims, clients = (1, cfg.clients_per_round) if secure_aggregation else (cfg.attack_clients, 1)
+    obs = Observation(
+        model_name=model.name, model_options=dict(model.options) | ({"norm": model.norm} if model.norm else {}),
+        in_shape=tuple(model.in_shape), num_classes=model.num_classes, dropout=model.dropout, weights_before=weights,
+        update=weights, kind="gradient" if steps == 1 else "delta", lr=s.lr, local_steps=steps,
+        batch_size=batch * clients, num_examples=min(steps * batch, n) * clients,
+    )
+    cfg_attack = attack_config(cfg.attack, None, **{k: v for k, v in {"iters": cfg.attack_iters}.items()
+                                                     if k in config_fields(cfg.attack)}, **(cfg.attack_options or {}))
+    iters = getattr(cfg_attack, "iters", 1) * getattr(cfg_attack, "max_iter", 1)
+    one = estimate([obs] * victims, cfg.attack, iters=iters, restarts=getattr(cfg_attack, "restarts", 1),
+                   device=device, masks=hasattr(cfg_attack, "mask_reg"))
+    rounds = len(cfg.rounds_attacked)
+    return replace(one, seconds=one.seconds * rounds, rounds=rounds)
+
+
 def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
     """The examples behind a captured update (evaluation only), in the client's order of use
     (``images`` may be any per-example tensor of the training set, e.g. its labels)."""
@@ -134,6 +164,7 @@ def attack_captured(
     threads: int = 1,
     lpips: LPIPS | None = None,
     train_labels: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
@@ -143,6 +174,8 @@ def attack_captured(
     ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
     ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
     LPIPS to the scores; ``None`` leaves it out. ``train_labels`` adds the label accuracy.
+    ``progress``: a progress bar with the matching loss. An attack over the budget of
+    :mod:`attacks.inversion.cost` is refused before it starts.
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
@@ -150,7 +183,7 @@ def attack_captured(
     known = config_fields(attack)
     cfg = attack_config(attack, None, **{k: v for k, v in wanted.items() if k in known}, **(options or {}))
     with torch_threads(threads):
-        results = invert_many(observations, attack, config=cfg, device=device)
+        results = invert_many(observations, attack, config=cfg, device=device, progress=progress)
     outcomes = []
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]

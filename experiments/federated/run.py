@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from attacks.inversion.base import ANNOUNCE_SECONDS
+from attacks.inversion.cost import CostBudget
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
@@ -128,6 +130,13 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client
     if cfg.attack != "none":  # the per-round attack must be able to replay every client it may pick
         for why in filter(None, (unreplayable_steps(cfg.train, n) for n in sorted({len(p) for p in parts}))):
             raise ConfigError(why)
+        from experiments.federated.attacking import planned_cost
+
+        cost = planned_cost(cfg, spec, model.state_dict(), max(len(p) for p in parts),
+                            secure_aggregation=defense.secure_aggregation, device=device)
+        CostBudget.from_env().check(cost, torch.device(device))
+        if cost.seconds > ANNOUNCE_SECONDS:
+            log.info("the curious server's attacks: %s", cost.summary())
     if defense.secure_aggregation and cfg.clients_per_round < 2:
         raise ConfigError(
             f"--defense secagg needs >= 2 clients per round to hide each one in the sum, got "
