@@ -12,9 +12,10 @@
   ``mean_i (p_ic - y_ic) O_i``, by the average feature sum ``O``. After GELU the features
   have both signs and the sum is a poor scale, so fedleak projects each class row on the mean
   dummy feature vector ``h`` instead: ``(grad_W[c] . h) / |h|^2``, which is ``mean_i (p_ic - y_ic)``
-  where the features point along ``h``. On the DIA paper's MLP (CIFAR-10, 12 batches each) it
-  recovered 0.92 / 0.92 / 0.90 of the labels at batch 4 / 8 / 16, against 0.71 / 0.60 / 0.79
-  with the feature sum (benchmarks/label_recovery.py).
+  where the features point along ``h``. Classes whose weight-gradient row sums to a negative
+  value get one example first (:func:`present_first`, Wainakh et al.'s sign rule), which keeps
+  the counts right on trained models; docs/inversion.md ("Batch labels without a bias") has the
+  measurements (benchmarks/label_recovery.py).
 
 A weight delta is read as the average gradient ``-delta / (lr * local_steps)``.
 """
@@ -53,9 +54,31 @@ def recover_labels(obs: Observation, *, dummy: int = 64, seed: int = 0) -> Tenso
     if obs.num_examples == 1:
         return torch.tensor([single_label(gw, gb)])
     probs, feat = _dummy_statistics(model, layer, obs, dummy, seed)
-    coef = gb if gb is not None else gw @ feat / (feat @ feat)
-    counts = label_counts(obs.num_examples * (probs - coef), obs.num_examples)
+    if gb is not None:
+        counts = label_counts(obs.num_examples * (probs - gb), obs.num_examples)
+    else:
+        estimate = obs.num_examples * (probs - gw @ feat / (feat @ feat))
+        counts = present_first(gw.sum(1), estimate, obs.num_examples)
     return torch.repeat_interleave(torch.arange(obs.num_classes), counts)
+
+
+def present_first(rows: Tensor, estimate: Tensor, total: int) -> Tensor:
+    """Label counts that give every class with a negative weight-gradient row sum one example
+    first (the most negative first, at most ``total``), then the rest by ``estimate``.
+
+    Wainakh et al.'s rule ("User-Level Label Leakage from Gradients in Federated Learning", PETS
+    2022): with mostly positive features, a class row sums to ``sum_i (p_ic - y_ic) |h_i|``, which
+    only a present class makes negative. It needs no dummy statistics, which matters on a trained
+    model, whose softmax on noise inputs says little about its softmax on the client's data."""
+    negative = torch.nonzero(rows < 0).flatten()
+    present = negative[torch.argsort(rows[negative])][:total]
+    counts = torch.zeros(rows.numel(), dtype=torch.long)
+    counts[present] = 1
+    rest = total - present.numel()
+    if rest > 0:
+        left = (estimate.double() - counts).clamp_min(0)
+        counts += label_counts(left if left.sum() > 0 else estimate, rest)
+    return counts
 
 
 def single_label(gw: Tensor, gb: Tensor | None) -> int:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+MAX_COLUMNS = 32  # images drawn; a larger run's grid shows the first ones
+
 
 def save_grid(
     path: str | Path,
@@ -22,7 +24,7 @@ def save_grid(
 
     from fl.runs import atomic_write_bytes
 
-    n = truth.shape[0]
+    n = min(truth.shape[0], MAX_COLUMNS)
     names = ["ground truth", *rows]
     images = [truth, *rows.values()]
     fig, axes = plt.subplots(len(names), n, figsize=(1.3 * n + 1.2, 1.45 * len(names)), squeeze=False)
@@ -36,6 +38,8 @@ def save_grid(
             if psnr is not None and name in psnr:  # under its own image (a title reads as the row above's)
                 ax.set_xlabel(f"{psnr[name][c]:.1f} dB", fontsize=7, labelpad=2)
         axes[r][0].set_ylabel(name, fontsize=8)
+    if n < truth.shape[0]:
+        fig.suptitle(f"first {n} of {truth.shape[0]} images (metrics.json scores every image)", fontsize=8)
     fig.tight_layout()
     import io
 

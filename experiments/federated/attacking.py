@@ -195,8 +195,12 @@ def attack_captured(
     return outcomes
 
 
+GRID_COLUMNS = 16  # images drawn in a grid; the scores cover every image
+
+
 def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
-    """PNG: the client's true images (top) above the reconstructions (bottom), matched."""
+    """PNG: the client's true images (top) above the reconstructions (bottom), matched; the
+    first :data:`GRID_COLUMNS` of a larger update (the title says how many of how many)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +209,8 @@ def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
     from attacks.inversion.metrics import match
 
     rec = outcome.reconstruction[match(outcome.reconstruction, outcome.truth)]
-    n = len(outcome.truth)
+    total = len(outcome.truth)
+    n = min(total, GRID_COLUMNS)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 3.6), squeeze=False)
     for j in range(n):
         for i, (img, title) in enumerate(((outcome.truth[j], "true"), (rec[j], f"{outcome.scores['psnr'][j]:.1f} dB"))):
@@ -214,7 +219,8 @@ def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
             ax.imshow(pic, cmap="gray" if pic.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    fig.suptitle(f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}", fontsize=9)
+    shown = "" if n == total else f" (first {n} of {total} images)"
+    fig.suptitle(f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}{shown}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -216,3 +216,16 @@ def test_batch_labels_without_a_bias_on_the_dia_papers_mlp(cifar) -> None:
         obs = observe_client(net, x, y, model_name="mlp", generator=torch.Generator().manual_seed(k))
         acc.append(metrics.label_accuracy(recover_labels(obs), y))
     assert sum(acc) / len(acc) >= 0.85, acc
+
+
+def test_present_first_gives_every_negative_row_one_label_then_follows_the_estimate() -> None:
+    """Wainakh et al.'s sign rule: classes whose weight-gradient row sums below 0 are in the batch,
+    the most negative first; the remaining count follows the estimate minus what was given."""
+    from attacks.inversion.labels import present_first
+
+    rows = torch.tensor([0.3, -0.2, 0.1, -0.5], dtype=torch.float64)
+    estimate = torch.tensor([1.5, 0.0, 0.5, 0.0], dtype=torch.float64)  # a projection that misses 1 and 3
+    assert present_first(rows, estimate, 2).tolist() == [0, 1, 0, 1]
+    assert present_first(rows, estimate, 3).tolist() == [1, 1, 0, 1]
+    assert present_first(rows, estimate, 1).tolist() == [0, 0, 0, 1]  # more negative rows than labels
+    assert present_first(-rows.abs(), torch.zeros(4, dtype=torch.float64), 6).sum() == 6
