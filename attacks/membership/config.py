@@ -15,9 +15,12 @@ DEFENSES = ("none", "dropout", "dp-local")
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
 
 
+SPLITS = ("balanced", "bernoulli")
+
+
 @dataclass(frozen=True)
 class MIAConfig:
-    """Target, shadows, defense and attacks of one audit (defaults: the REFERENCE.md setting)."""
+    """Target, shadows, defense and attacks of one audit (defaults: a CIFAR-10 ConvNet with GroupNorm)."""
 
     dataset: str = "cifar10"
     model: str = "convnet"
@@ -28,6 +31,8 @@ class MIAConfig:
     attacks: tuple[str, ...] = ("loss", "lira", "rmia")
     shadows: int = 8  # shadow/reference models for LiRA and RMIA; each record is IN for half
     pool_size: int = 4000  # candidate records, split at random into members and non-members
+    split: str = "balanced"  # balanced: exactly half are members; bernoulli: each record a fair coin (one-run audit)
+    one_run_guesses: int = 0  # Steinke et al.'s one-run audit: k "in" and k "out" guesses per attack (0: off)
     population_size: int = 1000  # RMIA's population records (never in any model's training set)
     epochs: int = 20
     batch_size: int = 64
@@ -63,6 +68,17 @@ class MIAConfig:
                 raise ConfigError(f"FPR {f} is outside (0, 1)")
         if self.pool_size < 4:
             raise ConfigError(f"pool_size must be >= 4, got {self.pool_size}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"unknown split {self.split!r}; valid choices: {', '.join(SPLITS)}")
+        if self.one_run_guesses < 0 or 2 * self.one_run_guesses > self.pool_size:
+            raise ConfigError(
+                f"one_run_guesses must be in [0, pool_size / 2 = {self.pool_size // 2}], got {self.one_run_guesses}"
+            )
+        if self.one_run_guesses and self.split != "bernoulli":
+            raise ConfigError(
+                "the one-run audit (one_run_guesses) needs independent inclusions: set split = 'bernoulli' "
+                "(--split bernoulli)"
+            )
         if self.population_size < 1 and any(ATTACKS.get(a).needs_population for a in self.attacks):
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
         if self.defense not in DEFENSES:

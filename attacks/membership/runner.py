@@ -24,6 +24,7 @@ from attacks.membership.base import Observation, build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.plots import plot_roc
+from attacks.membership.one_run import one_run_audit
 from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
@@ -103,8 +104,11 @@ def draw_pool(
     rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
     order = rng.permutation(len(images))
     pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
-    members = np.zeros(cfg.pool_size, dtype=bool)
-    members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
+    if cfg.split == "bernoulli":  # independent fair coins, as the one-run audit's theorem assumes
+        members = rng.random(cfg.pool_size) < 0.5
+    else:
+        members = np.zeros(cfg.pool_size, dtype=bool)
+        members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
     return images[pool], labels[pool], members, images[pop], labels[pop], num_classes
 
 
@@ -257,6 +261,9 @@ def run_mia(
             epsilon=eps,
             delta=cfg.delta,
         )
+        if cfg.one_run_guesses:
+            k = cfg.one_run_guesses
+            m.update(one_run_audit(scores[name], members, k_pos=k, k_neg=k, delta=cfg.delta).as_dict())
         fitted = attack.fitted(obs)
         if fitted:
             m["fitted"] = fitted

@@ -91,6 +91,15 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     help="Candidate records, half members.",
 )
 @click.option(
+    "--split", type=click.Choice(["balanced", "bernoulli"]), default="balanced", show_default=True,
+    help="Members: exactly half of the pool, or each record by a fair coin (needed by --one-run-guesses).",
+)
+@click.option(
+    "--one-run-guesses", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Steinke et al.'s one-run audit: guess 'in' for the K highest and 'out' for the K lowest scores "
+    "of each attack and bound ε from the right guesses (0: off; needs --split bernoulli).",
+)
+@click.option(
     "--population-size", type=int, default=1000, show_default=True, help="RMIA population records."
 )
 @click.option("--epochs", type=int, default=20, show_default=True)
@@ -180,7 +189,8 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
     cfg = MIAConfig(
         dataset=kw["dataset"], model=kw["model"], norm=kw["norm"], model_options=kw["model_options"],
         dropout=kw["dropout"], **({"attacks": attacks} if attacks else {}), shadows=kw["shadows"],
-        pool_size=kw["pool_size"], population_size=kw["population_size"], epochs=kw["epochs"],
+        pool_size=kw["pool_size"], split=kw["split"], one_run_guesses=kw["one_run_guesses"],
+        population_size=kw["population_size"], epochs=kw["epochs"],
         batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], defense=kw["defense"],
         epsilon=kw["epsilon"], delta=kw["delta"], max_grad_norm=kw["max_grad_norm"], fprs=kw["fprs"],
         fix_variance=kw["lira_variance"] == "fixed", gamma=kw["rmia_gamma"], offline_a=kw["rmia_a"],
@@ -224,6 +234,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
 
     labels = [fpr_label(f) for f in fprs]
     n_out = min(m["n_nonmembers"] for m in res["attacks"].values())
+    one_run = all("eps_one_run" in m for m in res["attacks"].values())
     header = [
         "attack",
         "AUC",
@@ -231,6 +242,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
         *[tpr_label(f, n_out) for f in fprs],
         "bal. acc",
         "ε lower bound per record",
+        *(["ε one-run per record"] if one_run else []),
     ]
     rows = []
     for name, m in res["attacks"].items():
@@ -243,6 +255,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
                 *[f"{100 * m[k]:.2f}%" for k in labels],
                 f"{m['balanced_accuracy']:.3f}",
                 f"{m['eps_lower_bound']:.2f}",
+                *([f"{m['eps_one_run']:.2f} ({int(m['one_run_correct'])}/{int(m['one_run_guesses'])})"] if one_run else []),
             ]
         )
         if m.get("bound_violated"):
