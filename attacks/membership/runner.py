@@ -23,8 +23,8 @@ from torch import nn
 from attacks.membership.base import Observation, build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
-from attacks.membership.plots import plot_roc
 from attacks.membership.one_run import one_run_audit
+from attacks.membership.plots import plot_roc
 from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
