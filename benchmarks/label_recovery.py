@@ -35,7 +35,7 @@ def _stats(obs):
     model = obs.build_model()
     name, layer = labels.last_linear(model, obs.num_classes)
     gw = labels.average_gradient(obs, f"{name}.weight")
-    probs, feat = labels._dummy_statistics(model, layer, obs, 64, 0)
+    probs, feat, _ = labels._dummy_statistics(model, layer, obs, 64, 0)
     return gw, probs, feat
 
 

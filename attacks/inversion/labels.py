@@ -12,10 +12,10 @@
   ``mean_i (p_ic - y_ic) O_i``, by the average feature sum ``O``. After GELU the features
   have both signs and the sum is a poor scale, so fedleak projects each class row on the mean
   dummy feature vector ``h`` instead: ``(grad_W[c] . h) / |h|^2``, which is ``mean_i (p_ic - y_ic)``
-  where the features point along ``h``. Classes whose weight-gradient row sums to a negative
-  value get one example first (:func:`present_first`, Wainakh et al.'s sign rule), which keeps
-  the counts right on trained models; docs/inversion.md ("Batch labels without a bias") has the
-  measurements (benchmarks/label_recovery.py).
+  where the features point along ``h``. Where the dummy inputs' features sum to clearly positive
+  values (a trained model), classes whose weight-gradient row sums below zero get one example
+  first (:func:`present_first`, after Wainakh et al.'s sign rule); docs/inversion.md ("Batch
+  labels without a bias") has the measurements (benchmarks/label_recovery*.py).
 
 A weight delta is read as the average gradient ``-delta / (lr * local_steps)``.
 """
@@ -53,23 +53,37 @@ def recover_labels(obs: Observation, *, dummy: int = 64, seed: int = 0) -> Tenso
     gb = average_gradient(obs, f"{name}.bias") if layer.bias is not None else None
     if obs.num_examples == 1:
         return torch.tensor([single_label(gw, gb)])
-    probs, feat = _dummy_statistics(model, layer, obs, dummy, seed)
+    probs, feat, sums = _dummy_statistics(model, layer, obs, dummy, seed)
     if gb is not None:
         counts = label_counts(obs.num_examples * (probs - gb), obs.num_examples)
     else:
         estimate = obs.num_examples * (probs - gw @ feat / (feat @ feat))
-        counts = present_first(gw.sum(1), estimate, obs.num_examples)
+        if features_positive(sums):
+            counts = present_first(gw.sum(1), estimate, obs.num_examples)
+        else:
+            counts = label_counts(estimate, obs.num_examples)
     return torch.repeat_interleave(torch.arange(obs.num_classes), counts)
+
+
+POSITIVE_MARGIN = 0.1  # every dummy feature sum above this fraction of their mean
+
+
+def features_positive(sums: Tensor) -> bool:
+    """Whether the penultimate features sum to clearly positive values on every dummy input, the
+    premise of :func:`present_first` (GELU features of an untrained MLP sum to about 0)."""
+    return bool(sums.min() > POSITIVE_MARGIN * sums.mean())
 
 
 def present_first(rows: Tensor, estimate: Tensor, total: int) -> Tensor:
     """Label counts that give every class with a negative weight-gradient row sum one example
     first (the most negative first, at most ``total``), then the rest by ``estimate``.
 
-    Wainakh et al.'s rule ("User-Level Label Leakage from Gradients in Federated Learning", PETS
-    2022): with mostly positive features, a class row sums to ``sum_i (p_ic - y_ic) |h_i|``, which
-    only a present class makes negative. It needs no dummy statistics, which matters on a trained
-    model, whose softmax on noise inputs says little about its softmax on the client's data."""
+    A heuristic after Wainakh et al.'s sign rule ("User-Level Label Leakage from Gradients in
+    Federated Learning", PETS 2022): a class row sums to ``sum_i (p_ic - y_ic) s_i`` with ``s_i``
+    example i's feature sum, so where every ``s_i`` is positive only a present class makes it
+    negative. An example with a negative feature sum breaks that, so :func:`recover_labels` uses
+    the rule only where the dummy inputs' sums are clearly positive (:func:`features_positive`,
+    a trained model), and the projection alone otherwise."""
     negative = torch.nonzero(rows < 0).flatten()
     present = negative[torch.argsort(rows[negative])][:total]
     counts = torch.zeros(rows.numel(), dtype=torch.long)
@@ -110,8 +124,9 @@ def label_counts(estimate: Tensor, total: int) -> Tensor:
 
 def _dummy_statistics(
     model: nn.Module, layer: nn.Linear, obs: Observation, dummy: int, seed: int
-) -> tuple[Tensor, Tensor]:
-    """Mean softmax and mean penultimate feature vector (summed over tokens) over uniform dummy inputs."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean softmax, mean penultimate feature vector (summed over tokens) and each dummy input's
+    feature sum, over uniform dummy inputs."""
     feats: list[Tensor] = []
     handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
     gen = torch.Generator().manual_seed(seed)
@@ -120,4 +135,4 @@ def _dummy_statistics(
         out = model(torch.rand(dummy, *obs.in_shape, generator=gen))
     handle.remove()
     h = feats[0].reshape(dummy, -1, layer.in_features).sum(1).double()
-    return out.double().softmax(-1).mean(0), h.mean(0)
+    return out.double().softmax(-1).mean(0), h.mean(0), h.sum(1)

@@ -229,3 +229,31 @@ def test_present_first_gives_every_negative_row_one_label_then_follows_the_estim
     assert present_first(rows, estimate, 3).tolist() == [1, 1, 0, 1]
     assert present_first(rows, estimate, 1).tolist() == [0, 0, 0, 1]  # more negative rows than labels
     assert present_first(-rows.abs(), torch.zeros(4, dtype=torch.float64), 6).sum() == 6
+
+
+def test_sign_rule_waits_for_clearly_positive_features(cifar) -> None:
+    """On the untrained paper MLP the GELU features of noise sum to about 0, a present class's row
+    can sum above 0, and the sign rule alone would drop it (CIFAR-10 test images 0 and 1, classes
+    3 and 8); recover_labels then takes the projection alone and gets both."""
+    from attacks.inversion import observe_client
+    from attacks.inversion.labels import (
+        _dummy_statistics,
+        features_positive,
+        last_linear,
+        present_first,
+    )
+    from fl.models import build_model
+
+    assert not features_positive(torch.tensor([1.0, 0.05, 2.0])) and features_positive(torch.ones(3))
+    x, y = cifar.images[:2], cifar.labels[:2]
+    torch.manual_seed(0)
+    net = build_model("mlp", in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
+    obs = observe_client(net, x, y, model_name="mlp", generator=torch.Generator().manual_seed(0))
+    model = obs.build_model()
+    name, layer = last_linear(model, 10)
+    probs, feat, sums = _dummy_statistics(model, layer, obs, 64, 0)
+    gw = obs.update[f"{name}.weight"].double()
+    assert not features_positive(sums)
+    sign_only = present_first(gw.sum(1), 2 * (probs - gw @ feat / (feat @ feat)), 2)
+    assert metrics.label_accuracy(torch.repeat_interleave(torch.arange(10), sign_only), y) < 1.0
+    assert metrics.label_accuracy(recover_labels(obs), y) == 1.0
