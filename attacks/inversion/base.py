@@ -128,7 +128,7 @@ def invert_many(
     if hasattr(cfg, "iters"):
         evaluations = cfg.iters * getattr(cfg, "max_iter", 1)  # L-BFGS (DLG): up to max_iter per step
         cost = estimate(observations, attack, iters=evaluations, restarts=getattr(cfg, "restarts", 1), device=device,
-                        masks=hasattr(cfg, "mask_reg"))
+                        masks=hasattr(cfg, "mask_reg"), sequential=getattr(cls, "sequential", False))
         (budget or CostBudget.from_env()).check(cost, device)
         if cost.seconds > ANNOUNCE_SECONDS:
             log.info("%s", cost.summary())

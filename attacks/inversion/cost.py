@@ -143,30 +143,39 @@ def replay_shape(obs: Observation) -> tuple[int, int]:
 
 def estimate(
     observations: Sequence[Observation], attack: str, *, iters: int, restarts: int = 1,
-    device: torch.device | str = "cpu", masks: bool = False,
+    device: torch.device | str = "cpu", masks: bool = False, sequential: bool = False,
 ) -> InversionCost:
-    """Estimate one batched attack of ``observations`` (``masks``: DIA's learned masks too).
+    """Estimate one attack of ``observations`` (``masks``: DIA's learned masks too;
+    ``sequential``: the victims run one after another, as L-BFGS's do, so only one is in memory).
 
     The iteration is measured at 1 and at ``min(batch, PROBE_BATCH)`` examples and extended
     linearly to the batch (a weight-bound model costs little per extra example, a
-    convolutional one about the same per example)."""
+    convolutional one about the same per example). Time is scaled by the rows (victims x
+    restarts) on the CPU; on a GPU a batched attack runs its rows in parallel, so there it is
+    scaled by the rows of a sequential attack only (an underestimate once the GPU is saturated).
+    The probe draws from its own random state, so estimating leaves torch's global one as it was."""
     device = torch.device(device)
     obs = max(observations, key=lambda o: math.prod(replay_shape(o)))
     batch, steps = replay_shape(obs)
     rows = len(observations) * max(restarts, 1)
-    model = build_model(obs.model_name, in_shape=obs.in_shape, num_classes=obs.num_classes, dropout=obs.dropout,
-                        **obs.model_options).to(device)
-    t1, m1 = measure_iteration(model, obs, 1, device)
-    probe = min(batch, PROBE_BATCH)
-    tb, mb = (t1, m1) if probe == 1 else measure_iteration(model, obs, probe, device)
+    dtype = next(iter(obs.weights_before.values())).dtype if obs.weights_before else torch.float32
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = build_model(obs.model_name, in_shape=obs.in_shape, num_classes=obs.num_classes,
+                            dropout=obs.dropout, **obs.model_options).to(device=device, dtype=dtype)
+        t1, m1 = measure_iteration(model, obs, 1, device)
+        probe = min(batch, PROBE_BATCH)
+        tb, mb = (t1, m1) if probe == 1 else measure_iteration(model, obs, probe, device)
     per_example = (max(tb - t1, 0.0) / (probe - 1), max(mb - m1, 0) / (probe - 1)) if probe > 1 else (0.0, 0)
     step_seconds = t1 + per_example[0] * (batch - 1)
     step_bytes = (m1 + per_example[1] * (batch - 1)) * (2 if masks else 1)
     params = sum(t.numel() * t.element_size() for t in obs.weights_before.values())
-    # each replayed step of each row keeps its activations and the weights it produces
-    peak = (step_bytes + 2 * params) * steps * rows + 4 * params
+    # each replayed step of each row in memory keeps its activations and the weights it produces
+    in_memory = 1 if sequential else rows
+    peak = (step_bytes + 2 * params) * steps * in_memory + 4 * params
+    timed_rows = rows if device.type == "cpu" or sequential else 1
     return InversionCost(attack, len(observations), rows, batch, steps, iters,
-                         step_seconds * steps * rows * iters, int(peak))
+                         step_seconds * steps * timed_rows * iters, int(peak))
 
 
 def measure_iteration(model: torch.nn.Module, obs: Observation, batch: int, device: torch.device,
@@ -190,7 +199,8 @@ def _measure(model: torch.nn.Module, obs: Observation, batch: int, device: torch
     weights = {p.data_ptr() for p in model.parameters()}
     target = [torch.randn_like(p) for p in params]
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, *obs.in_shape, generator=gen).to(device).requires_grad_(True)
+    dtype = next(model.parameters()).dtype
+    x = torch.rand(batch, *obs.in_shape, generator=gen, dtype=dtype).to(device).requires_grad_(True)
     y = torch.randint(0, obs.num_classes, (batch,), generator=gen).to(device)
     seen: dict[int, int] = {}
 

@@ -8,8 +8,9 @@ masks start from Bernoulli(1 - p) (``mask_init="mean"``: at 1 - p everywhere), a
 the loop is the authors' (``recipe="dia"``: learning rates cut on a plateau, the best iterate
 kept; :mod:`attacks.inversion.optim`). ``recipe="ig"`` with ``mask_penalty="square"`` is the
 variant fedleak ran before, with Inverting Gradients' fixed schedule and the last iterate.
-``oracle`` runs IG with the client's true masks, with the prior and loop of the DIA it is shown
-beside: the bound a mask-recovering attack can reach. ``given_sites`` sits in between: DIA
+``oracle`` runs IG with the client's true masks, with the prior of the DIA it is shown beside
+and IG's loop (:class:`OracleConfig` says why not DIA's): the bound a mask-recovering attack can
+reach. ``given_sites`` sits in between: DIA
 is handed the true masks of the sites it matches and learns the rest, which measures which
 dropout sites actually hide the data. ``mask_readout`` (not in the paper) first reads the masks
 that a one-example update gives away through its exact zeros (:mod:`attacks.inversion.readout`)

@@ -50,6 +50,7 @@ class DeepLeakage:
 
     Config = DLGConfig
     name = "dlg"
+    sequential = True  # victims one after another: L-BFGS keeps one curvature history
     optimizes_labels = True  # DLG learns the labels; iDLG extracts them first
 
     def prepare_observation(self, obs: Observation) -> Observation:

@@ -9,8 +9,8 @@ empirical lower bound on epsilon with Clopper-Pearson intervals (Jagielski et al
 2020; Nasr et al., S&P 2021). The bound is valid only for a test fixed before it is evaluated:
 the threshold (and the attack, among several) is chosen on one random half of the records and
 the bound computed on the other. The intervals treat records as independent trials, which
-records of one training run are not; Steinke, Nasr and Jagielski (NeurIPS 2023) audit one run
-with inserted canaries for that reason (not implemented here).
+records of one training run are not; for that case see the one-run audit of Steinke, Nasr and
+Jagielski (NeurIPS 2023) in :mod:`attacks.membership.one_run`.
 """
 
 from __future__ import annotations

@@ -213,16 +213,19 @@ def train_shadows(
 def code_salt(model: nn.Module) -> str:
     """Hash of the code that trains and builds ``model``: the training modules, every module of
     the model zoo (the builders: an MLP is a torch ``Sequential`` whose layers a builder chose),
-    the source file of every class in the model, and torch's version. A change in any of them
+    the source file of every class in the model, the seeding code, and torch's and Opacus' versions. A change in any of them
     misses the cache instead of reusing models trained by other code."""
     import fl.models
-    from attacks.membership import stacked_optim, training
+    import fl.seed
+    from attacks.membership import runner, stacked_optim, training
 
-    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, sys.modules[__name__])}
+    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, runner, fl.seed, sys.modules[__name__])}
     files |= set(Path(inspect.getfile(fl.models)).parent.glob("*.py"))
     files |= {Path(inspect.getfile(type(m))) for m in model.modules()
               if type(m).__module__.split(".")[0] in ("fl", "attacks", "defenses")}
-    h = hashlib.sha256(torch.__version__.encode())
+    import opacus  # DP-SGD targets and shadows
+
+    h = hashlib.sha256(f"torch {torch.__version__} opacus {opacus.__version__}".encode())
     for file in sorted(files):
         h.update(file.name.encode() + file.read_bytes())
     return h.hexdigest()[:12]

@@ -93,7 +93,7 @@ def _attacks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="DIA's mask start: Bernoulli(1-p) draws, as in the paper, or 1-p everywhere [bernoulli].")
 @click.option("--recipe", type=click.Choice(["ig", "dia"]), default=None,
               help="The attacks' loop: ig (Inverting Gradients' code: fixed decays, last iterate) or dia (the "
-              "DIA authors' code: rates cut on a plateau, best iterate kept) [ig for ig; dia for dia and oracle].")
+              "DIA authors' code: rates cut on a plateau, best iterate kept) [ig for ig and oracle; dia for dia].")
 @click.option("--mask-penalty", type=click.Choice(["abs", "square"]), default=None,
               help="DIA's mask regulariser on |drop rate - p| as the authors' code, or its square [abs].")
 @click.option("--lr-decay-at", callback=_lr_decay_at, default=None, metavar="FRACTIONS",

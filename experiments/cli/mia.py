@@ -178,6 +178,11 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
     state = get_state(ctx)
     attacks = _split(attacks)
     if run_dir is not None:
+        for name in ("split", "one_run_guesses"):
+            source = ctx.get_parameter_source(name)
+            if source is not None and source.name == "COMMANDLINE":
+                flag = "--" + name.replace("_", "-")
+                raise click.UsageError(f"{flag} applies to the black-box audit, not to --federated (a captured run's members are fixed)")
         _federated(state, run_dir, attacks, kw)
     else:
         _blackbox(state, attacks, kw)

@@ -19,7 +19,7 @@ import torch
 
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
 from attacks.inversion.base import attack_config, config_fields, invert_many
-from attacks.inversion.cost import InversionCost, estimate
+from attacks.inversion.cost import CostBudget, InversionCost, estimate
 from attacks.inversion.metrics import label_accuracy, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps
@@ -165,6 +165,7 @@ def attack_captured(
     lpips: LPIPS | None = None,
     train_labels: torch.Tensor | None = None,
     progress: bool = False,
+    budget: CostBudget | None = None,
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
@@ -174,8 +175,8 @@ def attack_captured(
     ``threads``: torch CPU threads during the optimization (see :func:`torch_threads`).
     ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
     LPIPS to the scores; ``None`` leaves it out. ``train_labels`` adds the label accuracy.
-    ``progress``: a progress bar with the matching loss. An attack over the budget of
-    :mod:`attacks.inversion.cost` is refused before it starts.
+    ``progress``: a progress bar with the matching loss. An attack over ``budget`` (default:
+    :meth:`CostBudget.from_env`) is refused before it starts.
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
@@ -183,7 +184,7 @@ def attack_captured(
     known = config_fields(attack)
     cfg = attack_config(attack, None, **{k: v for k, v in wanted.items() if k in known}, **(options or {}))
     with torch_threads(threads):
-        results = invert_many(observations, attack, config=cfg, device=device, progress=progress)
+        results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)
     outcomes = []
     for (r, c), obs, res in zip(targets, observations, results, strict=True):
         truth = true_images(store, r, c, train_images)[: obs.num_examples]

@@ -7,6 +7,7 @@ The driver reads like the protocol (breaching's layout): data -> model -> defens
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from fl.runs import atomic_write_json, atomic_write_text, init_run_dir, read_jso
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.federation")
+NO_LIMIT = CostBudget(seconds=math.inf, peak_bytes=math.inf)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 CLIENT_DIR = "clients"  # RUN/clients: the clients' side (keys, accountants); the server never reads it
@@ -77,6 +79,7 @@ def _attack_hook(
             outcomes = attack_captured(
                 store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r),
                 device=device, options=cfg.attack_options, train_labels=labels,
+                budget=NO_LIMIT,  # checked once for every round before the federation started (compose)
             )
         except FedleakError:
             raise

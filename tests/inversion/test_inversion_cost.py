@@ -34,6 +34,19 @@ def test_estimate_scales_the_measured_iteration_by_batch_steps_rows_and_iteratio
     assert c.peak_bytes == int((step_b + 2 * params) * 3 * 4 + 4 * params)
     masked = estimate([obs, obs], "dia", iters=50, restarts=2, masks=True)
     assert masked.peak_bytes - c.peak_bytes == pytest.approx(step_b * 3 * 4, abs=1)
+    one_by_one = estimate([obs, obs], "dlg", iters=50, sequential=True)  # L-BFGS: one victim in memory
+    assert one_by_one.peak_bytes == int((step_b + 2 * params) * 3 + 4 * params)
+    assert one_by_one.seconds == pytest.approx(step_s * 3 * 2 * 50)
+
+
+def test_estimate_leaves_the_global_random_state_alone(make_obs) -> None:
+    x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    obs = make_obs(x, y)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    estimate([obs], "ig", iters=10)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_budget_refuses_in_one_line_naming_the_numbers_and_what_to_change() -> None:

@@ -75,3 +75,5 @@ def test_mia_cli_reports_the_one_run_bound(tmp_path) -> None:
     assert m["one_run_records"] == 80 and m["one_run_guesses"] == 20 and m["eps_one_run"] >= 0
     bad = CliRunner().invoke(cli, ["--device", "cpu", "mia", "--one-run-guesses", "5"])
     assert bad.exit_code == 2 and "needs independent inclusions" in bad.output
+    fed = CliRunner().invoke(cli, ["--device", "cpu", "mia", "--federated", str(tmp_path), "--split", "bernoulli"])
+    assert fed.exit_code == 2 and "--split applies to the black-box audit, not to --federated" in fed.output
