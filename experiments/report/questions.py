@@ -20,6 +20,7 @@ from fl.privacy_units import PRIVACY_UNITS, unit_label
 # metric names as the attack packages report them (first match wins)
 PSNR = ("psnr_mean", "psnr")
 SSIM = ("ssim_mean", "ssim")
+LABEL_ACC = ("label_acc",)
 AUC = ("auc",)
 TPR_01 = ("tpr@0.1%", "tpr_at_0.1%_fpr", "tpr@0.001")
 TPR_1 = ("tpr@1%", "tpr_at_1%_fpr", "tpr@0.01")
@@ -112,11 +113,13 @@ def inversion_table(groups: Sequence[Group]) -> Table | None:
         return None
     cols = []
     for a in _attacks(groups):
-        cols += [Column(f"{a} PSNR (dB)", PSNR, a, _lower, 1), Column(f"{a} SSIM", SSIM, a, _lower, 3)]
+        cols += [Column(f"{a} PSNR (dB)", PSNR, a, _lower, 1), Column(f"{a} SSIM", SSIM, a, _lower, 3),
+                 Column(f"{a} label acc", LABEL_ACC, a, _lower, 2)]
     return build_table(
         "inversion", "Which defense stops which attack: gradient inversion",
-        "Reconstruction quality of each attack (lower = better defense), mean ± std over seeds; "
-        "the best defense per attack and dataset/model is highlighted.", groups, cols)
+        "Reconstruction quality of each attack and the accuracy of the labels it recovered (lower = "
+        "better defense), mean ± std over seeds; the best defense per attack and dataset/model is highlighted.",
+        groups, cols)
 
 
 def membership_table(groups: Sequence[Group]) -> Table | None:
