@@ -15,7 +15,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ def environment_record(seed: int | None, device: torch.device | str) -> dict[str
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "argv": sys.argv,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if dev.type == "cuda" and torch.cuda.is_available():
         rec["gpu"] = torch.cuda.get_device_name(dev)

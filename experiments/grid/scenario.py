@@ -10,13 +10,12 @@ line naming the key and the value (see ``docs/experiments.md`` for the format).
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fl.errors import ConfigError
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from click.testing import CliRunner
 from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
