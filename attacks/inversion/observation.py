@@ -59,6 +59,11 @@ class Observation:
     batch_size: int = 1  # examples per local step
     num_examples: int = 1  # distinct examples behind the update
     labels: torch.Tensor | None = None  # true labels, when the attacker is assumed to know them
+    buffer_update: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    """``buffers_after - buffers_before`` as the server received them (BatchNorm running means and
+    variances, batch counts), keyed like the state dict; None where the model has no buffers or the
+    update did not carry them. :mod:`attacks.inversion.batchnorm` reads the client's batch
+    statistics from it."""
     true_masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     """Client's dropout masks keyed ``<site>.mask``, shape (local_steps, batch_size, *site);
     only the oracle attack may read them (a real server never has them)."""
@@ -156,10 +161,13 @@ def observe_client(
     else:
         update = {k: (p.detach() - weights_before[k]) for k, p in params.items()}
     true_masks = {k: torch.stack([m[k] for m in masks]) for k in masks[0]} if masks else None
+    buffers = {k: (b.detach() - weights_before[k]) for k, b in client.named_buffers()
+               if k in weights_before and not k.endswith(".mask")}
     return replace(
         obs_shell,
         weights_before=weights_before,
         update=update,
+        buffer_update=buffers or None,
         labels=labels.clone() if known_labels else None,
         true_masks=true_masks,
     )

@@ -76,6 +76,7 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
     examples = min(steps * batch, per_client) * cap.num_clients
     batch *= cap.num_clients  # the aggregate looks like one client with every client's batch
     update = cap.parameter_update
+    buffers = {k: v for k, v in cap.update.items() if k not in update}  # BatchNorm statistics, as received
     options = dict(cap.model.options) | ({"norm": cap.model.norm} if cap.model.norm else {})
     common = {
         "model_name": cap.model.name,
@@ -86,6 +87,7 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
         "weights_before": cap.weights_before,
         "batch_size": min(batch, examples),
         "num_examples": examples,
+        "buffer_update": buffers or None,
     }
     if steps == 1:
         return Observation(**common, update={k: -v / s.lr for k, v in update.items()}, kind="gradient")
