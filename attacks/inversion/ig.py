@@ -40,6 +40,7 @@ class IGConfig:
     lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT  # fractions of iters where the learning rates drop 10x
     layer_weights: str = "equal"  # cosine over all parameters as one vector, or "balanced": each tensor equal
     recipe: str = "ig"  # the loop: Geiping et al.'s ("ig") or the DIA authors' ("dia"; optim.py)
+    bn_prior: float = 0.0  # GradInversion's BatchNorm prior against the client's batch statistics; 0: off
     log_every: int = 10  # trace resolution in iterations
 
     def __post_init__(self) -> None:
@@ -50,6 +51,8 @@ class IGConfig:
             object.__setattr__(self, "step_size", RECIPE_STEP_SIZE[self.recipe])
         if not self.step_size > 0:
             raise ConfigError(f"step_size must be > 0, got {self.step_size}")
+        if not self.bn_prior >= 0:
+            raise ConfigError(f"bn_prior must be >= 0, got {self.bn_prior}")
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
@@ -83,7 +86,7 @@ class OptimizationAttack:
         for idx in group(observations):
             victims = prepare(
                 [observations[i] for i in idx], [seeds[i] for i in idx], device=device,
-                layer_weights=config.layer_weights,
+                layer_weights=config.layer_weights, bn_prior=config.bn_prior,
             )
             results = adam_inversion(victims, config.loop(), masks=self.masks, attack=self.name, progress=progress)
             out.update(zip(idx, results, strict=True))

@@ -47,6 +47,7 @@ from fl.models import dropout_sites
 DISTANCES = ("cosine", "l2")
 LAYER_WEIGHTS = ("equal", "balanced")
 WEIGHT_KEY = "__w2__/"  # prefix of the per-tensor squared weights riding along in a target
+BN_MEAN_KEY, BN_VAR_KEY = "__bn_mean__/", "__bn_var__/"  # the client's BatchNorm batch statistics in a target
 Params = dict[str, Tensor]
 
 
@@ -121,6 +122,7 @@ class Matcher:
         distance: str = "cosine",
         ghost: bool = True,
         layer_weights: str = "equal",
+        bn_prior: float = 0.0,
     ) -> None:
         check_layer_weights(layer_weights)
         if layer_weights != "equal" and distance != "cosine":
@@ -130,6 +132,16 @@ class Matcher:
         model.train()
         for _, site in dropout_sites(model):
             site.eval()  # no mask given = dropout off (the eval-mode attacker); masks come as buffers
+        self.bn_prior = bn_prior
+        self._bn_inputs: dict[str, Tensor] | None = None
+        self.bn_layers: list[str] = []
+        if bn_prior > 0:
+            self.bn_layers = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if not self.bn_layers:
+                raise ConfigError(f"bn_prior needs a model with BatchNorm; {obs.model_name!r} has none")
+            for name, module in model.named_modules():
+                if name in self.bn_layers:
+                    module.register_forward_pre_hook(self._bn_hook(name))
         self.model = model
         self.distance = distance
         self.layer_weights = layer_weights
@@ -194,11 +206,42 @@ class Matcher:
         return dot, norm2
 
     def loss(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params) -> Tensor:
-        """Gradient distance; ``target`` comes from :meth:`prepare_target`."""
+        """Gradient distance (plus the BatchNorm prior when on); ``target`` comes from :meth:`prepare_target`."""
         dot, norm2 = self.pieces(params, x, y, masks, target)
         if self.distance == "cosine":
-            return 1.0 - dot / norm2.clamp_min(1e-30).sqrt()
-        return norm2 - 2.0 * dot + target["__norm2__"]
+            out = 1.0 - dot / norm2.clamp_min(1e-30).sqrt()
+        else:
+            out = norm2 - 2.0 * dot + target["__norm2__"]
+        if self.bn_prior > 0:
+            out = out + self.bn_prior * self.bn_distance(params, x, masks, target)
+        return out
+
+    def bn_distance(self, params: Params, x: Tensor, masks: dict[str, Tensor], target: Params) -> Tensor:
+        """GradInversion's BatchNorm prior (Yin et al., CVPR 2021): ``sum_l |mu_l(x) - mu_l|_2 +
+        |var_l(x) - var_l|_2`` over the BatchNorm layers, against the client's batch statistics
+        read from its one-step update (:mod:`attacks.inversion.batchnorm`) rather than the global
+        running statistics GradInversion uses."""
+        idx = self.steps[0]
+        self._bn_inputs = {}
+        try:
+            functional_call(self.model, {**params, **self.buffers, **{k: m[0] for k, m in masks.items()}}, (x[idx],))
+            inputs = self._bn_inputs
+        finally:
+            self._bn_inputs = None
+        total = x.new_zeros(())
+        for name in self.bn_layers:
+            a = inputs[name]
+            dims = [0, *range(2, a.dim())]
+            total = total + (a.mean(dims) - target[BN_MEAN_KEY + name]).norm()
+            total = total + (a.var(dims) - target[BN_VAR_KEY + name]).norm()
+        return total
+
+    def _bn_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            if self._bn_inputs is not None:
+                self._bn_inputs[name] = inputs[0]
+
+        return hook
 
     def prepare_target(self, obs: Observation, device: torch.device, dtype: torch.dtype) -> Params:
         """The observed update as the quantity :meth:`simulate` returns (unit norm for cosine).
@@ -215,11 +258,25 @@ class Matcher:
             w2 = {k: _inverse_square_norm(t) for k, t in target.items()}
             norm2 = sum(w2[k] * (t * t).sum() for k, t in target.items())
             weighted = {k: w2[k] * t / norm2.sqrt() for k, t in target.items()}
-            return {**weighted, **{WEIGHT_KEY + k: w for k, w in w2.items()}}
+            return {**weighted, **{WEIGHT_KEY + k: w for k, w in w2.items()}, **self._bn_target(obs, device, dtype)}
+        bn = self._bn_target(obs, device, dtype)
         norm2 = sum((t * t).sum() for t in target.values())
         if self.distance == "cosine":
-            return {k: t / norm2.sqrt() for k, t in target.items()}
-        return {**target, "__norm2__": norm2}
+            return {**{k: t / norm2.sqrt() for k, t in target.items()}, **bn}
+        return {**target, "__norm2__": norm2, **bn}
+
+    def _bn_target(self, obs: Observation, device: torch.device, dtype: torch.dtype) -> Params:
+        """The client's BatchNorm batch statistics, when the prior is on (else nothing)."""
+        if self.bn_prior <= 0:
+            return {}
+        from attacks.inversion.batchnorm import client_batch_statistics
+
+        stats = client_batch_statistics(obs)
+        out = {}
+        for name, s in stats.items():
+            out[BN_MEAN_KEY + name] = s.mean.to(device=device, dtype=dtype)
+            out[BN_VAR_KEY + name] = s.var.to(device=device, dtype=dtype)
+        return out
 
     # ---- ghost inner products for fully connected layers ---------------------------
     def _hook(self, name: str):

@@ -118,13 +118,15 @@ def prepare(
     distance: str = "cosine",
     ghost: bool = True,
     layer_weights: str = "equal",
+    bn_prior: float = 0.0,
 ) -> Victims:
     """Build the batched problem for observations that share a :func:`group_key`."""
     obs = list(observations)
     first = obs[0]
     dtype = next(iter(first.weights_before.values())).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
-    matcher = Matcher(first, device=device, dtype=dtype, distance=distance, ghost=ghost, layer_weights=layer_weights)
+    matcher = Matcher(first, device=device, dtype=dtype, distance=distance, ghost=ghost, layer_weights=layer_weights,
+                      bn_prior=bn_prior)
     names = matcher.param_names
     shared = all(
         all(torch.equal(o.weights_before[k].cpu(), first.weights_before[k].cpu()) for k in names) for o in obs[1:]

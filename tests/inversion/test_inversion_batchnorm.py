@@ -63,3 +63,28 @@ def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_pa
         torch.testing.assert_close(read[name].mean, s.mean, atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="carries no BatchNorm running statistics"):
         client_batch_statistics(dataclasses.replace(obs, buffer_update=None))
+
+
+def test_bn_prior_is_zero_at_the_clients_batch_and_refused_without_batchnorm() -> None:
+    """GradInversion's prior against the client's batch statistics: ~0 at the true images, large
+    at noise; an attack with it runs; a model without BatchNorm or a multi-step update is refused."""
+    from attacks.inversion import attack_config, invert
+    from attacks.inversion.victims import prepare
+
+    data = load_dataset("sample", split="train")
+    x, y = data.images[:4], data.labels[:4]
+    obs = observe_client(_convnet(), x, y, model_name="convnet", model_options={"width": 8})
+    v = prepare([obs], [0], device=torch.device("cpu"), bn_prior=1.0)
+    target = {k: t[0] for k, t in v.targets.items()}
+    at_truth = float(v.matcher.bn_distance(v.params, x, {}, target))
+    at_noise = float(v.matcher.bn_distance(v.params, torch.rand_like(x), {}, target))
+    assert at_truth < 1e-3 < 1.0 < at_noise
+    res = invert(obs, "ig", config=attack_config("ig", iters=5, bn_prior=0.1))
+    assert res.inputs.shape == x.shape and res.grad_loss == res.grad_loss  # finite, not NaN
+    torch.manual_seed(0)
+    mlp = build_model("mlp", in_shape=(3, 32, 32), num_classes=10, hidden=16, depth=1)
+    plain = observe_client(mlp, x[:1], y[:1], model_name="mlp", model_options={"hidden": 16, "depth": 1})
+    with pytest.raises(ConfigError, match="bn_prior needs a model with BatchNorm; 'mlp' has none"):
+        invert(plain, "ig", config=attack_config("ig", iters=2, bn_prior=0.1))
+    with pytest.raises(ConfigError, match="bn_prior must be >= 0"):
+        attack_config("ig", bn_prior=-1.0)
