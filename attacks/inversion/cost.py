@@ -158,7 +158,7 @@ def estimate(
     obs = max(observations, key=lambda o: math.prod(replay_shape(o)))
     batch, steps = replay_shape(obs)
     rows = len(observations) * max(restarts, 1)
-    dtype = next(iter(obs.weights_before.values())).dtype if obs.weights_before else torch.float32
+    dtype = next((t.dtype for t in obs.weights_before.values() if t.is_floating_point()), torch.float32)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         model = build_model(obs.model_name, in_shape=obs.in_shape, num_classes=obs.num_classes,

@@ -43,7 +43,8 @@ def test_one_step_update_gives_the_clients_batch_statistics() -> None:
 
 def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_path) -> None:
     """Through a federation: the capture keeps the buffers, the observation hands them over, and
-    they give the attacked client's batch statistics."""
+    they give the attacked client's batch statistics; the curious server's IG runs with the prior
+    (and the cost estimate on a state dict whose first entries are integer counters)."""
     from experiments.federated.attacking import observation_from_capture, true_images
     from fl.federation.capture import CaptureStore
 
@@ -51,7 +52,8 @@ def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_pa
     res = CliRunner().invoke(cli, [
         "--device", "cpu", "simulate", "--dataset", "sample", "--model", "convnet", "--model-option", "width=8",
         "--clients", "2", "--client-examples", "4", "--batch-size", "4", "--local-steps", "1", "--rounds", "1",
-        "--capture", "all", "--engine", "inline", "--out", str(run),
+        "--capture", "all", "--engine", "inline", "--attack", "ig", "--attack-clients", "1", "--attack-iters", "3",
+        "--attack-option", "bn_prior=0.1", "--out", str(run),
     ])
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
