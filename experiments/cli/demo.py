@@ -20,7 +20,7 @@ from fl.runs import atomic_write_text
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Cells run at once.")
 @click.pass_context
 def demo(ctx: click.Context, out: Path, scenario: str, jobs: int) -> None:
-    """Dropout vs the Dropout Inversion Attack, and DP vs membership inference, in a few minutes on a CPU."""
+    """Dropout vs the Dropout Inversion Attack (alone and in a Flower federation), and DP vs membership inference, in about two minutes on a CPU."""
     from experiments.report import html_report, open_run, text_report, write_figures
 
     state = get_state(ctx)

@@ -80,13 +80,15 @@ def test_bad_scenario_file_through_the_cli(tmp_path: Path) -> None:
 def test_shipped_scenarios_expand_against_the_real_configs() -> None:
     assert shipped_scenarios() == ["dia-paper", "federated", "full", "mia", "quick"]
     sizes = {name: len(expand(load_scenario(name), kinds=CELL_KINDS)) for name in shipped_scenarios()}
-    assert sizes["quick"] == 4 and sizes["dia-paper"] == 8 and sizes["full"] > 50
+    assert sizes["quick"] == 8 and sizes["dia-paper"] == 8 and sizes["full"] > 50
     quick = expand(load_scenario("quick"), kinds=CELL_KINDS)
     inv = {c.setting: c.typed for c in quick if c.kind == "inversion"}
     assert inv["-"].attacks == ("ig",) and inv["-"].dropout == 0.0  # DIA needs dropout: p = 0 runs IG only
     assert inv["dropout=0.25"].attacks == ("ig", "dia") and inv["dropout=0.25"].dropout == 0.25
     mia = {c.defense: c.typed for c in quick if c.kind == "membership"}
     assert mia["dp"].defense == "dp-local" and mia["dp"].epsilon == 8.0 and mia["none"].defense == "none"
+    fed = sorted((c.defense, c.typed.attack) for c in quick if c.kind == "federated")
+    assert fed == [("dp", "ig"), ("dropout", "dia"), ("dropout", "ig"), ("none", "ig")]  # the demo's federation
 
 
 def test_list_shows_the_attacks_each_cell_runs(tmp_path: Path) -> None:
