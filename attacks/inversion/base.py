@@ -9,14 +9,13 @@ victims at once (batched where the attack allows it).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
 
-from attacks.inversion.cost import CostBudget, estimate
+from attacks.inversion.cost import CostBudget, InversionCost, admit, estimate
 from attacks.inversion.observation import Observation
 from fl.errors import ConfigError
 from fl.registry import Registry
@@ -67,8 +66,6 @@ class Attack(Protocol):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
-ANNOUNCE_SECONDS = 30.0  # estimated attacks longer than this are announced before they start
-log = logging.getLogger("fedleak.inversion")
 
 
 def config_fields(attack: str) -> tuple[str, ...]:
@@ -116,7 +113,7 @@ def invert_many(
     "victim", k)``), so attacking victims together or one by one gives the same results.
     An optimization attack is first costed (:mod:`attacks.inversion.cost`): one over ``budget``
     (default: :meth:`CostBudget.from_env`) is refused with :class:`CostError`, and one of more
-    than :data:`ANNOUNCE_SECONDS` is announced on the ``fedleak`` logger before it starts.
+    than :data:`attacks.inversion.cost.ANNOUNCE_SECONDS` is announced before it starts.
     """
     if not observations:
         return []
@@ -125,14 +122,22 @@ def invert_many(
     if seeds is not None and len(seeds) != len(observations):
         raise ConfigError(f"{len(seeds)} seeds for {len(observations)} observations")
     device = torch.device(device)
-    if hasattr(cfg, "iters"):
-        evaluations = cfg.iters * getattr(cfg, "max_iter", 1)  # L-BFGS (DLG): up to max_iter per step
-        cost = estimate(observations, attack, iters=evaluations, restarts=getattr(cfg, "restarts", 1), device=device,
-                        masks=hasattr(cfg, "mask_reg"), sequential=getattr(cls, "sequential", False))
-        (budget or CostBudget.from_env()).check(cost, device)
-        if cost.seconds > ANNOUNCE_SECONDS:
-            log.info("%s", cost.summary())
+    if (cost := attack_cost(observations, attack, cfg, device)) is not None:
+        admit(cost, budget or CostBudget.from_env(), device)
     return cls().run(list(observations), cfg, device=device, progress=progress, seeds=seeds)
+
+
+def attack_cost(
+    observations: Sequence[Observation], attack: str, config: Any, device: torch.device | str = "cpu"
+) -> InversionCost | None:
+    """The estimated cost of running ``attack`` with ``config`` on ``observations`` together
+    (:func:`attacks.inversion.cost.estimate`); None for an attack that does not optimise."""
+    if not hasattr(config, "iters"):
+        return None
+    evaluations = config.iters * getattr(config, "max_iter", 1)  # L-BFGS (DLG): up to max_iter per step
+    return estimate(observations, attack, iters=evaluations, restarts=getattr(config, "restarts", 1),
+                    device=device, masks=hasattr(config, "mask_reg"),
+                    sequential=getattr(ATTACKS.get(attack), "sequential", False))
 
 
 def invert(

@@ -13,6 +13,7 @@ would take hours or exhaust the machine, in one line, before it starts.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -28,6 +29,8 @@ from fl.models import build_model
 
 PROBE_BATCH = 4  # examples in the measured iteration (scaled linearly to the real batch)
 GIB = 1024**3
+ANNOUNCE_SECONDS = 30.0  # estimated attacks longer than this are announced before they start
+log = logging.getLogger("fedleak.inversion")
 
 
 class CostError(ConfigError):
@@ -103,6 +106,14 @@ class CostBudget:
                 "victims, or "
                 "raise fedleak --attack-budget-minutes / --attack-budget-gib ('inf' turns a limit off)"
             )
+
+
+def admit(cost: InversionCost, budget: CostBudget, device: torch.device, *, what: str = "") -> None:
+    """Refuse ``cost`` over ``budget`` (:class:`CostError`), and announce it on the ``fedleak``
+    logger when it is estimated at more than :data:`ANNOUNCE_SECONDS`."""
+    budget.check(cost, device)
+    if cost.seconds > ANNOUNCE_SECONDS:
+        log.info("%s%s", what, cost.summary())
 
 
 def _env_float(name: str) -> float | None:

@@ -9,7 +9,6 @@ al., NeurIPS 2020).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
-from attacks.inversion.base import attack_config, config_fields, invert_many
-from attacks.inversion.cost import CostBudget, InversionCost, estimate
+from attacks.inversion.base import attack_config, attack_cost, config_fields, invert_many
+from attacks.inversion.cost import CostBudget, InversionCost
 from attacks.inversion.metrics import label_accuracy, score
 from attacks.inversion.observation import Observation
-from experiments.federated.config import unattackable_training, unreplayable_steps
+from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
 from fl.errors import ConfigError, DataError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
@@ -71,10 +70,8 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
     per_client = cap.num_examples // max(cap.num_clients, 1)
     if why := unreplayable_steps(s, per_client):
         raise ConfigError(why)
-    batch = s.batch_size or per_client
-    steps = s.local_steps or s.local_epochs * math.ceil(per_client / batch)
-    examples = min(steps * batch, per_client) * cap.num_clients
-    batch *= cap.num_clients  # the aggregate looks like one client with every client's batch
+    # the aggregate looks like one client with every client's batch
+    batch, steps, examples = update_shape(s, per_client, cap.num_clients)
     update = cap.parameter_update
     buffers = {k: v for k, v in cap.update.items() if k not in update}  # BatchNorm statistics, as received
     options = dict(cap.model.options) | ({"norm": cap.model.norm} if cap.model.norm else {})
@@ -85,7 +82,7 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
         "num_classes": cap.model.num_classes,
         "dropout": cap.model.dropout,
         "weights_before": cap.weights_before,
-        "batch_size": min(batch, examples),
+        "batch_size": batch,
         "num_examples": examples,
         "buffer_update": buffers or None,
     }
@@ -97,28 +94,31 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
 def planned_cost(
     cfg: SimulationConfig, model: ModelSpec, weights: dict[str, torch.Tensor], largest_client: int, *,
     secure_aggregation: bool, device: torch.device | str = "cpu",
-) -> InversionCost:
+) -> InversionCost | None:
     """What the per-round attack of ``cfg`` will cost, before the federation starts: the
     attacked clients of one round (their largest possible update; under SecAgg+ the one
-    aggregate of every sampled client) times the attacked rounds."""
-    s = cfg.train
-    n = largest_client
-    batch = min(s.batch_size or n, n)
-    steps = s.local_steps or s.local_epochs * math.ceil(n / batch)
+    aggregate of every sampled client) times the attacked rounds; None for an attack that does
+    not optimise."""
     victims, clients = (1, cfg.clients_per_round) if secure_aggregation else (cfg.attack_clients, 1)
+    batch, steps, examples = update_shape(cfg.train, largest_client, clients)
     obs = Observation(
         model_name=model.name, model_options=dict(model.options) | ({"norm": model.norm} if model.norm else {}),
         in_shape=tuple(model.in_shape), num_classes=model.num_classes, dropout=model.dropout, weights_before=weights,
-        update=weights, kind="gradient" if steps == 1 else "delta", lr=s.lr, local_steps=steps,
-        batch_size=batch * clients, num_examples=min(steps * batch, n) * clients,
+        update=weights, kind="gradient" if steps == 1 else "delta", lr=cfg.train.lr, local_steps=steps,
+        batch_size=batch, num_examples=examples,
     )
-    cfg_attack = attack_config(cfg.attack, None, **{k: v for k, v in {"iters": cfg.attack_iters}.items()
-                                                     if k in config_fields(cfg.attack)}, **(cfg.attack_options or {}))
-    iters = getattr(cfg_attack, "iters", 1) * getattr(cfg_attack, "max_iter", 1)
-    one = estimate([obs] * victims, cfg.attack, iters=iters, restarts=getattr(cfg_attack, "restarts", 1),
-                   device=device, masks=hasattr(cfg_attack, "mask_reg"))
+    one = attack_cost([obs] * victims, cfg.attack, _attack_config(cfg.attack, cfg.attack_options, iters=cfg.attack_iters),
+                      device)
+    if one is None:  # an attack that does not optimise (analytic)
+        return None
     rounds = len(cfg.rounds_attacked)
     return replace(one, seconds=one.seconds * rounds, rounds=rounds)
+
+
+def _attack_config(attack: str, options: dict[str, Any] | None, **wanted: Any) -> Any:
+    """``attack``'s config from the run's settings it has (``wanted``: iterations, seed) and options."""
+    known = config_fields(attack)
+    return attack_config(attack, None, **{k: v for k, v in wanted.items() if k in known}, **(options or {}))
 
 
 def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
@@ -182,9 +182,7 @@ def attack_captured(
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c) for c in caps]
-    wanted = {"iters": iters, "seed": seed}
-    known = config_fields(attack)
-    cfg = attack_config(attack, None, **{k: v for k, v in wanted.items() if k in known}, **(options or {}))
+    cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)
     outcomes = []

@@ -42,6 +42,15 @@ def unattackable_training(settings: TrainSettings) -> str | None:
     )
 
 
+def update_shape(settings: TrainSettings, per_client: int, clients: int = 1) -> tuple[int, int, int]:
+    """``(batch_size, local_steps, num_examples)`` of an update: ``clients`` clients of
+    ``per_client`` examples each, summed (SecAgg+'s aggregate) or one (``clients`` 1). A batch
+    larger than the data is the whole data."""
+    batch = min(settings.batch_size or per_client, per_client)
+    steps = settings.local_steps or settings.local_epochs * -(-per_client // batch)
+    return batch * clients, steps, min(steps * batch, per_client) * clients
+
+
 def unreplayable_steps(settings: TrainSettings, num_examples: int) -> str | None:
     """Why the inversion's replay cannot model a client's local steps over ``num_examples`` records
     (None when it can).
@@ -52,8 +61,7 @@ def unreplayable_steps(settings: TrainSettings, num_examples: int) -> str | None
     neither is what the replay computes, so both are refused rather than mis-modelled.
     """
     n = num_examples
-    batch = min(settings.batch_size or n, n)  # a batch larger than the data is the whole data
-    steps = settings.local_steps or settings.local_epochs * -(-n // batch)
+    batch, steps, _ = update_shape(settings, n)
     if steps * batch <= n:
         return None
     if steps > -(-n // batch):

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.inversion.base import ANNOUNCE_SECONDS
-from attacks.inversion.cost import CostBudget
+from attacks.inversion.cost import CostBudget, admit
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
@@ -137,9 +136,8 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client
 
         cost = planned_cost(cfg, spec, model.state_dict(), max(len(p) for p in parts),
                             secure_aggregation=defense.secure_aggregation, device=device)
-        CostBudget.from_env().check(cost, torch.device(device))
-        if cost.seconds > ANNOUNCE_SECONDS:
-            log.info("the curious server's attacks: %s", cost.summary())
+        if cost is not None:
+            admit(cost, CostBudget.from_env(), torch.device(device), what="the curious server's attacks: ")
     if defense.secure_aggregation and cfg.clients_per_round < 2:
         raise ConfigError(
             f"--defense secagg needs >= 2 clients per round to hide each one in the sum, got "
