@@ -14,16 +14,21 @@ from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
 
 
-def test_federation_attack_optimizes_in_the_requested_threads_and_restores_them(tmp_path, monkeypatch):
-    data = load_dataset("sample")
-    spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1})
+def _one_round(run_dir, spec: ModelSpec, data) -> None:
+    """One captured FedSGD round of two clients with 4 bundled images each (batch 4, one step)."""
     parts = tuple(np.array_split(np.arange(8), 2))
     server = FederationServer(
         spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
-        run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+        run_dir=run_dir, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
     )
-    CaptureWriter(tmp_path, spec).write_partitions("sample", "train", list(parts))
+    CaptureWriter(run_dir, spec).write_partitions("sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+
+
+def test_federation_attack_optimizes_in_the_requested_threads_and_restores_them(tmp_path, monkeypatch):
+    data = load_dataset("sample")
+    spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1})
+    _one_round(tmp_path, spec, data)
     seen: list[int] = []
     real = attacking.invert_many
 
@@ -50,13 +55,7 @@ def test_federation_attack_reports_label_accuracy_against_the_truth(tmp_path):
     the client's true labels, read from the truth after the attack."""
     data = load_dataset("sample")
     spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1, "bias": True})
-    parts = tuple(np.array_split(np.arange(8), 2))
-    server = FederationServer(
-        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
-        run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
-    )
-    CaptureWriter(tmp_path, spec).write_partitions("sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    _one_round(tmp_path, spec, data)
     store = CaptureStore(tmp_path)
     without, with_labels = (
         attacking.attack_captured(store, [(1, 1)], "ig", data.images, iters=2, train_labels=labels)[0]
