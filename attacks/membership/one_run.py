@@ -32,10 +32,9 @@ def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
         raise ValueError(f"need 0 <= v <= r <= m, got v={v}, r={r}, m={m}")
     q = 1 / (1 + math.exp(-epsilon))  # accuracy of epsilon-DP randomised response
     beta = float(stats.binom.sf(v - 1, r, q))  # P[Binomial(r, q) >= v]
-    alpha, below = 0.0, 0.0  # below = P[v > Binomial(r, q) >= v - i]
-    for i in range(1, v + 1):
-        below += float(stats.binom.pmf(v - i, r, q))
-        alpha = max(alpha, below / i)
+    # below[i - 1] = P[v > Binomial(r, q) >= v - i], i = 1..v; alpha = max_i below / i
+    below = np.cumsum(stats.binom.pmf(np.arange(v - 1, -1, -1), r, q))
+    alpha = float((below / np.arange(1, v + 1)).max(initial=0.0))
     return min(1.0, beta + alpha * delta * 2 * m)
 
 
