@@ -11,7 +11,7 @@ from attacks.membership.base import ATTACKS, build_attack
 from attacks.membership.training import DPConfig, TrainConfig
 from fl.errors import ConfigError
 
-DEFENSES = ("none", "dropout", "dp-local")
+DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
 
 
@@ -27,21 +27,31 @@ class MIAConfig:
     norm: str | None = "group"  # GroupNorm: DP-ready and vmap-able; None keeps the model's default
     model_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"width": 16}
     dropout: float = 0.0  # the model's dropout rate (the dropout defense sets it > 0)
-    standardize: bool = True  # per-channel standardisation with the dataset's mean and std
+    standardize: bool | None = None  # per-channel standardisation with the dataset's mean and std; None: yes
+    # for a centrally trained target, no for a federated one (whose clients train on the images as loaded)
     attacks: tuple[str, ...] = ("loss", "lira", "rmia")
     shadows: int = 8  # shadow/reference models for LiRA and RMIA; each record is IN for half
     pool_size: int = 4000  # candidate records, split at random into members and non-members
     split: str = "balanced"  # balanced: exactly half are members; bernoulli: each record a fair coin (one-run audit)
     one_run_guesses: int = 0  # Steinke et al.'s one-run audit: k "in" and k "out" guesses per attack (0: off)
     population_size: int = 1000  # RMIA's population records (never in any model's training set)
-    epochs: int = 20
+    epochs: int = 20  # a centrally trained target's passes over its data
+    # clients > 0: the target is the final global model of a Flower federation (FedAvg) of this many
+    # clients sharing the members (IID), ``rounds`` rounds of ``local_epochs`` (or ``local_steps``)
+    # each; every shadow is trained as the same federation on its own half of the pool
+    clients: int = 0
+    rounds: int = 3
+    local_epochs: int = 1
+    local_steps: int = 0
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
     optimizer: str = "sgd"  # sgd | adam
-    defense: str = "none"  # none | dropout (uses ``dropout``) | dp-local (DP-SGD to ``epsilon``)
-    epsilon: float = 8.0  # dp-local: target epsilon of the whole training run
+    # none | dropout (uses ``dropout``) | dp-local (DP-SGD to ``epsilon``, one record) |
+    # dp-central (federated only: the server clips and noises the clients' updates to ``epsilon``, one client)
+    defense: str = "none"
+    epsilon: float = 8.0  # dp-local/dp-central: target epsilon of the whole training run
     delta: float = 1e-5  # dp-local: DP delta (also used for the empirical epsilon)
     max_grad_norm: float = 1.0  # dp-local: per-sample clipping bound
     fprs: tuple[float, ...] = (0.001, 0.01, 0.1)  # FPRs at which TPR is reported
@@ -85,6 +95,18 @@ class MIAConfig:
             raise ConfigError(
                 f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}"
             )
+        if self.clients < 0 or (self.clients and (self.rounds < 1 or self.local_epochs < 1 or self.local_steps < 0)):
+            raise ConfigError(
+                f"clients must be >= 0 and, for a federated target, rounds and local_epochs >= 1 and local_steps >= 0; "
+                f"got clients={self.clients}, rounds={self.rounds}, local_epochs={self.local_epochs}, "
+                f"local_steps={self.local_steps}"
+            )
+        if self.defense == "dp-central" and not self.clients:
+            raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")
+        if self.clients and self.standardize:
+            raise ConfigError(
+                "a federated target trains on the images as loaded: standardize does not apply (leave it unset)"
+            )
         if self.defense == "dropout" and self.dropout <= 0:
             raise ConfigError("the dropout defense needs --dropout > 0")
         if not 0.0 <= self.dropout < 1.0:
@@ -106,8 +128,17 @@ class MIAConfig:
         )
 
     @property
+    def standardized(self) -> bool:
+        """Whether images are standardised (``standardize`` resolved for the kind of target)."""
+        return not self.clients if self.standardize is None else self.standardize
+
+    @property
+    def federated(self) -> bool:
+        return self.clients > 0
+
+    @property
     def dp_config(self) -> DPConfig | None:
-        if self.defense != "dp-local":
+        if self.defense != "dp-local" or self.federated:
             return None
         return DPConfig(epsilon=self.epsilon, delta=self.delta, max_grad_norm=self.max_grad_norm)
 

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,22 @@ def dataset_records(dataset: str, data_root: str | Path | None) -> int:
     return len(_merged(dataset, None if data_root is None else str(data_root))[1])
 
 
+def draw_indices(cfg: MIAConfig, records: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pool, population, members)``: disjoint random pool and population indices into a set of
+    ``records`` records, and the member mask over the pool (exactly half, or a fair coin each)."""
+    check_pool_fits(cfg, records)
+    pop_size = population_needed(cfg)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
+    order = rng.permutation(records)
+    pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
+    if cfg.split == "bernoulli":  # independent fair coins, as the one-run audit's theorem assumes
+        members = rng.random(cfg.pool_size) < 0.5
+    else:
+        members = np.zeros(cfg.pool_size, dtype=bool)
+        members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
+    return pool, pop, members
+
+
 def draw_pool(
     cfg: MIAConfig, data_root: str | Path | None
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor, int]:
@@ -90,25 +107,16 @@ def draw_pool(
 
     Train and test splits are merged into one set, so members and non-members come from the same
     source; the pool and the population are disjoint random subsets of it. With
-    ``cfg.standardize`` images are standardised per channel with the whole set's mean and std.
+    ``cfg.standardized`` images are standardised per channel with the whole set's mean and std.
     """
     images, labels, num_classes = _merged(
         cfg.dataset, None if data_root is None else str(data_root)
     )
-    if cfg.standardize:
+    if cfg.standardized:
         mean = images.mean(dim=(0, 2, 3), keepdim=True)
         std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         images = (images - mean) / std
-    check_pool_fits(cfg, len(images))
-    pop_size = population_needed(cfg)
-    rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
-    order = rng.permutation(len(images))
-    pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
-    if cfg.split == "bernoulli":  # independent fair coins, as the one-run audit's theorem assumes
-        members = rng.random(cfg.pool_size) < 0.5
-    else:
-        members = np.zeros(cfg.pool_size, dtype=bool)
-        members[rng.permutation(cfg.pool_size)[: cfg.pool_size // 2]] = True
+    pool, pop, members = draw_indices(cfg, len(images))
     return images[pool], labels[pool], members, images[pop], labels[pop], num_classes
 
 
@@ -140,7 +148,7 @@ def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
         "norm": cfg.norm if cfg.norm is not None else model_options(cfg.model).get("norm"),
         "model_options": dict(cfg.model_options),
         "dropout": cfg.dropout,
-        "standardize": cfg.standardize,
+        "standardize": cfg.standardized,
     }
 
 
@@ -191,11 +199,15 @@ def run_mia(
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the audit; returns test/train accuracy, the accountant's epsilon and per-attack metrics."""
+    if cfg.federated:
+        raise ConfigError(
+            "a federated target (clients > 0) is trained by a Flower federation: use "
+            "experiments.membership.run_federation_mia (fedleak mia --clients N)"
+        )
     device = torch.device(device)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if out_dir is not None:
         init_run_dir(out_dir, config=cfg, seed=cfg.seed, device=device)
-    attacks = {name: build_attack(name, **cfg.attack_options) for name in cfg.attacks}
     x, y, members, pop_x, pop_y, num_classes = draw_pool(cfg, data_root)
     build = _builder(cfg, tuple(x.shape[1:]), num_classes)
     timings: dict[str, float] = {}
@@ -217,6 +229,41 @@ def run_mia(
         f", epsilon {eps:.3g}" if eps is not None else "",
     )
 
+    def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
+        return train_shadows(
+            build, x, y, num_shadows=cfg.shadows, train=cfg.train_config, dp=cfg.dp_config, seed=derive_seed(cfg.seed, "shadows"),
+            device=device, cache_dir=cache, key_parts=_key_parts(cfg), vectorize=cfg.vectorize, progress=progress,
+        )  # fmt: skip
+
+    scores = audit(cfg, x, y, members, pop_x, pop_y, target, shadows, result, timings, device=device)
+    result["timings"] = timings
+    if out_dir is not None:
+        write_audit(Path(out_dir), cfg, result, scores, members, eps)
+    return result
+
+
+def audit(
+    cfg: MIAConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    members: np.ndarray,
+    pop_x: torch.Tensor,
+    pop_y: torch.Tensor,
+    target: nn.Module,
+    shadows: Callable[[], tuple[list[nn.Module], np.ndarray, dict[str, Any]]],
+    result: dict[str, Any],
+    timings: dict[str, float],
+    *,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """Query the target (and the shadows, trained by ``shadows()`` when an attack needs them) on
+    the pool and the population, score every attack and evaluate it against ``members``.
+
+    Adds ``attacks`` (per-attack metrics) and ``shadows`` (how they were trained) to ``result``;
+    returns each attack's scores over the pool.
+    """
+    attacks = {name: build_attack(name, **cfg.attack_options) for name in cfg.attacks}
+    eps = result["epsilon"]
     flip = cfg.query_flip
     kw: dict[str, Any] = {
         "labels": y,
@@ -229,21 +276,18 @@ def run_mia(
         )
     if any(a.needs_shadows for a in attacks.values()):
         t0 = time.perf_counter()
-        shadows, inside, info = train_shadows(
-            build, x, y, num_shadows=cfg.shadows, train=cfg.train_config, dp=cfg.dp_config, seed=derive_seed(cfg.seed, "shadows"),
-            device=device, cache_dir=cache, key_parts=_key_parts(cfg), vectorize=cfg.vectorize, progress=progress,
-        )  # fmt: skip
+        models, inside, info = shadows()
         timings["shadows_s"] = time.perf_counter() - t0
         result["shadows"] = info
         kw.update(
             shadow_in=torch.from_numpy(inside),
             shadow_logits=torch.stack(
-                [query_logits(m, x, flip=flip, device=device) for m in shadows]
+                [query_logits(m, x, flip=flip, device=device) for m in models]
             ),
         )
         if len(pop_x):
             kw["shadow_population_logits"] = torch.stack(
-                [query_logits(m, pop_x, flip=flip, device=device) for m in shadows]
+                [query_logits(m, pop_x, flip=flip, device=device) for m in models]
             )
     obs = Observation(**kw)
 
@@ -273,13 +317,10 @@ def run_mia(
                 "WARNING: %s exceeds the DP bound at epsilon=%.3g (%d significant points): a bug or an accounting error",
                 name, eps, int(m["significant_violations"]),
             )  # fmt: skip
-    result["timings"] = timings
-    if out_dir is not None:
-        _write(Path(out_dir), cfg, result, scores, members, eps)
-    return result
+    return scores
 
 
-def _write(
+def write_audit(
     out: Path,
     cfg: MIAConfig,
     result: dict[str, Any],

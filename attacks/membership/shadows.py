@@ -168,7 +168,7 @@ def train_shadows(
     }  # fmt: skip
     key = cache_key(parts, images, labels)
     folder = Path(cache_dir) / key if cache_dir is not None else None
-    inside = _assignment(folder, num_shadows, len(images), seed=derive_seed(seed, "assignment"))
+    inside = stored_assignment(folder, num_shadows, len(images), seed=derive_seed(seed, "assignment"))
     cached = [
         folder is not None and (folder / f"shadow_{s}.safetensors").is_file()
         for s in range(num_shadows)
@@ -231,7 +231,7 @@ def code_salt(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def _assignment(folder: Path | None, num_models: int, num_records: int, *, seed: int) -> np.ndarray:
+def stored_assignment(folder: Path | None, num_models: int, num_records: int, *, seed: int) -> np.ndarray:
     """The stored IN/OUT assignment of ``folder``, or a new one (stored there before any training)."""
     file = folder / "assignment.safetensors" if folder is not None else None
     if file is not None and file.is_file():

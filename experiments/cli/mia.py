@@ -9,6 +9,7 @@ import click
 
 from experiments.cli.params import AutoOrUnitFloat, model_option
 from experiments.cli.state import get_state
+from fl.privacy_units import unit_label
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -102,22 +103,37 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
 @click.option(
     "--population-size", type=int, default=1000, show_default=True, help="RMIA population records."
 )
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--epochs", type=int, default=20, show_default=True, help="A central target's training epochs.")
+@click.option(
+    "--clients", "target_clients", type=click.IntRange(min=0), default=0, show_default=True,
+    help="0: train the target centrally; N: the target is the final global model of a Flower federation of N "
+    "clients sharing the members (FedAvg), and every shadow is the same federation on its own half of the pool.",
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Federated target: rounds.")
+@click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Federated target: local epochs per round.")
+@click.option("--local-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Federated target: > 0, this many local steps instead of epochs.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (a federated "
+              "target's clients start each round afresh).")
 @click.option(
     "--defense",
-    type=click.Choice(["none", "dropout", "dp-local"]),
+    type=click.Choice(["none", "dropout", "dp-local", "dp-central"]),
     default="none",
     show_default=True,
+    help="dp-local: DP-SGD (one record); dp-central: the server clips and noises client updates (one client; "
+    "needs --clients).",
 )
 @click.option(
-    "--epsilon", type=float, default=8.0, show_default=True, help="dp-local: target epsilon."
+    "--epsilon", type=float, default=8.0, show_default=True, help="dp-local/dp-central: target epsilon."
 )
 @click.option("--delta", type=float, default=1e-5, show_default=True)
 @click.option(
-    "--max-grad-norm", type=float, default=1.0, show_default=True, help="dp-local: clipping bound."
+    "--max-grad-norm", type=float, default=1.0, show_default=True,
+    help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound."
 )
 @click.option(
     "--fpr",
@@ -173,6 +189,7 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
 
     \b
     fedleak mia --dataset cifar10 --model convnet --attack lira --shadows 16 --defense dp-local --epsilon 8 --out runs/mia1
+    fedleak mia --dataset mnist --model 2nn --clients 4 --rounds 3 --defense dp-local --epsilon 8 --out runs/mia2
     fedleak mia --federated runs/fed1 --attack grad-cosine --round 3
     """
     state = get_state(ctx)
@@ -185,6 +202,14 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
                 raise click.UsageError(f"{flag} applies to the black-box audit, not to --federated (a captured run's members are fixed)")
         _federated(state, run_dir, attacks, kw)
     else:
+        central_only = "--epochs" if kw["target_clients"] else None
+        fed_only = [f for f in ("rounds", "local_epochs", "local_steps") if not kw["target_clients"]]
+        for name in ([central_only.lstrip("-")] if central_only else fed_only):
+            source = ctx.get_parameter_source(name)
+            if source is not None and source.name == "COMMANDLINE":
+                flag = "--" + name.replace("_", "-")
+                what = "a central target (leave it out with --clients)" if central_only else "a federated target (--clients N)"
+                raise click.UsageError(f"{flag} applies to {what}")
         _blackbox(state, attacks, kw)
 
 
@@ -193,24 +218,50 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
 
     cfg = MIAConfig(
         dataset=kw["dataset"], model=kw["model"], norm=kw["norm"], model_options=kw["model_options"],
+        clients=kw["target_clients"], rounds=kw["rounds"], local_epochs=kw["local_epochs"],
+        local_steps=kw["local_steps"],
         dropout=kw["dropout"], **({"attacks": attacks} if attacks else {}), shadows=kw["shadows"],
         pool_size=kw["pool_size"], split=kw["split"], one_run_guesses=kw["one_run_guesses"],
         population_size=kw["population_size"], epochs=kw["epochs"],
-        batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], defense=kw["defense"],
+        batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], momentum=kw["momentum"], defense=kw["defense"],
         epsilon=kw["epsilon"], delta=kw["delta"], max_grad_norm=kw["max_grad_norm"], fprs=kw["fprs"],
         fix_variance=kw["lira_variance"] == "fixed", gamma=kw["rmia_gamma"], offline_a=kw["rmia_a"],
         vectorize=kw["vectorize"], bootstrap=kw["bootstrap"], seed=state.seed,
     )  # fmt: skip
-    res = run_mia(
+    if cfg.federated:
+        from experiments.membership import run_federation_mia
+        from fl.federation.engine import quiet_flower
+
+        quiet_flower(verbose=state.verbosity > 0)
+        run = run_federation_mia
+    else:
+        run = run_mia
+    res = run(
         cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"],
         progress=state.verbosity >= 0, cache_dir=kw["cache_dir"],
     )  # fmt: skip
     eps = res["epsilon"]
+    head = f"target (final global model of {cfg.clients} clients, {cfg.rounds} rounds)" if cfg.federated else "target"
     click.echo(
-        f"target: train accuracy {res['train_accuracy']:.3f}, test accuracy {res['test_accuracy']:.3f}"
-        + (f", ε {eps:.3g} per record (δ={cfg.delta:g}, RDP)" if eps is not None else "")
+        f"{head}: train accuracy {res['train_accuracy']:.3f}, test accuracy {res['test_accuracy']:.3f}"
+        + (f", ε {eps:.3g} per {unit_label(res['epsilon_unit'])} (δ={res['delta']:g})" if eps is not None else "")
     )
     _report(res, cfg.fprs, kw["fmt"], kw["out"])
+    if "client_level" in res:
+        _client_report(res["client_level"], kw["fmt"])
+        click.echo(f"server-side scores on the same federation: fedleak mia --federated {res['target_run']}")
+
+
+def _client_report(levels: dict, fmt: str) -> None:
+    """Client-level inference: one row per attack (few clients: read the interval, not the point)."""
+    from experiments.tables import format_table
+
+    rows = []
+    for name, m in levels.items():
+        ci = f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]" if "auc_ci_low" in m else "-"
+        rows.append([name, f"{m['auc']:.3f}", ci, f"{int(m['n_members'])} / {int(m['n_nonmembers'])}"])
+    click.echo("client level (did this client take part? its records' mean score):")
+    click.echo(format_table(["attack", "AUC", "AUC 95% CI", "clients in / out"], rows, fmt))
 
 
 def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None:

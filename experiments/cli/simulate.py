@@ -56,7 +56,7 @@ def _defense_options(f: Any) -> Any:
 @click.command()
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fmnist, cifar10, cifar100 or sample.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default $FEDLEAK_DATA).")
-@click.option("--model", default="mlp", show_default=True, help="A model of `fedleak models`.")
+@click.option("--model", default="2nn", show_default=True, help="A model of `fedleak models` (2nn: FedAvg's MNIST MLP, trains in a few rounds; mlp: the DIA paper's).")
 @model_option
 @click.option("--norm", type=click.Choice(["batch", "group", "none"]), default=None, help="Normalisation variant.")
 @click.option("--clients", type=int, default=10, show_default=True)

@@ -93,7 +93,7 @@ class SimulationConfig:
     """A federation, its defense and the curious server's attack (CLI option names in comments)."""
 
     dataset: str = "mnist"  # --dataset
-    model: str = "mlp"  # --model (a key of fl.models.MODELS)
+    model: str = "2nn"  # --model (a key of fl.models.MODELS)
     model_options: dict[str, Any] = field(default_factory=dict)  # --model-option KEY=VALUE (e.g. bias=true)
     norm: str | None = None  # --norm batch|group|none (group: the DP-ready variant)
     clients: int = 10  # --clients: virtual clients (Flower SuperNodes)

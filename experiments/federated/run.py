@@ -50,8 +50,13 @@ def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int],
     return ModelSpec(cfg.model, tuple(shape), num_classes, dropout=dropout, norm=cfg.norm, options=overrides)
 
 
-def client_partitions(cfg: SimulationConfig, labels: torch.Tensor) -> list[np.ndarray]:
-    parts = partition(labels.numpy(), cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)
+def client_partitions(cfg: SimulationConfig, labels: torch.Tensor, records: np.ndarray | None = None) -> list[np.ndarray]:
+    """Each client's indices into the training split: ``records`` (default: all of it) split by
+    ``cfg.partition``, each part capped at ``cfg.client_examples``."""
+    chosen = np.arange(len(labels)) if records is None else np.asarray(records, dtype=np.int64)
+    parts = partition(labels[torch.as_tensor(chosen)].numpy(), cfg.clients, scheme=cfg.partition, alpha=cfg.alpha,
+                      seed=cfg.seed)
+    parts = [chosen[p] for p in parts]
     if cfg.client_examples:
         parts = [p[: cfg.client_examples] for p in parts]
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
@@ -115,10 +120,14 @@ class Composition:
     client_spec: ClientSpec
 
 
-def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client_dir: Path | None = None) -> Composition:
+def compose(
+    cfg: SimulationConfig, *, device: torch.device | str = "cpu", client_dir: Path | None = None,
+    records: np.ndarray | None = None,
+) -> Composition:
     """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs.
 
-    ``client_dir`` is where the clients keep their keys and defense state (None: each in Flower's
+    ``records``: the indices of the training split the clients share (None: all of it; a
+    membership audit gives its members). ``client_dir`` is where the clients keep their keys and defense state (None: each in Flower's
     per-run context state, or the ``client-dir`` of its SuperNode's node config).
     """
     defense = build_defense(cfg.defense)
@@ -128,7 +137,7 @@ def compose(cfg: SimulationConfig, *, device: torch.device | str = "cpu", client
     torch.manual_seed(cfg.seed)
     model = spec.build()
     defense.check_model(model)
-    parts = client_partitions(cfg, train.labels)
+    parts = client_partitions(cfg, train.labels, records)
     if cfg.attack != "none":  # the per-round attack must be able to replay every client it may pick
         for why in filter(None, (unreplayable_steps(cfg.train, n) for n in sorted({len(p) for p in parts}))):
             raise ConfigError(why)
@@ -211,8 +220,11 @@ def run_federation(
     progress: bool | ProgressFn = True,
     resume: bool = False,
     verbose: bool = False,
+    records: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run one federation into ``out_dir`` and return its final metrics.
+
+    ``records``: the indices of the training split the clients share (default: all of it).
 
     Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
     ``epsilon_unit`` (a key of ``fl.privacy_units.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
@@ -230,7 +242,7 @@ def run_federation(
     resuming = resume and Checkpoint.exists(out)
     secret, new = clients_secret(clients, resume=resume, resuming=resuming, given=cfg.client_secret)
     cfg = replace(cfg, client_secret=secret)
-    comp = compose(cfg, device=device, client_dir=clients)  # refuses a bad composition before anything is written
+    comp = compose(cfg, device=device, client_dir=clients, records=records)  # refuses a bad composition before anything is written
     if new:  # new clients, new keys
         shutil.rmtree(clients, ignore_errors=True)
         atomic_write_text(clients / CLIENT_SECRET_FILE, secret + "\n", mode=0o600)

@@ -11,6 +11,7 @@ from fl.data.source import DATASETS, check_split, resolve_root
 from fl.errors import DataError
 
 log = logging.getLogger("fedleak")
+_ANNOUNCED: set[str] = set()
 
 
 def load_dataset(
@@ -45,5 +46,8 @@ def load_dataset(
     data = ImageDataset.from_uint8(name, images, labels, classes or source.classes)
     full = source.sizes[split]
     note = "" if len(data) >= full else f" (partial: the full {split} split has {full})"
-    log.info("%s %s: %d images found in %s%s", name, split, len(data), folder, note)
+    line = f"{name} {split}: {len(data)} images found in {folder}{note}"
+    if line not in _ANNOUNCED:  # once per process: audits that train many federations load it each time
+        _ANNOUNCED.add(line)
+        log.info(line)
     return data

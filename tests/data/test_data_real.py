@@ -60,8 +60,11 @@ def test_data_plain_idx_reads_like_gzip(
 
 
 def test_data_cifar10_partial_counts_and_labels(
-    data_root: Path, caplog: pytest.LogCaptureFixture
+    data_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fl.data import load
+
+    monkeypatch.setattr(load, "_ANNOUNCED", set())  # announced once per process: maybe by an earlier test
     with caplog.at_level(logging.INFO, logger="fedleak"):
         train = load_dataset("cifar10", split="train", root=data_root, download=False)
     test = load_dataset("cifar10", split="test", root=data_root, download=False)

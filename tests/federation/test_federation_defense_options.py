@@ -14,7 +14,8 @@ from experiments.cli import cli
 from experiments.cli.simulate import DEFENSE_OPTIONS
 from fl.federation.sampling import planned_rounds, sample_clients
 
-BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "3", "--engine", "inline", "--batch-size", "16"]
+BASE = ["-q", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "3", "--engine", "inline",
+        "--batch-size", "16"]
 
 
 def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type():

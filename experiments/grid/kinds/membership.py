@@ -1,7 +1,9 @@
 """Membership-inference cells: one target model per cell, every listed attack against it.
 
 Attacks and metrics come from ``attacks.membership`` (LOSS, LiRA of Carlini et al., S&P 2022,
-RMIA of Zarifzadeh et al., ICML 2024); the defense (dropout, DP-SGD) shapes the target's training.
+RMIA of Zarifzadeh et al., ICML 2024); the defense (dropout, DP-SGD, and for a federated target
+central DP) shapes the target's training. A cell with ``clients > 0`` in its options audits the
+final global model of a Flower federation (``experiments.membership``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class MembershipKind(CellKind):
     name = "membership"
     budget_keys: Mapping[str, str] = {"shadow_models": "shadows", "epochs": "epochs", "pool": "pool_size",
                                       "population": "population_size", "bootstrap": "bootstrap"}
-    defenses = ("none", "dropout", "dp-local")
+    defenses = ("none", "dropout", "dp-local", "dp-central")
 
     def config_type(self) -> type:
         from attacks.membership import MIAConfig
@@ -47,23 +49,34 @@ class MembershipKind(CellKind):
         return values
 
     def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """The flattened summary; the target's DP-SGD epsilon protects one record: ``epsilon_record``."""
+        """The flattened summary, the epsilon named by its unit (``epsilon_record`` for DP-SGD,
+        ``epsilon_client_central`` for central DP), and a federated target's client-level AUC per
+        attack (``client_auc``)."""
         out = super().metrics(summary, attacks)
         if "epsilon" in out.get("", {}):
-            out[""]["epsilon_record"] = out[""].pop("epsilon")
+            unit = summary.get("epsilon_unit") or "record"
+            out[""][f"epsilon_{unit.replace('-', '_')}"] = out[""].pop("epsilon")
+        for attack, level in (summary.get("client_level") or {}).items():
+            out.setdefault(attack, {})["client_auc"] = float(level["auc"])
         return out
 
     def check_data(self, config: Any, data_root: str | None) -> None:
         from attacks.membership.runner import check_pool_fits, dataset_records
+        from fl.data import load_dataset
 
-        try:
-            records = dataset_records(config.dataset, data_root)
+        try:  # a federated target's pool is drawn from the training split, a central one's from both splits
+            records = (len(load_dataset(config.dataset, split="train", root=data_root).labels) if config.federated
+                       else dataset_records(config.dataset, data_root))
         except DataError:
             return
         check_pool_fits(config, records)
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
+        if config.federated:
+            from experiments.membership import run_federation_mia
+
+            return run_federation_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
         from attacks.membership import run_mia
 
         return run_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)

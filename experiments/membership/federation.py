@@ -1,0 +1,226 @@
+"""``run_federation_mia``: black-box membership inference against a Flower federation's global model.
+
+The protocol of :func:`attacks.membership.runner.run_mia`, with a federated target: one pool of
+records of the training split is split at random into members and non-members; the members are
+dealt to the clients (IID) of a real Flower federation (the same ServerApp, ClientApp and
+defense code as ``fedleak simulate``, run in process); its final global model is the target.
+Every shadow model is the final global model of the same federation (clients, rounds, local
+training, defense) run on its own random half of the pool, so LiRA and RMIA compare the target
+with models trained by the very recipe that trained it. Shadows are cached like the central
+audit's, keyed by the recipe, the pool and the code.
+
+Client-level inference asks whether a client took part: a client's score is the mean score of
+its records; the clients of the run are compared with as many groups of non-member records of
+the same sizes (random "clients" that did not take part).
+
+The target's run directory (``OUT/target``) holds every captured update, so the curious
+server's own scores (``fedleak mia --federated OUT/target``) audit the same federation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from attacks.membership.config import MIAConfig
+from attacks.membership.metrics import evaluate
+from attacks.membership.runner import (
+    audit,
+    check_pool_fits,
+    default_cache_dir,
+    draw_indices,
+    write_audit,
+)
+from attacks.membership.shadows import cache_key, stored_assignment
+from attacks.membership.training import accuracy
+from defenses import DefenseConfig, build_defense
+from experiments.federated.config import SimulationConfig
+from experiments.federated.run import client_partitions, model_spec, run_federation
+from fl.data import load_dataset
+from fl.errors import ConfigError
+from fl.federation.checkpoint import Checkpoint
+from fl.federation.settings import TrainSettings
+from fl.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
+from fl.seed import derive_seed
+
+log = logging.getLogger("fedleak.mia")
+
+
+def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None,
+                      client_secret: str | None = None, capture: str = "none") -> SimulationConfig:
+    """The federation of ``cfg``'s target (or, with the attacker's ``seed`` and secret, of a shadow)."""
+    if cfg.weight_decay:
+        raise ConfigError("a federated target's clients train without weight decay; leave weight_decay at 0")
+    if cfg.dropout and cfg.defense != "dropout":
+        raise ConfigError("a federated target takes its dropout from the dropout defense: use --defense dropout")
+    defense: dict[str, Any] = {"name": cfg.defense}
+    if cfg.defense == "dropout":
+        defense["dropout"] = cfg.dropout
+    if cfg.defense in ("dp-local", "dp-central"):
+        defense.update(target_epsilon=cfg.epsilon, delta=cfg.delta)
+        defense["max_grad_norm" if cfg.defense == "dp-local" else "clipping_norm"] = cfg.max_grad_norm
+    return SimulationConfig(
+        dataset=cfg.dataset, model=cfg.model, model_options=dict(cfg.model_options), norm=cfg.norm,
+        clients=cfg.clients, rounds=cfg.rounds,
+        train=TrainSettings(local_epochs=cfg.local_epochs, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
+                            lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0),
+        defense=DefenseConfig.from_dict(defense), capture=capture, engine="inline",
+        data_dir=None if data_root is None else str(data_root), seed=seed, client_secret=client_secret,
+    )
+
+
+def global_model(sim: SimulationConfig, run_dir: Path, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The final global model of the federation in ``run_dir`` (eval mode: no dropout)."""
+    spec = model_spec(sim, build_defense(sim.defense), shape, num_classes)
+    model = spec.build()
+    model.load_state_dict(Checkpoint.load(run_dir).weights)
+    return model.eval()
+
+
+def shadow_secret(seed: int, index: int) -> str:
+    """The attacker's own clients' secret for shadow federation ``index`` (the attacker runs them)."""
+    return hashlib.sha256(f"fedleak shadow federation {seed} {index}".encode()).hexdigest()
+
+
+def code_salt() -> str:
+    """Hash of the code that trains a federation (federation, defenses, models, this driver)."""
+    import defenses
+    import fl
+
+    files = sorted({*Path(inspect.getfile(fl)).parent.rglob("*.py"), *Path(inspect.getfile(defenses)).parent.glob("*.py"),
+                    Path(__file__), Path(inspect.getfile(run_federation))})
+    h = hashlib.sha256(f"torch {torch.__version__}".encode())
+    for file in files:
+        h.update(file.name.encode() + file.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def train_shadow_federations(
+    cfg: MIAConfig, pool: np.ndarray, labels: torch.Tensor, *, shape: tuple[int, int, int], num_classes: int,
+    data_root: str | Path | None, cache_dir: Path, progress: bool, device: torch.device,
+) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
+    """``cfg.shadows`` federations, each on its own random half of ``pool`` (indices of the
+    training split), and their (S, N) IN assignment; cached per shadow."""
+    seed = derive_seed(cfg.seed, "shadows")
+    recipe = simulation_config(cfg, seed=0, data_root=None).server_dict() | {"seed": None}
+    parts = {"federated_shadows": recipe, "num_shadows": cfg.shadows, "seed": seed, "code": code_salt()}
+    key = cache_key(parts, torch.as_tensor(pool), labels[torch.as_tensor(pool)])
+    folder = cache_dir / key
+    inside = stored_assignment(folder, cfg.shadows, len(pool), seed=derive_seed(seed, "assignment"))
+    atomic_write_json(folder / "config.json", parts)
+    models, reused = [], 0
+    for s in tqdm(range(cfg.shadows), desc="shadow federations", unit="federation", disable=None if progress else True):
+        sim = simulation_config(cfg, seed=derive_seed(seed, "shadow", s), data_root=data_root,
+                                client_secret=shadow_secret(seed, s))
+        file = folder / f"shadow_{s}.safetensors"
+        if file.is_file():
+            model = model_spec(sim, build_defense(sim.defense), shape, num_classes).build()
+            model.load_state_dict(load_tensors(file))
+            models.append(model.eval())
+            reused += 1
+            continue
+        with tempfile.TemporaryDirectory(prefix="fedleak-shadow-") as tmp:
+            run_federation(sim, out_dir=tmp, device=device, progress=False, records=pool[inside[s]])
+            model = global_model(sim, Path(tmp), shape, num_classes)
+        save_tensors(file, model.state_dict())
+        models.append(model)
+    return models, inside, {"path": "federation", "cache_key": key, "reused": reused, "trained": cfg.shadows - reused}
+
+
+def client_level(
+    scores: dict[str, np.ndarray], members: np.ndarray, clients: list[np.ndarray], *, cfg: MIAConfig,
+    epsilon: float | None,
+) -> dict[str, dict[str, float]]:
+    """Per attack, the audit of "did this client take part": each client's score is the mean of
+    its records' scores, against groups of non-member records of the same sizes.
+
+    ``clients``: each client's positions in the pool. ``epsilon`` bounds the result only when it
+    protects one client (the caller passes None otherwise).
+    """
+    rng = np.random.default_rng(derive_seed(cfg.seed, "client-level"))
+    outside = rng.permutation(np.flatnonzero(~members))
+    groups, start = list(clients), 0
+    for size in (len(c) for c in clients):
+        if start + size > len(outside):
+            break
+        groups.append(outside[start : start + size])
+        start += size
+    took_part = np.arange(len(groups)) < len(clients)
+    return {
+        name: evaluate(np.array([s[g].mean() for g in groups]), took_part, fprs=cfg.fprs, bootstrap=cfg.bootstrap,
+                       seed=cfg.seed, epsilon=epsilon, delta=cfg.delta)
+        for name, s in scores.items()
+    }
+
+
+def run_federation_mia(
+    cfg: MIAConfig,
+    *,
+    device: torch.device | str,
+    data_root: str | Path | None = None,
+    out_dir: str | Path,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the audit of a federated target (``cfg.clients`` > 0) into ``out_dir``.
+
+    Returns what :func:`attacks.membership.runner.run_mia` returns (accuracies, the federation's
+    epsilon with its unit and delta, per-attack metrics) plus ``client_level`` (per attack) and
+    ``target_run`` (the federation's run directory, for ``fedleak mia --federated``).
+    """
+    if not cfg.federated:
+        raise ConfigError("run_federation_mia audits a federated target: set clients > 0")
+    device = torch.device(device)
+    out = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    train = load_dataset(cfg.dataset, split="train", root=data_root)
+    check_pool_fits(cfg, len(train.labels))
+    init_run_dir(out, config=cfg, seed=cfg.seed, device=device)
+    pool, pop, members = draw_indices(cfg, len(train.labels))
+    x, y = train.images[torch.as_tensor(pool)], train.labels[torch.as_tensor(pool)]
+    pop_x, pop_y = train.images[torch.as_tensor(pop)], train.labels[torch.as_tensor(pop)]
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all")
+    fed = run_federation(sim, out_dir=out / "target", device=device, progress=False, records=pool[members])
+    target = global_model(sim, out / "target", train.shape, train.num_classes)
+    timings["target_s"] = time.perf_counter() - t0
+    eps, unit = fed["epsilon"], fed["epsilon_unit"]
+    result: dict[str, Any] = {
+        "train_accuracy": accuracy(target, x[members], y[members], device=device),
+        "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
+        # the record-level audit is bounded by a record-level epsilon only
+        "epsilon": eps,
+        "epsilon_unit": unit,
+        "delta": fed["delta"],
+        "target_run": str(out / "target"),
+        "federation_accuracy": fed["final_accuracy"],
+    }
+
+    def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
+        return train_shadow_federations(cfg, pool, train.labels, shape=train.shape, num_classes=train.num_classes,
+                                        data_root=data_root, cache_dir=cache, progress=progress, device=device)
+
+    bounded = replace(cfg, delta=fed["delta"] or cfg.delta)
+    record_result = {**result, "epsilon": eps if unit == "record" else None}
+    scores = audit(bounded, x, y, members, pop_x, pop_y, target, shadows, record_result, timings, device=device)
+    result["attacks"], result["shadows"] = record_result["attacks"], record_result.get("shadows")
+    where = {int(i): k for k, i in enumerate(pool)}
+    clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, pool[members])]
+    result["client_level"] = client_level(scores, members, clients, cfg=bounded,
+                                          epsilon=eps if unit and unit.startswith("client") else None)
+    result["timings"] = timings
+    write_audit(out, cfg, result, scores, members, eps if unit == "record" else None)
+    return result

@@ -1,0 +1,92 @@
+"""Black-box membership inference against a Flower federation's final global model (bundled sample data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attacks.membership import MIAConfig
+from experiments.cli import cli
+from fl.errors import ConfigError
+
+FED = ["--dataset", "sample", "--model", "2nn", "--clients", "2", "--rounds", "2", "--batch-size", "8",
+       "--pool-size", "40", "--population-size", "20", "--shadows", "4", "--bootstrap", "0"]
+
+
+def _mia(*args: str):
+    return CliRunner().invoke(cli, ["-q", "--device", "cpu", "mia", *args])
+
+
+@pytest.fixture(scope="module")
+def dp_central_audit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fed_mia")
+    cache = tmp_path_factory.mktemp("cache")
+    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(out))
+    return out, cache, result
+
+
+def test_mia_federated_target_runs_end_to_end_with_its_epsilon_and_client_level_rows(dp_central_audit) -> None:
+    out, _, result = dp_central_audit
+    assert result.exit_code == 0, result.output
+    assert "final global model of 2 clients, 2 rounds" in result.output
+    assert "per client, central (δ=1e-05)" in result.output and "client level" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    fed = json.loads((out / "target" / "result.json").read_text())
+    # the epsilon is the federation's own (its accountant's, cross-checked in tests/defenses), with its unit
+    assert metrics["epsilon"] == fed["epsilon"] and metrics["epsilon_unit"] == "client-central"
+    assert fed["epsilon"] == pytest.approx(4.0, abs=0.1)
+    assert set(metrics["attacks"]) == {"loss", "lira", "rmia"} == set(metrics["client_level"])
+    assert metrics["client_level"]["loss"]["n_members"] == 2  # the two clients of the run
+    assert metrics["shadows"] == {"path": "federation", "cache_key": metrics["shadows"]["cache_key"],
+                                  "reused": 0, "trained": 4}
+    # a record-level audit is not bounded by a client-level epsilon: no bound check ran
+    assert "bound_violated" not in metrics["attacks"]["loss"]
+
+
+def test_mia_federated_target_trains_on_exactly_the_members(dp_central_audit) -> None:
+    """The federation's clients hold the pool's members and nothing else (the audit's truth)."""
+    out, _, _ = dp_central_audit
+    members = np.load(out / "scores.npz")["members"]
+    parts = np.load(out / "target" / "truth" / "partitions.npz")
+    held = np.sort(np.concatenate([parts[k] for k in parts.files]))
+    assert len(held) == members.sum() == 20
+    assert len(np.unique(held)) == len(held)
+
+
+def test_mia_federated_shadows_are_cached(dp_central_audit, tmp_path) -> None:
+    _, cache, _ = dp_central_audit
+    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "metrics.json").read_text())["shadows"]["reused"] == 4
+
+
+def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_path) -> None:
+    out, _, _ = dp_central_audit
+    result = _mia("--federated", str(out / "target"), "--attack", "grad-cosine", "--candidates", "5",
+                  "--bootstrap", "0", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "grad-cosine" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--defense", "dp-central"], "dp-central defense needs a federated target"),
+        (["--rounds", "2"], "--rounds applies to a federated target"),
+        (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target"),
+        (["--clients", "2", "--dropout", "0.2"], "takes its dropout from the dropout defense"),
+    ],
+)
+def test_mia_federated_bad_input_is_one_line(args, message, tmp_path) -> None:
+    result = _mia("--dataset", "sample", "--pool-size", "40", "--population-size", "20", *args, "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_mia_config_refuses_standardising_a_federated_target() -> None:
+    with pytest.raises(ConfigError, match="standardize does not apply"):
+        MIAConfig(clients=2, standardize=True)
+    assert MIAConfig(clients=2).standardized is False and MIAConfig().standardized is True
