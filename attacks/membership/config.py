@@ -35,7 +35,7 @@ class MIAConfig:
     split: str = "balanced"  # balanced: exactly half are members; bernoulli: each record a fair coin (one-run audit)
     one_run_guesses: int = 0  # Steinke et al.'s one-run audit: k "in" and k "out" guesses per attack (0: off)
     population_size: int = 1000  # RMIA's population records (never in any model's training set)
-    epochs: int = 20  # a centrally trained target's passes over its data
+    epochs: int | None = None  # a centrally trained target's passes over its data (None: 20)
     # clients > 0: the target is the final global model of a Flower federation (FedAvg) of this many
     # clients sharing the members (IID), ``rounds`` rounds of ``local_epochs`` (or ``local_steps``)
     # each; every shadow is trained as the same federation on its own half of the pool
@@ -103,10 +103,8 @@ class MIAConfig:
             )
         if self.defense == "dp-central" and not self.clients:
             raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")
-        if self.clients and self.standardize:
-            raise ConfigError(
-                "a federated target trains on the images as loaded: standardize does not apply (leave it unset)"
-            )
+        if self.clients:
+            self._check_federated()
         if self.defense == "dropout" and self.dropout <= 0:
             raise ConfigError("the dropout defense needs --dropout > 0")
         if not 0.0 <= self.dropout < 1.0:
@@ -119,13 +117,35 @@ class MIAConfig:
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig(
-            epochs=self.epochs,
+            epochs=20 if self.epochs is None else self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             optimizer=self.optimizer,
         )
+
+    def _check_federated(self) -> None:
+        """Refuse settings a federated target does not use or that its shadows cannot match."""
+        unused = {
+            "standardize": self.standardize,  # the clients train on the images as loaded
+            "epochs": self.epochs,  # rounds x local_epochs instead
+            "weight_decay": self.weight_decay or None,  # the clients' SGD has none
+        }
+        if given := [k for k, v in unused.items() if v]:
+            raise ConfigError(
+                f"{given[0]} does not apply to a federated target (clients > 0; it trains rounds x local_epochs "
+                "on the images as loaded, without weight decay): leave it unset"
+            )
+        if self.vectorize != "auto":
+            raise ConfigError("vectorize does not apply to a federated target: its shadows are federations, run one by one")
+        if self.dropout and self.defense != "dropout":
+            raise ConfigError("a federated target takes its dropout from the dropout defense: use --defense dropout")
+        if self.pool_size // 2 < self.clients:
+            raise ConfigError(
+                f"a federated target needs a member for each client: pool_size // 2 = {self.pool_size // 2} < "
+                f"clients = {self.clients}"
+            )
 
     @property
     def standardized(self) -> bool:

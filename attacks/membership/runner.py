@@ -327,9 +327,11 @@ def write_audit(
     scores: dict[str, np.ndarray],
     members: np.ndarray,
     eps: float | None,
+    **arrays: np.ndarray,
 ) -> None:
+    """``scores.npz`` (the member mask, each attack's scores and ``arrays``), ``metrics.json`` and the ROC figure."""
     buf = io.BytesIO()
-    np.savez(buf, members=members, **{f"score_{k}": v for k, v in scores.items()})
+    np.savez(buf, members=members, **arrays, **{f"score_{k}": v for k, v in scores.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     atomic_write_json(out / "metrics.json", result)
     title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (

@@ -48,6 +48,26 @@ def balanced_assignment(num_models: int, num_records: int, *, seed: int) -> np.n
     return ranks < k
 
 
+def paired_assignment(num_models: int, num_records: int, *, seed: int) -> np.ndarray:
+    """(S, N) bool in complementary pairs: model 2k takes a random half of the records, model 2k+1
+    the other half (an odd last model a random half of its own), so every model trains on N/2
+    records, as a target of N/2 members does, and every record is IN for half the pairs.
+
+    A federated shadow needs its size fixed: its clients' data sizes set their local steps and
+    their DP-SGD noise, which must match the target's clients'.
+    """
+    if num_models < 1:
+        raise ConfigError(f"the number of shadow models must be >= 1, got {num_models}")
+    rng = np.random.default_rng(seed)
+    inside = np.zeros((num_models, num_records), dtype=bool)
+    for s in range(0, num_models, 2):
+        half = rng.permutation(num_records)[: num_records // 2]
+        inside[s, half] = True
+        if s + 1 < num_models:
+            inside[s + 1] = ~inside[s]
+    return inside
+
+
 def cache_key(parts: Mapping[str, Any], images: torch.Tensor, labels: torch.Tensor) -> str:
     """SHA-256 of the resolved configuration and the training data (first 16 hex digits)."""
     h = hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode())
@@ -231,14 +251,17 @@ def code_salt(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def stored_assignment(folder: Path | None, num_models: int, num_records: int, *, seed: int) -> np.ndarray:
-    """The stored IN/OUT assignment of ``folder``, or a new one (stored there before any training)."""
+def stored_assignment(
+    folder: Path | None, num_models: int, num_records: int, *, seed: int,
+    draw: Callable[..., np.ndarray] = balanced_assignment,
+) -> np.ndarray:
+    """The stored IN/OUT assignment of ``folder``, or a new one by ``draw`` (stored there before any training)."""
     file = folder / "assignment.safetensors" if folder is not None else None
     if file is not None and file.is_file():
         stored = load_tensors(file)["inside"].numpy().astype(bool)
         if stored.shape == (num_models, num_records):
             return stored
-    inside = balanced_assignment(num_models, num_records, seed=seed)
+    inside = draw(num_models, num_records, seed=seed)
     if file is not None:
         for stale in folder.glob("shadow_*.safetensors"):  # type: ignore[union-attr]
             stale.unlink()  # trained on an assignment that is gone

@@ -222,7 +222,7 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
         local_steps=kw["local_steps"],
         dropout=kw["dropout"], **({"attacks": attacks} if attacks else {}), shadows=kw["shadows"],
         pool_size=kw["pool_size"], split=kw["split"], one_run_guesses=kw["one_run_guesses"],
-        population_size=kw["population_size"], epochs=kw["epochs"],
+        population_size=kw["population_size"], epochs=None if kw["target_clients"] else kw["epochs"],
         batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], momentum=kw["momentum"], defense=kw["defense"],
         epsilon=kw["epsilon"], delta=kw["delta"], max_grad_norm=kw["max_grad_norm"], fprs=kw["fprs"],
         fix_variance=kw["lira_variance"] == "fixed", gamma=kw["rmia_gamma"], offline_a=kw["rmia_a"],

@@ -42,7 +42,7 @@ from attacks.membership.runner import (
     draw_indices,
     write_audit,
 )
-from attacks.membership.shadows import cache_key, stored_assignment
+from attacks.membership.shadows import cache_key, paired_assignment, stored_assignment
 from attacks.membership.training import accuracy
 from defenses import DefenseConfig, build_defense
 from experiments.federated.config import SimulationConfig
@@ -60,10 +60,6 @@ log = logging.getLogger("fedleak.mia")
 def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None,
                       client_secret: str | None = None, capture: str = "none") -> SimulationConfig:
     """The federation of ``cfg``'s target (or, with the attacker's ``seed`` and secret, of a shadow)."""
-    if cfg.weight_decay:
-        raise ConfigError("a federated target's clients train without weight decay; leave weight_decay at 0")
-    if cfg.dropout and cfg.defense != "dropout":
-        raise ConfigError("a federated target takes its dropout from the dropout defense: use --defense dropout")
     defense: dict[str, Any] = {"name": cfg.defense}
     if cfg.defense == "dropout":
         defense["dropout"] = cfg.dropout
@@ -94,13 +90,18 @@ def shadow_secret(seed: int, index: int) -> str:
 
 
 def code_salt() -> str:
-    """Hash of the code that trains a federation (federation, defenses, models, this driver)."""
+    """Hash of the code that trains a federation (fl, defenses, the federation driver, this module)
+    and of torch's, Opacus' and Flower's versions."""
+    import flwr
+    import opacus
+
     import defenses
+    import experiments.federated
     import fl
 
     files = sorted({*Path(inspect.getfile(fl)).parent.rglob("*.py"), *Path(inspect.getfile(defenses)).parent.glob("*.py"),
-                    Path(__file__), Path(inspect.getfile(run_federation))})
-    h = hashlib.sha256(f"torch {torch.__version__}".encode())
+                    *Path(inspect.getfile(experiments.federated)).parent.glob("*.py"), Path(__file__)})
+    h = hashlib.sha256(f"torch {torch.__version__} opacus {opacus.__version__} flwr {flwr.__version__}".encode())
     for file in files:
         h.update(file.name.encode() + file.read_bytes())
     return h.hexdigest()[:12]
@@ -110,14 +111,15 @@ def train_shadow_federations(
     cfg: MIAConfig, pool: np.ndarray, labels: torch.Tensor, *, shape: tuple[int, int, int], num_classes: int,
     data_root: str | Path | None, cache_dir: Path, progress: bool, device: torch.device,
 ) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
-    """``cfg.shadows`` federations, each on its own random half of ``pool`` (indices of the
-    training split), and their (S, N) IN assignment; cached per shadow."""
+    """``cfg.shadows`` federations, each on its own half of ``pool`` (indices of the training
+    split; complementary pairs, so each holds as many records as the target), and their (S, N)
+    IN assignment; cached per shadow."""
     seed = derive_seed(cfg.seed, "shadows")
     recipe = simulation_config(cfg, seed=0, data_root=None).server_dict() | {"seed": None}
     parts = {"federated_shadows": recipe, "num_shadows": cfg.shadows, "seed": seed, "code": code_salt()}
     key = cache_key(parts, torch.as_tensor(pool), labels[torch.as_tensor(pool)])
     folder = cache_dir / key
-    inside = stored_assignment(folder, cfg.shadows, len(pool), seed=derive_seed(seed, "assignment"))
+    inside = stored_assignment(folder, cfg.shadows, len(pool), seed=derive_seed(seed, "assignment"), draw=paired_assignment)
     atomic_write_json(folder / "config.json", parts)
     models, reused = [], 0
     for s in tqdm(range(cfg.shadows), desc="shadow federations", unit="federation", disable=None if progress else True):
@@ -138,25 +140,30 @@ def train_shadow_federations(
     return models, inside, {"path": "federation", "cache_key": key, "reused": reused, "trained": cfg.shadows - reused}
 
 
+OUTSIDE_GROUPS = 100  # non-member "clients" drawn for the client-level audit (at least as many as clients)
+
+
 def client_level(
     scores: dict[str, np.ndarray], members: np.ndarray, clients: list[np.ndarray], *, cfg: MIAConfig,
     epsilon: float | None,
 ) -> dict[str, dict[str, float]]:
     """Per attack, the audit of "did this client take part": each client's score is the mean of
-    its records' scores, against groups of non-member records of the same sizes.
+    its records' scores, against random groups of non-member records of the clients' sizes.
 
-    ``clients``: each client's positions in the pool. ``epsilon`` bounds the result only when it
-    protects one client (the caller passes None otherwise).
+    ``clients``: each client's positions in the pool. Each of the ``max(OUTSIDE_GROUPS, clients)``
+    non-member groups is an independent draw (groups may share records), so the false-positive
+    side is resolved finely even for a federation of few clients; the true-positive side has one
+    point per client, and the bootstrap treats the groups as independent. ``epsilon`` bounds the
+    result only when it protects one client (the caller passes None otherwise).
     """
     rng = np.random.default_rng(derive_seed(cfg.seed, "client-level"))
-    outside = rng.permutation(np.flatnonzero(~members))
-    groups, start = list(clients), 0
-    for size in (len(c) for c in clients):
-        if start + size > len(outside):
-            break
-        groups.append(outside[start : start + size])
-        start += size
+    outside = np.flatnonzero(~members)
+    sizes = [len(c) for c in clients]
+    groups = list(clients) + [rng.choice(outside, size=min(sizes[k % len(sizes)], len(outside)), replace=False)
+                              for k in range(max(OUTSIDE_GROUPS, len(clients)))]
     took_part = np.arange(len(groups)) < len(clients)
+    if len(clients) < 10:
+        log.warning("client-level figures rest on %d clients of the run: read them as indicative", len(clients))
     return {
         name: evaluate(np.array([s[g].mean() for g in groups]), took_part, fprs=cfg.fprs, bootstrap=cfg.bootstrap,
                        seed=cfg.seed, epsilon=epsilon, delta=cfg.delta)
@@ -201,7 +208,8 @@ def run_federation_mia(
     result: dict[str, Any] = {
         "train_accuracy": accuracy(target, x[members], y[members], device=device),
         "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
-        # the record-level audit is bounded by a record-level epsilon only
+        # the record-level audit is bounded by a record-level epsilon only (a client-level epsilon
+    # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
         "epsilon": eps,
         "epsilon_unit": unit,
         "delta": fed["delta"],
@@ -219,8 +227,10 @@ def run_federation_mia(
     result["attacks"], result["shadows"] = record_result["attacks"], record_result.get("shadows")
     where = {int(i): k for k, i in enumerate(pool)}
     clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, pool[members])]
+    # a central-DP epsilon protects a client against whoever sees the global models (this black-box
+    # auditor) but cannot guess the run's seed, which draws the noise (fl.privacy_units)
     result["client_level"] = client_level(scores, members, clients, cfg=bounded,
                                           epsilon=eps if unit and unit.startswith("client") else None)
     result["timings"] = timings
-    write_audit(out, cfg, result, scores, members, eps if unit == "record" else None)
+    write_audit(out, cfg, result, scores, members, eps if unit == "record" else None, pool=pool)
     return result

@@ -7,13 +7,14 @@ Dropout(p), then a linear classifier.
   (``bias=True`` adds them; the analytic attack needs a bias on the first layer). It is the
   inversion target of the paper; with PyTorch's default initialisation and no biases it trains
   slowly under FedAvg (docs/results.md, clean accuracy per model).
-- ``2nn``: the MNIST 2NN of FedAvg (McMahan et al., AISTATS 2017): 2 x 200 ReLU with biases and
-  He initialisation (He et al., ICCV 2015), the default model of ``fedleak simulate`` because it
-  trains in a few rounds.
+- ``2nn``: the architecture of FedAvg's MNIST 2NN (McMahan et al., AISTATS 2017: 2 x 200 ReLU
+  with biases, 199,210 parameters on MNIST). The paper does not state its initialisation; fedleak
+  uses He initialisation (He et al., ICCV 2015). It is the default model of ``fedleak simulate``
+  because it trains in a few rounds.
 
 ``init``: ``torch`` keeps PyTorch's default Linear initialisation (the DIA paper's code uses it);
-``he`` draws weights from N(0, 2 / fan_in) and zeroes the biases, which keeps the activations'
-scale through the ReLU/GELU layers.
+``he`` draws hidden weights from N(0, 2 / fan_in) (the classifier's from N(0, 1 / fan_in)) and
+zeroes the biases, which keeps the activations' scale through the ReLU/GELU layers.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def build_mlp(
         width = hidden
     layers.append(nn.Linear(width, num_classes, bias=bias))
     if init == "he":
-        for layer in layers:
-            if isinstance(layer, nn.Linear):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        for layer in linears:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if layer is not linears[-1] else "linear")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
@@ -78,6 +79,6 @@ def build_2nn(
     depth: int = 2,
     norm: str = "none",
 ) -> nn.Module:
-    """FedAvg's 2NN: 2 x 200 ReLU with biases and He initialisation, dropout after every hidden activation."""
+    """FedAvg's 2NN architecture: 2 x 200 ReLU with biases (He initialisation), dropout after every hidden activation."""
     return build_mlp(in_shape=in_shape, num_classes=num_classes, dropout=dropout, hidden=hidden, depth=depth,
                      bias=True, activation="relu", init="he", norm=norm)

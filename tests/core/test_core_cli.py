@@ -28,8 +28,9 @@ def test_models_lists_every_model_with_parameter_counts() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("model,")
-    assert {line.split(",")[0] for line in lines[1:]} == {"convnet", "lenet", "mlp", "resnet18", "vit"}
-    assert '"1,615,626"' in result.output  # the small ViT on CIFAR-10 (REFERENCE.md: 1.6 M)
+    assert {line.split(",")[0] for line in lines[1:]} == {"2nn", "convnet", "lenet", "mlp", "resnet18", "vit"}
+    assert '"1,615,626"' in result.output  # the small ViT on CIFAR-10 (1.6 M)
+    assert '2nn,"199,210"' in result.output  # FedAvg's MNIST 2NN (McMahan et al., 2017: 199,210 parameters)
 
 
 def test_unknown_device_is_a_usage_error() -> None:

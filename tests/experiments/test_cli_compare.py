@@ -80,7 +80,7 @@ def test_bad_scenario_file_through_the_cli(tmp_path: Path) -> None:
 def test_shipped_scenarios_expand_against_the_real_configs() -> None:
     assert shipped_scenarios() == ["dia-paper", "federated", "full", "mia", "quick"]
     sizes = {name: len(expand(load_scenario(name), kinds=CELL_KINDS)) for name in shipped_scenarios()}
-    assert sizes["quick"] == 8 and sizes["dia-paper"] == 8 and sizes["full"] > 50
+    assert sizes["quick"] == 10 and sizes["dia-paper"] == 8 and sizes["full"] > 50
     quick = expand(load_scenario("quick"), kinds=CELL_KINDS)
     inv = {c.setting: c.typed for c in quick if c.kind == "inversion"}
     assert inv["-"].attacks == ("ig",) and inv["-"].dropout == 0.0  # DIA needs dropout: p = 0 runs IG only

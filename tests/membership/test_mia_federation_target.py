@@ -42,25 +42,41 @@ def test_mia_federated_target_runs_end_to_end_with_its_epsilon_and_client_level_
     assert metrics["client_level"]["loss"]["n_members"] == 2  # the two clients of the run
     assert metrics["shadows"] == {"path": "federation", "cache_key": metrics["shadows"]["cache_key"],
                                   "reused": 0, "trained": 4}
-    # a record-level audit is not bounded by a client-level epsilon: no bound check ran
+    # a record-level audit is not bounded by a client-level epsilon, a client-level one is
     assert "bound_violated" not in metrics["attacks"]["loss"]
+    assert metrics["client_level"]["loss"]["bound_violated"] == 0.0
+    assert metrics["client_level"]["loss"]["n_nonmembers"] == 100  # random non-member groups of the clients' sizes
 
 
 def test_mia_federated_target_trains_on_exactly_the_members(dp_central_audit) -> None:
     """The federation's clients hold the pool's members and nothing else (the audit's truth)."""
     out, _, _ = dp_central_audit
-    members = np.load(out / "scores.npz")["members"]
+    saved = np.load(out / "scores.npz")
     parts = np.load(out / "target" / "truth" / "partitions.npz")
     held = np.sort(np.concatenate([parts[k] for k in parts.files]))
-    assert len(held) == members.sum() == 20
-    assert len(np.unique(held)) == len(held)
+    assert saved["members"].sum() == 20
+    assert held.tolist() == np.sort(saved["pool"][saved["members"]]).tolist()
 
 
-def test_mia_federated_shadows_are_cached(dp_central_audit, tmp_path) -> None:
+def test_mia_federated_shadows_are_cached_per_recipe(dp_central_audit, tmp_path) -> None:
     _, cache, _ = dp_central_audit
-    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path))
+    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "metrics.json").read_text())["shadows"]["reused"] == 4
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["shadows"]["reused"] == 4
+    other = [*FED[:7], "3", *FED[8:]]  # --rounds 3: another recipe, other shadows
+    result = _mia(*other, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["shadows"]["trained"] == 4
+
+
+def test_mia_federated_dp_local_target_is_bounded_per_record(tmp_path) -> None:
+    result = _mia(*FED, "--defense", "dp-local", "--epsilon", "8", "--cache-dir", str(tmp_path / "c"),
+                  "--attack", "loss", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["epsilon_unit"] == "record" and metrics["epsilon"] == pytest.approx(8.0, abs=0.1)
+    assert metrics["attacks"]["loss"]["bound_violated"] == 0.0  # the record-level bound was checked
+    assert "bound_violated" not in metrics["client_level"]["loss"]  # a record epsilon does not bound a client
 
 
 def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_path) -> None:
@@ -78,6 +94,7 @@ def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_
         (["--rounds", "2"], "--rounds applies to a federated target"),
         (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target"),
         (["--clients", "2", "--dropout", "0.2"], "takes its dropout from the dropout defense"),
+        (["--clients", "30"], "pool_size // 2 = 20 < clients = 30"),
     ],
 )
 def test_mia_federated_bad_input_is_one_line(args, message, tmp_path) -> None:

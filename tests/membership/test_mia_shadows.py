@@ -183,3 +183,14 @@ def test_mia_shadow_cache_reads_the_stored_assignment(tmp_path) -> None:
     _, read, again = _shadows(tmp_path)
     assert again["reused"] == 3
     np.testing.assert_array_equal(read, stored)
+
+
+def test_mia_paired_assignment_gives_every_shadow_half_the_records() -> None:
+    from attacks.membership.shadows import paired_assignment
+
+    inside = paired_assignment(6, 41, seed=3)
+    assert sorted(set(inside.sum(1).tolist())) == [20, 21]  # N // 2 and its complement
+    assert (inside.sum(0) == 3).all()  # every record IN for exactly one model of each pair
+    assert (inside[0] ^ inside[1]).all() and not (inside[0] == inside[2]).all()
+    odd = paired_assignment(3, 10, seed=0)
+    assert odd[2].sum() == 5

@@ -94,11 +94,11 @@ def test_same_seed_same_initial_weights() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"name": "alexnet"}, "valid choices: convnet, lenet, mlp, resnet18, vit"),
+        ({"name": "alexnet"}, "valid choices: convnet, lenet, mlp, 2nn, resnet18, vit"),
         ({"name": "mlp", "dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"name": "mlp", "dropout": -0.1}, r"dropout must be in \[0, 1\)"),
         ({"name": "convnet", "norm": "layer"}, "valid choices: batch, group, none"),
-        ({"name": "mlp", "widht": 3}, "valid options: hidden, depth, bias, norm"),
+        ({"name": "mlp", "widht": 3}, "valid options: hidden, depth, bias, activation, init, norm"),
     ],
 )
 def test_bad_model_arguments_fail_clearly(kwargs: dict, match: str) -> None:

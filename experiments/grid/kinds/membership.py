@@ -40,12 +40,12 @@ class MembershipKind(CellKind):
                                   "defense": defense.name, "seed": spec.seed}
         if defense.name == "dropout":
             values["dropout"] = defense.dropout
-        if defense.name == "dp-local":
+        if defense.name in ("dp-local", "dp-central"):
             if defense.target_epsilon is None:
-                raise ConfigError(f"{spec.where}: membership cells train DP-SGD to a target_epsilon; set it in"
-                                  " the dp-local defense table")
-            values.update(epsilon=defense.target_epsilon, delta=defense.delta,
-                          max_grad_norm=defense.max_grad_norm)
+                raise ConfigError(f"{spec.where}: membership cells train to a target_epsilon; set it in the "
+                                  f"{defense.name} defense table")
+            bound = defense.max_grad_norm if defense.name == "dp-local" else defense.clipping_norm
+            values.update(epsilon=defense.target_epsilon, delta=defense.delta, max_grad_norm=bound)
         return values
 
     def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
