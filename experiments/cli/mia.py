@@ -260,7 +260,9 @@ def _client_report(levels: dict, fmt: str) -> None:
     for name, m in levels.items():
         ci = f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]" if "auc_ci_low" in m else "-"
         rows.append([name, f"{m['auc']:.3f}", ci, f"{int(m['n_members'])} / {int(m['n_nonmembers'])}"])
-    click.echo("client level (did this client take part? its records' mean score):")
+    clients = int(next(iter(levels.values()))["n_members"])
+    few = f"; {clients} clients of the run: indicative only" if clients < 10 else ""
+    click.echo(f"client level (did this client take part? its records' mean score{few}):")
     click.echo(format_table(["attack", "AUC", "AUC 95% CI", "clients in / out"], rows, fmt))
 
 

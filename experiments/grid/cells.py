@@ -88,6 +88,8 @@ def _expand(scenario: Scenario, kinds: Registry[CellKind]) -> list[Cell]:
                             attacks=attacks, defense=defense, seed=seed,
                             budget=block.budget, options=block.options)
             typed = kind.build_config(spec)
+            if target := kind.target_label(typed):  # e.g. a federation's global model: said in the tables
+                setting = target if setting == "-" else f"{target}, {setting}"
             config = to_jsonable(typed)
             key = cell_key(block.kind, config)
             cells.setdefault(key, Cell(key=key, kind=block.kind, dataset=dataset, model=model,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
 import tempfile
 import time
 from dataclasses import replace
@@ -53,8 +52,6 @@ from fl.federation.checkpoint import Checkpoint
 from fl.federation.settings import TrainSettings
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
 from fl.seed import derive_seed
-
-log = logging.getLogger("fedleak.mia")
 
 
 def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None,
@@ -162,8 +159,6 @@ def client_level(
     groups = list(clients) + [rng.choice(outside, size=min(sizes[k % len(sizes)], len(outside)), replace=False)
                               for k in range(max(OUTSIDE_GROUPS, len(clients)))]
     took_part = np.arange(len(groups)) < len(clients)
-    if len(clients) < 10:
-        log.warning("client-level figures rest on %d clients of the run: read them as indicative", len(clients))
     return {
         name: evaluate(np.array([s[g].mean() for g in groups]), took_part, fprs=cfg.fprs, bootstrap=cfg.bootstrap,
                        seed=cfg.seed, epsilon=epsilon, delta=cfg.delta)

@@ -1,4 +1,4 @@
-"""Privacy accounting against the figures in REFERENCE.md (Opacus 1.6)."""
+"""Privacy accounting against published figures (Abadi et al. 2016's MNIST setting, Opacus 1.6's accountants)."""
 
 from __future__ import annotations
 

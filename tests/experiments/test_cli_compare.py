@@ -85,8 +85,12 @@ def test_shipped_scenarios_expand_against_the_real_configs() -> None:
     inv = {c.setting: c.typed for c in quick if c.kind == "inversion"}
     assert inv["-"].attacks == ("ig",) and inv["-"].dropout == 0.0  # DIA needs dropout: p = 0 runs IG only
     assert inv["dropout=0.25"].attacks == ("ig", "dia") and inv["dropout=0.25"].dropout == 0.25
-    mia = {c.defense: c.typed for c in quick if c.kind == "membership"}
-    assert mia["dp"].defense == "dp-local" and mia["dp"].epsilon == 8.0 and mia["none"].defense == "none"
+    mia = {(c.defense, c.typed.federated): c for c in quick if c.kind == "membership"}
+    assert sorted(mia) == [("dp", False), ("dp", True), ("none", False), ("none", True)]
+    assert mia["dp", False].typed.defense == "dp-local" and mia["dp", False].typed.epsilon == 8.0
+    fed_mia = mia["dp", True]  # the demo's membership cell on a federation's global model
+    assert fed_mia.typed.clients == 4 and fed_mia.typed.defense == "dp-local"
+    assert fed_mia.setting == "global model of 4 clients, target_epsilon=8.0"
     fed = sorted((c.defense, c.typed.attack) for c in quick if c.kind == "federated")
     assert fed == [("dp", "ig"), ("dropout", "dia"), ("dropout", "ig"), ("none", "ig")]  # the demo's federation
 
@@ -138,3 +142,45 @@ def test_cells_the_data_cannot_serve_stop_the_run_before_any_cell(tmp_path: Path
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+FEDERATION_DEMO = """
+[scenario]
+name = "tiny-federation"
+seeds = [0]
+
+[defenses.dropout]
+dropout = [0.25]
+
+[[federated]]
+datasets = ["sample"]
+models = ["mlp"]
+attacks = ["dia"]
+defenses = ["dropout"]
+budget = { rounds = 1, clients = 2, client_examples = 4, attack_iterations = 10, attack_clients = 1 }
+options = { train = { local_steps = 1, batch_size = 4, lr = 0.1 } }
+
+[[membership]]
+datasets = ["sample-fmnist"]
+models = ["2nn"]
+attacks = ["loss"]
+defenses = ["none"]
+budget = { shadow_models = 0, pool = 40, bootstrap = 0 }
+options = { clients = 2, rounds = 2, batch_size = 8 }
+"""
+
+
+def test_demo_output_holds_the_federation_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fedleak demo` on the quick scenario's kinds of federated cells (kept tiny): the curious
+    server's inversion row and the membership row of a federation's global model are printed."""
+    monkeypatch.setenv("FEDLEAK_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.toml"
+    path.write_text(FEDERATION_DEMO)
+    result = CliRunner().invoke(cli, ["-q", "--device", "cpu", "demo", "--scenario", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    fed = out[out.index("### Curious server in a federation"):]
+    assert "| sample | mlp | dropout | dropout=0.25 |" in fed and "dia PSNR (dB)" in fed
+    mia = out[out.index("### Which defense stops which attack: membership inference"):]
+    assert "| sample-fmnist | 2nn | none | global model of 2 clients |" in mia
+    assert (tmp_path / "o" / "report.html").is_file()

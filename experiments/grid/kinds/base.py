@@ -71,6 +71,10 @@ class CellKind:
         """Run one cell and return its summary (JSON-ready)."""
         raise NotImplementedError
 
+    def target_label(self, config: Any) -> str:
+        """What the cell attacks, when the kind's tables must say it beside the defense setting ('' = nothing)."""
+        return ""
+
     def check_data(self, config: Any, data_root: str | None) -> None:
         """Refuse, before any cell runs, a config its data cannot serve (e.g. more records than the
         dataset has). Data that cannot be loaded is left for the cell to report."""

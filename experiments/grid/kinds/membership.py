@@ -60,6 +60,10 @@ class MembershipKind(CellKind):
             out.setdefault(attack, {})["client_auc"] = float(level["auc"])
         return out
 
+    def target_label(self, config: Any) -> str:
+        """A federated target's tables say so: ``global model of N clients``."""
+        return f"global model of {config.clients} clients" if config.federated else ""
+
     def check_data(self, config: Any, data_root: str | None) -> None:
         from attacks.membership.runner import check_pool_fits, dataset_records
         from fl.data import load_dataset
