@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import tempfile
 import time
 from dataclasses import replace
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from attacks.membership.base import build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.runner import (
@@ -52,6 +54,8 @@ from fl.federation.checkpoint import Checkpoint
 from fl.federation.settings import TrainSettings
 from fl.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
 from fl.seed import derive_seed
+
+log = logging.getLogger("fedleak.mia")
 
 
 def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None,
@@ -194,6 +198,10 @@ def run_federation_mia(
     pop_x, pop_y = train.images[torch.as_tensor(pop)], train.labels[torch.as_tensor(pop)]
     timings: dict[str, float] = {}
 
+    shadows_needed = any(build_attack(a, **cfg.attack_options).needs_shadows for a in cfg.attacks)
+    log.info("training the target federation%s: %d clients x %d rounds each, on %d members",
+             f" and up to {cfg.shadows} shadow federations" if shadows_needed else "", cfg.clients, cfg.rounds,
+             int(members.sum()))
     t0 = time.perf_counter()
     sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all")
     fed = run_federation(sim, out_dir=out / "target", device=device, progress=False, records=pool[members])
