@@ -42,12 +42,12 @@ DEFENSES = {
 
 def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch: int) -> list[dict]:
     cfg = SimulationConfig(
-        dataset=dataset, model=args.model, model_options={"width": args.width} if args.width else {}, clients=2, rounds=1, client_examples=batch * steps,
+        dataset=dataset, model=args.model, model_options={"width": args.width} if args.width else {}, norm=args.norm, clients=2, rounds=1, client_examples=batch * steps,
         train=TrainSettings(local_steps=steps, batch_size=batch, lr=args.lr),
         defense=DefenseConfig.from_dict(DEFENSES[defense]), capture="all", engine="inline", data_dir=args.data_dir,
         seed=0, client_secret=read_client_secret(args.client_secret),
     )
-    out = Path(args.out) / f"{dataset}_{args.model}{args.width or ''}_{defense}_b{batch}_s{steps}"
+    out = Path(args.out) / f"{dataset}_{args.model}{args.width or ''}_{args.norm}_{defense}_b{batch}_s{steps}"
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
@@ -59,7 +59,7 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
         (o,) = attack_captured(CaptureStore(out), [(1, 0)], attack, train.images, iters=args.iters, seed=0,
                                train_labels=train.labels, budget=NO_LIMIT)
         rows.append({
-            "bench": "federated_batches", "dataset": dataset, "model": args.model, "defense": defense,
+            "bench": "federated_batches", "dataset": dataset, "model": args.model, "norm": args.norm, "defense": defense,
             "batch": batch, "steps": steps, "attack": attack, "iters": args.iters, "psnr": round(o.psnr, 2),
             "ssim": round(o.ssim, 3), "label_acc": None if o.label_acc is None else round(o.label_acc, 3),
             "epsilon": fed.get("epsilon"), "seconds": round(time.perf_counter() - start, 1),
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="mnist,cifar10")
     ap.add_argument("--model", default="convnet")
     ap.add_argument("--width", type=int, default=16, help="The model's width option (0: the model's default).")
+    ap.add_argument("--norm", default="group", help="group (DP-SGD needs it), batch or none.")
     ap.add_argument("--defenses", default="none,dropout,dp-local")
     ap.add_argument("--steps", default="1,5")
     ap.add_argument("--batches", default="1,4,16,64")
