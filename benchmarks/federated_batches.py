@@ -47,7 +47,7 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
         defense=DefenseConfig.from_dict(DEFENSES[defense]), capture="all", engine="inline", data_dir=args.data_dir,
         seed=0, client_secret=read_client_secret(args.client_secret),
     )
-    out = Path(args.out) / f"{dataset}_{args.model}{args.width or ''}_{args.norm}_{defense}_b{batch}_s{steps}"
+    out = Path(args.out) / f"{dataset}_{args.model}{args.width or ''}{'_' + args.norm if args.norm else ''}_{defense}_b{batch}_s{steps}"
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="mnist,cifar10")
     ap.add_argument("--model", default="convnet")
     ap.add_argument("--width", type=int, default=16, help="The model's width option (0: the model's default).")
-    ap.add_argument("--norm", default="group", help="group (DP-SGD needs it), batch or none.")
+    ap.add_argument("--norm", default=None, help="batch, group (DP-SGD needs it) or none (default: the model's).")
     ap.add_argument("--defenses", default="none,dropout,dp-local")
     ap.add_argument("--steps", default="1,5")
     ap.add_argument("--batches", default="1,4,16,64")
