@@ -26,6 +26,12 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def optional_data_root() -> Path | None:
+    """The real-data folder, or None (for fixtures that fall back to the bundled samples)."""
+    return real_data_root()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

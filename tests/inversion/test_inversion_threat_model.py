@@ -193,3 +193,12 @@ def test_linear_layers_the_ghost_path_cannot_score_take_the_plain_gradient(make_
     assert set(fast.matcher.linear) == {"inp", "head"}
     cand = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(_loss(fast, cand, {}), _loss(plain, cand, {}), atol=1e-12)
+
+
+def test_the_sample_rebuilds_the_head_of_the_real_cifar_test_split(data_root, cifar_sample_head) -> None:
+    """The plain-clone victims are the real ones: CIFAR-10 test images 0..55, bit for bit."""
+    from fl.data import load_dataset
+
+    real = load_dataset("cifar10", split="test", root=data_root)
+    head = cifar_sample_head
+    assert torch.equal(head.images, real.images[:56]) and torch.equal(head.labels, real.labels[:56])
