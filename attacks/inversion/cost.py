@@ -102,8 +102,8 @@ class CostBudget:
         if over:
             raise CostError(
                 f"{cost.summary()}, over the {' and the '.join(over)}; attack smaller updates (fewer "
-                "--client-examples or --local-steps, a smaller --batch-size), fewer iterations (--iters, --attack-iters) or "
-                "victims, or "
+                "--client-examples or --local-steps, a smaller --batch-size), rebuild a part of each (fedleak attack "
+                "--max-images), fewer iterations (--iters, --attack-iters) or victims, or "
                 "raise fedleak --attack-budget-minutes / --attack-budget-gib ('inf' turns a limit off)"
             )
 

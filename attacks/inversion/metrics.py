@@ -64,6 +64,16 @@ def match(x: Tensor, ref: Tensor) -> Tensor:
     return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
 
 
+def match_subset(x: Tensor, ref: Tensor) -> Tensor:
+    """Indices ``idx`` into ``ref`` (len(x) <= len(ref)), distinct, such that ``ref[idx[i]]`` is the
+    true image matched to reconstruction ``x[i]`` (the assignment with the least total MSE): an
+    attack that rebuilds a part of a larger update is scored on the images it came closest to."""
+    r, c = ref.double().flatten(1), x.double().flatten(1)
+    cost = ((c * c).sum(1)[:, None] + (r * r).sum(1)[None] - 2 * c @ r.T).clamp_min(0) / r.shape[1]
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
+
+
 def label_accuracy(pred: Tensor, true: Tensor) -> float:
     """Fraction of labels recovered, as multisets (order within a batch is unknowable)."""
     hit = Counter(pred.tolist()) & Counter(true.tolist())

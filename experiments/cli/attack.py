@@ -18,6 +18,10 @@ from experiments.cli.state import get_state
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
 @click.option("--iters", type=click.IntRange(min=1), default=400, show_default=True, help="Optimization steps.")
+@click.option("--max-images", type=click.IntRange(min=0), default=0, show_default=True,
+              help="> 0: rebuild at most this many images of a larger update, under the one-gradient approximation "
+              "(the update read as one mean gradient at the global weights), scored against the true images they "
+              "match best (0: every image, replaying the local steps).")
 @click.option("--layer-weights", type=click.Choice(["equal", "balanced"]), default="equal", show_default=True,
               help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
               "equally (see `fedleak invert --help`).")
@@ -28,7 +32,7 @@ from experiments.cli.state import get_state
 @click.pass_context
 def attack(
     ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,
-    layer_weights: str, data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
+    max_images: int, layer_weights: str, data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
 ) -> None:
     """Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local
     weights), save a grid.
@@ -38,7 +42,7 @@ def attack(
     """
     from attacks.inversion.base import config_fields
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
-    from experiments.federated.attacking import attack_captured, save_grid
+    from experiments.federated.attacking import attack_captured, part_attacked, save_grid
     from experiments.federated.config import unattackable_training
     from fl.data import load_dataset
     from fl.errors import ConfigError
@@ -71,10 +75,12 @@ def attack(
     recorded = read_json(config_file) if config_file.is_file() else {}
     root = data_dir or recorded.get("data_dir")
     train = load_dataset(store.dataset()["dataset"], split=store.dataset()["split"], root=root)
+    if part := part_attacked(store.load(r, target), max_images):
+        click.echo(f"attacking {part}", err=True)
     [outcome] = attack_captured(
         store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
         options={"layer_weights": layer_weights} if layer_weights != "equal" else None, lpips=scorer,
-        train_labels=train.labels, progress=state.verbosity >= 0 and sys.stderr.isatty(),
+        train_labels=train.labels, progress=state.verbosity >= 0 and sys.stderr.isatty(), max_images=max_images,
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"
@@ -85,7 +91,8 @@ def attack(
     }
     atomic_write_json(stem.with_suffix(".json"), {
         "round": r, "client": target, "attack": attack, "layer_weights": layer_weights, "iters": iters,
-        "threads": threads, "scores": outcome.scores, "label_acc": outcome.label_acc,
+        "threads": threads, "max_images": max_images, "part": outcome.part, "scores": outcome.scores,
+        "label_acc": outcome.label_acc,
         **lpips, "env": environment_record(state.seed, state.device),
     })
     click.echo(

@@ -19,7 +19,7 @@ import torch
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
 from attacks.inversion.base import attack_config, attack_cost, config_fields, invert_many
 from attacks.inversion.cost import CostBudget, InversionCost
-from attacks.inversion.metrics import label_accuracy, score
+from attacks.inversion.metrics import label_accuracy, match_subset, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
 from fl.errors import ConfigError, DataError
@@ -42,6 +42,7 @@ class AttackOutcome:
     truth: torch.Tensor
     scores: dict[str, list[float]]
     label_acc: float | None = None  # recovered labels against the true ones, as multisets
+    part: str | None = None  # which part of the update was rebuilt, when not all of it (``max_images``)
 
     @property
     def psnr(self) -> float:
@@ -58,11 +59,17 @@ class AttackOutcome:
         return float(sum(per) / len(per)) if per else None
 
 
-def observation_from_capture(cap: CapturedUpdate) -> Observation:
+def observation_from_capture(cap: CapturedUpdate, max_images: int = 0) -> Observation:
     """What the attacker knows: the global weights, the update, the settings it asked for.
 
     One plain SGD step (no momentum, not Adam) turns the weight delta into the exact mean
     gradient, ``g = -delta / lr``; otherwise the delta is inverted by unrolling local steps.
+
+    ``max_images`` > 0 smaller than the images behind the update: the attacker rebuilds that many
+    under the one-gradient approximation (FedAvg read as FedSGD): the update is taken for the mean
+    gradient at the global weights, ``g = -delta / (lr * steps)``, of a batch of ``max_images``
+    images, which ignores the weights' drift over the local steps; the images rebuilt stand for
+    the update's examples and are scored against the ones they come closest to (:func:`part_attacked`).
     """
     s = cap.settings
     if why := unattackable_training(s):
@@ -86,9 +93,22 @@ def observation_from_capture(cap: CapturedUpdate) -> Observation:
         "num_examples": examples,
         "buffer_update": buffers or None,
     }
+    if 0 < max_images < examples:
+        common.update(batch_size=max_images, num_examples=max_images, buffer_update=None)
+        return Observation(**common, update={k: -v / (s.lr * steps) for k, v in update.items()}, kind="gradient")
     if steps == 1:
         return Observation(**common, update={k: -v / s.lr for k, v in update.items()}, kind="gradient")
     return Observation(**common, update=update, kind="delta", lr=s.lr, local_steps=steps)
+
+
+def part_attacked(cap: CapturedUpdate, max_images: int) -> str | None:
+    """What ``max_images`` rebuilds of the update ``cap`` (None: all of its images)."""
+    per_client = cap.num_examples // max(cap.num_clients, 1)
+    batch, steps, examples = update_shape(cap.settings, per_client, cap.num_clients)
+    if not 0 < max_images < examples:
+        return None
+    return (f"{max_images} of the update's {examples} images ({steps} local step(s) of batch {batch}), "
+            "rebuilt under the one-gradient approximation and scored against the true images they match best")
 
 
 def planned_cost(
@@ -168,6 +188,7 @@ def attack_captured(
     train_labels: torch.Tensor | None = None,
     progress: bool = False,
     budget: CostBudget | None = None,
+    max_images: int = 0,
 ) -> list[AttackOutcome]:
     """Attack every ``(round, client)`` capture at once (one batched optimization where possible).
 
@@ -178,21 +199,29 @@ def attack_captured(
     ``lpips``: a loaded LPIPS model (:func:`attacks.inversion.lpips.load_lpips`) adds per-image
     LPIPS to the scores; ``None`` leaves it out. ``train_labels`` adds the label accuracy.
     ``progress``: a progress bar with the matching loss. An attack over ``budget`` (default:
-    :meth:`CostBudget.from_env`) is refused before it starts.
+    :meth:`CostBudget.from_env`) is refused before it starts. ``max_images`` > 0 rebuilds at most
+    that many images of each update (:func:`observation_from_capture`); the outcome's ``part``
+    says which, and only those are scored.
     """
     caps = [store.load(r, c) for r, c in targets]
-    observations = [observation_from_capture(c) for c in caps]
+    observations = [observation_from_capture(c, max_images) for c in caps]
+    full = [observation_from_capture(c) for c in caps] if max_images else observations
     cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)
     outcomes = []
-    for (r, c), obs, res in zip(targets, observations, results, strict=True):
-        truth = true_images(store, r, c, train_images)[: obs.num_examples]
-        if len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
-            acc = None
-            if train_labels is not None:
-                acc = label_accuracy(res.labels, true_images(store, r, c, train_labels)[: obs.num_examples])
-            outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips), acc))
+    for (r, c), cap, whole, res in zip(targets, caps, full, results, strict=True):
+        truth = true_images(store, r, c, train_images)[: whole.num_examples]
+        labels = None if train_labels is None else true_images(store, r, c, train_labels)[: whole.num_examples]
+        if not len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
+            continue
+        part = part_attacked(cap, max_images)
+        if part is not None and len(res.inputs) < len(truth):  # score the true images the part stands for
+            chosen = match_subset(res.inputs, truth)
+            truth = truth[chosen]
+            labels = None if labels is None else labels[chosen]
+        acc = None if labels is None else label_accuracy(res.labels, labels)
+        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips), acc, part))
     return outcomes
 
 
@@ -221,6 +250,8 @@ def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     shown = "" if n == total else f" (first {n} of {total} images)"
+    if outcome.part:
+        shown += f"; {outcome.part.split(' (')[0]}"
     fig.suptitle(f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}{shown}", fontsize=9)
     fig.tight_layout()
     path = Path(path)

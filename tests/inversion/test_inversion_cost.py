@@ -58,7 +58,7 @@ def test_budget_refuses_in_one_line_naming_the_numbers_and_what_to_change() -> N
     assert "\n" not in msg and isinstance(err.value, ConfigError)
     for part in ("2 victim(s) x 63 step(s) x 32 image(s)", "400 iterations", "about 3 h 10 min", "41.0 GiB",
                  "time budget 60 min", "memory budget 8.0 GiB", "--client-examples", "--local-steps",
-                 "--batch-size", "--attack-budget-minutes"):
+                 "--batch-size", "--max-images", "--attack-budget-minutes"):
         assert part in msg, (part, msg)
     CostBudget(seconds=math.inf, peak_bytes=math.inf).check(c, torch.device("cpu"))  # the override
 
@@ -114,3 +114,37 @@ def test_simulate_refuses_an_oversized_curious_server_before_the_federation(tmp_
     assert res.exit_code == 2, res.output
     assert "in each of 2 rounds" in res.output and "over the time budget 60 s" in res.output
     assert not (out / "capture").exists() and not (out / "checkpoint").exists()
+
+
+def test_attack_rebuilds_a_part_of_a_large_update_and_says_which(tmp_path, monkeypatch) -> None:
+    """An update of 4 local steps x batch 8 (32 images): the full replay is over a tight budget and
+    refused; --max-images 4 rebuilds 4 images under the one-gradient approximation, says so before
+    it starts, and scores those 4 against the true images they match."""
+    import json
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(cli, [
+        "-q", "--device", "cpu", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "2",
+        "--client-examples", "32", "--batch-size", "8", "--rounds", "1", "--capture", "all", "--engine", "inline",
+        "--out", str(run),
+    ])
+    assert res.exit_code == 0, res.output
+    args = ["--device", "cpu", "attack", str(run), "--attack", "ig", "--iters", "20000"]
+    monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "1")
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "4 step(s) x 8 image(s)" in refused.output and "--max-images" in refused.output
+    monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "inf")
+    done = CliRunner().invoke(cli, [*args[:-1], "5", "--max-images", "4"])
+    assert done.exit_code == 0, done.output
+    assert "attacking 4 of the update's 32 images (4 local step(s) of batch 8)" in done.output
+    assert "over 4 image(s)" in done.output
+    record = json.loads((run / "attacks" / "ig_round0001_0_cli.json").read_text())
+    assert record["max_images"] == 4 and len(record["scores"]["psnr"]) == 4 and record["part"].startswith("4 of")
+
+
+def test_match_subset_finds_the_true_images_a_part_stands_for() -> None:
+    from attacks.inversion.metrics import match_subset
+
+    ref = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = ref[[7, 2, 5]] + 0.01
+    assert match_subset(x, ref).tolist() == [7, 2, 5]
