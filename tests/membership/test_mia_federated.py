@@ -42,6 +42,14 @@ def _local_update(
     return {k: v - before[k] for k, v in local.state_dict().items()}
 
 
+@pytest.fixture(scope="session")
+def data_root(optional_data_root):
+    """Real MNIST only (the margins below were set on it): no synthetic stand-in."""
+    if optional_data_root is None:
+        pytest.skip("real data not found: set FEDLEAK_TEST_DATA (or FEDLEAK_DATA) or put it in data/")
+    return optional_data_root
+
+
 @pytest.fixture(scope="module")
 def capture(data_root, tmp_path_factory):
     """A captured round 1 with four clients of 32 MNIST test records each (the rest unassigned);
