@@ -15,8 +15,10 @@ def save_grid(
     truth: torch.Tensor,
     rows: Mapping[str, torch.Tensor],
     psnr: Mapping[str, Sequence[float]] | None = None,
+    title: str | None = None,
 ) -> None:
-    """Write a PNG grid of ``truth`` (N, C, H, W) above every attack's reconstructions."""
+    """Write a PNG grid of ``truth`` (N, C, H, W) above every attack's reconstructions (``rows``,
+    each matched to ``truth``), each image's PSNR under it; ``title`` above the grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,8 +40,9 @@ def save_grid(
             if psnr is not None and name in psnr:  # under its own image (a title reads as the row above's)
                 ax.set_xlabel(f"{psnr[name][c]:.1f} dB", fontsize=7, labelpad=2)
         axes[r][0].set_ylabel(name, fontsize=8)
-    if n < truth.shape[0]:
-        fig.suptitle(f"first {n} of {truth.shape[0]} images (metrics.json scores every image)", fontsize=8)
+    shown = f"first {n} of {truth.shape[0]} images (the scores cover every image)" if n < truth.shape[0] else ""
+    if title or shown:
+        fig.suptitle("; ".join(t for t in (title, shown) if t), fontsize=8)
     fig.tight_layout()
     import io
 

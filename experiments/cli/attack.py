@@ -42,7 +42,7 @@ def attack(
     """
     from attacks.inversion.base import config_fields
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
-    from experiments.federated.attacking import attack_captured, part_attacked, save_grid
+    from experiments.federated.attacking import attack_captured, part_attacked, save_outcome_grid
     from experiments.federated.config import unattackable_training
     from fl.data import load_dataset
     from fl.errors import ConfigError
@@ -84,7 +84,7 @@ def attack(
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"
-    save_grid(outcome, stem.with_suffix(".png"))
+    save_outcome_grid(outcome, stem.with_suffix(".png"))
     lpips = {} if outcome.lpips is None else {
         "lpips_mean": outcome.lpips, "lpips_weights": str(lpips_weights),
         "lpips_backbone": None if lpips_backbone is None else str(lpips_backbone),

@@ -225,38 +225,13 @@ def attack_captured(
     return outcomes
 
 
-GRID_COLUMNS = 16  # images drawn in a grid; the scores cover every image
-
-
-def save_grid(outcome: AttackOutcome, path: str | Path) -> None:
-    """PNG: the client's true images (top) above the reconstructions (bottom), matched; the
-    first :data:`GRID_COLUMNS` of a larger update (the title says how many of how many)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def save_outcome_grid(outcome: AttackOutcome, path: str | Path) -> None:
+    """PNG: the client's true images above the reconstructions (matched), each PSNR under its image."""
     from attacks.inversion.metrics import match
+    from attacks.inversion.plots import save_grid
 
     rec = outcome.reconstruction[match(outcome.reconstruction, outcome.truth)]
-    total = len(outcome.truth)
-    n = min(total, GRID_COLUMNS)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 3.6), squeeze=False)
-    for j in range(n):
-        for i, (img, title) in enumerate(((outcome.truth[j], "true"), (rec[j], f"{outcome.scores['psnr'][j]:.1f} dB"))):
-            ax = axes[i][j]
-            pic = img.detach().cpu().clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
-            ax.imshow(pic, cmap="gray" if pic.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    shown = "" if n == total else f" (first {n} of {total} images)"
+    title = f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}"
     if outcome.part:
-        shown += f"; {outcome.part.split(' (')[0]}"
-    fig.suptitle(f"{outcome.attack} on round {outcome.server_round}, client {outcome.client}{shown}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+        title += f"; {outcome.part.split(' (')[0]}"
+    save_grid(path, outcome.truth, {outcome.attack: rec}, {outcome.attack: outcome.scores["psnr"]}, title=title)

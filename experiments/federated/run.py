@@ -69,7 +69,7 @@ def _attack_hook(
     cfg: SimulationConfig, run_dir: Path, images: torch.Tensor, device: torch.device, labels: torch.Tensor | None = None
 ) -> Callable:
     """Per-round hook: the curious server attacks the captured updates of the attacked clients."""
-    from experiments.federated.attacking import attack_captured, save_grid
+    from experiments.federated.attacking import attack_captured, save_outcome_grid
 
     def on_round(record: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
         r = record["round"]
@@ -91,7 +91,7 @@ def _attack_hook(
             log.warning("round %d: %s attack failed: %s", r, cfg.attack, exc)
             return {"attack": cfg.attack, "attack_error": f"{type(exc).__name__}: {exc}"}
         for o in outcomes:
-            save_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
+            save_outcome_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
         scores = {
             str(o.client): {"psnr": o.psnr, "ssim": o.ssim, **({} if o.label_acc is None else {"label_acc": o.label_acc})}
             for o in outcomes
