@@ -161,8 +161,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
     The inversion loop is many small ops (a client's batch through an MLP); with more than one
     thread each op waits on the others, which on a CPU shared with other jobs costs more than
-    it saves (DIA, 200 iterations: 159 s with torch's default 2 threads, 20 s with 1, on the
-    2-core dev box under load ~4; docs/federation.md).
+    it saves (measured in docs/federation.md).
     """
     before = torch.get_num_threads()
     if threads > 0:

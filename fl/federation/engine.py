@@ -1,7 +1,7 @@
 """Run a federation through Flower's simulation engine (Ray backend), reusing one Ray instance.
 
 ``flwr.simulation.run_simulation`` starts Ray when it is not running and its Ray backend
-calls ``ray.shutdown()`` when the run ends, so every call pays Ray's start-up (~8 s here).
+calls ``ray.shutdown()`` when the run ends, so every call pays Ray's start-up (docs/federation.md).
 Inside :func:`ray_session` Ray is started once; the backend's ``terminate`` then stops only
 its actors, and the session shuts Ray down on exit, so consecutive federations (an
 experiment grid) pay the start-up once.
