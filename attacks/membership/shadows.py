@@ -78,8 +78,8 @@ def cache_key(parts: Mapping[str, Any], images: torch.Tensor, labels: torch.Tens
 
 def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DPConfig | None) -> str:
     """``vmap`` or ``loop``. ``auto`` takes vmap on CUDA and, on the CPU, for models without
-    convolutions (vmap pays for MLPs on the CPU and not for convolutions: benchmarks/mia_shadows.py,
-    figures in docs/results.md); DP-SGD and BatchNorm (running statistics) always loop."""
+    convolutions (the rule rests on benchmarks/mia_shadows.py; figures in docs/results.md); DP-SGD and
+    BatchNorm (running statistics) always loop."""
     if vectorize not in VECTORIZE:
         raise ConfigError(
             f"unknown vectorize mode {vectorize!r}; valid choices: {', '.join(VECTORIZE)}"
