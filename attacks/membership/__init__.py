@@ -1,5 +1,6 @@
 """Membership inference: black-box attacks on a trained model (LOSS, confidence, entropy, LiRA,
-RMIA), server-side attacks on a federated client's update, and rigorous evaluation.
+RMIA), server-side attacks on a federated client's update, and rigorous evaluation. The audits
+that train targets and write run folders are in ``experiments.membership``.
 
 A new black-box attack is one module registering a :class:`MembershipAttack` in :data:`ATTACKS`
 plus one import line below.
@@ -8,6 +9,5 @@ plus one import line below.
 from attacks.membership import blackbox, lira, rmia  # noqa: F401  (registration)
 from attacks.membership.base import ATTACKS, MembershipAttack, Observation, build_attack
 from attacks.membership.config import MIAConfig
-from attacks.membership.runner import run_mia
 
-__all__ = ["ATTACKS", "MIAConfig", "MembershipAttack", "Observation", "build_attack", "run_mia"]
+__all__ = ["ATTACKS", "MIAConfig", "MembershipAttack", "Observation", "build_attack"]

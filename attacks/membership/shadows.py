@@ -237,9 +237,9 @@ def code_salt(model: nn.Module) -> str:
     misses the cache instead of reusing models trained by other code."""
     import fl.models
     import fl.seed
-    from attacks.membership import runner, stacked_optim, training
+    from attacks.membership import stacked_optim, training
 
-    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, runner, fl.seed, sys.modules[__name__])}
+    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, fl.seed, sys.modules[__name__])}
     files |= set(Path(inspect.getfile(fl.models)).parent.glob("*.py"))
     files |= {Path(inspect.getfile(type(m))) for m in model.modules()
               if type(m).__module__.split(".")[0] in ("fl", "attacks", "defenses")}

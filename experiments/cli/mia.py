@@ -214,7 +214,8 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
 
 
 def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
-    from attacks.membership import MIAConfig, run_mia
+    from attacks.membership import MIAConfig
+    from experiments.membership import run_mia
 
     cfg = MIAConfig(
         dataset=kw["dataset"], model=kw["model"], norm=kw["norm"], model_options=kw["model_options"],
@@ -267,7 +268,7 @@ def _client_report(levels: dict, fmt: str) -> None:
 
 
 def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None:
-    from attacks.membership.federated_runner import FederatedMIAConfig, run_federated_mia
+    from experiments.membership.server_side import FederatedMIAConfig, run_federated_mia
 
     cfg = FederatedMIAConfig(
         **({"attacks": attacks} if attacks else {}), server_round=kw["server_round"],

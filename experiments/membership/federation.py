@@ -1,6 +1,6 @@
 """``run_federation_mia``: black-box membership inference against a Flower federation's global model.
 
-The protocol of :func:`attacks.membership.runner.run_mia`, with a federated target: one pool of
+The protocol of :func:`experiments.membership.central.run_mia`, with a federated target: one pool of
 records of the training split is split at random into members and non-members; the members are
 dealt to the clients (IID) of a real Flower federation (the same ServerApp, ClientApp and
 defense code as ``fedleak simulate``, run in process); its final global model is the target.
@@ -36,18 +36,18 @@ from tqdm.auto import tqdm
 from attacks.membership.base import build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
-from attacks.membership.runner import (
+from attacks.membership.shadows import cache_key, paired_assignment, stored_assignment
+from attacks.membership.training import accuracy
+from defenses import DefenseConfig, build_defense
+from experiments.federated.config import SimulationConfig
+from experiments.federated.run import client_partitions, model_spec, run_federation
+from experiments.membership.central import (
     audit,
     check_pool_fits,
     default_cache_dir,
     draw_indices,
     write_audit,
 )
-from attacks.membership.shadows import cache_key, paired_assignment, stored_assignment
-from attacks.membership.training import accuracy
-from defenses import DefenseConfig, build_defense
-from experiments.federated.config import SimulationConfig
-from experiments.federated.run import client_partitions, model_spec, run_federation
 from fl.data import load_dataset
 from fl.errors import ConfigError
 from fl.federation.checkpoint import Checkpoint
@@ -181,7 +181,7 @@ def run_federation_mia(
 ) -> dict[str, Any]:
     """Run the audit of a federated target (``cfg.clients`` > 0) into ``out_dir``.
 
-    Returns what :func:`attacks.membership.runner.run_mia` returns (accuracies, the federation's
+    Returns what :func:`experiments.membership.central.run_mia` returns (accuracies, the federation's
     epsilon with its unit and delta, per-attack metrics) plus ``client_level`` (per attack) and
     ``target_run`` (the federation's run directory, for ``fedleak mia --federated``).
     """

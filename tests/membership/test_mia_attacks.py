@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack, run_mia
+from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack
 from attacks.membership.metrics import point_metrics
 from attacks.membership.rmia import A_GRID
 from attacks.membership.signals import query_logits
 from attacks.membership.training import train_model
+from experiments.membership import run_mia
 
 TINY = MIAConfig(
     dataset="cifar10",
@@ -104,8 +105,8 @@ def test_mia_lira_with_two_shadows_or_fewer_is_refused_in_one_line(attack, shado
 
 def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
     """Target trained on other records: the 'members' are as unseen as the non-members."""
-    from attacks.membership.runner import draw_pool
     from attacks.membership.shadows import train_shadows
+    from experiments.membership.central import draw_pool
     from fl.models import build_model
 
     cfg = dataclasses.replace(TINY, pool_size=800, population_size=400)

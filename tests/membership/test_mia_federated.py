@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from attacks.membership.federated import FEDERATED_ATTACKS, gradient_stats, per_sample_stats
-from attacks.membership.federated_runner import FederatedMIAConfig, run_federated_mia
 from attacks.membership.metrics import point_metrics
 from experiments.cli import cli
+from experiments.membership.server_side import FederatedMIAConfig, run_federated_mia
 from fl.errors import ConfigError
 from fl.seed import derive_seed
 

@@ -65,7 +65,7 @@ class MembershipKind(CellKind):
         return f"global model of {config.clients} clients" if config.federated else ""
 
     def check_data(self, config: Any, data_root: str | None) -> None:
-        from attacks.membership.runner import check_pool_fits, dataset_records
+        from experiments.membership.central import check_pool_fits, dataset_records
         from fl.data import load_dataset
 
         try:  # a federated target's pool is drawn from the training split, a central one's from both splits
@@ -81,7 +81,7 @@ class MembershipKind(CellKind):
             from experiments.membership import run_federation_mia
 
             return run_federation_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
-        from attacks.membership import run_mia
+        from experiments.membership import run_mia
 
         return run_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
 
