@@ -131,7 +131,7 @@ def invert(
 
     Example: fedleak invert --attack ig,dia,oracle --model mlp --dropout 0.25 --index 0..7 --out runs/x
     """
-    from attacks.inversion.runner import InversionConfig, run_inversion
+    from experiments.inversion.laboratory import InversionConfig, run_inversion
     from fl.device import resolve_device
 
     state = get_state()

@@ -122,7 +122,7 @@ def test_balanced_layer_weights_reach_the_cosine_attacks_and_their_labels(tmp_pa
 
 
 def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
-    from attacks.inversion.runner import InversionConfig
+    from experiments.inversion.laboratory import InversionConfig
 
     assert InversionConfig(model="vit").attack_overrides("ig")["tv_weight"] == 1e-5
     assert InversionConfig(model="vit", tv_weight=1e-3).attack_overrides("dia")["tv_weight"] == 1e-3
@@ -131,7 +131,7 @@ def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
 
 
 def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
-    from attacks.inversion.runner import InversionConfig
+    from experiments.inversion.laboratory import InversionConfig
     from fl.errors import ConfigError
 
     cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7)

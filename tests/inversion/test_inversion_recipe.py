@@ -73,7 +73,7 @@ def test_mask_regularizer_is_the_absolute_gap_as_the_authors_code() -> None:
 def test_oracle_takes_the_prior_of_the_dia_it_bounds_and_igs_loop() -> None:
     """DIA's TV weight; IG's loop, whose updates no low-loss rule stops (the authors' loop stops
     the ViT's oracle below DIA, docs/inversion.md)."""
-    from attacks.inversion.runner import InversionConfig
+    from experiments.inversion.laboratory import InversionConfig
 
     dia, oracle = attack_config("dia"), attack_config("oracle")
     assert oracle.tv_weight == dia.tv_weight and (oracle.recipe, dia.recipe) == ("ig", "dia")
@@ -87,7 +87,7 @@ def test_oracle_takes_the_prior_of_the_dia_it_bounds_and_igs_loop() -> None:
 
 
 def test_recipe_settings_are_checked_in_one_line() -> None:
-    from attacks.inversion.runner import InversionConfig
+    from experiments.inversion.laboratory import InversionConfig
 
     with pytest.raises(ConfigError, match=r"lr_decay_at \(--lr-decay-at\) sets recipe ig's schedule, but dia run"):
         InversionConfig(attacks=("ig", "dia", "oracle"), lr_decay_at=(0.75,))

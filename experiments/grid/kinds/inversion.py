@@ -25,7 +25,7 @@ class InversionKind(CellKind):
     needs_dropout = ("dia", "oracle")
 
     def config_type(self) -> type:
-        from attacks.inversion.runner import InversionConfig
+        from experiments.inversion.laboratory import InversionConfig
 
         return InversionConfig
 
@@ -59,7 +59,7 @@ class InversionKind(CellKind):
         return flatten_summary(labelled, tuple(labelled))
 
     def check_data(self, config: Any, data_root: str | None) -> None:
-        from attacks.inversion.runner import check_indices
+        from experiments.inversion.laboratory import check_indices
 
         try:
             size = _split_size(config.dataset, config.split, data_root)
@@ -69,7 +69,7 @@ class InversionKind(CellKind):
 
     def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
             progress: bool) -> Mapping[str, Any]:
-        from attacks.inversion.runner import run_inversion
+        from experiments.inversion.laboratory import run_inversion
 
         return run_inversion(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress,
                              resume=True)
