@@ -23,7 +23,7 @@ from attacks.membership import MIAConfig
 from attacks.membership.metrics import epsilon_lower_bound
 from attacks.membership.plots import plot_roc_settings
 from experiments.membership import run_mia
-from experiments.tables import ZERO_FP_NOTE, format_table, tpr_label
+from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.device import resolve_device
 
 SETTINGS = {

@@ -66,7 +66,7 @@ def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """Highest TPR among thresholds whose FPR is below ``target``, strictly (LiRA's code:
     ``tpr[np.where(fpr < .001)[0][-1]]``). With N non-members and N x target <= 1 that is the TPR
-    at zero false positives (``experiments.tables.tpr_label``)."""
+    at zero false positives (``experiments.report.tables.tpr_label``)."""
     return float(tpr[fpr < target].max())
 
 

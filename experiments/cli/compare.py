@@ -66,7 +66,7 @@ def compare(ctx: click.Context, scenario: str, out: Path | None, jobs: int, exec
 
 
 def _list_cells(spec: Scenario, out: Path) -> None:
-    from experiments.tables import format_table
+    from experiments.report.tables import format_table
 
     cells = expand(spec, kinds=CELL_KINDS)
     done: set[str] = set()

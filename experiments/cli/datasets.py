@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from experiments.cli.state import get_state
-from experiments.tables import FORMATS, format_table
+from experiments.report.tables import FORMATS, format_table
 
 if TYPE_CHECKING:
     import numpy as np

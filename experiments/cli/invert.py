@@ -11,7 +11,7 @@ import click
 
 from experiments.cli.params import lpips_options, model_option
 from experiments.cli.state import SEED, get_state
-from experiments.tables import format_table
+from experiments.report.tables import format_table
 
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 

@@ -255,7 +255,7 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
 
 def _client_report(levels: dict, fmt: str) -> None:
     """Client-level inference: one row per attack (few clients: read the interval, not the point)."""
-    from experiments.tables import format_table
+    from experiments.report.tables import format_table
 
     rows = []
     for name, m in levels.items():
@@ -289,7 +289,7 @@ def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None
 
 def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
     from attacks.membership.metrics import fpr_label
-    from experiments.tables import ZERO_FP_NOTE, format_table, tpr_label
+    from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 
     labels = [fpr_label(f) for f in fprs]
     n_out = min(m["n_nonmembers"] for m in res["attacks"].values())

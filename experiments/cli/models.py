@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from experiments.tables import format_table
+from experiments.report.tables import format_table
 
 SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from experiments.federated.epsilon import UNITS, epsilon_column
-from experiments.tables import format_table
+from experiments.report.tables import format_table
 from fl.privacy_units import unit_label
 
 HEADER = ["defense", "final acc", "Δ acc vs none", *(f"ε per {unit_label(unit)}" for unit in UNITS), "PSNR first round", "PSNR last round"]

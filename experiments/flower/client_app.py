@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from experiments.flower.task import composition
+from experiments.flower.run_config import composition
 from fl.federation.client import handle_query, handle_train, train_only
 
 

@@ -12,7 +12,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from experiments.federated.run import make_server, round_line, summarise
-from experiments.flower.task import composition, config_from_run_config
+from experiments.flower.run_config import composition, config_from_run_config
 from fl.device import resolve_device
 from fl.runs import init_run_dir
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from experiments.report.aggregate import Group, Stat
-from experiments.tables import ZERO_FP_NOTE, format_table, tpr_label
+from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.privacy_units import PRIVACY_UNITS, unit_label
 
 # metric names as the attack packages report them (first match wins)

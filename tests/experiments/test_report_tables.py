@@ -10,7 +10,7 @@ from grid_doubles import TOY_SCENARIO, toy_kinds
 from experiments.grid import RunOptions, expand, parse_scenario, run_grid
 from experiments.report import Group, Stat, html_report, open_run, text_report
 from experiments.report.questions import AUC, PSNR, Column, build_table, membership_table
-from experiments.tables import format_table
+from experiments.report.tables import format_table
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from flwr.serverapp import ServerApp
 
 from experiments.cli import cli
 from experiments.federated.config import SimulationConfig
-from experiments.flower.task import config_from_run_config
+from experiments.flower.run_config import config_from_run_config
 from fl.errors import ConfigError
 from fl.federation.capture import CaptureStore
 from fl.federation.checkpoint import Checkpoint

@@ -127,7 +127,7 @@ def test_mia_tpr_at_fpr_is_strict_as_lira_counts_it() -> None:
 
 
 def test_mia_tables_name_a_tpr_at_zero_false_positives() -> None:
-    from experiments.tables import tpr_label
+    from experiments.report.tables import tpr_label
 
     assert tpr_label(0.001, 1000) == "TPR@0.1%*" and tpr_label(0.001, 1001) == "TPR@0.1%"
     assert tpr_label(0.01, 50) == "TPR@1%*" and tpr_label(0.01, 200) == "TPR@1%"
