@@ -10,7 +10,7 @@ import click
 from fl.keyvalues import parse_key_values
 
 # The inversions a captured update supports (oracle needs the client's masks). The same list as
-# experiments.federated.config.ATTACKS, kept here so the CLI starts without importing Flower.
+# experiments.federated.config.SERVER_ATTACKS, kept here so the CLI starts without importing Flower.
 CAPTURE_ATTACKS = ("dlg", "idlg", "ig", "dia", "analytic")
 
 

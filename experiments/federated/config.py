@@ -13,7 +13,7 @@ from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES
 from fl.federation.settings import TrainSettings
 
-ATTACKS = ("none", "dlg", "idlg", "ig", "dia", "analytic")  # the inversions a capture supports (oracle needs masks)
+SERVER_ATTACKS = ("none", "dlg", "idlg", "ig", "dia", "analytic")  # the curious server's inversions of a capture (oracle needs masks)
 ENGINES = ("ray", "inline")
 # settings that do not change what the clients compute (execution, the curious server's analysis)
 NOT_TRAINING = frozenset({"engine", "client_cpus", "client_gpus", "data_dir", "stop_after_round", "capture", "attack",
@@ -137,8 +137,8 @@ class SimulationConfig:
             raise ConfigError(f"unknown partition {self.partition!r}; valid choices: {', '.join(PARTITIONS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
-        if self.attack not in ATTACKS:
-            raise ConfigError(f"unknown attack {self.attack!r}; valid choices: {', '.join(ATTACKS)}")
+        if self.attack not in SERVER_ATTACKS:
+            raise ConfigError(f"unknown attack {self.attack!r}; valid choices: {', '.join(SERVER_ATTACKS)}")
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}; valid choices: {', '.join(ENGINES)}")
         if self.capture not in CAPTURE_MODES:

@@ -28,9 +28,9 @@ def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type()
 
 def test_federation_cli_attack_choices_are_the_configs():
     from experiments.cli.params import CAPTURE_ATTACKS
-    from experiments.federated.config import ATTACKS
+    from experiments.federated.config import SERVER_ATTACKS
 
-    assert ("none", *CAPTURE_ATTACKS) == ATTACKS
+    assert ("none", *CAPTURE_ATTACKS) == SERVER_ATTACKS
 
 
 def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_path):

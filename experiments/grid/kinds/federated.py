@@ -35,9 +35,9 @@ class FederatedKind(CellKind):
         return SimulationConfig
 
     def attack_names(self) -> list[str]:
-        from experiments.federated.config import ATTACKS
+        from experiments.federated.config import SERVER_ATTACKS
 
-        return list(ATTACKS)
+        return list(SERVER_ATTACKS)
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         if "client_secret" in spec.options:  # the cell's folder is the server's run folder: no secret there
