@@ -7,7 +7,7 @@ plus one import line below.
 """
 
 from attacks.membership import blackbox, lira, rmia  # noqa: F401  (registration)
-from attacks.membership.base import ATTACKS, MembershipAttack, Observation, build_attack
+from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation, build_attack
 from attacks.membership.config import MIAConfig
 
-__all__ = ["ATTACKS", "MIAConfig", "MembershipAttack", "Observation", "build_attack"]
+__all__ = ["ATTACKS", "MIAConfig", "MembershipAttack", "MembershipObservation", "build_attack"]

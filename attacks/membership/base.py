@@ -1,6 +1,6 @@
 """The black-box membership-inference interface: what the attacker queried, and the registry.
 
-Every attack maps a :class:`Observation` to one score per candidate record, higher meaning
+Every attack maps a :class:`MembershipObservation` to one score per candidate record, higher meaning
 "member" (the convention of ML Privacy Meter and LeakPro), so one evaluation serves them all.
 """
 
@@ -19,7 +19,7 @@ from fl.registry import Registry
 
 
 @dataclass(frozen=True)
-class Observation:
+class MembershipObservation:
     """Logits the attacker obtained by querying models on candidate and population records.
 
     Shapes: ``A`` query augmentations (identity first), ``N`` candidates, ``K`` classes,
@@ -47,19 +47,19 @@ class MembershipAttack(ABC):
     min_shadows: ClassVar[int] = 0
 
     @abstractmethod
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         """One float per candidate record, higher meaning "member"."""
 
     def shadows_needed(self) -> int:
         """The fewest shadow models these settings work with."""
         return max(self.min_shadows, int(self.needs_shadows))
 
-    def fitted(self, obs: Observation) -> dict[str, float]:
+    def fitted(self, obs: MembershipObservation) -> dict[str, float]:
         """Settings the attack fits on the attacker's own models (RMIA's offline ``a``),
         reported beside its metrics; none by default."""
         return {}
 
-    def check(self, obs: Observation) -> None:
+    def check(self, obs: MembershipObservation) -> None:
         """Raise ``ConfigError`` when ``obs`` lacks what the attack needs."""
         if self.needs_shadows and (obs.shadow_logits is None or obs.shadow_in is None):
             raise ConfigError(f"attack {type(self).__name__} needs shadow models; got none")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attacks.membership.base import ATTACKS, MembershipAttack, Observation
+from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.signals import ce_loss, true_class_prob
 
 
@@ -23,7 +23,7 @@ from attacks.membership.signals import ce_loss, true_class_prob
 class LossAttack(MembershipAttack):
     """Score = minus the cross-entropy loss of the target on the record."""
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         return (-ce_loss(obs.target_logits[0], obs.labels)).numpy()
 
 
@@ -32,7 +32,7 @@ class LossAttack(MembershipAttack):
 class ConfidenceAttack(MembershipAttack):
     """Score = the target's probability of the true label."""
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         return true_class_prob(obs.target_logits[0], obs.labels).numpy()
 
 
@@ -51,5 +51,5 @@ def modified_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 class EntropyAttack(MembershipAttack):
     """Score = minus the modified entropy of the target's prediction."""
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         return (-modified_entropy(obs.target_logits[0], obs.labels)).numpy()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from attacks.membership.base import ATTACKS, MembershipAttack, Observation
+from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.signals import scaled_logit
 
 MIN_STD = 1e-3  # floor on the Gaussian std, so a record whose shadows agree exactly stays finite
@@ -67,7 +67,7 @@ def gaussian_params(
     return mu_in, np.maximum(sd_in, MIN_STD), mu_out, np.maximum(sd_out, MIN_STD)
 
 
-def _phis(obs: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _phis(obs: MembershipObservation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     assert obs.shadow_logits is not None and obs.shadow_in is not None
     target = scaled_logit(obs.target_logits, obs.labels).numpy()  # (A, N)
     shadows = scaled_logit(obs.shadow_logits, obs.labels).numpy()  # (S, A, N)
@@ -84,7 +84,7 @@ class LiRA(MembershipAttack):
     needs_shadows = True
     min_shadows = 3  # with 2, every record has one IN and one OUT value: no variance to estimate
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         target, shadows, inside = _phis(obs)
         mu_in, sd_in, mu_out, sd_out = gaussian_params(
             shadows, inside, fix_variance=self.fix_variance
@@ -104,7 +104,7 @@ class LiRAOffline(MembershipAttack):
     needs_shadows = True
     min_shadows = 3  # as online LiRA: the OUT variance needs records with two OUT values
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         target, shadows, inside = _phis(obs)
         _, _, mu_out, sd_out = gaussian_params(shadows, inside, fix_variance=self.fix_variance)
         return -stats.norm.logsf(target, mu_out, sd_out).mean(0)

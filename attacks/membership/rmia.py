@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from attacks.membership.base import ATTACKS, MembershipAttack, Observation
+from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.metrics import auc, roc_curve
 from attacks.membership.signals import true_class_prob
 from fl.errors import ConfigError
@@ -77,10 +77,10 @@ class RMIA(MembershipAttack):
         """Offline calibration attacks one shadow with at least 2 others as its references."""
         return 3 if self.offline and self.a is None else super().shadows_needed()
 
-    def fitted(self, obs: Observation) -> dict[str, float]:
+    def fitted(self, obs: MembershipObservation) -> dict[str, float]:
         return {"a": self._a(obs)} if self.offline else {}
 
-    def score(self, obs: Observation) -> np.ndarray:
+    def score(self, obs: MembershipObservation) -> np.ndarray:
         assert obs.shadow_logits is not None and obs.shadow_in is not None
         assert obs.population_labels is not None and obs.shadow_population_logits is not None
         assert obs.target_population_logits is not None
@@ -94,7 +94,7 @@ class RMIA(MembershipAttack):
             a,
         )
 
-    def _a(self, obs: Observation) -> float:
+    def _a(self, obs: MembershipObservation) -> float:
         """The fixed ``a``, or the grid value that best attacks shadow 0 with shadows 1.. as references."""
         if self.a is not None:
             return self.a

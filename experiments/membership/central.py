@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.membership.base import Observation, build_attack
+from attacks.membership.base import MembershipObservation, build_attack
 from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.one_run import one_run_audit
@@ -289,7 +289,7 @@ def audit(
             kw["shadow_population_logits"] = torch.stack(
                 [query_logits(m, pop_x, flip=flip, device=device) for m in models]
             )
-    obs = Observation(**kw)
+    obs = MembershipObservation(**kw)
 
     scores: dict[str, np.ndarray] = {}
     result["attacks"] = {}

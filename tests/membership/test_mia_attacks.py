@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.membership import ATTACKS, MIAConfig, Observation, build_attack
+from attacks.membership import ATTACKS, MembershipObservation, MIAConfig, build_attack
 from attacks.membership.metrics import point_metrics
 from attacks.membership.rmia import A_GRID
 from attacks.membership.signals import query_logits
@@ -124,7 +124,7 @@ def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
         build, x, y, num_shadows=3, train=cfg.train_config, dp=None, seed=0, device=torch.device("cpu"),
         cache_dir=None, key_parts={}, progress=False,
     )  # fmt: skip
-    obs = Observation(
+    obs = MembershipObservation(
         labels=y,
         target_logits=query_logits(target, x, flip=True),
         shadow_logits=torch.stack([query_logits(m, x, flip=True) for m in shadows]),

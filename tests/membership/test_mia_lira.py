@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.membership.base import Observation
+from attacks.membership.base import MembershipObservation
 from attacks.membership.lira import gaussian_params
 from fl.errors import ConfigError
 
@@ -78,7 +78,7 @@ def _synthetic_observation(seed: int = 0, shadows: int = 6, n: int = 400, z: int
         return torch.from_numpy(np.stack([noisy, np.zeros_like(noisy)], -1)).float().unsqueeze(-3)
 
     return (
-        Observation(
+        MembershipObservation(
             labels=torch.zeros(n, dtype=torch.long),
             target_logits=logits(hard + 1.5 * members),
             shadow_logits=logits(hard[None] + 1.5 * inside),
@@ -100,7 +100,7 @@ def test_rmia_offline_calibrates_a_on_a_shadow_model() -> None:
     obs, members = _synthetic_observation()
     inside = obs.shadow_in.numpy()
     covered = torch.from_numpy((~inside[1:]).any(0))
-    stand_in = Observation(
+    stand_in = MembershipObservation(
         labels=obs.labels[covered],
         target_logits=obs.shadow_logits[0][:, covered],
         shadow_logits=obs.shadow_logits[1:, :, covered],
