@@ -15,12 +15,15 @@ from fl.federation.capture import CaptureStore
 def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
     """Two clients of 8 bundled CIFAR-10 images, batch 4, 2 local SGD steps (a weight delta over
     all 8 images), dropout 0.25, the paper's MLP; 100 iterations, labels recovered by the server.
-    Measured: IG 7.7 / 8.2 dB, DIA 13.9 / 14.0 dB."""
+    Measured with this secret: IG 7.7 / 8.1 dB, DIA 12.7 / 15.3 dB (with fresh secrets DIA ranged
+    11.7-14.0 over runs, hence the fixed one)."""
     run = tmp_path / "run"
+    secret = tmp_path / "client_secret"  # a fixed clients' secret: the same masks and batches on every run
+    secret.write_text("5eed" * 8 + "\n")
     res = CliRunner().invoke(cli, [
         "--device", "cpu", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "2",
         "--client-examples", "8", "--batch-size", "4", "--local-steps", "2", "--lr", "0.1", "--rounds", "1",
-        "--capture", "all", "--defense", "dropout", "--dropout", "0.25", "--engine", "inline", "--out", str(run),
+        "--capture", "all", "--defense", "dropout", "--dropout", "0.25", "--engine", "inline", "--client-secret-file", str(secret), "--out", str(run),
     ])
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
