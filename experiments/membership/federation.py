@@ -204,7 +204,9 @@ def run_federation_mia(
              int(members.sum()))
     t0 = time.perf_counter()
     sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all")
-    fed = run_federation(sim, out_dir=out / "target", device=device, progress=False, records=pool[members])
+    with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
+        fed = run_federation(sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1),
+                             records=pool[members])
     target = global_model(sim, out / "target", train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
     eps, unit = fed["epsilon"], fed["epsilon_unit"]
