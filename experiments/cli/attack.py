@@ -91,7 +91,8 @@ def attack(
     }
     atomic_write_json(stem.with_suffix(".json"), {
         "round": r, "client": target, "attack": attack, "layer_weights": layer_weights, "iters": iters,
-        "threads": threads, "max_images": max_images, "part": outcome.part, "scores": outcome.scores,
+        "threads": threads, "max_images": max_images, "part": outcome.part, "baseline_psnr": outcome.baseline_psnr,
+        "scores": outcome.scores,
         "label_acc": outcome.label_acc,
         **lpips, "env": environment_record(state.seed, state.device),
     })
@@ -101,6 +102,12 @@ def attack(
         + ("" if outcome.label_acc is None else f", label acc {outcome.label_acc:.2f}")
         + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
     )
+    if outcome.baseline_psnr is not None:
+        click.echo(
+            f"baseline: {len(outcome.truth)} copies of the update's mean image, matched the same way, score PSNR "
+            f"{outcome.baseline_psnr:.2f} dB (matching each image to its closest true one flatters any output; "
+            "label acc here is the share of the recovered labels found among the update's)"
+        )
 
 
 def _client_id(text: str) -> int:

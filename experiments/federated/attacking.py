@@ -43,6 +43,7 @@ class AttackOutcome:
     scores: dict[str, list[float]]
     label_acc: float | None = None  # recovered labels against the true ones, as multisets
     part: str | None = None  # which part of the update was rebuilt, when not all of it (``max_images``)
+    baseline_psnr: float | None = None  # a part's baseline: the update's mean image, scored the same way
 
     @property
     def psnr(self) -> float:
@@ -215,13 +216,29 @@ def attack_captured(
         if not len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
             continue
         part = part_attacked(cap, max_images)
-        if part is not None and len(res.inputs) < len(truth):  # score the true images the part stands for
-            chosen = match_subset(res.inputs, truth)
-            truth = truth[chosen]
-            labels = None if labels is None else labels[chosen]
-        acc = None if labels is None else label_accuracy(res.labels, labels)
-        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips), acc, part))
+        if part is None or len(res.inputs) >= len(truth):
+            acc = None if labels is None else label_accuracy(res.labels, labels)
+            outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth, score(res.inputs, truth, lpips=lpips), acc))
+            continue
+        # a part: scored on the true images it matches best, which flatters any output, so the
+        # outcome carries the same score of K copies of the update's mean image as the baseline;
+        # labels are scored against the whole update's label multiset (pixel matching would pick
+        # the true images whose labels the attack optimised for)
+        chosen = match_subset(res.inputs, truth)
+        mean = truth.mean(0, keepdim=True).expand(len(res.inputs), *truth.shape[1:])
+        baseline = score(mean, truth[match_subset(mean, truth)])["psnr"]
+        acc = None if labels is None else label_precision(res.labels, labels)
+        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth[chosen], score(res.inputs, truth[chosen], lpips=lpips),
+                                      acc, part, baseline_psnr=float(sum(baseline) / len(baseline))))
     return outcomes
+
+
+def label_precision(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Fraction of the recovered labels found in the true labels' multiset (a part of an update)."""
+    from collections import Counter
+
+    hit = Counter(pred.tolist()) & Counter(true.tolist())
+    return sum(hit.values()) / max(1, pred.numel())
 
 
 def save_outcome_grid(outcome: AttackOutcome, path: str | Path) -> None:

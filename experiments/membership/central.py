@@ -9,6 +9,7 @@ records for RMIA); score with each attack; evaluate; write scores, metrics and t
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import os
@@ -139,10 +140,12 @@ def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
 
 def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
     """What determines a trained model, resolved (``norm`` None is the model's default norm), so
-    equivalent configurations share cached shadows."""
+    equivalent configurations share cached shadows; ``driver`` hashes this module, which seeds the
+    models' initial weights (``_builder``) and names their seeds."""
     from fl.models import model_options
 
     return {
+        "driver": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
         "dataset": cfg.dataset,
         "model": cfg.model,
         "norm": cfg.norm if cfg.norm is not None else model_options(cfg.model).get("norm"),

@@ -140,6 +140,7 @@ def test_attack_rebuilds_a_part_of_a_large_update_and_says_which(tmp_path, monke
     assert "over 4 image(s)" in done.output
     record = json.loads((run / "attacks" / "ig_round0001_0_cli.json").read_text())
     assert record["max_images"] == 4 and len(record["scores"]["psnr"]) == 4 and record["part"].startswith("4 of")
+    assert record["baseline_psnr"] > 0 and "baseline: 4 copies of the update's mean image" in done.output
 
 
 def test_match_subset_finds_the_true_images_a_part_stands_for() -> None:

@@ -17,7 +17,7 @@ if HERE not in sys.path:
 @pytest.fixture(scope="session")
 def data_root(optional_data_root, tmp_path_factory) -> Path:
     """The real data folder, or a synthetic CIFAR-10 one the tests make."""
-    if optional_data_root is not None:
+    if optional_data_root is not None and (optional_data_root / "cifar-10-batches-py").is_dir():
         return optional_data_root
     from synthetic_data import make_data_root
 

@@ -1,4 +1,6 @@
-"""Black-box attacks end to end on real CIFAR-10 records with a tiny MLP (seeded)."""
+"""Black-box attacks end to end on CIFAR-10 records with a tiny MLP (seeded): the real data folder
+where there is one, else the synthetic one of synthetic_data.py (easier: LOSS alone reaches AUC ~1
+there, so the comparisons between attacks are meaningful on the real data only)."""
 
 from __future__ import annotations
 
