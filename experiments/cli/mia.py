@@ -3,6 +3,7 @@ captured federation (``--federated RUN_DIR``)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -110,6 +111,9 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     "clients sharing the members (FedAvg), and every shadow is the same federation on its own half of the pool.",
 )
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Federated target: rounds.")
+@click.option("--client-secret-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Federated target: a file holding its clients' secret (32+ hex digits), for a target that repeats "
+              "bit for bit (default: a fresh one).")
 @click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Federated target: local epochs per round.")
 @click.option("--local-steps", type=click.IntRange(min=0), default=0, show_default=True,
@@ -195,7 +199,7 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
     state = get_state(ctx)
     attacks = _split(attacks)
     if run_dir is not None:
-        for name in ("split", "one_run_guesses"):
+        for name in ("split", "one_run_guesses", "client_secret_file"):
             source = ctx.get_parameter_source(name)
             if source is not None and source.name == "COMMANDLINE":
                 flag = "--" + name.replace("_", "-")
@@ -203,7 +207,7 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
         _federated(state, run_dir, attacks, kw)
     else:
         central_only = "--epochs" if kw["target_clients"] else None
-        fed_only = [f for f in ("rounds", "local_epochs", "local_steps") if not kw["target_clients"]]
+        fed_only = [f for f in ("rounds", "local_epochs", "local_steps", "client_secret_file") if not kw["target_clients"]]
         for name in ([central_only.lstrip("-")] if central_only else fed_only):
             source = ctx.get_parameter_source(name)
             if source is not None and source.name == "COMMANDLINE":
@@ -231,10 +235,12 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
     )  # fmt: skip
     if cfg.federated:
         from experiments.membership import run_federation_mia
+        from fl.federation.client_side import read_client_secret
         from fl.federation.engine import quiet_flower
 
         quiet_flower(verbose=state.verbosity > 0)
-        run = run_federation_mia
+        secret = read_client_secret(kw["client_secret_file"]) if kw["client_secret_file"] else None
+        run = functools.partial(run_federation_mia, client_secret=secret)
     else:
         run = run_mia
     res = run(

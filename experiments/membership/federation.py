@@ -178,8 +178,13 @@ def run_federation_mia(
     out_dir: str | Path,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    client_secret: str | None = None,
 ) -> dict[str, Any]:
     """Run the audit of a federated target (``cfg.clients`` > 0) into ``out_dir``.
+
+    ``client_secret``: the target's clients' secret (as ``fedleak simulate --client-secret-file``),
+    for a target that repeats bit for bit; None draws a fresh one, kept on the clients' side of
+    ``OUT/target``.
 
     Returns what :func:`experiments.membership.central.run_mia` returns (accuracies, the federation's
     epsilon with its unit and delta, per-attack metrics) plus ``client_level`` (per attack) and
@@ -203,7 +208,7 @@ def run_federation_mia(
              f" and up to {cfg.shadows} shadow federations" if shadows_needed else "", cfg.clients, cfg.rounds,
              int(members.sum()))
     t0 = time.perf_counter()
-    sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all")
+    sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all", client_secret=client_secret)
     with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
         fed = run_federation(sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1),
                              records=pool[members])

@@ -95,12 +95,29 @@ def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_
         (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target"),
         (["--clients", "2", "--dropout", "0.2"], "takes its dropout from the dropout defense"),
         (["--clients", "30"], "pool_size // 2 = 20 < clients = 30"),
+        (["--client-secret-file", __file__], "--client-secret-file applies to a federated target"),
     ],
 )
 def test_mia_federated_bad_input_is_one_line(args, message, tmp_path) -> None:
     result = _mia("--dataset", "sample", "--pool-size", "40", "--population-size", "20", *args, "--out", str(tmp_path))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_mia_federated_target_repeats_with_its_clients_secret(tmp_path) -> None:
+    """With --client-secret-file the target federation repeats bit for bit (same seed, same secret)."""
+    from fl.federation.checkpoint import Checkpoint
+
+    secret = tmp_path / "secret"
+    secret.write_text("ab" * 16 + "\n")
+    runs = []
+    for name in ("a", "b"):
+        result = _mia(*FED, "--attack", "loss", "--client-secret-file", str(secret), "--out", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        runs.append(Checkpoint.load(tmp_path / name / "target").weights)
+    assert all((runs[0][k] == runs[1][k]).all() for k in runs[0])
+    scores = [np.load(tmp_path / name / "scores.npz")["score_loss"] for name in ("a", "b")]
+    assert (scores[0] == scores[1]).all()
 
 
 def test_mia_config_refuses_standardising_a_federated_target() -> None:
