@@ -54,30 +54,41 @@ def ssim(x: Tensor, ref: Tensor, *, data_range: float = 1.0, window: int = 11, s
     return (num / den).flatten(1).mean(1)
 
 
-def match(x: Tensor, ref: Tensor) -> Tensor:
-    """Permutation ``perm`` such that ``x[perm[i]]`` is the reconstruction matched to ``ref[i]``
-    (the assignment with the least total MSE). The MSE matrix comes from inner products, so its
-    memory is N x N, not N x N x pixels (a 2048-image client update would need 26 GB)."""
-    r, c = ref.double().flatten(1), x.double().flatten(1)
-    cost = ((r * r).sum(1)[:, None] + (c * c).sum(1)[None] - 2 * r @ c.T).clamp_min(0) / r.shape[1]
+def _assign(a: Tensor, b: Tensor) -> Tensor:
+    """For each row of ``a`` (len(a) <= len(b)), the distinct row of ``b`` with the least total
+    MSE. The MSE matrix comes from inner products, so its memory is len(a) x len(b), not times the
+    pixels (a 2048-image client update would need 26 GB)."""
+    p, q = a.double().flatten(1), b.double().flatten(1)
+    cost = ((p * p).sum(1)[:, None] + (q * q).sum(1)[None] - 2 * p @ q.T).clamp_min(0) / p.shape[1]
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
+
+
+def match(x: Tensor, ref: Tensor) -> Tensor:
+    """Permutation ``perm`` such that ``x[perm[i]]`` is the reconstruction matched to ``ref[i]``
+    (the assignment with the least total MSE)."""
+    return _assign(ref, x)
 
 
 def match_subset(x: Tensor, ref: Tensor) -> Tensor:
     """Indices ``idx`` into ``ref`` (len(x) <= len(ref)), distinct, such that ``ref[idx[i]]`` is the
     true image matched to reconstruction ``x[i]`` (the assignment with the least total MSE): an
     attack that rebuilds a part of a larger update is scored on the images it came closest to."""
-    r, c = ref.double().flatten(1), x.double().flatten(1)
-    cost = ((c * c).sum(1)[:, None] + (r * r).sum(1)[None] - 2 * c @ r.T).clamp_min(0) / r.shape[1]
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
-    return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
+    return _assign(x, ref)
+
+
+def _label_hits(pred: Tensor, true: Tensor) -> int:
+    return sum((Counter(pred.tolist()) & Counter(true.tolist())).values())
 
 
 def label_accuracy(pred: Tensor, true: Tensor) -> float:
     """Fraction of labels recovered, as multisets (order within a batch is unknowable)."""
-    hit = Counter(pred.tolist()) & Counter(true.tolist())
-    return sum(hit.values()) / max(1, true.numel())
+    return _label_hits(pred, true) / max(1, true.numel())
+
+
+def label_precision(pred: Tensor, true: Tensor) -> float:
+    """Fraction of the recovered labels found in the true labels' multiset (a part of an update)."""
+    return _label_hits(pred, true) / max(1, pred.numel())
 
 
 def score(x: Tensor, ref: Tensor, *, lpips: LPIPS | None = None) -> dict[str, list[float]]:

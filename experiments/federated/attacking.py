@@ -19,7 +19,7 @@ import torch
 from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
 from attacks.inversion.base import attack_config, attack_cost, config_fields, invert_many
 from attacks.inversion.cost import CostBudget, InversionCost
-from attacks.inversion.metrics import label_accuracy, match_subset, score
+from attacks.inversion.metrics import label_accuracy, label_precision, match_subset, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
 from fl.errors import ConfigError, DataError
@@ -75,11 +75,9 @@ def observation_from_capture(cap: CapturedUpdate, max_images: int = 0) -> Observ
     s = cap.settings
     if why := unattackable_training(s):
         raise ConfigError(why)
-    per_client = cap.num_examples // max(cap.num_clients, 1)
-    if why := unreplayable_steps(s, per_client):
+    if why := unreplayable_steps(s, cap.num_examples // max(cap.num_clients, 1)):
         raise ConfigError(why)
-    # the aggregate looks like one client with every client's batch
-    batch, steps, examples = update_shape(s, per_client, cap.num_clients)
+    batch, steps, examples = capture_shape(cap)
     update = cap.parameter_update
     buffers = {k: v for k, v in cap.update.items() if k not in update}  # BatchNorm statistics, as received
     options = dict(cap.model.options) | ({"norm": cap.model.norm} if cap.model.norm else {})
@@ -102,10 +100,15 @@ def observation_from_capture(cap: CapturedUpdate, max_images: int = 0) -> Observ
     return Observation(**common, update=update, kind="delta", lr=s.lr, local_steps=steps)
 
 
+def capture_shape(cap: CapturedUpdate) -> tuple[int, int, int]:
+    """``(batch_size, local_steps, num_examples)`` of a captured update (the SecAgg+ aggregate looks
+    like one client with every client's batch)."""
+    return update_shape(cap.settings, cap.num_examples // max(cap.num_clients, 1), cap.num_clients)
+
+
 def part_attacked(cap: CapturedUpdate, max_images: int) -> str | None:
     """What ``max_images`` rebuilds of the update ``cap`` (None: all of its images)."""
-    per_client = cap.num_examples // max(cap.num_clients, 1)
-    batch, steps, examples = update_shape(cap.settings, per_client, cap.num_clients)
+    batch, steps, examples = capture_shape(cap)
     if not 0 < max_images < examples:
         return None
     return (f"{max_images} of the update's {examples} images ({steps} local step(s) of batch {batch}), "
@@ -205,14 +208,14 @@ def attack_captured(
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c, max_images) for c in caps]
-    full = [observation_from_capture(c) for c in caps] if max_images else observations
     cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)
     outcomes = []
-    for (r, c), cap, whole, res in zip(targets, caps, full, results, strict=True):
-        truth = true_images(store, r, c, train_images)[: whole.num_examples]
-        labels = None if train_labels is None else true_images(store, r, c, train_labels)[: whole.num_examples]
+    for (r, c), cap, res in zip(targets, caps, results, strict=True):
+        examples = capture_shape(cap)[2]
+        truth = true_images(store, r, c, train_images)[:examples]
+        labels = None if train_labels is None else true_images(store, r, c, train_labels)[:examples]
         if not len(truth):  # a DP-SGD client's Poisson batches may all be empty: nothing to score
             continue
         part = part_attacked(cap, max_images)
@@ -231,14 +234,6 @@ def attack_captured(
         outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth[chosen], score(res.inputs, truth[chosen], lpips=lpips),
                                       acc, part, baseline_psnr=float(sum(baseline) / len(baseline))))
     return outcomes
-
-
-def label_precision(pred: torch.Tensor, true: torch.Tensor) -> float:
-    """Fraction of the recovered labels found in the true labels' multiset (a part of an update)."""
-    from collections import Counter
-
-    hit = Counter(pred.tolist()) & Counter(true.tolist())
-    return sum(hit.values()) / max(1, pred.numel())
 
 
 def save_outcome_grid(outcome: AttackOutcome, path: str | Path) -> None:

@@ -43,7 +43,6 @@ from experiments.federated.config import SimulationConfig
 from experiments.federated.run import client_partitions, model_spec, run_federation
 from experiments.membership.central import (
     audit,
-    check_pool_fits,
     default_cache_dir,
     draw_indices,
     write_audit,
@@ -77,11 +76,12 @@ def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None
     )
 
 
-def global_model(sim: SimulationConfig, run_dir: Path, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """The final global model of the federation in ``run_dir`` (eval mode: no dropout)."""
-    spec = model_spec(sim, build_defense(sim.defense), shape, num_classes)
-    model = spec.build()
-    model.load_state_dict(Checkpoint.load(run_dir).weights)
+def global_model(
+    sim: SimulationConfig, weights: dict[str, torch.Tensor], shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """The federation's model with ``weights`` (its final global ones; eval mode: no dropout)."""
+    model = model_spec(sim, build_defense(sim.defense), shape, num_classes).build()
+    model.load_state_dict(weights)
     return model.eval()
 
 
@@ -128,14 +128,12 @@ def train_shadow_federations(
                                 client_secret=shadow_secret(seed, s))
         file = folder / f"shadow_{s}.safetensors"
         if file.is_file():
-            model = model_spec(sim, build_defense(sim.defense), shape, num_classes).build()
-            model.load_state_dict(load_tensors(file))
-            models.append(model.eval())
+            models.append(global_model(sim, load_tensors(file), shape, num_classes))
             reused += 1
             continue
         with tempfile.TemporaryDirectory(prefix="fedleak-shadow-") as tmp:
             run_federation(sim, out_dir=tmp, device=device, progress=False, records=pool[inside[s]])
-            model = global_model(sim, Path(tmp), shape, num_classes)
+            model = global_model(sim, Checkpoint.load(tmp).weights, shape, num_classes)
         save_tensors(file, model.state_dict())
         models.append(model)
     return models, inside, {"path": "federation", "cache_key": key, "reused": reused, "trained": cfg.shadows - reused}
@@ -196,9 +194,8 @@ def run_federation_mia(
     out = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     train = load_dataset(cfg.dataset, split="train", root=data_root)
-    check_pool_fits(cfg, len(train.labels))
+    pool, pop, members = draw_indices(cfg, len(train.labels))  # refuses an oversized pool before writing
     init_run_dir(out, config=cfg, seed=cfg.seed, device=device)
-    pool, pop, members = draw_indices(cfg, len(train.labels))
     x, y = train.images[torch.as_tensor(pool)], train.labels[torch.as_tensor(pool)]
     pop_x, pop_y = train.images[torch.as_tensor(pop)], train.labels[torch.as_tensor(pop)]
     timings: dict[str, float] = {}
@@ -212,7 +209,7 @@ def run_federation_mia(
     with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
         fed = run_federation(sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1),
                              records=pool[members])
-    target = global_model(sim, out / "target", train.shape, train.num_classes)
+    target = global_model(sim, Checkpoint.load(out / "target").weights, train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
     eps, unit = fed["epsilon"], fed["epsilon_unit"]
     result: dict[str, Any] = {
