@@ -96,6 +96,11 @@ def _defense_options(f: Any) -> Any:
 )
 @click.option("--stop-after-round", type=int, default=0, help="Stop after this round as if killed (then --resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--export-partitions", is_flag=True,
+    help="Train nothing: write each client's partition to OUT/client_XXXX.npz (a SuperNode's data-file on "
+    "Flower's deployment engine) and who holds what to OUT/truth, then exit.",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.pass_context
 def simulate(ctx: click.Context, **kw: Any) -> None:
@@ -155,6 +160,12 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
 
     DEFENSES.get(cfg.defense.name)  # an unknown name fails here, before Ray starts
     out = Path(kw["out"])
+    if kw["export_partitions"]:
+        from experiments.federated.run import export_partitions
+
+        paths = export_partitions(cfg, out)
+        click.echo(f"wrote {len(paths)} partition files ({paths[0].name} .. {paths[-1].name}) and truth/ -> {out}")
+        return
     runs = {cfg.defense.name: (cfg, out)}
     if kw["baseline"] and cfg.defense.name != "none":
         runs = {"none": (cfg.with_defense("none"), out / "baseline"), **runs}

@@ -22,9 +22,10 @@ from attacks.inversion.cost import CostBudget, admit
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
-from fl.data import load_dataset, partition
+from fl.data import DATASETS, load_dataset, partition
+from fl.data.partition_file import partition_file_name, save_partition_file
 from fl.errors import ConfigError, DataError, FedleakError
-from fl.federation.capture import CaptureStore, CaptureWriter
+from fl.federation.capture import CaptureStore, write_partitions
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import DirectoryStore, new_client_secret, read_client_secret
@@ -108,11 +109,15 @@ def _attack_hook(
 
 @dataclass(frozen=True)
 class Composition:
-    """Everything one federation is built from (shared by ``run_federation`` and ``flwr run``)."""
+    """Everything one federation is built from (shared by ``run_federation`` and ``flwr run``).
+
+    ``train`` and ``partitions`` are empty when the nodes hold the data (``node_data``): then the
+    server holds no client record and each SuperNode reads its own ``data-file``.
+    """
 
     defense: Any
-    train: Any  # fl.data.ImageDataset
-    test: Any
+    train: Any  # fl.data.ImageDataset, or None when the nodes hold the data
+    test: Any  # the server's held-out set, or None in a client process of a node-data run
     model: ModelSpec
     initial_model: torch.nn.Module
     partitions: list[np.ndarray]
@@ -122,22 +127,38 @@ class Composition:
 
 def compose(
     cfg: SimulationConfig, *, device: torch.device | str = "cpu", client_dir: Path | None = None,
-    records: np.ndarray | None = None,
+    records: np.ndarray | None = None, truth_dir: Path | None = None, node_data: bool = False, side: str = "both",
 ) -> Composition:
     """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs.
 
     ``records``: the indices of the training split the clients share (None: all of it; a
     membership audit gives its members). ``client_dir`` is where the clients keep their keys and defense state (None: each in Flower's
-    per-run context state, or the ``client-dir`` of its SuperNode's node config).
+    per-run context state, or the ``client-dir`` of its SuperNode's node config). ``truth_dir``:
+    where each client records what it trained on (None: its node config's ``truth-dir``, if any).
+    ``node_data``: each SuperNode holds its own partition file (``data-file`` in its node config)
+    and no process loads the training split; ``side`` ``"client"`` skips the server's test set.
     """
     defense = build_defense(cfg.defense)
-    train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
-    test = load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
-    spec = model_spec(cfg, defense, train.shape, train.num_classes)
+    source = DATASETS.get(cfg.dataset)
+    if node_data:
+        if source is None:
+            raise ConfigError(f"unknown dataset {cfg.dataset!r}; valid choices: {', '.join(sorted(DATASETS))}")
+        if cfg.attack != "none":
+            raise ConfigError(
+                f"attack={cfg.attack!r} with the data on the nodes: the per-round attack is scored against the clients' "
+                "records, which the server does not hold; run with attack='none' and attack the capture afterwards "
+                "(fedleak attack RUN) once the nodes' truth is joined"
+            )
+        train, shape, num_classes = None, source.shape, len(source.classes)
+    else:
+        train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
+        shape, num_classes = train.shape, train.num_classes
+    test = None if side == "client" else load_dataset(cfg.dataset, split="test", root=cfg.data_dir)
+    spec = model_spec(cfg, defense, shape, num_classes)
     torch.manual_seed(cfg.seed)
     model = spec.build()
     defense.check_model(model)
-    parts = client_partitions(cfg, train.labels, records)
+    parts = [] if train is None else client_partitions(cfg, train.labels, records)
     if cfg.attack != "none":  # the per-round attack must be able to replay every client it may pick
         for why in filter(None, (unreplayable_steps(cfg.train, n) for n in sorted({len(p) for p in parts}))):
             raise ConfigError(why)
@@ -152,6 +173,8 @@ def compose(
             f"--defense secagg needs >= 2 clients per round to hide each one in the sum, got "
             f"{cfg.clients_per_round} (--clients {cfg.clients} x --fraction {cfg.fraction})"
         )
+    # SecAgg+'s bound on a client's weight: without the partitions, the cap or the split's nominal size
+    largest = max(len(p) for p in parts) if parts else cfg.client_examples or source.sizes.get("train", 60000)
     server_spec = ServerSpec(
         model=spec,
         num_clients=cfg.clients,
@@ -163,7 +186,7 @@ def compose(
         capture=cfg.capture,
         attack_clients=cfg.attack_clients,
         stop_after_round=cfg.stop_after_round,
-        max_client_examples=max(len(p) for p in parts),
+        max_client_examples=largest,
     )
     client_spec = ClientSpec(
         model=spec,
@@ -174,9 +197,28 @@ def compose(
         settings_tag=cfg.settings_tag(),
         client_dir=str(client_dir) if client_dir is not None else None,
         device="cuda" if cfg.client_gpus > 0 else "cpu",
-        record_truth=cfg.capture != "none",
+        truth_dir=str(truth_dir) if truth_dir is not None and cfg.capture != "none" else None,
     )
     return Composition(defense, train, test, spec, model, parts, server_spec, client_spec)
+
+
+def export_partitions(cfg: SimulationConfig, out_dir: str | Path) -> list[Path]:
+    """Write each client's partition of ``cfg`` to ``out_dir/client_XXXX.npz`` for its SuperNode.
+
+    The same partitions ``run_federation`` deals (same options, same seed); ``out_dir/truth`` gets
+    the membership ground truth (who holds which record), to be joined into the run's ``truth``.
+    """
+    train = load_dataset(cfg.dataset, split="train", root=cfg.data_dir)
+    parts = client_partitions(cfg, train.labels)
+    out = Path(out_dir)
+    paths = []
+    for client, idx in enumerate(parts):
+        paths.append(out / partition_file_name(client))
+        sel = torch.as_tensor(idx)
+        save_partition_file(paths[-1], dataset=cfg.dataset, client=client, images=train.images[sel],
+                            labels=train.labels[sel], indices=idx)
+    write_partitions(out / "truth", cfg.dataset, "train", parts)
+    return paths
 
 
 def make_server(
@@ -189,8 +231,8 @@ def make_server(
     progress: bool | ProgressFn = False,
 ) -> FederationServer:
     """The curious server of ``cfg``: records truth for evaluation, attacks, reports each round."""
-    if cfg.capture != "none":
-        CaptureWriter(out, comp.model).write_partitions(cfg.dataset, "train", comp.partitions)
+    if cfg.capture != "none" and comp.partitions:
+        write_partitions(out / "truth", cfg.dataset, "train", comp.partitions)
     hook = _attack_hook(cfg, out, comp.train.images, device, comp.train.labels) if cfg.attack != "none" else None
     report = progress if callable(progress) else None
 
@@ -242,7 +284,7 @@ def run_federation(
     resuming = resume and Checkpoint.exists(out)
     secret, new = clients_secret(clients, resume=resume, resuming=resuming, given=cfg.client_secret)
     cfg = replace(cfg, client_secret=secret)
-    comp = compose(cfg, device=device, client_dir=clients, records=records)  # refuses a bad composition before anything is written
+    comp = compose(cfg, device=device, client_dir=clients, records=records, truth_dir=out / "truth")  # refuses a bad composition before anything is written
     if new:  # new clients, new keys
         shutil.rmtree(clients, ignore_errors=True)
         atomic_write_text(clients / CLIENT_SECRET_FILE, secret + "\n", mode=0o600)

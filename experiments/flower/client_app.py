@@ -10,7 +10,7 @@ from fl.federation.client import handle_query, handle_train, train_only
 
 
 def _composition(context: Context):  # -> Composition
-    return composition(tuple(sorted(dict(context.run_config).items())))
+    return composition(tuple(sorted(dict(context.run_config).items())), side="client")
 
 
 def defense_mods(message: Message, context: Context, call_next) -> Message:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from defenses import DefenseConfig
@@ -24,7 +25,7 @@ TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}
 SIM_KEYS = {f.name for f in fields(SimulationConfig)} - {"train", "defense", "client_secret"}
 CLIENT_ONLY_KEYS = {"client_secret", "client_secret_file"}  # the clients' secret: each SuperNode's node config
-APP_KEYS = {"out", "device"}
+APP_KEYS = {"out", "device", "node_data"}  # the Flower App's own keys (not SimulationConfig's)
 DICT_KEYS = {"model_options", "attack_options"}  # comma lists of KEY=VALUE in a run config
 
 
@@ -66,6 +67,14 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
 
 
 @lru_cache(maxsize=4)
-def composition(items: tuple[tuple[str, Any], ...]) -> Composition:
-    """The federation of a run config, built once per process (clients share it across rounds)."""
-    return compose(config_from_run_config(dict(items)))
+def composition(items: tuple[tuple[str, Any], ...], side: str = "both") -> Composition:
+    """The federation of a run config, built once per process (clients share it across rounds).
+
+    ``node-data = true``: each SuperNode reads its own ``data-file`` and no process loads the
+    training split; ``side="client"`` skips the server's test set. Clients record what they
+    trained on under ``out/truth`` on their own side, unless their node config names a ``truth-dir``.
+    """
+    run_config = dict(items)
+    out = Path(str(run_config.get("out", "runs/flwr")))
+    return compose(config_from_run_config(run_config), node_data=bool(run_config.get("node-data", False)),
+                   truth_dir=out / "truth", side=side)

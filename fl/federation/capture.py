@@ -13,6 +13,11 @@ Layout of ``RUN_DIR/capture`` (the attacker's view: only what a Flower server re
     dataset.json                       dataset name and split the partitions index into
     partitions.npz                     every client's training-record indices (client_0005 = ...)
     round_0003/client_0005.json        dataset indices the client trained on that round, in order
+
+The first two are written by whoever dealt the partitions (the simulation driver, or
+``fedleak simulate --export-partitions`` for SuperNodes); the per-round files by each client on
+its own side (:func:`write_truth`), never sent with its update. On Flower's deployment engine
+each SuperNode writes them under its node config's ``truth-dir``; scoring joins them afterwards.
 """
 
 from __future__ import annotations
@@ -61,12 +66,27 @@ class CapturedUpdate:
         return {k: v for k, v in self.update.items() if k in names}
 
 
+def write_truth(truth_dir: str | Path, server_round: int, client: int, indices: list[int]) -> None:
+    """A client's record of what it trained on in ``server_round``, kept on its own side."""
+    atomic_write_json(_round_dir(Path(truth_dir), server_round) / f"{_client_name(client)}.json", {"indices": indices})
+
+
+def write_partitions(truth_dir: str | Path, dataset: str, split: str, partitions: list[np.ndarray]) -> None:
+    """Who holds which training records (membership ground truth), written by whoever dealt them."""
+    import io
+
+    truth = Path(truth_dir)
+    atomic_write_json(truth / "dataset.json", {"dataset": dataset, "split": split})
+    buf = io.BytesIO()
+    np.savez(buf, **{_client_name(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(partitions)})
+    atomic_write_bytes(truth / "partitions.npz", buf.getvalue())
+
+
 class CaptureWriter:
     """Write side, used by the curious strategy; every file is written atomically."""
 
     def __init__(self, run_dir: str | Path, model: ModelSpec) -> None:
         self.root = Path(run_dir) / "capture"
-        self.truth = Path(run_dir) / "truth"
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "model.json", {"model": model.to_json()})
 
@@ -81,16 +101,6 @@ class CaptureWriter:
         path = _round_dir(self.root, server_round) / f"{_client_name(client)}.safetensors"
         save_tensors(path, delta, metadata={k: str(v) for k, v in meta.items()})
 
-    def write_truth(self, server_round: int, client: int, indices: list[int]) -> None:
-        atomic_write_json(_round_dir(self.truth, server_round) / f"{_client_name(client)}.json", {"indices": indices})
-
-    def write_partitions(self, dataset: str, split: str, partitions: list[np.ndarray]) -> None:
-        import io
-
-        atomic_write_json(self.truth / "dataset.json", {"dataset": dataset, "split": split})
-        buf = io.BytesIO()
-        np.savez(buf, **{_client_name(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(partitions)})
-        atomic_write_bytes(self.truth / "partitions.npz", buf.getvalue())
 
 
 class CaptureStore:

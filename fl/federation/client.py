@@ -9,7 +9,6 @@ regenerate the client's randomness nor reset its accountant.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,15 +26,15 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fl.federation.capture import write_truth
 from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.federation.task import state_dict_cpu, train_local
 
 CLIENT_KEY = "fedleak"
-TRUTH_KEY = "truth"
 
-_DATA_CACHE: dict[tuple[str, str | None], Any] = {}
+_DATA_CACHE: dict[tuple[str, ...], Any] = {}
 
 
 class InjectedFault(RuntimeError):
@@ -56,20 +55,36 @@ class ClientSpec:
 
     model: ModelSpec
     dataset: str
-    partitions: tuple[np.ndarray, ...]  # client id -> indices into the training split
+    partitions: tuple[np.ndarray, ...]  # client id -> indices into the training split (empty: each node's data file)
     data_root: str | None = None
     client_secret: str | None = None  # the clients' secret their keys derive from (None: each key from the OS)
     settings_tag: str = ""  # public digest of the run's settings, mixed into every key (client_side.settings_tag)
     client_dir: str | None = None  # where each client keeps its key and state (None: Flower's context.state)
     device: str = "cpu"
-    record_truth: bool = True  # reply with the indices trained on (evaluation only; stripped by the server)
+    truth_dir: str | None = None  # where each client records what it trained on (a node config's truth-dir wins)
     faults: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) that raise
     lost: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) whose reply is lost
 
 
-def client_data(spec: ClientSpec, client: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images, labels, dataset_indices)`` of ``client`` (the dataset is loaded once per process)."""
-    key = (spec.dataset, spec.data_root)
+def client_data(spec: ClientSpec, client: int, data_file: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, dataset_indices)`` of ``client``, loaded once per process.
+
+    ``data_file`` (a SuperNode's ``data-file`` node config): the node's own partition, as written by
+    ``fedleak simulate --export-partitions``; the node loads nothing else. Otherwise the client's
+    share of the training split by ``spec.partitions``.
+    """
+    if data_file is not None:
+        from fl.data.partition_file import load_partition_file
+
+        key = ("file", data_file)
+        if key not in _DATA_CACHE:
+            _DATA_CACHE[key] = load_partition_file(data_file, dataset=spec.dataset, client=client)
+        return _DATA_CACHE[key]
+    if not spec.partitions:
+        from fl.errors import ConfigError
+
+        raise ConfigError(f"client {client}: the run leaves the data to the nodes, but this node's config names no data-file")
+    key = (spec.dataset, spec.data_root or "")
     if key not in _DATA_CACHE:
         from fl.data import load_dataset
 
@@ -98,7 +113,8 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
     store = client_store(spec.client_dir or context.node_config.get("client-dir"), context)
-    images, labels, indices = client_data(spec, client)
+    data_file = context.node_config.get("data-file")
+    images, labels, indices = client_data(spec, client, str(data_file) if data_file else None)
     record = open_record(store, client, client_secret(spec, context), spec.settings_tag,
                          data=lambda: data_digest(images, labels, indices))
     turn = record.participations  # this participation's randomness is fresh, whatever the server sends
@@ -123,15 +139,13 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     store.save(client, record.after(state))  # before the reply leaves: a lost reply still counts
     if (server_round, client) in spec.lost:
         raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
-    truth = [int(i) for i in result.indices.cpu()] if spec.record_truth else None
+    if truth_dir := context.node_config.get("truth-dir") or spec.truth_dir:  # on the client's side, never in the reply
+        write_truth(str(truth_dir), server_round, client, [int(i) for i in result.indices.cpu()])
     metrics = {"num-examples": result.num_examples, **result.metrics}
     if getattr(defense, "privacy_unit", None) is None:  # under DP the loss is data-dependent and unaccounted
         metrics["train-loss"] = result.loss
     if secagg:
-        own = {"partition-id": client}
-        if truth is not None:
-            own[TRUTH_KEY] = json.dumps(truth)
-        content = fitres_content(state_dict_cpu(model), result.num_examples, {**metrics, **own})
+        content = fitres_content(state_dict_cpu(model), result.num_examples, {**metrics, "partition-id": client})
         return Message(content=content, reply_to=message)
     content = RecordDict(
         {
@@ -140,8 +154,6 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
             CLIENT_KEY: ConfigRecord({"partition-id": client}),
         }
     )
-    if truth is not None:
-        content[TRUTH_KEY] = ConfigRecord({"indices": truth})
     return Message(content=content, reply_to=message)
 
 

@@ -9,7 +9,6 @@ in client order, and checkpoints every round, so a resumed run ends bit-identica
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -37,7 +36,6 @@ from fl.seed import derive_seed
 
 STRATEGIES = ("fedavg", "fedprox")
 CLIENT_PRIVACY_KEYS = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "releases")  # reply metrics
-TRUTH_KEY = "truth"  # ConfigRecord of evaluation-only ground truth, stripped before the strategy
 
 log = logging.getLogger("fedleak.federation")
 
@@ -98,7 +96,6 @@ class ClientReply:
     client: int
     loss: float
     metrics: dict[str, Any]  # what the client reports besides its update (loss, its epsilon, ...)
-    truth: list[int] | None  # evaluation only: dataset indices trained on
 
 
 @dataclass(frozen=True)
@@ -166,9 +163,6 @@ class FederationServer:
         strategy.begin_round(node_to_client=roster, sampled=sampled, capture=capture)
         exchange = self._exchange_secagg if self.secure_aggregation else self._exchange
         traffic = exchange(server_round, grid, strategy, roster, sampled, ckpt)
-        for reply in traffic.replies:
-            if reply.truth is not None and strategy.writer is not None and (reply.client in capture or self.secure_aggregation):
-                strategy.writer.write_truth(server_round, reply.client, reply.truth)
         record = self._evaluate(server_round, model, traffic, sampled, attacked, ckpt)
         if self.on_round is not None:
             record.update(self.on_round(record, traffic.weights))
@@ -198,17 +192,24 @@ class FederationServer:
             for m in strategy.configure_train(server_round, ArrayRecord(ckpt.weights), config, view)
         ]
         received = grid.send_and_receive(messages, timeout=self.spec.timeout)
-        received = sorted(received, key=lambda r: roster.get(r.metadata.src_node_id, -1))
+        # The grid sets each sent message's id; an error the SuperLink answers for a node that went
+        # away comes from the SuperLink itself, so its sender is read off the message it answers.
+        dst_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+
+        def sender(msg: Message) -> int:
+            node = msg.metadata.src_node_id
+            return roster[node] if node in roster else roster[dst_of[msg.metadata.reply_to_message_id]]
+
+        received = sorted(received, key=sender)
         replies, errors = [], {}
         for msg in received:
-            client = roster[msg.metadata.src_node_id]
+            client = sender(msg)
             if msg.has_error():
                 errors[client] = msg.error.reason
                 continue
-            truth = list(msg.content[TRUTH_KEY]["indices"]) if TRUTH_KEY in msg.content else None
-            msg.content = RecordDict({k: v for k, v in msg.content.items() if k not in (CLIENT_KEY, TRUTH_KEY)})
+            msg.content = RecordDict({k: v for k, v in msg.content.items() if k != CLIENT_KEY})
             metrics = dict(record_metrics(msg.content))
-            replies.append(ClientReply(client, float(metrics.get("train-loss", math.nan)), metrics, truth))
+            replies.append(ClientReply(client, float(metrics.get("train-loss", math.nan)), metrics))
         failed = self._failures(server_round, sampled, {r.client for r in replies}, errors)
         aggregated, _ = strategy.aggregate_train(server_round, received)
         weights = aggregated.to_torch_state_dict() if aggregated is not None else ckpt.weights
@@ -246,15 +247,7 @@ class FederationServer:
             seed=derive_seed(self.spec.seed, "secagg", server_round),
             timeout=self.spec.timeout,
         )
-        replies = [
-            ClientReply(
-                r.client,
-                float(r.metrics.get("train-loss", math.nan)),
-                {k: v for k, v in r.metrics.items() if k != TRUTH_KEY},
-                json.loads(str(r.metrics[TRUTH_KEY])) if TRUTH_KEY in r.metrics else None,
-            )
-            for r in outcome.replies
-        ]
+        replies = [ClientReply(r.client, float(r.metrics.get("train-loss", math.nan)), dict(r.metrics)) for r in outcome.replies]
         if outcome.weights is None:
             halted = "the SecAgg+ round halted: too few clients survived it"
             return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}, missing=halted))

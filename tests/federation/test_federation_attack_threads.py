@@ -7,7 +7,7 @@ import torch
 
 import experiments.federated.attacking as attacking
 from fl.data import load_dataset
-from fl.federation.capture import CaptureStore, CaptureWriter
+from fl.federation.capture import CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
@@ -21,8 +21,8 @@ def _one_round(run_dir, spec: ModelSpec, data) -> None:
         spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
         run_dir=run_dir, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
     )
-    CaptureWriter(run_dir, spec).write_partitions("sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    write_partitions(run_dir / "truth", "sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run_dir / "truth"))), 2))
 
 
 def test_federation_attack_optimizes_in_the_requested_threads_and_restores_them(tmp_path, monkeypatch):

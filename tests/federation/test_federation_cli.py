@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from experiments.cli import cli
 from fl.data import load_dataset
-from fl.federation.capture import AGGREGATE, CaptureStore, CaptureWriter
+from fl.federation.capture import AGGREGATE, CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
@@ -45,8 +45,8 @@ def test_federation_attack_cli_refuses_an_adam_run_in_one_line(tmp_path):
         spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=settings, capture="all"),
         run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
     )
-    CaptureWriter(tmp_path, spec).write_partitions("sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    write_partitions(tmp_path / "truth", "sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"))), 2))
     result = CliRunner().invoke(cli, ["attack", str(tmp_path), "--attack", "ig", "--round", "1", "--client", "0"])
     assert result.exit_code == 2, result.output
     assert f"{SGD_ONLY}; this run uses --optimizer adam" in result.output
@@ -83,7 +83,7 @@ def test_federation_failed_attack_is_recorded_and_the_round_goes_on(tmp_path, mo
         spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
         run_dir=tmp_path, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
     )
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"))), 2))
 
     def diverged(*args, **kwargs):
         raise RuntimeError("repeats can not be negative")

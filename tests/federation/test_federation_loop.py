@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import (
 from torch import nn
 
 from fl.data import load_dataset
-from fl.federation.capture import CaptureStore, CaptureWriter
+from fl.federation.capture import CaptureStore, write_partitions
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.inline import InlineGrid
@@ -44,14 +44,14 @@ def federate(
     """Run a federation in-process; returns the finished server."""
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     faults = kw.pop("faults", frozenset())
-    client = ClientSpec(model=model, dataset="sample", partitions=parts, faults=faults,
+    client = ClientSpec(model=model, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults,
                         client_secret="00112233445566778899aabbccddeeff", client_dir=str(tmp_path / "clients"))
     spec = ServerSpec(model=model, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
     server = FederationServer(
         spec=spec, run_dir=tmp_path, initial_weights=initial_weights(spec=model), test_data=(DATA.images, DATA.labels),
         defense=defense, resume=kw.get("stop_after_round", 0) == 0 and (tmp_path / "checkpoint").exists(),
     )
-    CaptureWriter(tmp_path, model).write_partitions("sample", "train", list(parts))
+    write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(client, defense), clients))
     return server
 

@@ -23,7 +23,7 @@ from opacus.accountants import create_accountant
 from defenses import DefenseConfig, build_defense
 from experiments.cli import cli
 from fl.data import load_dataset
-from fl.federation.capture import CaptureWriter
+from fl.federation.capture import write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import DirectoryStore
 from fl.federation.inline import InlineGrid
@@ -119,14 +119,14 @@ SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 16, "de
 
 def _federate(tmp_path, defense, *, lost=frozenset(), faults=frozenset(), rounds: int = 3, clients: int = 2):
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
-    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, lost=lost, faults=faults,
+    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), lost=lost, faults=faults,
                         client_dir=str(tmp_path / "clients"))
     spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=rounds,
                       settings=TrainSettings(local_steps=1, batch_size=8, lr=0.1), timeout=5.0)
     torch.manual_seed(0)
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=SPEC.build().state_dict(),
                               test_data=(DATA.images, DATA.labels), defense=defense)
-    CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
+    write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(client, defense), clients))
     return server.result
 

@@ -8,7 +8,7 @@ import torch
 
 from defenses import DefenseConfig, build_defense
 from fl.data import load_dataset
-from fl.federation.capture import AGGREGATE, CaptureStore, CaptureWriter
+from fl.federation.capture import AGGREGATE, CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import ClientKey, data_digest
 from fl.federation.inline import InlineGrid
@@ -36,9 +36,9 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=1, settings=settings, capture="all",
                       max_client_examples=max(len(p) for p in parts))
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
-    CaptureWriter(tmp_path, SPEC).write_partitions("sample", "train", list(parts))
+    write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     faults = frozenset() if dropped is None else frozenset({(1, dropped)})
-    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, faults=faults, client_secret=SECRET)
+    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults, client_secret=SECRET)
     server.run(InlineGrid(make_client_app(client_spec, defense), clients))
     survivors = [c for c in range(clients) if c != dropped]
     assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])

@@ -21,7 +21,7 @@ from attacks.inversion.lpips import BACKBONE_KEYS, LIN_KEYS, LPIPS, load_lpips
 from experiments.cli import cli
 from fl.data import load_dataset
 from fl.errors import ConfigError
-from fl.federation.capture import CaptureWriter
+from fl.federation.capture import write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
@@ -194,8 +194,8 @@ def captured_run(tmp_path: Path) -> Path:
                         settings=TrainSettings(local_steps=1, batch_size=2, lr=0.1)),
         run_dir=run, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
     )
-    CaptureWriter(run, spec).write_partitions("sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts)), 2))
+    write_partitions(run / "truth", "sample", "train", list(parts))
+    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run / "truth"))), 2))
     return run
 
 

@@ -55,7 +55,7 @@ def capture(data_root, tmp_path_factory):
     """A captured round 1 with four clients of 32 MNIST test records each (the rest unassigned);
     each client takes one full-batch SGD step."""
     from fl.data import load_dataset
-    from fl.federation.capture import CaptureWriter
+    from fl.federation.capture import CaptureWriter, write_partitions, write_truth
     from fl.federation.settings import ModelSpec, TrainSettings
 
     data = load_dataset("mnist", split="test", root=data_root)
@@ -69,12 +69,12 @@ def capture(data_root, tmp_path_factory):
     writer = CaptureWriter(run, spec)
     settings = TrainSettings(local_epochs=1, batch_size=BATCH, lr=LR)
     parts = [np.arange(32 * i, 32 * (i + 1)) for i in range(4)]
-    writer.write_partitions("mnist", "test", parts)
+    write_partitions(run / "truth", "mnist", "test", parts)
     writer.write_global(1, model.state_dict(), {"config": settings.to_config()})
     for client, idx in enumerate(parts):
         delta = _local_update(model, data.images[idx], data.labels[idx])
         writer.write_update(1, client, delta, {"num_examples": len(idx)})
-        writer.write_truth(1, client, idx.tolist())
+        write_truth(run / "truth", 1, client, idx.tolist())
     return run, model, data, parts
 
 
@@ -222,14 +222,14 @@ def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, 
     """Two captured rounds: FedMIA's score of a client is the mean over both rounds of its one-round
     score (Zhu et al. use every round), not the audited round's alone."""
     from attacks.membership.federated import fedmia, gradient_stats
-    from fl.federation.capture import CaptureStore, CaptureWriter
+    from fl.federation.capture import CaptureStore, CaptureWriter, write_partitions, write_truth
     from fl.federation.settings import ModelSpec, TrainSettings
 
     _, model, data, parts = capture
     spec = ModelSpec(**SPEC)
     writer = CaptureWriter(tmp_path, spec)
     settings = TrainSettings(local_epochs=1, batch_size=BATCH, lr=LR)
-    writer.write_partitions("mnist", "test", parts)
+    write_partitions(tmp_path / "truth", "mnist", "test", parts)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     for rnd in (1, 2):
         model.load_state_dict(weights)
@@ -237,7 +237,7 @@ def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, 
         deltas = [_local_update(model, data.images[idx], data.labels[idx]) for idx in parts]
         for client, (idx, delta) in enumerate(zip(parts, deltas, strict=True)):
             writer.write_update(rnd, client, delta, {"num_examples": len(idx)})
-            writer.write_truth(rnd, client, idx.tolist())
+            write_truth(tmp_path / "truth", rnd, client, idx.tolist())
         weights = {k: v + sum(d[k] for d in deltas) / len(deltas) for k, v in weights.items()}
     cfg = FederatedMIAConfig(attacks=("fedmia",), clients=(0,), candidates=16, bootstrap=0)
     res = run_federated_mia(tmp_path, cfg, device="cpu", data_root=data_root, out_dir=tmp_path / "audit")
