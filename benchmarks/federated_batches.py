@@ -3,7 +3,8 @@
 One Flower federation (in process, Flower's Message API, 2 clients, 1 round) per cell of
 dataset x defense x local steps x batch size; the curious server inverts client 0's captured
 update (``attack_captured``: the capture alone feeds the attack, the truth scores it) with IG and,
-where the clients' model has dropout, DIA. A client holds ``batch x steps`` records, so its
+where the clients' model has dropout, DIA and the oracle (DIA given the client's own masks, which
+the clients record beside their truth for this bound only). A client holds ``batch x steps`` records, so its
 update is one pass of ``steps`` full batches: FedSGD at one step, unrolled FedAvg (Inverting
 Gradients) at more; labels are recovered by the attacker and scored as label accuracy. The
 model is the round's initial one (the attack is on round 1), as in the inversion papers.
@@ -47,14 +48,14 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
         defense=DefenseConfig.from_dict(DEFENSES[defense]), capture="all", engine="inline", data_dir=args.data_dir,
         seed=0, client_secret=read_client_secret(args.client_secret),
     )
-    out = Path(args.out) / f"{dataset}_{args.model}{args.width or ''}{'_' + args.norm if args.norm else ''}_{defense}_b{batch}_s{steps}"
+    out = Path(args.out) / f"{dataset}_{args.model}{'_masks' if defense == 'dropout' else ''}{args.width or ''}{'_' + args.norm if args.norm else ''}_{defense}_b{batch}_s{steps}"
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
-        fed = run_federation(cfg, out_dir=out, progress=False)
+        fed = run_federation(cfg, out_dir=out, progress=False, record_masks=True)
     train = load_dataset(dataset, split="train", root=args.data_dir)
     rows = []
-    for attack in ("ig", "dia") if defense == "dropout" else ("ig",):
+    for attack in ("ig", "dia", "oracle") if defense == "dropout" else ("ig",):
         start = time.perf_counter()
         (o,) = attack_captured(CaptureStore(out), [(1, 0)], attack, train.images, iters=args.iters, seed=0,
                                train_labels=train.labels, budget=NO_LIMIT)

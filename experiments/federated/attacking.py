@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig" and "dia")
+from attacks.inversion import dia, ig  # noqa: F401  (registration of "ig", "dia" and "oracle")
 from attacks.inversion.base import attack_config, attack_cost, config_fields, invert_many
 from attacks.inversion.cost import CostBudget, InversionCost
 from attacks.inversion.metrics import label_accuracy, label_precision, match_subset, score
@@ -98,6 +98,22 @@ def observation_from_capture(cap: CapturedUpdate, max_images: int = 0) -> Observ
     if steps == 1:
         return Observation(**common, update={k: -v / s.lr for k, v in update.items()}, kind="gradient")
     return Observation(**common, update=update, kind="delta", lr=s.lr, local_steps=steps)
+
+
+def oracle_observation(
+    store: CaptureStore, obs: Observation, server_round: int, client: int | str, train_labels: torch.Tensor | None
+) -> Observation:
+    """The oracle's view of a captured update: not an attack, but the bound DIA is read against.
+
+    It is handed what only the client holds, from ``truth/``: its dropout masks for every step and
+    example, and the true labels in the order it used them. A mask belongs to one example, so
+    masks given with labels in another order (the server's recovered label multiset is unordered)
+    would pair an example's mask with another's label.
+    """
+    if train_labels is None or client == AGGREGATE:
+        raise ConfigError("the oracle needs one client's update and the training labels (it reads the client's truth)")
+    labels = true_images(store, server_round, client, train_labels)[: obs.num_examples]
+    return replace(obs, true_masks=store.true_masks(server_round, int(client)), labels=labels)
 
 
 def capture_shape(cap: CapturedUpdate) -> tuple[int, int, int]:
@@ -208,6 +224,8 @@ def attack_captured(
     """
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c, max_images) for c in caps]
+    if attack == "oracle":
+        observations = [oracle_observation(store, o, r, c, train_labels) for o, (r, c) in zip(observations, targets, strict=True)]
     cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)

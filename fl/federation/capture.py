@@ -13,6 +13,7 @@ Layout of ``RUN_DIR/capture`` (the attacker's view: only what a Flower server re
     dataset.json                       dataset name and split the partitions index into
     partitions.npz                     every client's training-record indices (client_0005 = ...)
     round_0003/client_0005.json        dataset indices the client trained on that round, in order
+    round_0003/client_0005.masks.safetensors  its dropout masks per step (only when recorded, for the oracle)
 
 The first two are written by whoever dealt the partitions (the simulation driver, or
 ``fedleak simulate --export-partitions`` for SuperNodes); the per-round files by each client on
@@ -69,6 +70,12 @@ class CapturedUpdate:
 def write_truth(truth_dir: str | Path, server_round: int, client: int, indices: list[int]) -> None:
     """A client's record of what it trained on in ``server_round``, kept on its own side."""
     atomic_write_json(_round_dir(Path(truth_dir), server_round) / f"{_client_name(client)}.json", {"indices": indices})
+
+
+def write_masks(truth_dir: str | Path, server_round: int, client: int, masks: list[dict[str, torch.Tensor]]) -> None:
+    """A client's dropout masks of one round, ``<site>.mask`` -> (local_steps, batch, *site), on its own side."""
+    stacked = {k: torch.stack([m[k] for m in masks]).to(torch.uint8) for k in masks[0]}
+    save_tensors(_round_dir(Path(truth_dir), server_round) / f"{_client_name(client)}.masks.safetensors", stacked)
 
 
 def write_partitions(truth_dir: str | Path, dataset: str, split: str, partitions: list[np.ndarray]) -> None:
@@ -169,6 +176,14 @@ class CaptureStore:
         """Every training-record index of ``client`` (membership ground truth)."""
         with np.load(self.truth / "partitions.npz", allow_pickle=False) as data:
             return data[_client_name(client)]
+
+    def true_masks(self, server_round: int, client: int) -> dict[str, torch.Tensor]:
+        """``client``'s dropout masks in ``server_round`` (the oracle's bound; recorded only on request)."""
+        path = _round_dir(self.truth, server_round) / f"{_client_name(client)}.masks.safetensors"
+        if not path.is_file():
+            raise DataError(f"no dropout masks recorded for client {client} in round {server_round} "
+                            "(the oracle needs a federation run with record_masks)")
+        return {k: v.float() for k, v in load_tensors(path).items()}
 
     def true_indices(self, server_round: int, client: int) -> np.ndarray:
         """Dataset indices ``client`` trained on in ``server_round``, in order of first use."""

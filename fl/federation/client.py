@@ -26,7 +26,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fl.federation.capture import write_truth
+from fl.federation.capture import write_masks, write_truth
 from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
@@ -62,6 +62,7 @@ class ClientSpec:
     client_dir: str | None = None  # where each client keeps its key and state (None: Flower's context.state)
     device: str = "cpu"
     truth_dir: str | None = None  # where each client records what it trained on (a node config's truth-dir wins)
+    record_masks: bool = False  # also record each step's dropout masks beside the truth (the oracle's bound)
     faults: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) that raise
     lost: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) whose reply is lost
 
@@ -123,6 +124,8 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     np.random.seed(record.key.numpy_seed("client-mods", turn))
     state = dict(record.state)
     device = torch.device(spec.device)
+    truth_dir = context.node_config.get("truth-dir") or spec.truth_dir
+    masks: list[dict[str, torch.Tensor]] | None = [] if spec.record_masks and truth_dir else None
     model = model.to(device)
     model.load_state_dict(weights)
     result = train_local(
@@ -135,12 +138,15 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         defense=defense,
         client_state=state,
         rounds=int(config["client-rounds"]),
+        masks=masks,
     )
     store.save(client, record.after(state))  # before the reply leaves: a lost reply still counts
     if (server_round, client) in spec.lost:
         raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
-    if truth_dir := context.node_config.get("truth-dir") or spec.truth_dir:  # on the client's side, never in the reply
+    if truth_dir:  # on the client's side, never in the reply
         write_truth(str(truth_dir), server_round, client, [int(i) for i in result.indices.cpu()])
+        if masks:
+            write_masks(str(truth_dir), server_round, client, masks)
     metrics = {"num-examples": result.num_examples, **result.metrics}
     if getattr(defense, "privacy_unit", None) is None:  # under DP the loss is data-dependent and unaccounted
         metrics["train-loss"] = result.loss

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fl.federation.settings import TrainSettings
 from fl.models import set_dropout_generator
+from fl.models.dropout import has_dropout, record_masks, recorded_masks
 from fl.seed import private_generator
 
 
@@ -108,11 +109,14 @@ def train_local(
     defense: Any = None,
     client_state: MutableMapping[str, Any] | None = None,
     rounds: int = 1,
+    masks: list[dict[str, torch.Tensor]] | None = None,
 ) -> LocalResult:
     """Train ``model`` in place on one client's data; ``defense`` follows ``defenses.base.Defense``.
 
     ``seed`` drives the minibatch order and the dropout masks (the client's private RNG);
     ``rounds`` is how many rounds the client is planned to take part in (the server tells it).
+    ``masks``: a list to which each step's dropout masks are appended (the oracle's ground truth,
+    kept on the client's side; a real server never has them).
     """
     state = client_state if client_state is not None else {}
     optimizer = make_optimizer(model, settings)
@@ -121,6 +125,8 @@ def train_local(
     if defense is not None:
         training = defense.prepare_local_training(training, client_state=state, seed=seed)
     set_dropout_generator(model, private_generator(seed, "dropout"))
+    record = masks is not None and has_dropout(model)
+    record_masks(model, record)
     device = next(model.parameters()).device
     loss_fn = nn.CrossEntropyLoss()
     training.model.train()
@@ -136,6 +142,8 @@ def train_local(
             loss = loss_fn(training.model(x), y)
             loss.backward()
             training.optimizer.step()
+            if record:
+                masks.append({k: m.detach().cpu() for k, m in recorded_masks(model).items()})
             steps += 1
             if len(y):
                 total += float(loss.detach())
@@ -146,6 +154,7 @@ def train_local(
         if max_steps is not None and steps >= max_steps:
             break
     set_dropout_generator(model, None)
+    record_masks(model, False)
     metrics = defense.finish_local_training(training, client_state=state) if defense is not None else {}
     order = _first_use_order(torch.cat(seen)) if seen else torch.empty(0, dtype=torch.long)
     return LocalResult(

@@ -38,3 +38,38 @@ def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
     for ig, dia in zip(psnr["ig"], psnr["dia"], strict=True):
         assert dia > ig + 4.0, psnr
     assert torch.is_tensor(outcomes[0].reconstruction) and outcomes[0].reconstruction.shape[0] == 8
+
+
+def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) -> None:
+    """With ``record_masks`` each client keeps its per-step dropout masks beside its truth (never in
+    its reply); the oracle, given those masks and the labels in the client's order, rebuilds the
+    batch-4, 2-step update far better than DIA (measured: 29.8 dB against 12.6 at 100 iterations).
+    Without the recording the oracle is refused in one line."""
+    import pytest
+
+    from defenses import DefenseConfig
+    from experiments.federated import SimulationConfig, run_federation
+    from fl.errors import DataError
+    from fl.federation.settings import TrainSettings
+
+    cfg = SimulationConfig(
+        dataset="sample", model="mlp", clients=2, rounds=1, client_examples=8, capture="all", engine="inline",
+        train=TrainSettings(local_steps=2, batch_size=4, lr=0.1), defense=DefenseConfig(name="dropout", dropout=0.25),
+        client_secret="5eed" * 8,
+    )
+    plain = tmp_path / "plain"
+    run_federation(cfg, out_dir=plain, progress=False)
+    train = load_dataset("sample", split="train")
+    with pytest.raises(DataError, match="no dropout masks recorded for client 0 in round 1"):
+        attack_captured(CaptureStore(plain), [(1, 0)], "oracle", train.images, iters=2, train_labels=train.labels)
+    run = tmp_path / "masks"
+    run_federation(cfg, out_dir=run, progress=False, record_masks=True)
+    store = CaptureStore(run)
+    masks = store.true_masks(1, 0)
+    assert masks and all(m.shape[:2] == (2, 4) for m in masks.values())  # (local steps, batch, *site)
+    assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks.values())
+    for a, b in zip(CaptureStore(plain).load(1, 0).update.values(), store.load(1, 0).update.values(), strict=True):
+        assert torch.equal(a, b)  # recording changes nothing the server receives
+    psnr = {a: attack_captured(store, [(1, 0)], a, train.images, iters=100, train_labels=train.labels)[0].psnr
+            for a in ("dia", "oracle")}
+    assert psnr["oracle"] > psnr["dia"] + 8.0, psnr
