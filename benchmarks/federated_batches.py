@@ -33,7 +33,9 @@ from fl.federation.capture import CaptureStore
 from fl.federation.client_side import read_client_secret
 from fl.federation.engine import quiet_flower
 from fl.federation.settings import TrainSettings
+from fl.keyvalues import parse_key_values
 
+ATTACKS = ("ig", "dia", "oracle")
 DEFENSES = {
     "none": {"name": "none"},
     "dropout": {"name": "dropout", "dropout": 0.25},
@@ -58,10 +60,10 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
     for attack in ("ig", "dia", "oracle") if defense == "dropout" else ("ig",):
         start = time.perf_counter()
         (o,) = attack_captured(CaptureStore(out), [(1, 0)], attack, train.images, iters=args.iters, seed=0,
-                               train_labels=train.labels, budget=NO_LIMIT)
+                               train_labels=train.labels, budget=NO_LIMIT, options=args.options)
         rows.append({
             "bench": "federated_batches", "dataset": dataset, "model": args.model, "norm": args.norm, "defense": defense,
-            "batch": batch, "steps": steps, "attack": attack, "iters": args.iters, "psnr": round(o.psnr, 2),
+            "batch": batch, "steps": steps, "attack": attack, "iters": args.iters, "options": args.options, "psnr": round(o.psnr, 2),
             "ssim": round(o.ssim, 3), "label_acc": None if o.label_acc is None else round(o.label_acc, 3),
             "epsilon": fed.get("epsilon"), "seconds": round(time.perf_counter() - start, 1),
         })
@@ -70,14 +72,26 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
 
 
 def table(rows: list[dict]) -> str:
-    head = "| dataset | defense | local steps | batch | attack | PSNR (dB) | SSIM | label acc | ε per record | s |"
-    lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for r in rows:
-        eps = f"{r['epsilon']:.1f}" if r["epsilon"] is not None else "-"
-        acc = f"{r['label_acc']:.2f}" if r["label_acc"] is not None else "-"
-        lines.append(f"| {r['dataset']} | {r['defense']} | {r['steps']} | {r['batch']} | {r['attack']} | "
-                     f"{r['psnr']:.1f} | {r['ssim']:.3f} | {acc} | {eps} | {r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+    """One Markdown table per dataset and model: PSNR (SSIM) per batch size, label accuracy beside."""
+    names = {"none": "none", "dropout": "dropout 0.25", "dp-local": "dp-local σ=1"}
+    out = []
+    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
+        batches = sorted({r["batch"] for r in rows if (r["dataset"], r["model"]) == (dataset, model)})
+        out += [f"{dataset}, {model}: PSNR in dB (SSIM) per batch size; label accuracy of the recovered labels", "",
+                "| defense | ε per record | local steps | attack | " + " | ".join(f"batch {b}" for b in batches)
+                + f" | label acc ({' / '.join(map(str, batches))}) |", "|---" * (5 + len(batches)) + "|"]
+        keys = dict.fromkeys((r["defense"], r["steps"], r["attack"]) for r in rows if (r["dataset"], r["model"]) == (dataset, model))
+        for defense, steps, attack in sorted(keys, key=lambda k: (list(names).index(k[0]), k[1], ATTACKS.index(k[2]))):
+            cell = {r["batch"]: r for r in rows if (r["dataset"], r["model"], r["defense"], r["steps"], r["attack"])
+                    == (dataset, model, defense, steps, attack)}
+            eps = next((f"{r['epsilon']:.2f}" for r in cell.values() if r["epsilon"] is not None), "-")
+            psnr = [f"{cell[b]['psnr']:.1f} ({cell[b]['ssim']:.2f})" if b in cell else "" for b in batches]
+            acc = [f"{cell[b]['label_acc']:.2f}" if b in cell and cell[b]["label_acc"] is not None else "-" for b in batches]
+            label = "given" if attack == "oracle" else " / ".join(acc)
+            out.append(f"| {names[defense]} | {eps} | {steps} | {attack.upper() if attack != 'oracle' else 'oracle'} | "
+                       + " | ".join(psnr) + f" | {label} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -91,14 +105,29 @@ def main() -> None:
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="Every attack's setting, e.g. tv_weight=1e-6 or recipe=ig (repeatable).")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--client-secret", default="docs/tables-client-secret",
                     help="The clients' secret: the federations repeat bit for bit.")
     ap.add_argument("--out", default="runs/federated_batches")
-    ap.add_argument("--table", default=None, help="Also write the Markdown table here.")
+    ap.add_argument("--table", default=None, help="Also write the Markdown tables here.")
+    ap.add_argument("--table-from", nargs="+", default=None, metavar="JSONL",
+                    help="Only print the Markdown tables of earlier runs' JSON lines (later lines win).")
     args = ap.parse_args()
+    args.options = parse_key_values(args.attack_option)
+    if args.table_from:
+        rows: dict[tuple, dict] = {}
+        for path in args.table_from:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    if (r.get("options") or {}) == args.options:
+                        rows[(r["dataset"], r["model"], r["defense"], r["steps"], r["batch"], r["attack"])] = r
+        print(table(list(rows.values())))
+        return
     quiet_flower(verbose=False)
-    rows = []
+    rows: list[dict] = []
     for dataset in args.datasets.split(","):
         for defense in args.defenses.split(","):
             for steps in (int(s) for s in args.steps.split(",")):

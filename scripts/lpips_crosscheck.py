@@ -7,10 +7,10 @@ random heads, saved in the real file formats; then the lpips package's own shipp
 per image size against the reference in float64 and in float32.
 
 Usage (a throwaway venv that sees the project's torch):
-    python3 -m venv /tmp/lpv
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/lpv/lib/python3.11/site-packages/main.pth
-    /tmp/lpv/bin/pip install --no-deps torchvision==0.29.* lpips
-    OMP_NUM_THREADS=1 /tmp/lpv/bin/python scripts/lpips_crosscheck.py [--work /tmp/lpx]
+    python3 -m venv .lpips-venv
+    echo "$PWD/.venv/lib/python3.11/site-packages" > .lpips-venv/lib/python3.11/site-packages/main.pth
+    .lpips-venv/bin/pip install --no-deps torchvision==0.29.* lpips
+    OMP_NUM_THREADS=1 .lpips-venv/bin/python scripts/lpips_crosscheck.py [--work runs/lpips-crosscheck]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _import_reference():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/lpx"), help="folder for the weight files")
+    parser.add_argument("--work", type=Path, default=Path("runs/lpips-crosscheck"), help="folder for the weight files")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torchvision, lpips = _import_reference()

@@ -22,7 +22,7 @@ from attacks.inversion.cost import CostBudget, InversionCost
 from attacks.inversion.metrics import label_accuracy, label_precision, match_subset, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
-from fl.errors import ConfigError, DataError
+from fl.errors import ConfigError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
 if TYPE_CHECKING:
@@ -164,13 +164,8 @@ def _attack_config(attack: str, options: dict[str, Any] | None, **wanted: Any) -
 def true_images(store: CaptureStore, server_round: int, client: int | str, images: torch.Tensor) -> torch.Tensor:
     """The examples behind a captured update (evaluation only), in the client's order of use
     (``images`` may be any per-example tensor of the training set, e.g. its labels)."""
-    if client == AGGREGATE:  # every client in the sum; one that dropped out of SecAgg+ left no truth
-        idx = []
-        for c in store.round_info(server_round)["sampled"]:
-            try:
-                idx.append(store.true_indices(server_round, c))
-            except DataError:
-                continue
+    if client == AGGREGATE:  # the clients the sum holds (a client that trained but dropped out is not in it)
+        idx = [store.true_indices(server_round, c) for c in store.summed_clients(server_round)]
         return torch.cat([images[torch.as_tensor(i)] for i in idx])
     return images[torch.as_tensor(store.true_indices(server_round, int(client)))]
 
@@ -225,6 +220,8 @@ def attack_captured(
     caps = [store.load(r, c) for r, c in targets]
     observations = [observation_from_capture(c, max_images) for c in caps]
     if attack == "oracle":
+        if max_images:
+            raise ConfigError("the oracle rebuilds a whole update (its masks are the client's, step by step); drop --max-images")
         observations = [oracle_observation(store, o, r, c, train_labels) for o, (r, c) in zip(observations, targets, strict=True)]
     cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):

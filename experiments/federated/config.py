@@ -189,6 +189,11 @@ class SimulationConfig:
         """
         return settings_tag({k: v for k, v in self.server_dict().items() if k not in NOT_TRAINING})
 
+    def partition_tag(self) -> str:
+        """The public digest of how the clients' partitions are dealt (a node's data file carries it)."""
+        keys = ("dataset", "clients", "client_examples", "partition", "alpha", "seed")
+        return settings_tag({k: v for k, v in self.server_dict().items() if k in keys})
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SimulationConfig:
         """Build from a scenario table or ``config.json``; unknown keys are errors."""

@@ -201,6 +201,7 @@ def compose(
         device="cuda" if cfg.client_gpus > 0 else "cpu",
         truth_dir=str(truth_dir) if truth_dir is not None and cfg.capture != "none" else None,
         record_masks=record_masks,
+        partition_tag=cfg.partition_tag() if node_data else "",
     )
     return Composition(defense, train, test, spec, model, parts, server_spec, client_spec)
 
@@ -219,7 +220,7 @@ def export_partitions(cfg: SimulationConfig, out_dir: str | Path) -> list[Path]:
         paths.append(out / partition_file_name(client))
         sel = torch.as_tensor(idx)
         save_partition_file(paths[-1], dataset=cfg.dataset, client=client, images=train.images[sel],
-                            labels=train.labels[sel], indices=idx)
+                            labels=train.labels[sel], indices=idx, tag=cfg.partition_tag())
     write_partitions(out / "truth", cfg.dataset, "train", parts)
     return paths
 

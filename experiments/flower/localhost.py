@@ -3,8 +3,9 @@
 What the deployment test and ``benchmarks/deployment_rounds.py`` start; docs/federation.md gives
 the same recipe as shell commands for real hosts.
 
-Every process starts in a session of its own, so stopping it also stops the ``flwr-clientapp`` and
-``flwr-serverapp`` processes it spawned; :meth:`LocalDeployment.stop` stops everything it started.
+Every process starts in a session of its own; :meth:`LocalDeployment.stop` stops each session and
+every process descended from the ones it started (the SuperLink starts its SuperExec in a session
+of its own, which starts the ``flwr-serverapp``; SuperNodes start ``flwr-clientapp`` processes).
 ``FLWR_HOME`` is a folder of the deployment's own: the SuperLink connection ``flwr run`` uses is written
 there, and the installed app lives there.
 """
@@ -52,6 +53,7 @@ class LocalDeployment:
     link_port: int = field(default_factory=free_port)
     nodes: list[subprocess.Popen] = field(default_factory=list)
     link: subprocess.Popen | None = None
+    _tree: set[int] = field(default_factory=set)  # every process below the started ones, when stop began
 
     @property
     def env(self) -> dict[str, str]:
@@ -92,22 +94,51 @@ class LocalDeployment:
         """Kill SuperNode ``i`` and the ClientApp it runs, as a crashed host would."""
         _kill(self.nodes[i], signal.SIGKILL)
 
+    @property
+    def started(self) -> list[subprocess.Popen]:
+        return [*self.nodes, *([self.link] if self.link is not None else [])]
+
     def stop(self) -> None:
-        for proc in [*self.nodes, *([self.link] if self.link is not None else [])]:
+        """Stop every process this deployment started, and everything they started."""
+        self._tree = _descendants({p.pid for p in self.started})
+        for pid in self._tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for proc in self.started:
             _kill(proc, signal.SIGTERM)
-        for proc in [*self.nodes, *([self.link] if self.link is not None else [])]:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _kill(proc, signal.SIGKILL)
-                proc.wait(timeout=15)
+        deadline = time.monotonic() + 15
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for proc in self.started:
+            proc.wait(timeout=15)
 
     def alive(self) -> list[int]:
-        """Process ids of this deployment's sessions that still run (the SuperLink's, the nodes' and their children)."""
-        sessions = {p.pid for p in [*self.nodes, *([self.link] if self.link is not None else [])]}
-        out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout.split("\n")
-        return [int(pid) for pid, sid, stat in (line.split() for line in out if line.strip())
-                if int(sid) in sessions and not stat.startswith("Z")]
+        """Process ids, still running, of what this deployment started (and of their descendants,
+        as found when :meth:`stop` began)."""
+        roots = {p.pid for p in self.started}
+        table = _process_table()
+        known = roots | self._tree | _descendants(roots, table)
+        return sorted(pid for pid, (_, sid, stat) in table.items()
+                      if (pid in known or sid in roots) and not stat.startswith("Z"))
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """``pid -> (ppid, sid, state)`` of every process (``ps``)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,sid=,stat="], capture_output=True, text=True).stdout
+    return {int(f[0]): (int(f[1]), int(f[2]), f[3]) for f in (line.split() for line in out.splitlines()) if len(f) == 4}
+
+
+def _descendants(roots: set[int], table: dict[int, tuple[int, int, str]] | None = None) -> set[int]:
+    """Every process below ``roots`` in the parent tree (the roots included)."""
+    table = _process_table() if table is None else table
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
 
 
 def _kill(proc: subprocess.Popen, sig: int) -> None:

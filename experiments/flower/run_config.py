@@ -70,11 +70,12 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
 def composition(items: tuple[tuple[str, Any], ...], side: str = "both") -> Composition:
     """The federation of a run config, built once per process (clients share it across rounds).
 
-    ``node-data = true``: each SuperNode reads its own ``data-file`` and no process loads the
-    training split; ``side="client"`` skips the server's test set. Clients record what they
-    trained on under ``out/truth`` on their own side, unless their node config names a ``truth-dir``.
+    ``node-data = true``: each SuperNode reads its own ``data-file`` and records what it trained on
+    under its own ``truth-dir`` (both node config), and no process loads the training split;
+    ``side="client"`` skips the server's test set. Otherwise (one machine) the clients record it
+    under ``out/truth``, unless their node config names a ``truth-dir``.
     """
     run_config = dict(items)
-    out = Path(str(run_config.get("out", "runs/flwr")))
-    return compose(config_from_run_config(run_config), node_data=bool(run_config.get("node-data", False)),
-                   truth_dir=out / "truth", side=side)
+    node_data = bool(run_config.get("node-data", False))
+    truth = None if node_data else Path(str(run_config.get("out", "runs/flwr"))) / "truth"
+    return compose(config_from_run_config(run_config), node_data=node_data, truth_dir=truth, side=side)

@@ -166,6 +166,17 @@ class CaptureStore:
             num_clients=int(meta.get("num_clients", 1)),
         )
 
+    def summed_clients(self, server_round: int) -> list[int]:
+        """The clients whose updates the SecAgg+ aggregate of ``server_round`` sums (its survivors)."""
+        from safetensors import safe_open
+
+        path = _round_dir(self.root, server_round) / f"{AGGREGATE}.safetensors"
+        if not path.is_file():
+            raise DataError(f"no aggregate captured in round {server_round}")
+        with safe_open(str(path), framework="pt") as fh:
+            listed = (fh.metadata() or {}).get("clients", "")
+        return [int(c) for c in listed.split(",") if c]
+
     # -- evaluation-only ground truth (never part of what the attacker sees) --
 
     def dataset(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fl.errors import ConfigError
 from fl.federation.capture import write_masks, write_truth
 from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
@@ -62,6 +63,7 @@ class ClientSpec:
     client_dir: str | None = None  # where each client keeps its key and state (None: Flower's context.state)
     device: str = "cpu"
     truth_dir: str | None = None  # where each client records what it trained on (a node config's truth-dir wins)
+    partition_tag: str = ""  # node data: how the run deals partitions (a node's data-file must match it)
     record_masks: bool = False  # also record each step's dropout masks beside the truth (the oracle's bound)
     faults: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) that raise
     lost: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) whose reply is lost
@@ -79,11 +81,9 @@ def client_data(spec: ClientSpec, client: int, data_file: str | None = None) -> 
 
         key = ("file", data_file)
         if key not in _DATA_CACHE:
-            _DATA_CACHE[key] = load_partition_file(data_file, dataset=spec.dataset, client=client)
+            _DATA_CACHE[key] = load_partition_file(data_file, dataset=spec.dataset, client=client, tag=spec.partition_tag)
         return _DATA_CACHE[key]
     if not spec.partitions:
-        from fl.errors import ConfigError
-
         raise ConfigError(f"client {client}: the run leaves the data to the nodes, but this node's config names no data-file")
     key = (spec.dataset, spec.data_root or "")
     if key not in _DATA_CACHE:
@@ -125,6 +125,9 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     state = dict(record.state)
     device = torch.device(spec.device)
     truth_dir = context.node_config.get("truth-dir") or spec.truth_dir
+    if not spec.partitions and not truth_dir:
+        raise ConfigError(f"client {client}: the nodes hold the data, but this node's config names no truth-dir "
+                          "(where the client records what it trained on, for scoring afterwards)")
     masks: list[dict[str, torch.Tensor]] | None = [] if spec.record_masks and truth_dir else None
     model = model.to(device)
     model.load_state_dict(weights)
@@ -141,12 +144,12 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
         masks=masks,
     )
     store.save(client, record.after(state))  # before the reply leaves: a lost reply still counts
-    if (server_round, client) in spec.lost:
-        raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
     if truth_dir:  # on the client's side, never in the reply
         write_truth(str(truth_dir), server_round, client, [int(i) for i in result.indices.cpu()])
         if masks:
             write_masks(str(truth_dir), server_round, client, masks)
+    if (server_round, client) in spec.lost:
+        raise ReplyLost(f"client {client}'s reply in round {server_round} is lost (injected)")
     metrics = {"num-examples": result.num_examples, **result.metrics}
     if getattr(defense, "privacy_unit", None) is None:  # under DP the loss is data-dependent and unaccounted
         metrics["train-loss"] = result.loss

@@ -71,12 +71,13 @@ class CuriousStrategy(StrategyWrapper):
             self.writer.write_global(server_round, self._before, info)
 
     def record_aggregate(
-        self, server_round: int, weights: dict[str, torch.Tensor], num_examples: int, num_clients: int
+        self, server_round: int, weights: dict[str, torch.Tensor], num_examples: int, clients: list[int]
     ) -> None:
-        """Under SecAgg+: record the unmasked aggregate, the only update the server ever sees."""
+        """Under SecAgg+: record the unmasked aggregate, the only update the server ever sees, and
+        which clients it sums (the round's survivors, which the server knows)."""
         if self.writer is not None:
             delta = {k: weights[k].float() - self._before[k].float() for k in weights}
-            meta = {"num_examples": num_examples, "num_clients": num_clients}
+            meta = {"num_examples": num_examples, "num_clients": len(clients), "clients": ",".join(map(str, sorted(clients)))}
             self.writer.write_update(server_round, AGGREGATE, delta, meta)
 
     def aggregate_train(

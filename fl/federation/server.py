@@ -191,16 +191,20 @@ class FederationServer:
             _with_client_config(m, self._client_config(roster[m.metadata.dst_node_id]))
             for m in strategy.configure_train(server_round, ArrayRecord(ckpt.weights), config, view)
         ]
-        received = grid.send_and_receive(messages, timeout=self.spec.timeout)
+        received = list(grid.send_and_receive(messages, timeout=self.spec.timeout))
         # The grid sets each sent message's id; an error the SuperLink answers for a node that went
         # away comes from the SuperLink itself, so its sender is read off the message it answers.
         dst_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
 
         def sender(msg: Message) -> int:
             node = msg.metadata.src_node_id
-            return roster[node] if node in roster else roster[dst_of[msg.metadata.reply_to_message_id]]
+            node = node if node in roster else dst_of.get(msg.metadata.reply_to_message_id, -1)
+            return roster.get(node, -1)
 
-        received = sorted(received, key=sender)
+        stray = [m for m in received if sender(m) < 0]
+        if stray:
+            log.warning("round %d: %d repl(ies) answering none of this round's messages dropped", server_round, len(stray))
+        received = sorted((m for m in received if sender(m) >= 0), key=sender)
         replies, errors = [], {}
         for msg in received:
             client = sender(msg)
@@ -252,7 +256,7 @@ class FederationServer:
             halted = "the SecAgg+ round halted: too few clients survived it"
             return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}, missing=halted))
         survivors = {r.client for r in replies}
-        strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), len(survivors))
+        strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), sorted(survivors))
         dropped = "dropped out of the SecAgg+ round (an error, or no reply within the timeout)"
         return Exchange(outcome.weights, replies, self._failures(server_round, sampled, survivors, {}, missing=dropped))
 

@@ -116,3 +116,29 @@ def test_node_data_refuses_the_per_round_attack_in_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match="the server does not hold"):
         run_module.compose(SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True)
+
+
+def test_recorded_masks_stay_on_the_clients_side(tmp_path):
+    """Clients that record their dropout masks for the oracle keep them under their truth dir: the
+    replies carry the same three records as without, and the server's side holds no mask."""
+    from fl.federation.client import ClientSpec, make_client_app
+    from fl.federation.server import FederationServer, ServerSpec
+    from fl.federation.settings import ModelSpec, TrainSettings
+
+    data = load_dataset("sample", split="train")
+    spec = ModelSpec("mlp", data.shape, data.num_classes, dropout=0.25, options={"hidden": 16})
+    parts = (np.arange(0, 8), np.arange(8, 16))
+    client = ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "client-truth"),
+                        record_masks=True, client_secret="ab" * 16)
+    server = FederationServer(
+        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=2, batch_size=4, lr=0.1),
+                        capture="all"),
+        run_dir=tmp_path / "server", initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+    )
+    grid = RecordingGrid(make_client_app(client), 2)
+    server.run(grid)
+    assert all(set(r.content) == {"arrays", "metrics", "fedleak"} for r in grid.replies if "arrays" in r.content)
+    assert all(not any("mask" in k for k in r.content["arrays"]) for r in grid.replies if "arrays" in r.content)
+    assert not [p for p in (tmp_path / "server").rglob("*mask*")]
+    masks = sorted(p.name for p in (tmp_path / "client-truth").rglob("*.masks.safetensors"))
+    assert masks == ["client_0000.masks.safetensors", "client_0001.masks.safetensors"]

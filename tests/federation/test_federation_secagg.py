@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from defenses import DefenseConfig, build_defense
+from experiments.federated.attacking import true_images
 from fl.data import load_dataset
 from fl.federation.capture import AGGREGATE, CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
@@ -26,9 +27,10 @@ def _initial() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in SPEC.build().state_dict().items()}
 
 
-@pytest.mark.parametrize("dropped", [None, 1])
-def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_path, dropped):
-    """With ``dropped`` failing mid-round, SecAgg+ unmasks the survivors' sum from the key shares."""
+@pytest.mark.parametrize(("how", "dropped"), [(None, None), ("fails", 1), ("reply lost", 1)])
+def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_path, how, dropped):
+    """With ``dropped`` failing mid-round (before training, or after it with its reply lost), SecAgg+
+    unmasks the survivors' sum from the key shares, and the aggregate is scored against theirs only."""
     clients, settings = 4, TrainSettings(local_steps=1, batch_size=4, lr=0.1)
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     defense = build_defense(DefenseConfig(name="secagg"))
@@ -37,8 +39,10 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
                       max_client_examples=max(len(p) for p in parts))
     server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
     write_partitions(tmp_path / "truth", "sample", "train", list(parts))
-    faults = frozenset() if dropped is None else frozenset({(1, dropped)})
-    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults, client_secret=SECRET)
+    faults = frozenset({(1, dropped)}) if how == "fails" else frozenset()
+    lost = frozenset({(1, dropped)}) if how == "reply lost" else frozenset()
+    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults,
+                             lost=lost, client_secret=SECRET)
     server.run(InlineGrid(make_client_app(client_spec, defense), clients))
     survivors = [c for c in range(clients) if c != dropped]
     assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])
@@ -47,6 +51,11 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     assert store.clients(1) == [AGGREGATE]  # nothing per client reached the server's disk
     cap = store.load(1, AGGREGATE)
     assert cap.num_clients == len(survivors) and cap.num_examples == sum(len(parts[c]) for c in survivors)
+    assert store.summed_clients(1) == survivors  # a client that trained but whose reply was lost is not in the sum
+    scored = true_images(store, 1, AGGREGATE, torch.arange(len(DATA)))
+    assert sorted(scored.tolist()) == sorted(int(i) for c in survivors for i in store.true_indices(1, c))
+    if how == "reply lost":  # it trained, so it recorded its truth, but its batch is not in the sum
+        assert not set(store.true_indices(1, dropped).tolist()) & set(scored.tolist())
     # Each client's true update, recomputed exactly as the client trains (same key, same batch).
     deltas, weights = [], []
     for c in survivors:
@@ -65,10 +74,6 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
         # SecAgg+ quantizes each weighted weight to 2**22 levels over [-8, 8]: step 3.8e-6.
         torch.testing.assert_close(cap.update[k], expected, rtol=0, atol=2e-5)
         assert not any(torch.allclose(cap.update[k], d[k], atol=1e-6) for d in deltas)
-    if dropped is not None:  # the attacker's scoring truth covers exactly the clients in the sum
-        from experiments.federated.attacking import true_images
-
-        assert len(true_images(store, 1, AGGREGATE, DATA.images)) == sum(len(store.true_indices(1, c)) for c in survivors)
     final = server.result.weights
     for k in final:
         torch.testing.assert_close(final[k] - _initial()[k], cap.update[k], rtol=0, atol=1e-6)
