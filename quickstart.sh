@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fedleak set-up and main jobs: creates (or reuses) a local virtual environment in .venv.
 #   ./quickstart.sh demo   install, then run the quick scenario (picture + tables + report)
-#   ./quickstart.sh test   install, then lint and run the test suite
+#   ./quickstart.sh test   install, then lint, type-check and run the test suite
 #   ./quickstart.sh setup  install only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,7 +26,7 @@ setup() {
     fi
   fi
   local stamp="$VENV/.fedleak-installed"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ ! -x "$VENV/bin/mypy" ]; then
     echo "installing fedleak and its dependencies into $VENV"
     "${pip[@]}" install -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
     "$VENV/bin/python" -c "import fl, flwr, opacus" # fail loudly if the install did not work
@@ -37,6 +37,6 @@ setup() {
 case "${1:-}" in
   setup) setup ;;
   demo) setup; shift; "$VENV/bin/fedleak" demo "$@" ;;
-  test) setup; shift; "$VENV/bin/ruff" check . && "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; shift; "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: ./quickstart.sh demo|test|setup" >&2; exit 2 ;;
 esac

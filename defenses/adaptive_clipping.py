@@ -63,6 +63,7 @@ class AdaptiveClipping(StrategyWrapper):
     """
 
     noise_seed: int = 0
+    strategy: FedAvg  # the wrapped strategy (narrower than StrategyWrapper's)
 
     def __init__(
         self,
@@ -114,6 +115,7 @@ class AdaptiveClipping(StrategyWrapper):
         m = len(replies)
         rng = round_noise_rng(self.noise_seed, server_round)
         std = compute_stdv(self.update_noise_multiplier, bound, m)  # the bound used (Flower: the already-updated one)
+        assert arrays is not None  # reason is "" only when the inner strategy aggregated
         arrays = add_gaussian_noise(arrays, std, rng)
         # Andrew et al. noise sum_i (b_i - 1/2), of sensitivity 1/2 (which Thm 1's (2 sigma_b)^-2 assumes),
         # and add back m / 2; m = num_sampled_clients, public, since only complete rounds are released

@@ -67,7 +67,7 @@ class Defense:
 
     def finish_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
-    ) -> dict[str, float]:
+    ) -> dict[str, float | list[float] | list[int]]:
         """Update per-client state after training; return metrics for the reply (e.g. epsilon)."""
         return {}
 

@@ -21,7 +21,7 @@ divides by its norm).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord
@@ -257,7 +257,7 @@ class DpCentralDefense(Defense):
         if self.noise_multiplier is not None:
             return self.noise_multiplier
         return noise_for_epsilon(
-            target_epsilon=self.target_epsilon, delta=self.delta, sample_rate=1.0, steps=num_rounds
+            target_epsilon=cast(float, self.target_epsilon), delta=self.delta, sample_rate=1.0, steps=num_rounds
         )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from opacus import GradSampleModule, PrivacyEngine
@@ -89,6 +89,7 @@ def make_private(
     engine = PrivacyEngine(accountant=accountant)
     engine.accountant = accountant_from_history(history, accountant=accountant)
     if noise_multiplier is None:
+        assert target_epsilon is not None  # exactly one of the two was given (checked above)
         noise_multiplier = noise_for_epsilon(
             target_epsilon=target_epsilon,
             delta=delta,
@@ -121,7 +122,7 @@ def poisson_batches(batches: int) -> int:
 
 def participation_steps(training: LocalTraining) -> int:
     """Optimizer steps one participation takes: ``local_steps``, or epochs x the Poisson loader's steps."""
-    return training.local_steps or training.epochs * poisson_batches(len(training.loader))
+    return training.local_steps or training.epochs * poisson_batches(len(cast(DataLoader, training.loader)))
 
 
 def epsilon_of(source: PrivacyEngine | IAccountant, delta: float) -> float:
@@ -161,11 +162,11 @@ class DpLocalDefense(Defense):
         sigma = self._client_noise(training, client_state)
         history = client_state.get(HISTORY_KEY, [])
         if self.target_epsilon is not None:
-            self._check_budget(history, sigma, 1 / len(training.loader), participation_steps(training))
+            self._check_budget(history, sigma, 1 / len(cast(DataLoader, training.loader)), participation_steps(training))
         model, optimizer, loader, engine = make_private(
             training.model,
             training.optimizer,
-            training.loader,
+            cast(DataLoader, training.loader),
             noise_multiplier=sigma,
             delta=self.delta,
             max_grad_norm=self.max_grad_norm,
@@ -178,13 +179,13 @@ class DpLocalDefense(Defense):
 
     def finish_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
-    ) -> dict[str, float]:
+    ) -> dict[str, float | list[float] | list[int]]:
         engine = self._engines.pop(id(training.model), None)
         if engine is None:
             raise RuntimeError("finish_local_training got a model that prepare_local_training did not wrap")
         history = history_of(engine.accountant)
         client_state[HISTORY_KEY] = [list(h) for h in history]
-        training.model.cleanup()  # the client's model may be reused: drop the Opacus hooks
+        cast(GradSampleModule, training.model).cleanup()  # the client's model may be reused: drop the Opacus hooks
         return {  # the whole history, one entry per (sigma, rate): the epsilon can be recomputed from the reply
             "epsilon": epsilon_of(engine, self.delta),
             "delta": self.delta,
@@ -209,6 +210,7 @@ class DpLocalDefense(Defense):
         else:
             planned.append((sigma, rate, steps))
         after = epsilon_from_history(planned, delta=self.delta, accountant=self.accountant)
+        assert self.target_epsilon is not None  # only called with a target (prepare_local_training)
         if after > self.target_epsilon:
             raise FedleakError(
                 f"dp-local: this round would take the client to epsilon {after:.3g} per record, past its "
@@ -225,9 +227,9 @@ class DpLocalDefense(Defense):
             return self.noise_multiplier
         if NOISE_KEY not in client_state:
             client_state[NOISE_KEY] = noise_for_epsilon(
-                target_epsilon=self.target_epsilon,
+                target_epsilon=cast(float, self.target_epsilon),  # set when noise_multiplier is None
                 delta=self.delta,
-                sample_rate=1 / len(training.loader),
+                sample_rate=1 / len(cast(DataLoader, training.loader)),
                 steps=training.rounds * participation_steps(training),
                 accountant=self.accountant,
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from flwr.clientapp.mod import LocalDpMod
 
@@ -65,11 +65,11 @@ class LdpDefense(Defense):
 
     def finish_local_training(
         self, training: LocalTraining, *, client_state: MutableMapping[str, Any]
-    ) -> dict[str, float]:
+    ) -> dict[str, float | list[float] | list[int]]:
         releases = int(client_state.get(RELEASES_KEY, 0)) + 1  # the mod noises this reply
         client_state[RELEASES_KEY] = releases
         return {
-            "epsilon": self.client_epsilon(client_state),
+            "epsilon": cast(float, self.client_epsilon(client_state)),  # releases >= 1 here
             "delta": self.delta,
             "noise_multiplier": self.noise_multiplier,
             "releases": float(releases),

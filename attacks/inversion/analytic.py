@@ -90,6 +90,7 @@ def find_patch_embedding(model: nn.Module, in_shape: tuple[int, int, int]) -> Pa
     )
     if not isinstance(conv, nn.Conv2d) or not _is_patchify(conv, in_shape):
         return None
+    assert conv_name is not None  # found together with conv
     k = conv.kernel_size[0]
     patches = (in_shape[1] // k) * (in_shape[2] // k)
     for name, p in model.named_parameters():

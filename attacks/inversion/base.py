@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -37,7 +37,7 @@ class InversionResult:
     inputs: torch.Tensor
     labels: torch.Tensor
     label_source: str
-    trace: dict[str, list[float]] = field(default_factory=lambda: {"iter": [], "loss": []})
+    trace: dict[str, list[int] | list[float]] = field(default_factory=lambda: {"iter": [], "loss": []})
     grad_loss: float = float("nan")
     time_s: float = 0.0
     iters: int = 0
@@ -47,7 +47,7 @@ class InversionResult:
 class Attack(Protocol):
     """An inversion attack: a config dataclass and a batched ``run``."""
 
-    Config: ClassVar[type]
+    Config: type[Any]  # class attribute; not ClassVar, which mypy would make every attack declare
 
     def run(
         self,

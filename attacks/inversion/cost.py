@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch.nn import functional as F
@@ -228,7 +229,7 @@ def _measure(model: torch.nn.Module, obs: Observation, batch: int, device: torch
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
             dot = sum((g * t).sum() for g, t in zip(grads, target, strict=True))
-            norm = sum(g.pow(2).sum() for g in grads)
+            norm = cast(torch.Tensor, sum(g.pow(2).sum() for g in grads))
             loss = 1 - dot / norm.clamp_min(1e-12).sqrt()
         loss.backward()
         if device.type == "cuda":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -49,6 +50,7 @@ class IGConfig:
         check_recipe(self.recipe)
         if self.step_size is None:  # recorded resolved, so attack_config shows the rate in force
             object.__setattr__(self, "step_size", RECIPE_STEP_SIZE[self.recipe])
+        assert self.step_size is not None  # resolved just above
         if not self.step_size > 0:
             raise ConfigError(f"step_size must be > 0, got {self.step_size}")
         if not self.bn_prior >= 0:
@@ -56,7 +58,7 @@ class IGConfig:
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
-            iters=self.iters, step_size=self.step_size, restarts=self.restarts, tv_weight=self.tv_weight,
+            iters=self.iters, step_size=cast(float, self.step_size), restarts=self.restarts, tv_weight=self.tv_weight,
             lr_decay_at=tuple(self.lr_decay_at), recipe=self.recipe, log_every=self.log_every,
         )
 

@@ -70,6 +70,9 @@ class LPIPS(nn.Module):
     Its state dict keys are exactly :data:`BACKBONE_KEYS` and :data:`LIN_KEYS`.
     """
 
+    shift: Tensor  # buffers (registered in __init__)
+    scale: Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.features = _alexnet_features()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -201,8 +202,8 @@ class Matcher:
         if self.linear:
             return self._ghost_pieces(params, x, y, masks, target)
         update = self.simulate(params, x, y, masks)
-        dot = sum((update[k] * target[k]).sum() for k in update)
-        norm2 = sum(_weight(target, k) * (update[k] * update[k]).sum() for k in update)
+        dot = cast(Tensor, sum((update[k] * target[k]).sum() for k in update))
+        norm2 = cast(Tensor, sum(_weight(target, k) * (update[k] * update[k]).sum() for k in update))
         return dot, norm2
 
     def loss(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params) -> Tensor:
@@ -256,11 +257,11 @@ class Matcher:
         target = {k: obs.update[k].to(device=device, dtype=dtype) * scale for k in self.param_names}
         if self.layer_weights == "balanced":
             w2 = {k: _inverse_square_norm(t) for k, t in target.items()}
-            norm2 = sum(w2[k] * (t * t).sum() for k, t in target.items())
+            norm2 = cast(Tensor, sum(w2[k] * (t * t).sum() for k, t in target.items()))
             weighted = {k: w2[k] * t / norm2.sqrt() for k, t in target.items()}
             return {**weighted, **{WEIGHT_KEY + k: w for k, w in w2.items()}, **self._bn_target(obs, device, dtype)}
         bn = self._bn_target(obs, device, dtype)
-        norm2 = sum((t * t).sum() for t in target.values())
+        norm2 = cast(Tensor, sum((t * t).sum() for t in target.values()))
         if self.distance == "cosine":
             return {**{k: t / norm2.sqrt() for k, t in target.items()}, **bn}
         return {**target, "__norm2__": norm2, **bn}

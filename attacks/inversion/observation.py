@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -140,9 +140,9 @@ def observe_client(
     client.train()
     set_dropout_generator(client, generator)
     record_masks(client)
-    params = dict(client.named_parameters())
+    params: dict[str, torch.Tensor] = dict(client.named_parameters())
     obs_shell = Observation(
-        model_name=model_name, model_options=dict(model_options or {}), in_shape=tuple(images.shape[1:]),
+        model_name=model_name, model_options=dict(model_options or {}), in_shape=cast(tuple[int, int, int], tuple(images.shape[1:])),
         num_classes=_num_classes(client, images), dropout=_dropout_rate(client), weights_before={}, update={},
         kind=kind, lr=lr, local_steps=local_steps, batch_size=batch_size, num_examples=n,
     )

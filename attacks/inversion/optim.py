@@ -336,7 +336,7 @@ def _initial(
             for k, shape in shapes.items():
                 keep = torch.full(shape, 1.0 - o.dropout, dtype=torch.float64)
                 ms[k].append(torch.bernoulli(keep, generator=gen) if mask_init == "bernoulli" else keep)
-    cast = {"device": victims.device, "dtype": victims.dtype}
+    cast: dict[str, Any] = {"device": victims.device, "dtype": victims.dtype}
     x = torch.stack(xs).to(**cast)
     return x, {k: torch.stack(v).to(**cast) for k, v in ms.items()}
 

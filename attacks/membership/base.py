@@ -78,5 +78,5 @@ def build_attack(name: str, **options: Any) -> MembershipAttack:
     """Attack ``name`` built with those ``options`` that are its fields (others are ignored,
     so one option set serves a list of attacks)."""
     cls = ATTACKS.get(name)
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    names: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     return cls(**{k: v for k, v in options.items() if k in names})

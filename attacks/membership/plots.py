@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def _draw(ax: Any, scores: np.ndarray, members: np.ndarray, floor: float, **styl
 
 def _floor(members: np.ndarray) -> float:
     """Half of the smallest non-zero FPR: where a curve's zero rates are drawn."""
-    return 0.5 / max(np.count_nonzero(~np.asarray(members).astype(bool)), 1)
+    return 0.5 / max(cast(int, np.count_nonzero(~np.asarray(members).astype(bool))), 1)
 
 
 def _axes(ax: Any, floor: float, title: str, fontsize: float = 8) -> None:

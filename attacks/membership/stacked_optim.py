@@ -45,6 +45,7 @@ class StackedOptimizer:
             keep = active.view(-1, *([1] * (p.dim() - 1))).to(p.device)
             grad = p.grad + cfg.weight_decay * p if cfg.weight_decay else p.grad
             if cfg.optimizer == "adam":
+                assert second is not None  # allocated in __init__ for adam (cfg is frozen)
                 b1, b2 = ADAM_BETAS
                 first.copy_(torch.where(keep, b1 * first + (1 - b1) * grad, first))
                 second.copy_(torch.where(keep, b2 * second + (1 - b2) * grad * grad, second))

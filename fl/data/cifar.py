@@ -35,7 +35,7 @@ CIFAR100_CLASSES = (  # the fine label names, in label order (alphabetical)
 )
 # fmt: on
 CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
-CIFAR100_FILES = {"train": ("train",), "test": ("test",)}
+CIFAR100_FILES: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test",)}
 
 
 def _field(batch: dict[str, Any], key: str, path: Path) -> Any:

@@ -85,7 +85,7 @@ def write_partitions(truth_dir: str | Path, dataset: str, split: str, partitions
     truth = Path(truth_dir)
     atomic_write_json(truth / "dataset.json", {"dataset": dataset, "split": split})
     buf = io.BytesIO()
-    np.savez(buf, **{_client_name(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(partitions)})
+    np.savez(buf, **{_client_name(i): np.asarray(p, dtype=np.int64) for i, p in enumerate(partitions)})  # type: ignore[arg-type]  # numpy stubs match **kwds against allow_pickle too
     atomic_write_bytes(truth / "partitions.npz", buf.getvalue())
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     if (server_round, client) in spec.faults:
         raise InjectedFault(f"client {client} fails in round {server_round} (injected fault)")
     settings = TrainSettings.from_config(config)
-    store = client_store(spec.client_dir or context.node_config.get("client-dir"), context)
+    store = client_store(spec.client_dir or cast(str | None, context.node_config.get("client-dir")), context)
     data_file = context.node_config.get("data-file")
     images, labels, indices = client_data(spec, client, str(data_file) if data_file else None)
     record = open_record(store, client, client_secret(spec, context), spec.settings_tag,

@@ -11,7 +11,7 @@ and tries to reconstruct client data from the updates it legitimately receives.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -91,6 +91,6 @@ class CuriousStrategy(StrategyWrapper):
                     continue
                 received = record_arrays(msg.content).to_torch_state_dict()
                 delta = {k: received[k].float() - self._before[k].float() for k in received}
-                meta = {"num_examples": int(record_metrics(msg.content)["num-examples"])}
+                meta = {"num_examples": int(cast(int, record_metrics(msg.content)["num-examples"]))}
                 self.writer.write_update(server_round, client, delta, meta)
         return self.strategy.aggregate_train(server_round, replies)

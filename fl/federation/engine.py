@@ -101,13 +101,13 @@ def ray_session(*, verbose: bool = False) -> Iterator[None]:
         if self.pool:
             self.pool.terminate_all_actors()
 
-    RayBackend.terminate = terminate_actors_only
+    RayBackend.terminate = terminate_actors_only  # type: ignore[method-assign]  # patched for the session, restored below
     _SESSION = _Session(verbose=verbose)
     try:
         yield
     finally:
         owns, _SESSION = _SESSION.owns_ray, None
-        RayBackend.terminate = original
+        RayBackend.terminate = original  # type: ignore[method-assign]  # undo the patch
         if owns:
             import ray
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -17,6 +18,10 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from fl.federation.client import ReplyLost
+
+if TYPE_CHECKING:
+    from flwr.proto.node_pb2 import NodeInfo
+    from flwr.supercore.run import Run
 
 NODE_OFFSET = 1000  # node ids differ from partition ids, as in Flower's simulation
 
@@ -36,16 +41,16 @@ class InlineGrid(Grid):
             )
             for i in range(num_clients)
         }
-        self._run = None
+        self._run: Run | None = None
         # Messages read their run and sender from the process-wide task identity, which the
         # SuperLink sets for a real ServerApp; this grid plays the SuperLink.
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 0, 0
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run_id: Run) -> None:
         self._run = run_id
 
     @property
-    def run(self) -> object:
+    def run(self) -> Run | None:  # type: ignore[override]  # None until set_run (Grid declares Run)
         return self._run
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None) -> Message:
@@ -54,7 +59,7 @@ class InlineGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def get_nodes(self) -> Iterable[object]:
+    def get_nodes(self) -> Iterable[NodeInfo]:
         return []
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:

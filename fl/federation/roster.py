@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fl.errors import FedleakError
+
+if TYPE_CHECKING:
+    from flwr.supercore.run import Run
 
 CLIENT_KEY = "fedleak"  # ConfigRecord of client bookkeeping (partition id, defense state)
 
@@ -20,7 +23,7 @@ class SampledGrid(Grid):
     def __init__(self, grid: Grid, node_ids: list[int]) -> None:
         self._grid, self._nodes = grid, node_ids
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run_id: Run) -> None:
         self._grid.set_run(run_id)
 
     @property
@@ -64,7 +67,7 @@ def discover_clients(grid: Grid, timeout: float, expected: int) -> dict[int, int
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
             raise FedleakError(f"client discovery failed: {reply.error.reason}")
-        roster[reply.metadata.src_node_id] = int(reply.content[CLIENT_KEY]["partition-id"])
+        roster[reply.metadata.src_node_id] = int(cast(int, reply.content[CLIENT_KEY]["partition-id"]))
     if len(roster) != len(nodes):
         raise FedleakError(f"only {len(roster)} of {len(nodes)} clients answered the discovery query")
     return roster

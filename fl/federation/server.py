@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ class ServerSpec:
 
 def build_strategy(spec: ServerSpec) -> Strategy:
     """Flower's FedAvg or FedProx on the Message API; sampling is done by the loop (see module doc)."""
-    common = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_train_nodes": 1, "min_available_nodes": 1}
+    common: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_train_nodes": 1, "min_available_nodes": 1}
     if spec.strategy == "fedprox":
         return FedProx(proximal_mu=spec.settings.proximal_mu, **common)
     return FedAvg(**common)
@@ -213,14 +213,14 @@ class FederationServer:
                 continue
             msg.content = RecordDict({k: v for k, v in msg.content.items() if k != CLIENT_KEY})
             metrics = dict(record_metrics(msg.content))
-            replies.append(ClientReply(client, float(metrics.get("train-loss", math.nan)), metrics))
+            replies.append(ClientReply(client, float(cast(float, metrics.get("train-loss", math.nan))), metrics))
         failed = self._failures(server_round, sampled, {r.client for r in replies}, errors)
         aggregated, _ = strategy.aggregate_train(server_round, received)
         weights = aggregated.to_torch_state_dict() if aggregated is not None else ckpt.weights
         return Exchange(weights, replies, failed)
 
     def _failures(
-        self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str], *, missing: str = ""
+        self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str | None], *, missing: str = ""
     ) -> list[int]:
         """Sampled clients without a usable reply: an error, or no reply within the timeout (logged).
 
@@ -319,7 +319,7 @@ def _with_client_config(message: Message, extra: dict[str, Any]) -> Message:
     """A copy of a train message whose config also carries ``extra`` (this client's own entries)."""
     content = RecordDict(dict(message.content.items()))
     key = next(k for k, v in message.content.items() if isinstance(v, ConfigRecord))
-    content[key] = ConfigRecord({**dict(message.content[key]), **extra})
+    content[key] = ConfigRecord({**dict(cast(ConfigRecord, message.content[key])), **extra})
     return Message(content=content, dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
 
 

@@ -51,7 +51,7 @@ class LocalResult:
     loss: float
     steps: int
     indices: torch.Tensor  # dataset indices of the examples trained on, in order of first use
-    metrics: Mapping[str, float]  # defense metrics (e.g. epsilon)
+    metrics: Mapping[str, float | list[float] | list[int]]  # defense metrics (e.g. epsilon)
 
 
 def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -143,6 +143,7 @@ def train_local(
             loss.backward()
             training.optimizer.step()
             if record:
+                assert masks is not None  # record implies masks
                 masks.append({k: m.detach().cpu() for k, m in recorded_masks(model).items()})
             steps += 1
             if len(y):

@@ -30,6 +30,8 @@ class MaskedDropout(nn.Module):
     oracle attack and for tests; a real server never has it).
     """
 
+    mask: torch.Tensor  # buffer (registered in __init__)
+
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
