@@ -37,6 +37,6 @@ setup() {
 case "${1:-}" in
   setup) setup ;;
   demo) setup; shift; "$VENV/bin/fedleak" demo "$@" ;;
-  test) setup; shift; "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; shift; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check -q . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: ./quickstart.sh demo|test|setup" >&2; exit 2 ;;
 esac

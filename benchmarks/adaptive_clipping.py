@@ -63,7 +63,9 @@ def one_round(strategy, server_round: int, norm: float, rng: np.random.Generator
         update = rng.normal(size=weights.shape)
         update = (update * norm / np.linalg.norm(update)).astype(np.float32)
         metrics = MetricRecord({"num-examples": 10, DP_WEIGHT_KEY: 1.0})
-        replies.append(Message(RecordDict({"arrays": ArrayRecord([weights + update]), "metrics": metrics}), reply_to=message))
+        replies.append(
+            Message(RecordDict({"arrays": ArrayRecord([weights + update]), "metrics": metrics}), reply_to=message)
+        )
     strategy.aggregate_train(server_round, replies)
 
 
@@ -75,18 +77,31 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.ERROR)
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = 1, 0, 1  # what a real ServerApp has
     flower = DifferentialPrivacyServerSideAdaptiveClipping(
-        fedavg(), noise_multiplier=0.01, num_sampled_clients=CLIENTS, initial_clipping_norm=1.0, clipped_count_stddev=0.01
+        fedavg(),
+        noise_multiplier=0.01,
+        num_sampled_clients=CLIENTS,
+        initial_clipping_norm=1.0,
+        clipped_count_stddev=0.01,
     )
-    config = DefenseConfig(name="dp-central", clipping="adaptive", noise_multiplier=0.01, clipping_norm=1.0,
-                           clipped_count_stddev=0.01)
+    config = DefenseConfig(
+        name="dp-central", clipping="adaptive", noise_multiplier=0.01, clipping_norm=1.0, clipped_count_stddev=0.01
+    )
     ours = build_defense(config).wrap_strategy(fedavg(), num_rounds=args.rounds, clients_per_round=CLIENTS)
     np.random.seed(0)  # Flower's wrapper draws its noise from NumPy's global RNG
     rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
     for r in range(1, args.rounds + 1):
         one_round(flower, r, args.norm, rng_a)
         one_round(ours, r, args.norm, rng_b)
-        print(json.dumps({"round": r, "update_norm": args.norm, "flower_bound": round(float(flower.clipping_norm), 4),
-                          "fedleak_bound": round(float(ours.clipping_norm), 4)}))
+        print(
+            json.dumps(
+                {
+                    "round": r,
+                    "update_norm": args.norm,
+                    "flower_bound": round(float(flower.clipping_norm), 4),
+                    "fedleak_bound": round(float(ours.clipping_norm), 4),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,19 @@ def main() -> None:
         start = time.perf_counter()
         res = invert(obs, "ig", config=attack_config("ig", iters=args.iters, bn_prior=w))
         psnr = float(metrics.psnr(res.inputs[metrics.match(res.inputs, x)], x).mean())
-        print(json.dumps({"bench": "bn_prior", "bn_prior": w, "iters": args.iters, "batch": args.batch,
-                          "width": args.width, "psnr": round(psnr, 2), "seconds": round(time.perf_counter() - start, 1)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "bn_prior",
+                    "bn_prior": w,
+                    "iters": args.iters,
+                    "batch": args.batch,
+                    "width": args.width,
+                    "psnr": round(psnr, 2),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

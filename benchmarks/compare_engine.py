@@ -52,8 +52,18 @@ def main() -> None:
         cells = expand(parse_scenario(text, kinds=kinds.names()), kinds=kinds)
         with tempfile.TemporaryDirectory() as tmp:
             summary = run_grid(cells, Path(tmp), kinds=kinds, options=RunOptions(progress=False))
-        print(json.dumps({"bench": "compare_engine", "mode": mode, "cells": summary.total, "done": summary.done,
-                          "wall_s": round(summary.wall_s, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "compare_engine",
+                    "mode": mode,
+                    "cells": summary.total,
+                    "done": summary.done,
+                    "wall_s": round(summary.wall_s, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

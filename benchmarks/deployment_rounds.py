@@ -26,17 +26,32 @@ SECRET = "00112233445566778899aabbccddeeff"
 
 
 def options(args: argparse.Namespace) -> dict[str, str]:
-    return {"dataset": args.dataset, "clients": str(args.clients), "rounds": str(args.rounds),
-            "client-examples": str(args.client_examples), "batch-size": "32", "lr": "0.05", "defense": args.defense,
-            "capture": "all", **({"noise-multiplier": "1.0"} if args.defense == "dp-local" else {})}
+    return {
+        "dataset": args.dataset,
+        "clients": str(args.clients),
+        "rounds": str(args.rounds),
+        "client-examples": str(args.client_examples),
+        "batch-size": "32",
+        "lr": "0.05",
+        "defense": args.defense,
+        "capture": "all",
+        **({"noise-multiplier": "1.0"} if args.defense == "dp-local" else {}),
+    }
 
 
 def line(engine: str, out: Path, wall: float) -> dict:
     result = json.loads((out / "result.json").read_text())
     rounds = [h["wall_s"] for h in result["history"]]
-    row = {"bench": "deployment_rounds", "engine": engine, "rounds": len(rounds),
-           "round_s": [round(r, 2) for r in rounds], "mean_round_s": round(sum(rounds) / len(rounds), 2),
-           "wall_s": round(wall, 1), "final_accuracy": result["final_accuracy"], "epsilon": result["epsilon"]}
+    row = {
+        "bench": "deployment_rounds",
+        "engine": engine,
+        "rounds": len(rounds),
+        "round_s": [round(r, 2) for r in rounds],
+        "mean_round_s": round(sum(rounds) / len(rounds), 2),
+        "wall_s": round(wall, 1),
+        "final_accuracy": result["final_accuracy"],
+        "epsilon": result["epsilon"],
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -46,11 +61,25 @@ def deployment(args: argparse.Namespace, base: Path) -> dict:
     nodes = base / "nodes"
     fedleak = [sys.executable, "-m", "experiments.cli"]
     flags = [f"--{k}={v}" for k, v in opts.items() if k in ("dataset", "clients", "client-examples")]
-    subprocess.run([*fedleak, "simulate", *flags, *([f"--data-dir={args.data_dir}"] if args.data_dir else []),
-                    "--export-partitions", "--out", str(nodes)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *fedleak,
+            "simulate",
+            *flags,
+            *([f"--data-dir={args.data_dir}"] if args.data_dir else []),
+            "--export-partitions",
+            "--out",
+            str(nodes),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (base / "secret").write_text(SECRET + "\n")
-    configs = [f"partition-id={i} data-file='{nodes / f'client_{i:04d}.npz'}' truth-dir='{base / 'truth'}' "
-               f"client-secret-file='{base / 'secret'}'" for i in range(args.clients)]
+    configs = [
+        f"partition-id={i} data-file='{nodes / f'client_{i:04d}.npz'}' truth-dir='{base / 'truth'}' "
+        f"client-secret-file='{base / 'secret'}'"
+        for i in range(args.clients)
+    ]
     dep = LocalDeployment(base / "flwr-home", configs)
     out = base / "deployment"
     run_config = " ".join(f"{k}={v}" if v.replace(".", "").isdigit() else f"{k}='{v}'" for k, v in opts.items())
@@ -72,9 +101,22 @@ def simulation(args: argparse.Namespace, base: Path, engine: str) -> dict:
     (base / "secret").write_text(SECRET + "\n")
     flags = [f"--{k}={v}" for k, v in options(args).items()]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "experiments.cli", "simulate", *flags, f"--engine={engine}",
-                    *([f"--data-dir={args.data_dir}"] if args.data_dir else []),
-                    f"--client-secret-file={base / 'secret'}", "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.cli",
+            "simulate",
+            *flags,
+            f"--engine={engine}",
+            *([f"--data-dir={args.data_dir}"] if args.data_dir else []),
+            f"--client-secret-file={base / 'secret'}",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return line(f"simulation ({engine})", out, time.perf_counter() - start)
 
 
@@ -93,8 +135,15 @@ def main() -> None:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     accuracies = {r["final_accuracy"] for r in rows}
-    print(json.dumps({"bench": "deployment_rounds", "same_accuracy": len(accuracies) == 1,
-                      "deployment_over_ray": round(rows[0]["mean_round_s"] / rows[1]["mean_round_s"], 2)}))
+    print(
+        json.dumps(
+            {
+                "bench": "deployment_rounds",
+                "same_accuracy": len(accuracies) == 1,
+                "deployment_over_ray": round(rows[0]["mean_round_s"] / rows[1]["mean_round_s"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,18 @@ def main() -> None:
             sets = {f"a{k}": rng.normal(size=args.records) for k in range(attacks)}
             naive += max(best_on_all_records(s, members, 1e-5) for s in sets.values()) > 0
             split += epsilon_lower_bound(sets, members, delta=1e-5, seed=trial)[0] > 0
-        print(json.dumps({"bench": "epsilon_bound", "attacks": attacks, "trials": args.trials,
-                          "records": args.records, "all_records_positive": naive, "split_half_positive": split}))
+        print(
+            json.dumps(
+                {
+                    "bench": "epsilon_bound",
+                    "attacks": attacks,
+                    "trials": args.trials,
+                    "records": args.records,
+                    "all_records_positive": naive,
+                    "split_half_positive": split,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,24 @@ DEFENSES = {
 
 def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch: int) -> list[dict]:
     cfg = SimulationConfig(
-        dataset=dataset, model=args.model, model_options={"width": args.width} if args.width else {}, norm=args.norm, clients=2, rounds=1, client_examples=batch * steps,
+        dataset=dataset,
+        model=args.model,
+        model_options={"width": args.width} if args.width else {},
+        norm=args.norm,
+        clients=2,
+        rounds=1,
+        client_examples=batch * steps,
         train=TrainSettings(local_steps=steps, batch_size=batch, lr=args.lr),
-        defense=DefenseConfig.from_dict(DEFENSES[defense]), capture="all", engine="inline", data_dir=args.data_dir,
-        seed=0, client_secret=read_client_secret(args.client_secret),
+        defense=DefenseConfig.from_dict(DEFENSES[defense]),
+        capture="all",
+        engine="inline",
+        data_dir=args.data_dir,
+        seed=0,
+        client_secret=read_client_secret(args.client_secret),
     )
-    out = Path(args.out) / f"{dataset}_{args.model}{'_masks' if defense == 'dropout' else ''}{args.width or ''}{'_' + args.norm if args.norm else ''}_{defense}_b{batch}_s{steps}"
+    masks = "_masks" if defense == "dropout" else ""
+    norm = f"_{args.norm}" if args.norm else ""
+    out = Path(args.out) / f"{dataset}_{args.model}{masks}{args.width or ''}{norm}_{defense}_b{batch}_s{steps}"
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
@@ -59,14 +71,36 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
     rows = []
     for attack in ("ig", "dia", "oracle") if defense == "dropout" else ("ig",):
         start = time.perf_counter()
-        (o,) = attack_captured(CaptureStore(out), [(1, 0)], attack, train.images, iters=args.iters, seed=0,
-                               train_labels=train.labels, budget=NO_LIMIT, options=args.options)
-        rows.append({
-            "bench": "federated_batches", "dataset": dataset, "model": args.model, "norm": args.norm, "defense": defense,
-            "batch": batch, "steps": steps, "attack": attack, "iters": args.iters, "options": args.options, "psnr": round(o.psnr, 2),
-            "ssim": round(o.ssim, 3), "label_acc": None if o.label_acc is None else round(o.label_acc, 3),
-            "epsilon": fed.get("epsilon"), "seconds": round(time.perf_counter() - start, 1),
-        })
+        (o,) = attack_captured(
+            CaptureStore(out),
+            [(1, 0)],
+            attack,
+            train.images,
+            iters=args.iters,
+            seed=0,
+            train_labels=train.labels,
+            budget=NO_LIMIT,
+            options=args.options,
+        )
+        rows.append(
+            {
+                "bench": "federated_batches",
+                "dataset": dataset,
+                "model": args.model,
+                "norm": args.norm,
+                "defense": defense,
+                "batch": batch,
+                "steps": steps,
+                "attack": attack,
+                "iters": args.iters,
+                "options": args.options,
+                "psnr": round(o.psnr, 2),
+                "ssim": round(o.ssim, 3),
+                "label_acc": None if o.label_acc is None else round(o.label_acc, 3),
+                "epsilon": fed.get("epsilon"),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -77,19 +111,36 @@ def table(rows: list[dict]) -> str:
     out = []
     for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
         batches = sorted({r["batch"] for r in rows if (r["dataset"], r["model"]) == (dataset, model)})
-        out += [f"{dataset}, {model}: PSNR in dB (SSIM) per batch size; label accuracy of the recovered labels", "",
-                "| defense | ε per record | local steps | attack | " + " | ".join(f"batch {b}" for b in batches)
-                + f" | label acc ({' / '.join(map(str, batches))}) |", "|---" * (5 + len(batches)) + "|"]
-        keys = dict.fromkeys((r["defense"], r["steps"], r["attack"]) for r in rows if (r["dataset"], r["model"]) == (dataset, model))
+        out += [
+            f"{dataset}, {model}: PSNR in dB (SSIM) per batch size; label accuracy of the recovered labels",
+            "",
+            "| defense | ε per record | local steps | attack | "
+            + " | ".join(f"batch {b}" for b in batches)
+            + f" | label acc ({' / '.join(map(str, batches))}) |",
+            "|---" * (5 + len(batches)) + "|",
+        ]
+        keys = dict.fromkeys(
+            (r["defense"], r["steps"], r["attack"]) for r in rows if (r["dataset"], r["model"]) == (dataset, model)
+        )
         for defense, steps, attack in sorted(keys, key=lambda k: (list(names).index(k[0]), k[1], ATTACKS.index(k[2]))):
-            cell = {r["batch"]: r for r in rows if (r["dataset"], r["model"], r["defense"], r["steps"], r["attack"])
-                    == (dataset, model, defense, steps, attack)}
+            cell = {
+                r["batch"]: r
+                for r in rows
+                if (r["dataset"], r["model"], r["defense"], r["steps"], r["attack"])
+                == (dataset, model, defense, steps, attack)
+            }
             eps = next((f"{r['epsilon']:.2f}" for r in cell.values() if r["epsilon"] is not None), "-")
             psnr = [f"{cell[b]['psnr']:.1f} ({cell[b]['ssim']:.2f})" if b in cell else "" for b in batches]
-            acc = [f"{cell[b]['label_acc']:.2f}" if b in cell and cell[b]["label_acc"] is not None else "-" for b in batches]
+            acc = [
+                f"{cell[b]['label_acc']:.2f}" if b in cell and cell[b]["label_acc"] is not None else "-"
+                for b in batches
+            ]
             label = "given" if attack == "oracle" else " / ".join(acc)
-            out.append(f"| {names[defense]} | {eps} | {steps} | {attack.upper() if attack != 'oracle' else 'oracle'} | "
-                       + " | ".join(psnr) + f" | {label} |")
+            out.append(
+                f"| {names[defense]} | {eps} | {steps} | {attack.upper() if attack != 'oracle' else 'oracle'} | "
+                + " | ".join(psnr)
+                + f" | {label} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -105,15 +156,28 @@ def main() -> None:
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="Every attack's setting, e.g. tv_weight=1e-6 or recipe=ig (repeatable).")
+    ap.add_argument(
+        "--attack-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Every attack's setting, e.g. tv_weight=1e-6 or recipe=ig (repeatable).",
+    )
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--client-secret", default="docs/tables-client-secret",
-                    help="The clients' secret: the federations repeat bit for bit.")
+    ap.add_argument(
+        "--client-secret",
+        default="docs/tables-client-secret",
+        help="The clients' secret: the federations repeat bit for bit.",
+    )
     ap.add_argument("--out", default="runs/federated_batches")
     ap.add_argument("--table", default=None, help="Also write the Markdown tables here.")
-    ap.add_argument("--table-from", nargs="+", default=None, metavar="JSONL",
-                    help="Only print the Markdown tables of earlier runs' JSON lines (later lines win).")
+    ap.add_argument(
+        "--table-from",
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="Only print the Markdown tables of earlier runs' JSON lines (later lines win).",
+    )
     args = ap.parse_args()
     args.options = parse_key_values(args.attack_option)
     if args.table_from:

@@ -25,7 +25,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    cfg = SimulationConfig(dataset="sample", clients=args.clients, rounds=1, capture="none", train=TrainSettings(batch_size=8))
+    cfg = SimulationConfig(
+        dataset="sample", clients=args.clients, rounds=1, capture="none", train=TrainSettings(batch_size=8)
+    )
     for mode in ("fresh", "shared"):
         with tempfile.TemporaryDirectory() as tmp, ray_session() if mode == "shared" else nullcontext():
             times = []
@@ -33,8 +35,19 @@ def main() -> None:
                 start = time.perf_counter()
                 run_federation(cfg, out_dir=Path(tmp) / str(i), progress=False)
                 times.append(time.perf_counter() - start)
-        print(json.dumps({"bench": "federation_engine_reuse", "mode": mode, "runs": args.runs, "clients": args.clients,
-                          "wall_s": [round(t, 2) for t in times], "total_s": round(sum(times), 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "federation_engine_reuse",
+                    "mode": mode,
+                    "runs": args.runs,
+                    "clients": args.clients,
+                    "wall_s": [round(t, 2) for t in times],
+                    "total_s": round(sum(times), 2),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def _plain_rounds(cfg: SimulationConfig) -> list[float]:
         for c in sample_clients(cfg.seed, r, cfg.clients, cfg.clients_per_round):
             model.load_state_dict(global_w)
             idx = torch.as_tensor(comp.partitions[c])
-            res = train_local(model, train.images[idx], train.labels[idx], idx, cfg.train, seed=derive_seed(cfg.seed, "client", c, r))
+            res = train_local(
+                model, train.images[idx], train.labels[idx], idx, cfg.train, seed=derive_seed(cfg.seed, "client", c, r)
+            )
             for k, v in model.state_dict().items():
                 weighted[k] += res.num_examples * v.float()
             total += res.num_examples
@@ -74,8 +76,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ray_session():
         for i, n in enumerate(int(c) for c in args.clients.split(",")):
-            cfg = SimulationConfig(dataset=args.dataset, model="mlp", clients=n, fraction=min(1.0, args.per_round / n),
-                                   rounds=args.rounds, client_examples=32, train=train, capture="none")
+            cfg = SimulationConfig(
+                dataset=args.dataset,
+                model="mlp",
+                clients=n,
+                fraction=min(1.0, args.per_round / n),
+                rounds=args.rounds,
+                client_examples=32,
+                train=train,
+                capture="none",
+            )
             start = time.perf_counter()
             result = run_federation(cfg, out_dir=Path(tmp) / str(n), progress=False)
             total = time.perf_counter() - start
@@ -83,14 +93,33 @@ def main() -> None:
             flower = [h["wall_s"] for h in history]
             plain = plain_rounds(cfg)
             flower_round, plain_round = sum(flower) / len(flower), sum(plain) / len(plain)
-            rows.append({
-                "clients": n, "per_round": cfg.clients_per_round, "flower_round_s": round(flower_round, 3),
-                "plain_round_s": round(plain_round, 3), "overhead_x": round(flower_round / plain_round, 2),
-                "run_total_s": round(total, 1), "startup_s": round(total - sum(flower), 1), "first_run": i == 0,
-                "final_accuracy": result["final_accuracy"],
-            })
-    print(json.dumps({"bench": "federation_overhead", "rounds": args.rounds, "model": "mlp", "dataset": args.dataset,
-                      "client_examples": 32, "batch_size": 8, "results": rows}), flush=True)
+            rows.append(
+                {
+                    "clients": n,
+                    "per_round": cfg.clients_per_round,
+                    "flower_round_s": round(flower_round, 3),
+                    "plain_round_s": round(plain_round, 3),
+                    "overhead_x": round(flower_round / plain_round, 2),
+                    "run_total_s": round(total, 1),
+                    "startup_s": round(total - sum(flower), 1),
+                    "first_run": i == 0,
+                    "final_accuracy": result["final_accuracy"],
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "bench": "federation_overhead",
+                "rounds": args.rounds,
+                "model": "mlp",
+                "dataset": args.dataset,
+                "client_examples": 32,
+                "batch_size": 8,
+                "results": rows,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

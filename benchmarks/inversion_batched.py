@@ -42,10 +42,19 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(args.model, in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
     gen = torch.Generator().manual_seed(1)
-    images, labels = torch.rand(args.victims, 3, 32, 32, generator=gen), torch.randint(0, 10, (args.victims,), generator=gen)
+    images, labels = (
+        torch.rand(args.victims, 3, 32, 32, generator=gen),
+        torch.randint(0, 10, (args.victims,), generator=gen),
+    )
     obs = [
-        observe_client(model, images[i : i + 1], labels[i : i + 1], model_name=args.model,
-                       generator=torch.Generator().manual_seed(100 + i), known_labels=True)
+        observe_client(
+            model,
+            images[i : i + 1],
+            labels[i : i + 1],
+            model_name=args.model,
+            generator=torch.Generator().manual_seed(100 + i),
+            known_labels=True,
+        )
         for i in range(args.victims)
     ]
     cfg = attack_config(args.attack, iters=args.iters, log_every=args.iters)
@@ -73,11 +82,27 @@ def main() -> None:
         abs(float(metrics.psnr(a.inputs, images[i : i + 1])[0] - metrics.psnr(b.inputs, images[i : i + 1])[0]))
         for i, (a, b) in enumerate(zip(seq, bat, strict=True))
     )
-    common = {"bench": "inversion_batched", "model": args.model, "attack": args.attack, "victims": args.victims,
-              "iters": args.iters, "device": str(dev), "threads": torch.get_num_threads()}
+    common = {
+        "bench": "inversion_batched",
+        "model": args.model,
+        "attack": args.attack,
+        "victims": args.victims,
+        "iters": args.iters,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+    }
     for mode, secs in (("sequential", t_seq), ("batched", t_bat), ("batched_plain", t_plain)):
-        print(json.dumps({**common, "mode": mode, "seconds": round(secs, 3),
-                          "recons_per_s": round(args.victims / secs, 3), "speedup": round(t_seq / secs, 2)}))
+        print(
+            json.dumps(
+                {
+                    **common,
+                    "mode": mode,
+                    "seconds": round(secs, 3),
+                    "recons_per_s": round(args.victims / secs, 3),
+                    "speedup": round(t_seq / secs, 2),
+                }
+            )
+        )
     print(json.dumps({**common, "mode": "check", "max_abs_input_gap": gap, "max_psnr_gap_db": round(psnr_gap, 4)}))
 
 

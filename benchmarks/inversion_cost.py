@@ -4,7 +4,8 @@ For each model, one JSON line: the time of a forward+backward at batch 1, of one
 of fedleak's IG and DIA loops (measured as the time difference between two iteration counts,
 so set-up cost cancels), and of a straightforward reference of the same loss (autograd with
 ``create_graph=True``, cosine distance over all parameters, TV prior, mask regulariser,
-masks written into the dropout buffers), all in the same process, interleaved repetition by repetition with the forward+backward baseline (medians reported).
+masks written into the dropout buffers), all in the same process, interleaved repetition by
+repetition with the forward+backward baseline (medians reported).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inversion_cost.py --models mlp,vit,convnet
     .venv/bin/python benchmarks/inversion_cost.py --device cuda
@@ -69,8 +70,9 @@ def measure(name: str, iters: tuple[int, int], reps: int, device: torch.device) 
     opts = OPTIONS[name]
     model = build_model(name, in_shape=(3, 32, 32), num_classes=10, dropout=0.25, **opts)
     x0, y = torch.rand(1, 3, 32, 32), torch.tensor([3])
-    obs = observe_client(model, x0, y, model_name=name, model_options=opts, generator=torch.Generator().manual_seed(1),
-                         known_labels=True)  # the client runs on the CPU (its dropout RNG is a CPU generator)
+    obs = observe_client(
+        model, x0, y, model_name=name, model_options=opts, generator=torch.Generator().manual_seed(1), known_labels=True
+    )  # the client runs on the CPU (its dropout RNG is a CPU generator)
     model, x0, y = model.to(device), x0.to(device), y.to(device)
 
     def fwd_bwd():
@@ -78,8 +80,14 @@ def measure(name: str, iters: tuple[int, int], reps: int, device: torch.device) 
         F.cross_entropy(model(x0), y).backward()
 
     return [
-        {"bench": "inversion_cost", "model": name, "attack": attack, "device": str(device),
-         "threads": torch.get_num_threads(), **measure_attack(obs, cfg, mode, fwd_bwd, iters, reps, device)}
+        {
+            "bench": "inversion_cost",
+            "model": name,
+            "attack": attack,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            **measure_attack(obs, cfg, mode, fwd_bwd, iters, reps, device),
+        }
         for attack, cfg, mode in (("ig", IGConfig(), "eval"), ("dia", DIAConfig(), "learn"))
     ]
 
@@ -98,8 +106,10 @@ def measure_attack(obs, cfg, mode: str, fwd_bwd, iters: tuple[int, int], reps: i
     x = torch.rand(1, 3, 32, 32, device=device, requires_grad=True)
     masks = {}
     if mode == "learn":
-        masks = {k: torch.bernoulli(torch.full(v.shape[1:], 0.75, device=device)).requires_grad_(True)
-                 for k, v in obs.true_masks.items()}
+        masks = {
+            k: torch.bernoulli(torch.full(v.shape[1:], 0.75, device=device)).requires_grad_(True)
+            for k, v in obs.true_masks.items()
+        }
     opt = torch.optim.Adam([x, *masks.values()], lr=0.1)
     target = [obs.update[k].to(device) for k, _ in ref_model.named_parameters()]
     labels = obs.labels.to(device)
@@ -123,8 +133,13 @@ def measure_attack(obs, cfg, mode: str, fwd_bwd, iters: tuple[int, int], reps: i
         refs.append(timed(lambda: reference(hi - lo), device) / (hi - lo))
         bases.append(timed(lambda: baseline(hi - lo), device) / (hi - lo))
     per_iter, ref, base = median(ours), median(refs), median(bases)
-    return {"fwd_bwd_ms": round(base * 1e3, 3), "fedleak_iter_ms": round(per_iter * 1e3, 3), "reference_iter_ms": round(ref * 1e3, 3),
-            "fedleak_ratio": round(per_iter / base, 2), "reference_ratio": round(ref / base, 2)}
+    return {
+        "fwd_bwd_ms": round(base * 1e3, 3),
+        "fedleak_iter_ms": round(per_iter * 1e3, 3),
+        "reference_iter_ms": round(ref * 1e3, 3),
+        "fedleak_ratio": round(per_iter / base, 2),
+        "reference_ratio": round(ref / base, 2),
+    }
 
 
 def main() -> None:

@@ -36,8 +36,16 @@ def run_case(spec: str, attack: str, iters: int) -> dict:
     y = torch.randint(0, 10, (batch * steps,), generator=gen)
     torch.manual_seed(0)
     net = build_model(model_name, in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
-    obs = observe_client(net, x, y, model_name=model_name, kind="gradient" if steps == 1 else "delta",
-                         local_steps=steps, batch_size=batch, generator=torch.Generator().manual_seed(1))
+    obs = observe_client(
+        net,
+        x,
+        y,
+        model_name=model_name,
+        kind="gradient" if steps == 1 else "delta",
+        local_steps=steps,
+        batch_size=batch,
+        generator=torch.Generator().manual_seed(1),
+    )
     est = estimate([obs], attack, iters=iters, masks=attack == "dia")
 
     def run(n: int) -> float:
@@ -50,11 +58,19 @@ def run_case(spec: str, attack: str, iters: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     per_iter = (wall - run(max(iters // 4, 1))) / (iters - max(iters // 4, 1))
     return {
-        "bench": "inversion_estimate", "case": spec, "attack": attack, "iters": iters,
-        "threads": torch.get_num_threads(), "est_s": round(est.seconds, 2), "wall_s": round(wall, 2),
-        "time_ratio": round(est.seconds / wall, 2), "est_ms_per_iter": round(1000 * est.seconds / iters, 1),
-        "ms_per_iter": round(1000 * per_iter, 1), "est_mib": round(est.peak_bytes / 2**20, 1),
-        "peak_growth_mib": round(peak / 2**20, 1), "memory_ratio": round(est.peak_bytes / max(peak, 1), 2),
+        "bench": "inversion_estimate",
+        "case": spec,
+        "attack": attack,
+        "iters": iters,
+        "threads": torch.get_num_threads(),
+        "est_s": round(est.seconds, 2),
+        "wall_s": round(wall, 2),
+        "time_ratio": round(est.seconds / wall, 2),
+        "est_ms_per_iter": round(1000 * est.seconds / iters, 1),
+        "ms_per_iter": round(1000 * per_iter, 1),
+        "est_mib": round(est.peak_bytes / 2**20, 1),
+        "peak_growth_mib": round(peak / 2**20, 1),
+        "memory_ratio": round(est.peak_bytes / max(peak, 1), 2),
     }
 
 
@@ -69,8 +85,9 @@ def main() -> None:
         print(json.dumps(run_case(args.one, args.attack, args.iters)), flush=True)
         return
     for spec in args.cases.split(","):
-        subprocess.run([sys.executable, __file__, "--one", spec, "--attack", args.attack, "--iters", str(args.iters)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--one", spec, "--attack", args.attack, "--iters", str(args.iters)], check=True
+        )
 
 
 if __name__ == "__main__":

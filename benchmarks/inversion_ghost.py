@@ -47,7 +47,9 @@ def main() -> None:
         model = build_model(name, in_shape=(3, 32, 32), num_classes=10, dropout=0.25)
         x = torch.rand(int(batch), 3, 32, 32, generator=torch.Generator().manual_seed(0))
         y = torch.arange(int(batch)) % 10
-        obs = observe_client(model, x, y, model_name=name, generator=torch.Generator().manual_seed(1), known_labels=True)
+        obs = observe_client(
+            model, x, y, model_name=name, generator=torch.Generator().manual_seed(1), known_labels=True
+        )
         paths = {}
         for label, ghost, pays in (("all", True, lambda *a: True), ("rule", True, rule), ("plain", False, rule)):
             matching.ghost_pays = pays
@@ -58,9 +60,19 @@ def main() -> None:
         for _ in range(args.reps):
             for label, (victims, _) in paths.items():
                 times[label].append(per_iteration(victims, IGConfig(), lo, hi))
-        print(json.dumps({"bench": "inversion_ghost", "model": name, "batch": int(batch), "threads": torch.get_num_threads(),
-                          **{f"{k}_ms": round(median(v) * 1e3, 2) for k, v in times.items()},
-                          **{f"{k}_ghost_layers": n for k, (_, n) in paths.items()}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "inversion_ghost",
+                    "model": name,
+                    "batch": int(batch),
+                    "threads": torch.get_num_threads(),
+                    **{f"{k}_ms": round(median(v) * 1e3, 2) for k, v in times.items()},
+                    **{f"{k}_ghost_layers": n for k, (_, n) in paths.items()},
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

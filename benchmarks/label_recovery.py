@@ -79,8 +79,10 @@ def trained_mlp(data, steps: int) -> torch.nn.Module:
 def main(data_dir: Path | None, dataset: str, batches: int, sizes: str, train_steps: int) -> None:
     data = load_dataset(dataset, split="test", root=data_dir)
     torch.manual_seed(0)
-    models = {"untrained": build_model("mlp", in_shape=data.shape, num_classes=10, dropout=0.25),
-              "trained": trained_mlp(data, train_steps)}
+    models = {
+        "untrained": build_model("mlp", in_shape=data.shape, num_classes=10, dropout=0.25),
+        "trained": trained_mlp(data, train_steps),
+    }
     for state, net in models.items():
         for size in (int(s) for s in sizes.split(",")):
             acc: dict[str, list[float]] = {"fedleak": [], "projection": [], "feature_sum": []}
@@ -90,8 +92,17 @@ def main(data_dir: Path | None, dataset: str, batches: int, sizes: str, train_st
                 acc["fedleak"].append(label_accuracy(labels.recover_labels(obs), y))
                 acc["projection"].append(label_accuracy(projection(obs), y))
                 acc["feature_sum"].append(label_accuracy(feature_sum(obs), y))
-            click.echo(json.dumps({"dataset": dataset, "model": state, "batch_size": size, "batches": batches,
-                                   **{k: round(sum(v) / len(v), 3) for k, v in acc.items()}}))
+            click.echo(
+                json.dumps(
+                    {
+                        "dataset": dataset,
+                        "model": state,
+                        "batch_size": size,
+                        "batches": batches,
+                        **{k: round(sum(v) / len(v), 3) for k, v in acc.items()},
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

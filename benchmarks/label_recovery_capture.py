@@ -44,12 +44,18 @@ def main(run_dir: Path, data_dir: Path | None) -> None:
     half = rounds[len(rounds) // 2]
     for name, per_round in acc.items():
         means = {r: float(np.mean(v)) for r, v in per_round.items()}
-        click.echo(json.dumps({
-            "rule": name, "run": run_dir.name, "updates": sum(len(v) for v in per_round.values()),
-            "rounds_1_10": round(float(np.mean([m for r, m in means.items() if r <= 10])), 3),
-            f"rounds_{half}_{rounds[-1]}": round(float(np.mean([m for r, m in means.items() if r >= half])), 3),
-            "all_rounds": round(float(np.mean(list(means.values()))), 3),
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "rule": name,
+                    "run": run_dir.name,
+                    "updates": sum(len(v) for v in per_round.values()),
+                    "rounds_1_10": round(float(np.mean([m for r, m in means.items() if r <= 10])), 3),
+                    f"rounds_{half}_{rounds[-1]}": round(float(np.mean([m for r, m in means.items() if r >= half])), 3),
+                    "all_rounds": round(float(np.mean(list(means.values()))), 3),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ def _sync(device: torch.device) -> None:
 
 
 @click.command()
-@click.option(
-    "--model", "model_key", type=click.Choice(list(MODELS)), default="mlp", show_default=True
-)
+@click.option("--model", "model_key", type=click.Choice(list(MODELS)), default="mlp", show_default=True)
 @click.option("--models", "num_models", type=int, default=4, show_default=True)
 @click.option(
     "--records",
@@ -55,10 +53,7 @@ def main(model_key: str, num_models: int, records: int, epochs: int, device: str
 
     def fresh() -> list[torch.nn.Module]:
         torch.manual_seed(0)
-        return [
-            build_model(name, in_shape=(3, 32, 32), num_classes=10, **options).to(dev)
-            for _ in range(num_models)
-        ]
+        return [build_model(name, in_shape=(3, 32, 32), num_classes=10, **options).to(dev) for _ in range(num_models)]
 
     models = fresh()
     _sync(dev)

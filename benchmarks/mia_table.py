@@ -61,9 +61,7 @@ BASE = MIAConfig(
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--only", multiple=True, type=click.Choice(list(SETTINGS)), help="Run only these settings."
-)
+@click.option("--only", multiple=True, type=click.Choice(list(SETTINGS)), help="Run only these settings.")
 @click.option(
     "--figure",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -114,9 +112,7 @@ def main(
             bound = epsilon_lower_bound(sets, saved["members"], delta=BASE.delta, seed=BASE.seed)
         audit_rows.append(_audit_row(name, res, bound))
         click.echo(
-            json.dumps(
-                {"setting": name, "seconds": round(secs, 1), "test_accuracy": res["test_accuracy"]}
-            ),
+            json.dumps({"setting": name, "seconds": round(secs, 1), "test_accuracy": res["test_accuracy"]}),
             err=True,
         )
     header = ["setting", "test acc", f"ε per record (RDP, δ={BASE.delta:g})"]

@@ -77,7 +77,8 @@ class AdaptiveClipping(StrategyWrapper):
         clip_norm_lr: float = 0.2,
         clipped_count_stddev: float | None = None,
     ) -> None:
-        """``clipped_count_stddev`` sigma_b defaults to ``num_sampled_clients / 20``; ``ValueError`` if z >= 2 sigma_b."""
+        """``clipped_count_stddev`` sigma_b defaults to ``num_sampled_clients / 20``; ``ValueError`` if
+        z >= 2 sigma_b."""
         super().__init__(strategy)
         self.noise_multiplier = noise_multiplier  # z: the release the accountant composes
         self.num_sampled_clients = num_sampled_clients

@@ -45,7 +45,9 @@ class DefenseConfig:
     target_quantile: float = 0.5
     # dp-central adaptive: the bound's geometric learning rate eta_C, > 0 (Andrew et al.)
     clip_norm_lr: float = 0.2
-    sensitivity: float | None = None  # ldp: L2 sensitivity LocalDpMod scales its noise by; None = 2 x clipping_norm (the true one)
+    sensitivity: float | None = (
+        None  # ldp: L2 sensitivity LocalDpMod scales its noise by; None = 2 x clipping_norm (the true one)
+    )
     epsilon: float = 1.0  # ldp: per-round epsilon of each client's release (LocalDpMod)
     # prune: fraction of the update's entries ZEROED per tensor (0.9 keeps the 10 % largest |delta|).
     prune_ratio: float = 0.9

@@ -74,7 +74,8 @@ def uniform_weight_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable
 
 
 class SeededNoise:
-    """Mixin: a Flower fixed-clipping wrapper noises with :func:`round_noise_rng` and records :class:`CentralRelease`."""
+    """Mixin: a Flower fixed-clipping wrapper noises with :func:`round_noise_rng` and records
+    :class:`CentralRelease`."""
 
     noise_seed: int = 0
     noise_multiplier: float
@@ -119,7 +120,8 @@ class SeededClientSideFixedClipping(SeededNoise, DifferentialPrivacyClientSideFi
 
 
 class DpCentralDefense(Defense):
-    """Noise on the aggregate (a DP strategy wrapper); epsilon in ``server_metrics``, the round's release in ``last_release``."""
+    """Noise on the aggregate (a DP strategy wrapper); epsilon in ``server_metrics``, the round's release in
+    ``last_release``."""
 
     name = "dp-central"
     privacy_unit = "client-central"
@@ -184,7 +186,9 @@ class DpCentralDefense(Defense):
         if self.clipping in ADAPTIVE:
             self.strategy = self._adaptive(strategy, sigma, clients_per_round)
         else:
-            fixed = ZeroSafeServerSideFixedClipping if self.clipping == "server-fixed" else SeededClientSideFixedClipping
+            fixed = (
+                ZeroSafeServerSideFixedClipping if self.clipping == "server-fixed" else SeededClientSideFixedClipping
+            )
             self.strategy = fixed(strategy, sigma, self.clipping_norm, clients_per_round, accountant=self._accountant)
         self.strategy.noise_seed = seed
         if self._restored is not None:

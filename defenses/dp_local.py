@@ -162,7 +162,9 @@ class DpLocalDefense(Defense):
         sigma = self._client_noise(training, client_state)
         history = client_state.get(HISTORY_KEY, [])
         if self.target_epsilon is not None:
-            self._check_budget(history, sigma, 1 / len(cast(DataLoader, training.loader)), participation_steps(training))
+            self._check_budget(
+                history, sigma, 1 / len(cast(DataLoader, training.loader)), participation_steps(training)
+            )
         model, optimizer, loader, engine = make_private(
             training.model,
             training.optimizer,

@@ -84,7 +84,11 @@ class LdpDefense(Defense):
 
     def client_epsilon(self, client_state: MutableMapping[str, Any]) -> float | None:
         releases = int(client_state.get(RELEASES_KEY, 0))
-        return gaussian_epsilon(noise_multiplier=self.noise_multiplier, releases=releases, delta=self.delta) if releases else None
+        return (
+            gaussian_epsilon(noise_multiplier=self.noise_multiplier, releases=releases, delta=self.delta)
+            if releases
+            else None
+        )
 
 
 @DEFENSES.register("ldp")

@@ -144,8 +144,17 @@ class ResultStore:
     def add_cells(self, cells: Iterable[Any]) -> None:
         """Register cells as pending; cells already present (any status) are left untouched."""
         rows = [
-            (c.key, c.kind, c.dataset, c.model, c.defense, c.setting, c.seed,
-             json.dumps(c.config, sort_keys=True), json.dumps(c.labels, sort_keys=True))
+            (
+                c.key,
+                c.kind,
+                c.dataset,
+                c.model,
+                c.defense,
+                c.setting,
+                c.seed,
+                json.dumps(c.config, sort_keys=True),
+                json.dumps(c.labels, sort_keys=True),
+            )
             for c in cells
         ]
         with self._transaction() as db:
@@ -161,8 +170,7 @@ class ResultStore:
     def mark_running(self, key: str, *, device: str, host: str) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE cells SET status = 'running', started = ?, device = ?, host = ?, error = NULL"
-                " WHERE key = ?",
+                "UPDATE cells SET status = 'running', started = ?, device = ?, host = ?, error = NULL WHERE key = ?",
                 (time.time(), device, host, key),
             )
 
@@ -188,8 +196,16 @@ class ResultStore:
             db.execute(
                 "UPDATE cells SET status = 'done', summary = ?, error = NULL, finished = ?, wall_s = ?,"
                 " started = COALESCE(started, ?), device = ?, versions = ?, host = ? WHERE key = ?",
-                (json.dumps(summary, sort_keys=True, default=str), now, wall_s, now - wall_s, device,
-                 json.dumps(dict(versions), sort_keys=True), host, key),
+                (
+                    json.dumps(summary, sort_keys=True, default=str),
+                    now,
+                    wall_s,
+                    now - wall_s,
+                    device,
+                    json.dumps(dict(versions), sort_keys=True),
+                    host,
+                    key,
+                ),
             )
 
     def record_failed(self, key: str, *, error: str, wall_s: float) -> None:
@@ -219,11 +235,20 @@ class ResultStore:
             by_cell.setdefault(m["cell"], {}).setdefault(m["attack"], {})[m["metric"]] = value
         return [
             CellRecord(
-                key=r["key"], kind=r["kind"], dataset=r["dataset"], model=r["model"],
-                defense=r["defense"], setting=r["setting"], seed=r["seed"],
-                config=json.loads(r["config"]), labels=json.loads(r["labels"]), status=r["status"],
-                summary=json.loads(r["summary"]) if r["summary"] else None, error=r["error"],
-                wall_s=r["wall_s"], device=r["device"],
+                key=r["key"],
+                kind=r["kind"],
+                dataset=r["dataset"],
+                model=r["model"],
+                defense=r["defense"],
+                setting=r["setting"],
+                seed=r["seed"],
+                config=json.loads(r["config"]),
+                labels=json.loads(r["labels"]),
+                status=r["status"],
+                summary=json.loads(r["summary"]) if r["summary"] else None,
+                error=r["error"],
+                wall_s=r["wall_s"],
+                device=r["device"],
                 versions=json.loads(r["versions"]) if r["versions"] else None,
                 metrics=by_cell.get(r["key"], {}),
             )

@@ -89,7 +89,9 @@ def read_json(path: str | Path) -> Any:
         return json.load(fh)
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Store tensors with safetensors (no pickle, so loading cannot run code), atomically."""
     from safetensors.torch import save
 

@@ -42,19 +42,40 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build_model(args.model, in_shape=tuple(x.shape[1:]), num_classes=10, dropout=args.dropout)
     obs = observe_client(model, x, y, model_name=args.model, generator=torch.Generator().manual_seed(args.seed + 1))
-    result = invert(obs, "dia", config=attack_config(
-        "dia", iters=args.iters, tv_weight=args.tv_weight, seed=args.seed, recipe=args.recipe,
-        mask_penalty=args.mask_penalty))
+    result = invert(
+        obs,
+        "dia",
+        config=attack_config(
+            "dia",
+            iters=args.iters,
+            tv_weight=args.tv_weight,
+            seed=args.seed,
+            recipe=args.recipe,
+            mask_penalty=args.mask_penalty,
+        ),
+    )
     for site, truth in obs.true_masks.items():
         learned = result.masks[site]
-        print(json.dumps({
-            "site": site, "entries": truth.numel(),
-            "agreement": round(float(((learned > 0.5).float() == truth).float().mean()), 4),
-            "mean": round(float(learned.mean()), 4),
-            "undecided": round(float(((learned > 0.05) & (learned < 0.95)).float().mean()), 4),
-        }))
-    print(json.dumps({"psnr": round(float(metrics.psnr(result.inputs, x).mean()), 2), "iters": args.iters,
-                      "label_acc": float((result.labels == y).float().mean())}))
+        print(
+            json.dumps(
+                {
+                    "site": site,
+                    "entries": truth.numel(),
+                    "agreement": round(float(((learned > 0.5).float() == truth).float().mean()), 4),
+                    "mean": round(float(learned.mean()), 4),
+                    "undecided": round(float(((learned > 0.05) & (learned < 0.95)).float().mean()), 4),
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "psnr": round(float(metrics.psnr(result.inputs, x).mean()), 2),
+                "iters": args.iters,
+                "label_acc": float((result.labels == y).float().mean()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

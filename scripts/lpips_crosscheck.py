@@ -30,7 +30,7 @@ def _import_reference():
     not load against a CPU-only torch build; their fake-kernel registrations are skipped, which
     leaves ``torchvision.models.alexnet`` untouched."""
     register_fake = torch.library.register_fake
-    torch.library.register_fake = lambda *a, **k: (lambda f: f)
+    torch.library.register_fake = lambda *a, **k: lambda f: f
     try:
         import lpips
         import torchvision
@@ -72,8 +72,10 @@ def main() -> None:
                 d = mine(x, y)
                 r32 = ref.float()(x.float(), y.float(), normalize=True).flatten().double()
                 r64 = ref.double()(x, y, normalize=True).flatten()
-            print(f"{label}, {shape}: LPIPS {d.min():.4f}..{d.max():.4f}, max |ours - ref float64| "
-                  f"{(d - r64).abs().max():.2e}, max |ours - ref float32| {(d - r32).abs().max():.2e}")
+            print(
+                f"{label}, {shape}: LPIPS {d.min():.4f}..{d.max():.4f}, max |ours - ref float64| "
+                f"{(d - r64).abs().max():.2e}, max |ours - ref float32| {(d - r32).abs().max():.2e}"
+            )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Usage:
     .venv/bin/python scripts/make_sample.py [--cifar DIR] [--fmnist DIR]
 Defaults: ``$FEDLEAK_DATA/cifar-10-batches-py`` (``data/`` when unset) and
 /usr/share/datasets/fashion-mnist (Debian package ``dataset-fashion-mnist``). Prints the SHA-256 of each written file for the README.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -58,9 +58,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = Path(os.environ.get("FEDLEAK_DATA", "data"))
     parser.add_argument("--cifar", type=Path, default=data / "cifar-10-batches-py")
     parser.add_argument("--fmnist", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))

@@ -104,8 +104,13 @@ def find_patch_embedding(model: nn.Module, in_shape: tuple[int, int, int]) -> Pa
 def _is_patchify(conv: nn.Conv2d, in_shape: tuple[int, int, int]) -> bool:
     k = conv.kernel_size
     return (
-        k[0] == k[1] and conv.stride == k and conv.padding == (0, 0) and conv.dilation == (1, 1)
-        and conv.groups == 1 and in_shape[1] % k[0] == 0 and in_shape[2] % k[0] == 0
+        k[0] == k[1]
+        and conv.stride == k
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and in_shape[1] % k[0] == 0
+        and in_shape[2] % k[0] == 0
     )
 
 

@@ -93,7 +93,9 @@ def _make_config(cfg_cls: type, attack: str, values: dict[str, Any]) -> Any:
     valid = config_fields(attack)
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ConfigError(f"attack {attack!r} has no option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}")
+        raise ConfigError(
+            f"attack {attack!r} has no option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}"
+        )
     return cfg_cls(**values)
 
 
@@ -135,9 +137,15 @@ def attack_cost(
     if not hasattr(config, "iters"):
         return None
     evaluations = config.iters * getattr(config, "max_iter", 1)  # L-BFGS (DLG): up to max_iter per step
-    return estimate(observations, attack, iters=evaluations, restarts=getattr(config, "restarts", 1),
-                    device=device, masks=hasattr(config, "mask_reg"),
-                    sequential=getattr(ATTACKS.get(attack), "sequential", False))
+    return estimate(
+        observations,
+        attack,
+        iters=evaluations,
+        restarts=getattr(config, "restarts", 1),
+        device=device,
+        masks=hasattr(config, "mask_reg"),
+        sequential=getattr(ATTACKS.get(attack), "sequential", False),
+    )
 
 
 def invert(

@@ -65,9 +65,11 @@ def batch_input_statistics(model: nn.Module, x: Tensor) -> dict[str, BatchStatis
     hooks = []
     for name, layer in model.named_modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+
             def hook(mod: nn.Module, inp: tuple[Tensor, ...], name: str = name) -> None:
                 dims = [0, *range(2, inp[0].dim())]
                 stats[name] = BatchStatistics(mean=inp[0].double().mean(dims), var=inp[0].double().var(dims))
+
             hooks.append(layer.register_forward_pre_hook(hook))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     was = model.training

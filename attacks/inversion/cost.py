@@ -58,8 +58,10 @@ class InversionCost:
         if self.rows != self.victims:
             what += f" x {self.rows // self.victims} restarts"
         when = f" in each of {self.rounds} rounds" if self.rounds > 1 else ""
-        return (f"{self.attack}: {what}, {self.iters} iterations{when}: about {format_seconds(self.seconds)} "
-                f"and {self.peak_bytes / GIB:.1f} GiB")
+        return (
+            f"{self.attack}: {what}, {self.iters} iterations{when}: about {format_seconds(self.seconds)} "
+            f"and {self.peak_bytes / GIB:.1f} GiB"
+        )
 
 
 MINUTES_ENV, GIB_ENV = "FEDLEAK_ATTACK_MINUTES", "FEDLEAK_ATTACK_GIB"
@@ -86,8 +88,10 @@ class CostBudget:
         carried to Flower's and Ray's processes as ``$FEDLEAK_ATTACK_MINUTES``/``$FEDLEAK_ATTACK_GIB``)."""
         minutes = _env_float(MINUTES_ENV)
         gib = _env_float(GIB_ENV)
-        return cls(seconds=(DEFAULT_MINUTES if minutes is None else minutes) * 60,
-                   peak_bytes=None if gib is None else gib * GIB)
+        return cls(
+            seconds=(DEFAULT_MINUTES if minutes is None else minutes) * 60,
+            peak_bytes=None if gib is None else gib * GIB,
+        )
 
     def memory(self, device: torch.device) -> float:
         return self.peak_bytes if self.peak_bytes is not None else machine_memory(device) / 2
@@ -124,8 +128,9 @@ def _env_float(name: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"${name} must be a number of {'minutes' if name == MINUTES_ENV else 'GiB'} or 'inf', "
-                          f"got {text!r}") from None
+        raise ConfigError(
+            f"${name} must be a number of {'minutes' if name == MINUTES_ENV else 'GiB'} or 'inf', got {text!r}"
+        ) from None
     if not value > 0:
         raise ConfigError(f"${name} must be > 0 (or 'inf' for no limit), got {text!r}")
     return value
@@ -154,8 +159,14 @@ def replay_shape(obs: Observation) -> tuple[int, int]:
 
 
 def estimate(
-    observations: Sequence[Observation], attack: str, *, iters: int, restarts: int = 1,
-    device: torch.device | str = "cpu", masks: bool = False, sequential: bool = False,
+    observations: Sequence[Observation],
+    attack: str,
+    *,
+    iters: int,
+    restarts: int = 1,
+    device: torch.device | str = "cpu",
+    masks: bool = False,
+    sequential: bool = False,
 ) -> InversionCost:
     """Estimate one attack of ``observations`` (``masks``: DIA's learned masks too;
     ``sequential``: the victims run one after another, as L-BFGS's do, so only one is in memory).
@@ -173,8 +184,9 @@ def estimate(
     dtype = next((t.dtype for t in obs.weights_before.values() if t.is_floating_point()), torch.float32)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        model = build_model(obs.model_name, in_shape=obs.in_shape, num_classes=obs.num_classes,
-                            dropout=obs.dropout, **obs.model_options).to(device=device, dtype=dtype)
+        model = build_model(
+            obs.model_name, in_shape=obs.in_shape, num_classes=obs.num_classes, dropout=obs.dropout, **obs.model_options
+        ).to(device=device, dtype=dtype)
         t1, m1 = measure_iteration(model, obs, 1, device)
         probe = min(batch, PROBE_BATCH)
         tb, mb = (t1, m1) if probe == 1 else measure_iteration(model, obs, probe, device)
@@ -186,12 +198,14 @@ def estimate(
     in_memory = 1 if sequential else rows
     peak = (step_bytes + 2 * params) * steps * in_memory + 4 * params
     timed_rows = rows if device.type == "cpu" or sequential else 1
-    return InversionCost(attack, len(observations), rows, batch, steps, iters,
-                         step_seconds * steps * timed_rows * iters, int(peak))
+    return InversionCost(
+        attack, len(observations), rows, batch, steps, iters, step_seconds * steps * timed_rows * iters, int(peak)
+    )
 
 
-def measure_iteration(model: torch.nn.Module, obs: Observation, batch: int, device: torch.device,
-                      repeats: int = 3) -> tuple[float, int]:
+def measure_iteration(
+    model: torch.nn.Module, obs: Observation, batch: int, device: torch.device, repeats: int = 3
+) -> tuple[float, int]:
     """One matching iteration at ``batch`` examples and one step: (best of ``repeats`` seconds
     after a warm-up run, bytes autograd saved beyond the model's own weights). On the CPU it
     runs on one thread, as fedleak's attacks do by default (``--threads 1``)."""
@@ -204,8 +218,9 @@ def measure_iteration(model: torch.nn.Module, obs: Observation, batch: int, devi
         torch.set_num_threads(threads)
 
 
-def _measure(model: torch.nn.Module, obs: Observation, batch: int, device: torch.device,
-             repeats: int) -> tuple[float, int]:
+def _measure(
+    model: torch.nn.Module, obs: Observation, batch: int, device: torch.device, repeats: int
+) -> tuple[float, int]:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     weights = {p.data_ptr() for p in model.parameters()}

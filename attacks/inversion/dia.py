@@ -56,9 +56,14 @@ class DIAConfig(IGConfig):
 
     def loop(self) -> LoopSettings:
         return replace(
-            super().loop(), mask_reg=self.mask_reg, mask_step_size=self.mask_step_size,
-            mask_signed=self.mask_signed, mask_init=self.mask_init, given_sites=self.given_sites,
-            mask_readout=self.mask_readout, mask_penalty=self.mask_penalty,
+            super().loop(),
+            mask_reg=self.mask_reg,
+            mask_step_size=self.mask_step_size,
+            mask_signed=self.mask_signed,
+            mask_init=self.mask_init,
+            given_sites=self.given_sites,
+            mask_readout=self.mask_readout,
+            mask_penalty=self.mask_penalty,
         )
 
 

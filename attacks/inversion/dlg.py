@@ -54,7 +54,8 @@ class DeepLeakage:
     optimizes_labels = True  # DLG learns the labels; iDLG extracts them first
 
     def prepare_observation(self, obs: Observation) -> Observation:
-        """DLG ignores any label the attacker knows: it learns them (placeholders keep ``prepare`` off label recovery)."""
+        """DLG ignores any label the attacker knows: it learns them (placeholders keep ``prepare`` off label
+        recovery)."""
         return replace(obs, labels=torch.zeros(obs.num_examples, dtype=torch.long))
 
     def run(
@@ -89,7 +90,10 @@ class DeepLeakage:
             logits = logits.to(device, victims.dtype).requires_grad_(True)
             variables.append(logits)
         opt = torch.optim.LBFGS(
-            variables, lr=cfg.step_size, max_iter=cfg.max_iter, history_size=cfg.history_size,
+            variables,
+            lr=cfg.step_size,
+            max_iter=cfg.max_iter,
+            history_size=cfg.history_size,
             line_search_fn=None if cfg.line_search == "none" else cfg.line_search,
         )
 

@@ -58,8 +58,13 @@ class IGConfig:
 
     def loop(self) -> LoopSettings:
         return LoopSettings(
-            iters=self.iters, step_size=cast(float, self.step_size), restarts=self.restarts, tv_weight=self.tv_weight,
-            lr_decay_at=tuple(self.lr_decay_at), recipe=self.recipe, log_every=self.log_every,
+            iters=self.iters,
+            step_size=cast(float, self.step_size),
+            restarts=self.restarts,
+            tv_weight=self.tv_weight,
+            lr_decay_at=tuple(self.lr_decay_at),
+            recipe=self.recipe,
+            log_every=self.log_every,
         )
 
 
@@ -87,8 +92,11 @@ class OptimizationAttack:
         out: dict[int, InversionResult] = {}
         for idx in group(observations):
             victims = prepare(
-                [observations[i] for i in idx], [seeds[i] for i in idx], device=device,
-                layer_weights=config.layer_weights, bn_prior=config.bn_prior,
+                [observations[i] for i in idx],
+                [seeds[i] for i in idx],
+                device=device,
+                layer_weights=config.layer_weights,
+                bn_prior=config.bn_prior,
             )
             results = adam_inversion(victims, config.loop(), masks=self.masks, attack=self.name, progress=progress)
             out.update(zip(idx, results, strict=True))

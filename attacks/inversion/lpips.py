@@ -43,13 +43,18 @@ SCALE = (0.458, 0.448, 0.450)
 def _alexnet_features() -> nn.Sequential:
     """AlexNet's convolutional trunk up to the fifth ReLU, indexed as in torchvision."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(),
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
     )
 
 
@@ -161,7 +166,9 @@ def _from_lpips_module(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def check_lpips_paths(weights: str | Path | None, backbone: str | Path | None) -> None:
     """Refuse a backbone without the linear heads (one line naming both flags)."""
     if backbone is not None and weights is None:
-        raise ConfigError("lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads")
+        raise ConfigError(
+            "lpips_backbone (--lpips-backbone) needs lpips_weights (--lpips-weights), the LPIPS linear heads"
+        )
 
 
 def load_lpips(weights: str | Path, backbone: str | Path | None = None) -> LPIPS:
@@ -177,8 +184,14 @@ def load_lpips(weights: str | Path, backbone: str | Path | None = None) -> LPIPS
     _require(lin, LIN_KEYS, weights, "LPIPS weights", "the lpips package's weights/v0.1/alex.pth")
     if backbone is None:
         trunk = _from_lpips_module(lin)
-        _require(trunk, BACKBONE_KEYS, weights, "LPIPS weights", "also the AlexNet trunk (net.slice*) since "
-                 "--lpips-backbone is not given; pass torchvision's AlexNet weights with --lpips-backbone")
+        _require(
+            trunk,
+            BACKBONE_KEYS,
+            weights,
+            "LPIPS weights",
+            "also the AlexNet trunk (net.slice*) since "
+            "--lpips-backbone is not given; pass torchvision's AlexNet weights with --lpips-backbone",
+        )
         backbone = weights
     else:
         trunk = read_state(backbone, "LPIPS backbone")
@@ -189,8 +202,10 @@ def load_lpips(weights: str | Path, backbone: str | Path | None = None) -> LPIPS
     for key, want in model.state_dict().items():
         if state[key].shape != want.shape:
             where = weights if key in LIN_KEYS else backbone
-            raise ConfigError(f"{key} in {where} has shape {tuple(state[key].shape)}, expected {tuple(want.shape)} "
-                              "(AlexNet LPIPS v0.1)")
+            raise ConfigError(
+                f"{key} in {where} has shape {tuple(state[key].shape)}, expected {tuple(want.shape)} "
+                "(AlexNet LPIPS v0.1)"
+            )
     model.load_state_dict(state, strict=True)
     if any((lin[k] < 0).any() for k in LIN_KEYS):
         raise ConfigError(f"LPIPS weights file {weights} has negative linear-head weights; v0.1 heads are non-negative")

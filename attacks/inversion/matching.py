@@ -77,7 +77,9 @@ def eager_grad_and_value(
             out = f(*args)
             value, aux = out if has_aux else (out, None)
             flat = [t for i in nums for t in (args[i].values() if isinstance(args[i], dict) else [args[i]])]
-            grads = iter(torch.autograd.grad(value, flat, create_graph=create_graph, allow_unused=True, materialize_grads=True))
+            grads = iter(
+                torch.autograd.grad(value, flat, create_graph=create_graph, allow_unused=True, materialize_grads=True)
+            )
         per_arg = [{k: next(grads) for k in args[i]} if isinstance(args[i], dict) else next(grads) for i in nums]
         g = per_arg[0] if isinstance(argnums, int) else tuple(per_arg)
         return (g, (value, aux)) if has_aux else (g, value)
@@ -156,11 +158,14 @@ class Matcher:
         self.linear: dict[str, nn.Linear] = {}
         if ghost and self.single:
             owners: dict[int, int] = {}  # a parameter shared by two modules (tied weights) sums two
-            for m in model.modules():    # layers' gradients: no single layer's Gram matrices give it
+            for m in model.modules():  # layers' gradients: no single layer's Gram matrices give it
                 for p in m.parameters(recurse=False):
                     owners[id(p)] = owners.get(id(p), 0) + 1
-            linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)
-                      and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))}
+            linear = {
+                n: m
+                for n, m in model.named_modules()
+                if isinstance(m, nn.Linear) and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))
+            }
             shapes, calls = self._linear_out_shapes(obs, linear)
             self.linear = {
                 n: m for n, m in linear.items()
@@ -197,7 +202,9 @@ class Matcher:
         return {k: current[k] - params[k] for k in params}
 
     # ---- the distance ----------------------------------------------------------------
-    def pieces(self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params) -> tuple[Tensor, Tensor]:
+    def pieces(
+        self, params: Params, x: Tensor, y: Tensor, masks: dict[str, Tensor], target: Params
+    ) -> tuple[Tensor, Tensor]:
         """``(<u, target>, |u|^2)`` for the simulated update ``u`` (ghost path where it applies)."""
         if self.linear:
             return self._ghost_pieces(params, x, y, masks, target)
@@ -392,5 +399,3 @@ def mask_regularizer(masks: dict[str, Tensor], p: float, penalty: str = "abs") -
     gaps = [(1.0 - m).mean() - p for m in masks.values()]
     terms = [g.abs() if penalty == "abs" else g**2 for g in gaps]
     return torch.stack(terms).sum() if terms else torch.zeros(())
-
-

@@ -142,9 +142,18 @@ def observe_client(
     record_masks(client)
     params: dict[str, torch.Tensor] = dict(client.named_parameters())
     obs_shell = Observation(
-        model_name=model_name, model_options=dict(model_options or {}), in_shape=cast(tuple[int, int, int], tuple(images.shape[1:])),
-        num_classes=_num_classes(client, images), dropout=_dropout_rate(client), weights_before={}, update={},
-        kind=kind, lr=lr, local_steps=local_steps, batch_size=batch_size, num_examples=n,
+        model_name=model_name,
+        model_options=dict(model_options or {}),
+        in_shape=cast(tuple[int, int, int], tuple(images.shape[1:])),
+        num_classes=_num_classes(client, images),
+        dropout=_dropout_rate(client),
+        weights_before={},
+        update={},
+        kind=kind,
+        lr=lr,
+        local_steps=local_steps,
+        batch_size=batch_size,
+        num_examples=n,
     )
     masks: list[dict[str, torch.Tensor]] = []
     grads: dict[str, torch.Tensor] = {}
@@ -161,8 +170,11 @@ def observe_client(
     else:
         update = {k: (p.detach() - weights_before[k]) for k, p in params.items()}
     true_masks = {k: torch.stack([m[k] for m in masks]) for k in masks[0]} if masks else None
-    buffers = {k: (b.detach() - weights_before[k]) for k, b in client.named_buffers()
-               if k in weights_before and not k.endswith(".mask")}
+    buffers = {
+        k: (b.detach() - weights_before[k])
+        for k, b in client.named_buffers()
+        if k in weights_before and not k.endswith(".mask")
+    }
     return replace(
         obs_shell,
         weights_before=weights_before,

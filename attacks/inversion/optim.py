@@ -75,7 +75,8 @@ def check_lr_decay_at(fractions: tuple[float, ...]) -> None:
     """Refuse a schedule that is not strictly increasing fractions in (0, 1)."""
     if any(not 0.0 < f < 1.0 for f in fractions) or any(a >= b for a, b in pairwise(fractions)):
         raise ConfigError(
-            f"lr_decay_at (--lr-decay-at) must be strictly increasing fractions of the iterations in (0, 1), got {fractions}"
+            "lr_decay_at (--lr-decay-at) must be strictly increasing fractions of the iterations in (0, 1), "
+            f"got {fractions}"
         )
 
 
@@ -256,7 +257,9 @@ def make_optimizer(
     if masks:
         groups.append({"params": list(masks.values()), "lr": s.mask_step_size})
     opt = torch.optim.Adam(groups)
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=decay_milestones(s.iters, s.lr_decay_at), gamma=0.1)
+    return opt, torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=decay_milestones(s.iters, s.lr_decay_at), gamma=0.1
+    )
 
 
 def _keep(store: Tensor, current: Tensor, rows: Tensor) -> None:

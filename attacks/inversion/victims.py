@@ -60,7 +60,9 @@ class Victims:
             )
         log.info(
             "mask readout: %d of %d dropout sites read from the update (%s); the rest are learned",
-            len(readouts), len(self.matcher.sites), ", ".join(f"{r.site.removesuffix('.mask')} <- {r.param}" for r in readouts),
+            len(readouts),
+            len(self.matcher.sites),
+            ", ".join(f"{r.site.removesuffix('.mask')} <- {r.param}" for r in readouts),
         )
         per = [read_masks(o, readouts) for o in self.obs]
         return {r.site: torch.stack([m[r.site] for m in per]).to(self.device, self.dtype) for r in readouts}
@@ -85,8 +87,16 @@ class Victims:
 def group_key(obs: Observation) -> tuple:
     """Observations with equal keys can be attacked in one batched optimization."""
     return (
-        obs.model_name, repr(sorted(obs.model_options.items())), tuple(obs.in_shape), obs.num_classes,
-        obs.dropout, obs.kind, obs.lr, obs.local_steps, obs.batch_size, obs.num_examples,
+        obs.model_name,
+        repr(sorted(obs.model_options.items())),
+        tuple(obs.in_shape),
+        obs.num_classes,
+        obs.dropout,
+        obs.kind,
+        obs.lr,
+        obs.local_steps,
+        obs.batch_size,
+        obs.num_examples,
     )
 
 
@@ -125,8 +135,15 @@ def prepare(
     first = obs[0]
     dtype = next(iter(first.weights_before.values())).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
-    matcher = Matcher(first, device=device, dtype=dtype, distance=distance, ghost=ghost, layer_weights=layer_weights,
-                      bn_prior=bn_prior)
+    matcher = Matcher(
+        first,
+        device=device,
+        dtype=dtype,
+        distance=distance,
+        ghost=ghost,
+        layer_weights=layer_weights,
+        bn_prior=bn_prior,
+    )
     names = matcher.param_names
     shared = all(
         all(torch.equal(o.weights_before[k].cpu(), first.weights_before[k].cpu()) for k in names) for o in obs[1:]
@@ -139,7 +156,14 @@ def prepare(
     targets = {k: torch.stack([t[k] for t in per]) for k in per[0]}
     resolved = [resolve_labels(o) for o in obs]
     return Victims(
-        obs=obs, matcher=matcher, params=params, stacked=not shared, targets=targets,
-        labels=torch.stack([lab for lab, _ in resolved]).to(device), label_source=[s for _, s in resolved],
-        seeds=list(seeds), device=device, dtype=dtype,
+        obs=obs,
+        matcher=matcher,
+        params=params,
+        stacked=not shared,
+        targets=targets,
+        labels=torch.stack([lab for lab, _ in resolved]).to(device),
+        label_source=[s for _, s in resolved],
+        seeds=list(seeds),
+        device=device,
+        dtype=dtype,
     )

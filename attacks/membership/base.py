@@ -65,7 +65,8 @@ class MembershipAttack(ABC):
             raise ConfigError(f"attack {type(self).__name__} needs shadow models; got none")
         if obs.num_shadows < self.shadows_needed():
             raise ConfigError(
-                f"attack {type(self).__name__} needs at least {self.shadows_needed()} shadow models, got {obs.num_shadows}"
+                f"attack {type(self).__name__} needs at least {self.shadows_needed()} shadow models, "
+                f"got {obs.num_shadows}"
             )
         if self.needs_population and obs.target_population_logits is None:
             raise ConfigError(f"attack {type(self).__name__} needs population records; got none")

@@ -92,9 +92,7 @@ class MIAConfig:
         if self.population_size < 1 and any(ATTACKS.get(a).needs_population for a in self.attacks):
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
         if self.defense not in DEFENSES:
-            raise ConfigError(
-                f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}"
-            )
+            raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}")
         if self.clients < 0 or (self.clients and (self.rounds < 1 or self.local_epochs < 1 or self.local_steps < 0)):
             raise ConfigError(
                 f"clients must be >= 0 and, for a federated target, rounds and local_epochs >= 1 and local_steps >= 0; "
@@ -138,7 +136,9 @@ class MIAConfig:
                 "on the images as loaded, without weight decay): leave it unset"
             )
         if self.vectorize != "auto":
-            raise ConfigError("vectorize does not apply to a federated target: its shadows are federations, run one by one")
+            raise ConfigError(
+                "vectorize does not apply to a federated target: its shadows are federations, run one by one"
+            )
         if self.dropout and self.defense != "dropout":
             raise ConfigError("a federated target takes its dropout from the dropout defense: use --defense dropout")
         if self.pool_size // 2 < self.clients:
@@ -177,9 +177,7 @@ class MIAConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown mia option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown mia option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         vals = dict(values)
         for key in ("attacks", "fprs"):
             if key in vals:

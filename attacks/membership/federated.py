@@ -54,8 +54,9 @@ def per_sample_stats(
     model = model.to(device).eval()
     names = [n for n, _ in model.named_parameters()]
     p = {n: params[n].to(device).float() for n in names}
-    buffers = {n: params[n].to(device=device, dtype=b.dtype) if n in params else b.to(device)
-               for n, b in model.named_buffers()}
+    buffers = {
+        n: params[n].to(device=device, dtype=b.dtype) if n in params else b.to(device) for n, b in model.named_buffers()
+    }
     dirs = [torch.cat([d[n].to(device).double().flatten() for n in names]) for d in directions]
     mat = torch.stack(dirs, 1) if dirs else torch.zeros(0, 0, dtype=torch.float64, device=device)
 
@@ -110,9 +111,7 @@ def fedmia(s: GradientStats) -> np.ndarray:
     variance would be 1e-8 there, saturating every score into ties). The audit averages it over every
     captured round of the client (:func:`fedmia_rounds`)."""
     if s.ref_cos.shape[1] == 0:
-        raise ConfigError(
-            "fedmia needs the updates of other clients in the same round; only one was captured"
-        )
+        raise ConfigError("fedmia needs the updates of other clients in the same round; only one was captured")
     cos = s.dots / (s.norms * s.update_norm).clamp_min(1e-30)
     mu = s.ref_cos.mean(1)
     # the authors' spread: population variance (numpy's default) + 1e-8
@@ -154,9 +153,7 @@ def gradient_stats(
     norms, dots = per_sample_stats(model, weights_before, images, labels, dirs, device=device)
     after = {k: (w.double() + update[k].double()).to(w.dtype) if k in update else w for k, w in weights_before.items()}
     norms_after, _ = per_sample_stats(model, after, images, labels, device=device)
-    unorm = torch.tensor(
-        [float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64
-    )
+    unorm = torch.tensor([float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64)
     ref_cos = dots[:, 1:] / (norms[:, None] * unorm[None, 1:]).clamp_min(1e-30)
     return GradientStats(dots[:, 0], norms, norms_after, float(unorm[0]), step_weight, ref_cos)
 

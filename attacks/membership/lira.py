@@ -86,9 +86,7 @@ class LiRA(MembershipAttack):
 
     def score(self, obs: MembershipObservation) -> np.ndarray:
         target, shadows, inside = _phis(obs)
-        mu_in, sd_in, mu_out, sd_out = gaussian_params(
-            shadows, inside, fix_variance=self.fix_variance
-        )
+        mu_in, sd_in, mu_out, sd_out = gaussian_params(shadows, inside, fix_variance=self.fix_variance)
         llr = stats.norm.logpdf(target, mu_in, sd_in) - stats.norm.logpdf(target, mu_out, sd_out)
         return llr.mean(0)
 

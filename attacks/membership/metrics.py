@@ -36,9 +36,7 @@ def _check(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scores, members
 
 
-def roc_counts(
-    scores: np.ndarray, members: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_counts(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True and false positives when predicting "member" for ``score >= t``, over every distinct t.
 
     Returns ``(tp, fp, thresholds)``, starting at (0, 0, +inf) and ending at (P, N, min score).
@@ -80,9 +78,7 @@ def fpr_label(fpr: float) -> str:
     return f"tpr@{fpr * 100:g}%"
 
 
-def point_metrics(
-    scores: np.ndarray, members: np.ndarray, fprs: Sequence[float] = DEFAULT_FPRS
-) -> dict[str, float]:
+def point_metrics(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, float]:
     """AUC, balanced accuracy and TPR at each FPR in ``fprs`` for one score set."""
     fpr, tpr, _ = roc_curve(scores, members)
     out = {"auc": auc(fpr, tpr), "balanced_accuracy": balanced_accuracy(fpr, tpr)}
@@ -117,9 +113,7 @@ def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.nd
     """Largest TPR any test can reach at ``fpr`` against an (epsilon, delta)-DP mechanism."""
     fpr = np.asarray(fpr, dtype=np.float64)
     e = math.exp(epsilon)
-    return np.clip(
-        np.minimum.reduce([np.ones_like(fpr), e * fpr + delta, 1 - (1 - delta - fpr) / e]), 0.0, 1.0
-    )
+    return np.clip(np.minimum.reduce([np.ones_like(fpr), e * fpr + delta, 1 - (1 - delta - fpr) / e]), 0.0, 1.0)
 
 
 def clopper_pearson(k: np.ndarray, n: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -242,9 +236,7 @@ def evaluate(
     target's ``epsilon`` is known (``bound_violated`` = 1.0 flags a bug or an accounting error)."""
     out = point_metrics(scores, members, fprs)
     if bootstrap > 0:
-        for k, (lo, hi) in bootstrap_ci(
-            scores, members, fprs, samples=bootstrap, seed=seed
-        ).items():
+        for k, (lo, hi) in bootstrap_ci(scores, members, fprs, samples=bootstrap, seed=seed).items():
             out[f"{k}_ci_low"], out[f"{k}_ci_high"] = lo, hi
     out.update(empirical_epsilon(scores, members, delta=delta, seed=seed))
     out["n_members"] = float(np.count_nonzero(members))

@@ -63,8 +63,12 @@ class OneRunAudit:
     epsilon: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"one_run_records": float(self.records), "one_run_guesses": float(self.guesses),
-                "one_run_correct": float(self.correct), "eps_one_run": self.epsilon}
+        return {
+            "one_run_records": float(self.records),
+            "one_run_guesses": float(self.guesses),
+            "one_run_correct": float(self.correct),
+            "eps_one_run": self.epsilon,
+        }
 
 
 def one_run_audit(

@@ -138,9 +138,7 @@ class RMIA(MembershipAttack):
             return ref.mean(0)
         out = np.ones_like(ref, dtype=bool) if inside is None else ~inside
         if not out.any(0).all():
-            raise ConfigError(
-                "offline rmia needs an OUT reference model for every record; use >= 2 shadows"
-            )
+            raise ConfigError("offline rmia needs an OUT reference model for every record; use >= 2 shadows")
         p_out = (ref * out).sum(0) / out.sum(0)
         return 0.5 * ((1 + a) * p_out + (1 - a))
 

@@ -81,15 +81,11 @@ def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DPCo
     convolutions (the rule rests on benchmarks/mia_shadows.py; figures in docs/results.md); DP-SGD and
     BatchNorm (running statistics) always loop."""
     if vectorize not in VECTORIZE:
-        raise ConfigError(
-            f"unknown vectorize mode {vectorize!r}; valid choices: {', '.join(VECTORIZE)}"
-        )
+        raise ConfigError(f"unknown vectorize mode {vectorize!r}; valid choices: {', '.join(VECTORIZE)}")
     stateful = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if dp is not None or stateful:
         if vectorize == "vmap":
-            raise ConfigError(
-                "vectorize=vmap cannot train DP-SGD or BatchNorm models; use loop or auto"
-            )
+            raise ConfigError("vectorize=vmap cannot train DP-SGD or BatchNorm models; use loop or auto")
         return "loop"
     if vectorize == "auto":
         conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
@@ -189,10 +185,7 @@ def train_shadows(
     key = cache_key(parts, images, labels)
     folder = Path(cache_dir) / key if cache_dir is not None else None
     inside = stored_assignment(folder, num_shadows, len(images), seed=derive_seed(seed, "assignment"))
-    cached = [
-        folder is not None and (folder / f"shadow_{s}.safetensors").is_file()
-        for s in range(num_shadows)
-    ]
+    cached = [folder is not None and (folder / f"shadow_{s}.safetensors").is_file() for s in range(num_shadows)]
     for s in (s for s in range(num_shadows) if cached[s]):
         models[s].load_state_dict(load_tensors(folder / f"shadow_{s}.safetensors"))  # type: ignore[operator]
         models[s].to(device).eval()
@@ -233,16 +226,19 @@ def train_shadows(
 def code_salt(model: nn.Module) -> str:
     """Hash of the code that trains and builds ``model``: the training modules, every module of
     the model zoo (the builders: an MLP is a torch ``Sequential`` whose layers a builder chose),
-    the source file of every class in the model, the seeding code, and torch's and Opacus' versions. A change in any of them
-    misses the cache instead of reusing models trained by other code."""
+    the source file of every class in the model, the seeding code, and torch's and Opacus' versions. A
+    change in any of them misses the cache instead of reusing models trained by other code."""
     import fl.models
     import fl.seed
     from attacks.membership import stacked_optim, training
 
     files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, fl.seed, sys.modules[__name__])}
     files |= set(Path(inspect.getfile(fl.models)).parent.glob("*.py"))
-    files |= {Path(inspect.getfile(type(m))) for m in model.modules()
-              if type(m).__module__.split(".")[0] in ("fl", "attacks", "defenses")}
+    files |= {
+        Path(inspect.getfile(type(m)))
+        for m in model.modules()
+        if type(m).__module__.split(".")[0] in ("fl", "attacks", "defenses")
+    }
     import opacus  # DP-SGD targets and shadows
 
     h = hashlib.sha256(f"torch {torch.__version__} opacus {opacus.__version__}".encode())
@@ -252,7 +248,11 @@ def code_salt(model: nn.Module) -> str:
 
 
 def stored_assignment(
-    folder: Path | None, num_models: int, num_records: int, *, seed: int,
+    folder: Path | None,
+    num_models: int,
+    num_records: int,
+    *,
+    seed: int,
     draw: Callable[..., np.ndarray] = balanced_assignment,
 ) -> np.ndarray:
     """The stored IN/OUT assignment of ``folder``, or a new one by ``draw`` (stored there before any training)."""

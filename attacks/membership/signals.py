@@ -51,10 +51,7 @@ def query_logits(
     model.eval().to(device)
     out = []
     for view in query_views(images, flip):
-        chunks = [
-            model(view[i : i + batch_size].to(device)).float().cpu()
-            for i in range(0, len(view), batch_size)
-        ]
+        chunks = [model(view[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(view), batch_size)]
         out.append(torch.cat(chunks))
     model.train(was_training)
     return torch.stack(out)

@@ -24,10 +24,7 @@ class StackedOptimizer:
         self.params = params
         self.cfg = cfg
         self.steps = torch.zeros(params[0].shape[0], dtype=torch.float64)
-        self.state = [
-            (torch.zeros_like(p), torch.zeros_like(p) if cfg.optimizer == "adam" else None)
-            for p in params
-        ]
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p) if cfg.optimizer == "adam" else None) for p in params]
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -37,9 +37,7 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}"
-            )
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
 
 
 @dataclass(frozen=True)
@@ -120,15 +118,11 @@ def _train_dp(
 
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
-        raise ConfigError(
-            f"model cannot be trained with DP-SGD ({errors[0]}); use norm=group or none"
-        )
+        raise ConfigError(f"model cannot be trained with DP-SGD ({errors[0]}); use norm=group or none")
     # batches from ``gen``; Opacus' noise from the global generator, which train_model has seeded
     gen = torch.Generator().manual_seed(seed)
     dataset = torch.utils.data.TensorDataset(images, labels)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen
-    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     engine = PrivacyEngine(accountant="rdp")
     # ghost clipping (Li et al., ICLR 2022): per-sample gradient norms without materialising
     # per-sample gradients, so memory and time do not grow with the batch times the parameters

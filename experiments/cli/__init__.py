@@ -20,21 +20,48 @@ from fl import __version__
 
 COMMANDS: dict[str, tuple[str, str, str]] = {  # name -> (module, attribute, short help for --help)
     "datasets": ("experiments.cli.datasets", "datasets", "Datasets by name and their federated partitions."),
-    "models": ("experiments.cli.models", "models", "List the registered models with parameter counts and their options."),
-    "invert": ("experiments.cli.invert", "invert",
-               "Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights)."),
-    "simulate": ("experiments.cli.simulate", "simulate",
-                 "Run a federation (Flower simulation, Ray) with a curious server recording the updates."),
-    "attack": ("experiments.cli.attack", "attack",
-               "Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local weights), save a grid."),
-    "mia": ("experiments.cli.mia", "mia",
-            "Membership inference with ROC, AUC, TPR at low FPR, DP bound and empirical epsilon."),
-    "compare": ("experiments.cli.compare", "compare",
-                "Run the grid of SCENARIO (a shipped name: quick, dia-paper, mia, federated, full; or a .toml path)."),
-    "report": ("experiments.cli.report", "report",
-               "Aggregate RUN_DIR's results over seeds: which defense stops which attack, at what cost."),
-    "demo": ("experiments.cli.demo", "demo",
-             "Dropout vs the Dropout Inversion Attack (alone and in a Flower federation), and DP vs membership inference, in about two minutes on a CPU."),
+    "models": (
+        "experiments.cli.models",
+        "models",
+        "List the registered models with parameter counts and their options.",
+    ),
+    "invert": (
+        "experiments.cli.invert",
+        "invert",
+        "Attack clients' updates and score the reconstructions (PSNR, SSIM, label accuracy; LPIPS from local weights).",
+    ),
+    "simulate": (
+        "experiments.cli.simulate",
+        "simulate",
+        "Run a federation (Flower simulation, Ray) with a curious server recording the updates.",
+    ),
+    "attack": (
+        "experiments.cli.attack",
+        "attack",
+        "Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local weights), "
+        "save a grid.",
+    ),
+    "mia": (
+        "experiments.cli.mia",
+        "mia",
+        "Membership inference with ROC, AUC, TPR at low FPR, DP bound and empirical epsilon.",
+    ),
+    "compare": (
+        "experiments.cli.compare",
+        "compare",
+        "Run the grid of SCENARIO (a shipped name: quick, dia-paper, mia, federated, full; or a .toml path).",
+    ),
+    "report": (
+        "experiments.cli.report",
+        "report",
+        "Aggregate RUN_DIR's results over seeds: which defense stops which attack, at what cost.",
+    ),
+    "demo": (
+        "experiments.cli.demo",
+        "demo",
+        "Dropout vs the Dropout Inversion Attack (alone and in a Flower federation), and DP vs membership inference, "
+        "in about two minutes on a CPU.",
+    ),
 }
 
 
@@ -88,16 +115,29 @@ def _verbose(ctx: click.Context) -> bool:
     help="Where tensors live: auto picks CUDA when available.",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for partitions, weights and attacks.")
-@click.option("--attack-budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Refuse an inversion estimated to run longer [default: 60; inf: no limit].")
-@click.option("--attack-budget-gib", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Refuse an inversion estimated to need more memory [default: half the machine's; inf: no limit].")
+@click.option(
+    "--attack-budget-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Refuse an inversion estimated to run longer [default: 60; inf: no limit].",
+)
+@click.option(
+    "--attack-budget-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Refuse an inversion estimated to need more memory [default: half the machine's; inf: no limit].",
+)
 @click.option("-v", "--verbose", count=True, help="More logs (-v shows Flower, Ray and Opacus logs and tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
 @click.pass_context
 def cli(
-    ctx: click.Context, device: str, seed: int, attack_budget_minutes: float | None, attack_budget_gib: float | None,
-    verbose: int, quiet: bool,
+    ctx: click.Context,
+    device: str,
+    seed: int,
+    attack_budget_minutes: float | None,
+    attack_budget_gib: float | None,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """fedleak: what a curious server or an outsider learns from a federated training run,
     and which defense stops it, at what cost in accuracy."""

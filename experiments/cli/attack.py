@@ -13,26 +13,56 @@ from experiments.cli.state import get_state
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--attack", type=click.Choice(CAPTURE_ATTACKS), default="dia", show_default=True,
-              help="Inversion attack (oracle needs the client's masks, which a capture does not hold).")
+@click.option(
+    "--attack",
+    type=click.Choice(CAPTURE_ATTACKS),
+    default="dia",
+    show_default=True,
+    help="Inversion attack (oracle needs the client's masks, which a capture does not hold).",
+)
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
 @click.option("--iters", type=click.IntRange(min=1), default=400, show_default=True, help="Optimization steps.")
-@click.option("--max-images", type=click.IntRange(min=0), default=0, show_default=True,
-              help="> 0: rebuild at most this many images of a larger update, under the one-gradient approximation "
-              "(the update read as one mean gradient at the global weights), scored against the true images they "
-              "match best (0: every image, replaying the local steps).")
-@click.option("--layer-weights", type=click.Choice(["equal", "balanced"]), default="equal", show_default=True,
-              help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
-              "equally (see `fedleak invert --help`).")
+@click.option(
+    "--max-images",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="> 0: rebuild at most this many images of a larger update, under the one-gradient approximation "
+    "(the update read as one mean gradient at the global weights), scored against the true images they "
+    "match best (0: every image, replaying the local steps).",
+)
+@click.option(
+    "--layer-weights",
+    type=click.Choice(["equal", "balanced"]),
+    default="equal",
+    show_default=True,
+    help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
+    "equally (see `fedleak invert --help`).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Torch CPU threads for the optimization (0 = torch's default).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Torch CPU threads for the optimization (0 = torch's default).",
+)
 @lpips_options
 @click.pass_context
 def attack(
-    ctx: click.Context, run_dir: str, attack: str, server_round: int | None, client: str | None, iters: int,
-    max_images: int, layer_weights: str, data_dir: str | None, threads: int, lpips_weights: Path | None, lpips_backbone: Path | None,
+    ctx: click.Context,
+    run_dir: str,
+    attack: str,
+    server_round: int | None,
+    client: str | None,
+    iters: int,
+    max_images: int,
+    layer_weights: str,
+    data_dir: str | None,
+    threads: int,
+    lpips_weights: Path | None,
+    lpips_backbone: Path | None,
 ) -> None:
     """Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local
     weights), save a grid.
@@ -53,7 +83,9 @@ def attack(
     state = get_state(ctx)
     if layer_weights != "equal" and "layer_weights" not in config_fields(attack):
         weighted = [a for a in CAPTURE_ATTACKS if "layer_weights" in config_fields(a)]
-        raise click.BadParameter(f"applies to attacks {' and '.join(weighted)}, not {attack!r}", param_hint="--layer-weights")
+        raise click.BadParameter(
+            f"applies to attacks {' and '.join(weighted)}, not {attack!r}", param_hint="--layer-weights"
+        )
     check_lpips_paths(lpips_weights, lpips_backbone)
     scorer = load_lpips(lpips_weights, lpips_backbone) if lpips_weights is not None else None
     store = CaptureStore(run_dir)
@@ -68,7 +100,9 @@ def attack(
         raise ConfigError(f"round {r} has no captured client update")
     target: int | str = captured[0] if client is None else (AGGREGATE if client == AGGREGATE else _client_id(client))
     if target not in captured:
-        raise ConfigError(f"--client {client} has no captured update in round {r}; captured: {', '.join(map(str, captured))}")
+        raise ConfigError(
+            f"--client {client} has no captured update in round {r}; captured: {', '.join(map(str, captured))}"
+        )
     if why := unattackable_training(TrainSettings.from_config(store.round_info(r)["config"])):
         raise ConfigError(why)
     config_file = Path(run_dir) / "config.json"
@@ -78,26 +112,53 @@ def attack(
     if part := part_attacked(store.load(r, target), max_images):
         click.echo(f"attacking {part}", err=True)
     [outcome] = attack_captured(
-        store, [(r, target)], attack, train.images, iters=iters, seed=state.seed, device=state.device, threads=threads,
-        options={"layer_weights": layer_weights} if layer_weights != "equal" else None, lpips=scorer,
-        train_labels=train.labels, progress=state.verbosity >= 0 and sys.stderr.isatty(), max_images=max_images,
+        store,
+        [(r, target)],
+        attack,
+        train.images,
+        iters=iters,
+        seed=state.seed,
+        device=state.device,
+        threads=threads,
+        options={"layer_weights": layer_weights} if layer_weights != "equal" else None,
+        lpips=scorer,
+        train_labels=train.labels,
+        progress=state.verbosity >= 0 and sys.stderr.isatty(),
+        max_images=max_images,
     )
     name = attack if layer_weights == "equal" else f"{attack}-{layer_weights}"
     stem = Path(run_dir) / "attacks" / f"{name}_round{r:04d}_{target}_cli"
     save_outcome_grid(outcome, stem.with_suffix(".png"))
-    lpips = {} if outcome.lpips is None else {
-        "lpips_mean": outcome.lpips, "lpips_weights": str(lpips_weights),
-        "lpips_backbone": None if lpips_backbone is None else str(lpips_backbone),
-    }
-    atomic_write_json(stem.with_suffix(".json"), {
-        "round": r, "client": target, "attack": attack, "layer_weights": layer_weights, "iters": iters,
-        "threads": threads, "max_images": max_images, "part": outcome.part, "baseline_psnr": outcome.baseline_psnr,
-        "scores": outcome.scores,
-        "label_acc": outcome.label_acc,
-        **lpips, "env": environment_record(state.seed, state.device),
-    })
+    lpips = (
+        {}
+        if outcome.lpips is None
+        else {
+            "lpips_mean": outcome.lpips,
+            "lpips_weights": str(lpips_weights),
+            "lpips_backbone": None if lpips_backbone is None else str(lpips_backbone),
+        }
+    )
+    atomic_write_json(
+        stem.with_suffix(".json"),
+        {
+            "round": r,
+            "client": target,
+            "attack": attack,
+            "layer_weights": layer_weights,
+            "iters": iters,
+            "threads": threads,
+            "max_images": max_images,
+            "part": outcome.part,
+            "baseline_psnr": outcome.baseline_psnr,
+            "scores": outcome.scores,
+            "label_acc": outcome.label_acc,
+            **lpips,
+            "env": environment_record(state.seed, state.device),
+        },
+    )
     click.echo(
-        f"{attack}{'' if layer_weights == 'equal' else f' ({layer_weights})'} on round {r}, client {target}: PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
+        f"{attack}{'' if layer_weights == 'equal' else f' ({layer_weights})'} on round {r}, client {target}: "
+        f"PSNR {outcome.psnr:.2f} dB, SSIM {outcome.ssim:.3f}"
         + ("" if outcome.lpips is None else f", LPIPS {outcome.lpips:.4f}")
         + ("" if outcome.label_acc is None else f", label acc {outcome.label_acc:.2f}")
         + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"

@@ -33,19 +33,46 @@ def load(scenario: str) -> Scenario:
 
 @click.command("compare")
 @click.argument("scenario")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder (default: runs/<scenario name>). Rerunning skips the cells already done.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells run at once (worker processes, torch threads split between them).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this machine; ray: tasks on an existing Ray cluster (--address).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder (default: runs/<scenario name>). Rerunning skips the cells already done.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cells run at once (worker processes, torch threads split between them).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: tasks on an existing Ray cluster (--address).",
+)
 @click.option("--address", default=None, help="Ray cluster address for --executor ray (e.g. auto).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Dataset folder (default: $FEDLEAK_DATA or the user cache).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset folder (default: $FEDLEAK_DATA or the user cache).",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the cells and their status, run nothing.")
 @click.pass_context
-def compare(ctx: click.Context, scenario: str, out: Path | None, jobs: int, executor: str, address: str | None,
-            data_dir: Path | None, list_only: bool) -> None:
+def compare(
+    ctx: click.Context,
+    scenario: str,
+    out: Path | None,
+    jobs: int,
+    executor: str,
+    address: str | None,
+    data_dir: Path | None,
+    list_only: bool,
+) -> None:
     """Run the grid of SCENARIO (a shipped name: quick, dia-paper, mia, federated, full; or a .toml path)."""
     state = get_state(ctx)
     spec = load(scenario)
@@ -54,14 +81,23 @@ def compare(ctx: click.Context, scenario: str, out: Path | None, jobs: int, exec
         _list_cells(spec, out)
         return
     quiet_cells(state.verbosity)
-    options = RunOptions(jobs=jobs, executor=executor, address=address, device=str(state.device),
-                         data_root=str(data_dir) if data_dir else None, progress=state.verbosity >= 0)
+    options = RunOptions(
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        device=str(state.device),
+        data_root=str(data_dir) if data_dir else None,
+        progress=state.verbosity >= 0,
+    )
     summary = run_scenario(spec, out, options, seed=state.seed)
-    click.echo(f"{summary.total} cells: {summary.skipped} already done, {summary.done} run now,"
-               f" {summary.failed} failed ({summary.wall_s:.0f} s); results in {out}")
+    click.echo(
+        f"{summary.total} cells: {summary.skipped} already done, {summary.done} run now,"
+        f" {summary.failed} failed ({summary.wall_s:.0f} s); results in {out}"
+    )
     if summary.failed:
-        raise FedleakError(f"{summary.failed} cell(s) failed (errors in {out}/cells/*/error.txt);"
-                           " rerun the same command to retry them")
+        raise FedleakError(
+            f"{summary.failed} cell(s) failed (errors in {out}/cells/*/error.txt); rerun the same command to retry them"
+        )
     click.echo(f"next: fedleak report {out} --format md   (or --format html)")
 
 
@@ -74,7 +110,19 @@ def _list_cells(spec: Scenario, out: Path) -> None:
         with ResultStore(out) as store:
             done = store.done_keys()
     # the attacks the cell runs (an inversion cell at p = 0 drops DIA), else the block's list
-    rows = [[c.key, c.kind, c.dataset, c.model, ",".join(getattr(c.typed, "attacks", c.attacks)), c.defense,
-             c.setting, c.seed, "done" if c.key in done else "todo"] for c in cells]
+    rows = [
+        [
+            c.key,
+            c.kind,
+            c.dataset,
+            c.model,
+            ",".join(getattr(c.typed, "attacks", c.attacks)),
+            c.defense,
+            c.setting,
+            c.seed,
+            "done" if c.key in done else "todo",
+        ]
+        for c in cells
+    ]
     header = ["key", "kind", "dataset", "model", "attacks", "defense", "setting", "seed", "status"]
     click.echo(format_table(header, rows))

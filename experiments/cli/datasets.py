@@ -51,13 +51,7 @@ def list_datasets(data_dir: Path | None, fmt: str) -> None:
     for name, source in DATASETS.items():
         folder = source.folder_path(Path() if source.bundled else root)
         missing = source.missing(root)
-        status = (
-            "bundled"
-            if source.bundled
-            else "present"
-            if not missing
-            else f"missing {len(missing)} files"
-        )
+        status = "bundled" if source.bundled else "present" if not missing else f"missing {len(missing)} files"
         c, h, w = source.shape
         sizes = f"{source.sizes['train']} / {source.sizes['test']}"
         rows.append([name, f"{c}x{h}x{w}", len(source.classes), sizes, str(folder), status])
@@ -141,15 +135,12 @@ def show(
         "shards": f" shards_per_client={shards_per_client}",
     }
     click.echo(
-        f"{name} {split}: {len(data)} images found{partial}; "
-        f"{clients} clients, {scheme}{detail[scheme]}, seed {seed}"
+        f"{name} {split}: {len(data)} images found{partial}; {clients} clients, {scheme}{detail[scheme]}, seed {seed}"
     )
     click.echo(format_table(*_client_table(counts, data.classes), fmt))
 
 
-def _client_table(
-    counts: np.ndarray, classes: tuple[str, ...]
-) -> tuple[list[str], list[list[object]]]:
+def _client_table(counts: np.ndarray, classes: tuple[str, ...]) -> tuple[list[str], list[list[object]]]:
     """Rows ``client, n, per-class counts`` (or a summary for many classes) plus a total row."""
     totals = counts.sum(axis=0)
     if len(classes) <= MAX_CLASS_COLUMNS:
@@ -161,8 +152,6 @@ def _client_table(
     rows = []
     for i, c in enumerate(counts):
         top = int(c.argmax())
-        rows.append(
-            [i, int(c.sum()), int((c > 0).sum()), classes[top], f"{c[top] / max(c.sum(), 1):.2f}"]
-        )
+        rows.append([i, int(c.sum()), int((c > 0).sum()), classes[top], f"{c[top] / max(c.sum(), 1):.2f}"])
     rows.append(["total", int(totals.sum()), int((totals > 0).sum()), "", ""])
     return header, rows

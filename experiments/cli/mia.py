@@ -24,9 +24,7 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
         raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
     bad = [f for f in fprs if not 0.0 < f < 1.0]
     if bad or not fprs:
-        raise click.BadParameter(
-            f"FPR {bad[0] if bad else value!r} is outside (0, 1); e.g. 0.001,0.01"
-        )
+        raise click.BadParameter(f"FPR {bad[0] if bad else value!r} is outside (0, 1); e.g. 0.001,0.01")
     return fprs
 
 
@@ -35,7 +33,8 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     "--attack",
     "attacks",
     multiple=True,
-    help="Attack(s), repeatable or comma-separated (default loss, lira, rmia; with --federated grad-cosine, grad-diff, grad-norm, fedmia).",
+    help="Attack(s), repeatable or comma-separated (default loss, lira, rmia; with --federated grad-cosine, "
+    "grad-diff, grad-norm, fedmia).",
 )
 @click.option(
     "--federated",
@@ -67,9 +66,7 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
 )
 @click.option("--dataset", default="cifar10", show_default=True)
 @click.option("--model", default="convnet", show_default=True)
-@click.option(
-    "--norm", type=click.Choice(["group", "batch", "none"]), default="group", show_default=True
-)
+@click.option("--norm", type=click.Choice(["group", "batch", "none"]), default="group", show_default=True)
 @model_option
 @click.option(
     "--dropout",
@@ -93,36 +90,63 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     help="Candidate records, half members.",
 )
 @click.option(
-    "--split", type=click.Choice(["balanced", "bernoulli"]), default="balanced", show_default=True,
+    "--split",
+    type=click.Choice(["balanced", "bernoulli"]),
+    default="balanced",
+    show_default=True,
     help="Members: exactly half of the pool, or each record by a fair coin (needed by --one-run-guesses).",
 )
 @click.option(
-    "--one-run-guesses", type=click.IntRange(min=0), default=0, show_default=True,
+    "--one-run-guesses",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
     help="Steinke et al.'s one-run audit: guess 'in' for the K highest and 'out' for the K lowest scores "
     "of each attack and bound ε from the right guesses (0: off; needs --split bernoulli).",
 )
-@click.option(
-    "--population-size", type=int, default=1000, show_default=True, help="RMIA population records."
-)
+@click.option("--population-size", type=int, default=1000, show_default=True, help="RMIA population records.")
 @click.option("--epochs", type=int, default=20, show_default=True, help="A central target's training epochs.")
 @click.option(
-    "--clients", "target_clients", type=click.IntRange(min=0), default=0, show_default=True,
+    "--clients",
+    "target_clients",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
     help="0: train the target centrally; N: the target is the final global model of a Flower federation of N "
     "clients sharing the members (FedAvg), and every shadow is the same federation on its own half of the pool.",
 )
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Federated target: rounds.")
-@click.option("--client-secret-file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Federated target: a file holding its clients' secret (32+ hex digits), for a target that repeats "
-              "bit for bit (default: a fresh one).")
-@click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Federated target: local epochs per round.")
-@click.option("--local-steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Federated target: > 0, this many local steps instead of epochs.")
+@click.option(
+    "--client-secret-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Federated target: a file holding its clients' secret (32+ hex digits), for a target that repeats "
+    "bit for bit (default: a fresh one).",
+)
+@click.option(
+    "--local-epochs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Federated target: local epochs per round.",
+)
+@click.option(
+    "--local-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Federated target: > 0, this many local steps instead of epochs.",
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (a federated "
-              "target's clients start each round afresh).")
+@click.option(
+    "--momentum",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="SGD momentum (a federated target's clients start each round afresh).",
+)
 @click.option(
     "--defense",
     type=click.Choice(["none", "dropout", "dp-local", "dp-central"]),
@@ -131,13 +155,14 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     help="dp-local: DP-SGD (one record); dp-central: the server clips and noises client updates (one client; "
     "needs --clients).",
 )
-@click.option(
-    "--epsilon", type=float, default=8.0, show_default=True, help="dp-local/dp-central: target epsilon."
-)
+@click.option("--epsilon", type=float, default=8.0, show_default=True, help="dp-local/dp-central: target epsilon.")
 @click.option("--delta", type=float, default=1e-5, show_default=True)
 @click.option(
-    "--max-grad-norm", type=float, default=1.0, show_default=True,
-    help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound."
+    "--max-grad-norm",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound.",
 )
 @click.option(
     "--fpr",
@@ -168,9 +193,7 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     show_default=True,
     help="Shadow training path.",
 )
-@click.option(
-    "--bootstrap", type=int, default=200, show_default=True, help="Bootstrap replicates for CIs."
-)
+@click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap replicates for CIs.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option(
     "--cache-dir",
@@ -184,9 +207,7 @@ def _fprs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     default=Path("runs/mia"),
     show_default=True,
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True)
 @click.pass_context
 def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw: object) -> None:
     """Membership inference with ROC, AUC, TPR at low FPR, DP bound and empirical epsilon.
@@ -195,7 +216,7 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
     fedleak mia --dataset cifar10 --model convnet --attack lira --shadows 16 --defense dp-local --epsilon 8 --out runs/mia1
     fedleak mia --dataset mnist --model 2nn --clients 4 --rounds 3 --defense dp-local --epsilon 8 --out runs/mia2
     fedleak mia --federated runs/fed1 --attack grad-cosine --round 3
-    """
+    """  # noqa: E501
     state = get_state(ctx)
     attacks = _split(attacks)
     if run_dir is not None:
@@ -203,16 +224,24 @@ def mia(ctx: click.Context, attacks: tuple[str, ...], run_dir: Path | None, **kw
             source = ctx.get_parameter_source(name)
             if source is not None and source.name == "COMMANDLINE":
                 flag = "--" + name.replace("_", "-")
-                raise click.UsageError(f"{flag} applies to the black-box audit, not to --federated (a captured run's members are fixed)")
+                raise click.UsageError(
+                    f"{flag} applies to the black-box audit, not to --federated (a captured run's members are fixed)"
+                )
         _federated(state, run_dir, attacks, kw)
     else:
         central_only = "--epochs" if kw["target_clients"] else None
-        fed_only = [f for f in ("rounds", "local_epochs", "local_steps", "client_secret_file") if not kw["target_clients"]]
-        for name in ([central_only.lstrip("-")] if central_only else fed_only):
+        fed_only = [
+            f for f in ("rounds", "local_epochs", "local_steps", "client_secret_file") if not kw["target_clients"]
+        ]
+        for name in [central_only.lstrip("-")] if central_only else fed_only:
             source = ctx.get_parameter_source(name)
             if source is not None and source.name == "COMMANDLINE":
                 flag = "--" + name.replace("_", "-")
-                what = "a central target (leave it out with --clients)" if central_only else "a federated target (--clients N)"
+                what = (
+                    "a central target (leave it out with --clients)"
+                    if central_only
+                    else "a federated target (--clients N)"
+                )
                 raise click.UsageError(f"{flag} applies to {what}")
         _blackbox(state, attacks, kw)
 
@@ -228,7 +257,8 @@ def _blackbox(state, attacks: tuple[str, ...], kw: dict) -> None:
         dropout=kw["dropout"], **({"attacks": attacks} if attacks else {}), shadows=kw["shadows"],
         pool_size=kw["pool_size"], split=kw["split"], one_run_guesses=kw["one_run_guesses"],
         population_size=kw["population_size"], epochs=None if kw["target_clients"] else kw["epochs"],
-        batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], momentum=kw["momentum"], defense=kw["defense"],
+        batch_size=kw["batch_size"], lr=kw["lr"], optimizer=kw["optimizer"], momentum=kw["momentum"],
+        defense=kw["defense"],
         epsilon=kw["epsilon"], delta=kw["delta"], max_grad_norm=kw["max_grad_norm"], fprs=kw["fprs"],
         fix_variance=kw["lira_variance"] == "fixed", gamma=kw["rmia_gamma"], offline_a=kw["rmia_a"],
         vectorize=kw["vectorize"], bootstrap=kw["bootstrap"], seed=state.seed,
@@ -281,16 +311,12 @@ def _federated(state, run_dir: Path, attacks: tuple[str, ...], kw: dict) -> None
         clients=tuple(kw["clients"]), candidates=kw["candidates"], fprs=kw["fprs"], bootstrap=kw["bootstrap"],
         seed=state.seed,
     )  # fmt: skip
-    res = run_federated_mia(
-        run_dir, cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"]
-    )
+    res = run_federated_mia(run_dir, cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"])
     click.echo(f"round {res['server_round']}, clients {', '.join(map(str, res['clients']))}")
     _report(res, cfg.fprs, kw["fmt"], kw["out"])
     if "attribution" in res:
         a = res["attribution"]
-        click.echo(
-            f"client attribution (grad-cosine argmax): accuracy {a['accuracy']:.3f} (chance {a['chance']:.3f})"
-        )
+        click.echo(f"client attribution (grad-cosine argmax): accuracy {a['accuracy']:.3f} (chance {a['chance']:.3f})")
 
 
 def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
@@ -320,7 +346,11 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
                 *[f"{100 * m[k]:.2f}%" for k in labels],
                 f"{m['balanced_accuracy']:.3f}",
                 f"{m['eps_lower_bound']:.2f}",
-                *([f"{m['eps_one_run']:.2f} ({int(m['one_run_correct'])}/{int(m['one_run_guesses'])})"] if one_run else []),
+                *(
+                    [f"{m['eps_one_run']:.2f} ({int(m['one_run_correct'])}/{int(m['one_run_guesses'])})"]
+                    if one_run
+                    else []
+                ),
             ]
         )
         if m.get("bound_violated"):

@@ -25,20 +25,29 @@ def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 def model_option(f: click.decorators.FC) -> click.decorators.FC:
     """The repeatable ``--model-option KEY=VALUE`` of every command that builds a model."""
     return click.option(
-        "--model-option", "model_options", multiple=True, callback=key_values, metavar="KEY=VALUE",
+        "--model-option",
+        "model_options",
+        multiple=True,
+        callback=key_values,
+        metavar="KEY=VALUE",
         help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
     )(f)
 
 
 def lpips_options(f: click.decorators.FC) -> click.decorators.FC:
-    """``--lpips-weights`` and ``--lpips-backbone``: LPIPS from local files, for the commands that score reconstructions."""
+    """``--lpips-weights`` and ``--lpips-backbone``: LPIPS from local files, for the commands that score
+    reconstructions."""
     f = click.option(
-        "--lpips-backbone", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        "--lpips-backbone",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
         help="torchvision's AlexNet ImageNet state dict for LPIPS, a local file "
         "(not needed when --lpips-weights holds a whole lpips.LPIPS state dict).",
     )(f)
     return click.option(
-        "--lpips-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        "--lpips-weights",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
         help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.",
     )(f)
 

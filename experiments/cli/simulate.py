@@ -31,7 +31,10 @@ DEFENSE_OPTIONS: dict[str, tuple[type, str]] = {
     "clipped_count_stddev": (float, "dp-central adaptive: noise std on the clipped count (default clients/20)."),
     "target_quantile": (float, "dp-central adaptive: quantile of the update norms the bound tracks (default 0.5)."),
     "clip_norm_lr": (float, "dp-central adaptive: the bound's geometric learning rate (default 0.2)."),
-    "sensitivity": (float, "ldp: L2 sensitivity the noise is scaled by, >= 2 x clipping norm (default 2 x clipping norm)."),
+    "sensitivity": (
+        float,
+        "ldp: L2 sensitivity the noise is scaled by, >= 2 x clipping norm (default 2 x clipping norm).",
+    ),
     "epsilon": (float, "ldp: per-round epsilon of each release (default 1.0)."),
     "prune_ratio": (float, "prune: share of update entries zeroed (default 0.9)."),
     "quantize_bits": (int, "quantize: bits per entry, 1..16 (default 8)."),
@@ -41,7 +44,9 @@ DEFENSE_OPTIONS: dict[str, tuple[type, str]] = {
 
 def _defense_options(f: Any) -> Any:
     """Add --defense and one option per DEFENSE_OPTIONS entry (unset options keep DefenseConfig's defaults)."""
-    opts = [click.option("--defense", default="none", show_default=True, help=f"Defense: {', '.join(DEFENSE_CHOICES)}.")]
+    opts = [
+        click.option("--defense", default="none", show_default=True, help=f"Defense: {', '.join(DEFENSE_CHOICES)}.")
+    ]
     for key, (kind, text) in DEFENSE_OPTIONS.items():
         flag = key.replace("_", "-")
         if kind is bool:
@@ -55,8 +60,15 @@ def _defense_options(f: Any) -> Any:
 
 @click.command()
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fmnist, cifar10, cifar100 or sample.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default $FEDLEAK_DATA).")
-@click.option("--model", default="2nn", show_default=True, help="A model of `fedleak models` (2nn: FedAvg's MNIST MLP, trains in a few rounds; mlp: the DIA paper's).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default $FEDLEAK_DATA)."
+)
+@click.option(
+    "--model",
+    default="2nn",
+    show_default=True,
+    help="A model of `fedleak models` (2nn: FedAvg's MNIST MLP, trains in a few rounds; mlp: the DIA paper's).",
+)
 @model_option
 @click.option("--norm", type=click.Choice(["batch", "group", "none"]), default=None, help="Normalisation variant.")
 @click.option("--clients", type=int, default=10, show_default=True)
@@ -73,31 +85,48 @@ def _defense_options(f: Any) -> Any:
 @click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg", show_default=True)
 @click.option("--proximal-mu", type=float, default=0.0, show_default=True, help="FedProx proximal term.")
 @_defense_options
-@click.option("--attack", type=click.Choice(["none", *CAPTURE_ATTACKS]), default="none",
-              show_default=True, help="The curious server's inversion of the attacked clients' updates.")
+@click.option(
+    "--attack",
+    type=click.Choice(["none", *CAPTURE_ATTACKS]),
+    default="none",
+    show_default=True,
+    help="The curious server's inversion of the attacked clients' updates.",
+)
 @click.option("--attack-clients", type=int, default=None, help="Clients attacked per round (default 1 with --attack).")
 @click.option("--attack-rounds", default=None, help="Comma-separated rounds to attack (default: first and last).")
 @click.option("--attack-iters", type=int, default=200, show_default=True)
-@click.option("--attack-option", "attack_options", multiple=True, callback=key_values, metavar="KEY=VALUE",
-              help="Attack setting, e.g. layer_weights=balanced or mask_step_size=0.3 (repeatable; the fields of "
-              "the attack's config, see docs/inversion.md).")
+@click.option(
+    "--attack-option",
+    "attack_options",
+    multiple=True,
+    callback=key_values,
+    metavar="KEY=VALUE",
+    help="Attack setting, e.g. layer_weights=balanced or mask_step_size=0.3 (repeatable; the fields of "
+    "the attack's config, see docs/inversion.md).",
+)
 @click.option("--capture", type=click.Choice(["all", "attacked", "none"]), default="attacked", show_default=True)
 @click.option(
-    "--engine", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
+    "--engine",
+    type=click.Choice(["ray", "inline"]),
+    default="ray",
+    show_default=True,
     help="ray: Flower's simulation engine; inline: clients run one after another in this process (no Ray).",
 )
 @click.option("--client-cpus", type=float, default=1.0, show_default=True, help="Ray CPUs per client.")
 @click.option("--client-gpus", type=float, default=0.0, show_default=True, help="Ray GPU share per client.")
 @click.option("--baseline", is_flag=True, help="Also run --defense none with the same seed and compare.")
 @click.option(
-    "--client-secret-file", type=click.Path(dir_okay=False), default=None,
+    "--client-secret-file",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="A file holding the clients' secret (32+ hex digits), e.g. RUN/clients/client_secret of an earlier run: "
     "with the same --seed and options the run repeats bit for bit. Only the clients see it. Default: a fresh one.",
 )
 @click.option("--stop-after-round", type=int, default=0, help="Stop after this round as if killed (then --resume).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option(
-    "--export-partitions", is_flag=True,
+    "--export-partitions",
+    is_flag=True,
     help="Train nothing: write each client's partition to OUT/client_XXXX.npz (a SuperNode's data-file on "
     "Flower's deployment engine) and who holds what to OUT/truth, then exit.",
 )
@@ -196,7 +225,9 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
             tqdm.write(line, file=sys.stderr) if not bar.disable else click.echo(line, err=True)
 
     try:
-        result = run_federation(cfg, out_dir=out, device=state.device, progress=report, resume=resume, verbose=state.verbosity > 0)
+        result = run_federation(
+            cfg, out_dir=out, device=state.device, progress=report, resume=resume, verbose=state.verbosity > 0
+        )
     finally:
         bar.close()
     eps = f", ε {epsilon_text(result)}" if result["epsilon"] is not None else ""
@@ -213,4 +244,6 @@ def _rounds(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of rounds", param_hint="--attack-rounds") from None
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of rounds", param_hint="--attack-rounds"
+        ) from None

@@ -127,13 +127,20 @@ def part_attacked(cap: CapturedUpdate, max_images: int) -> str | None:
     batch, steps, examples = capture_shape(cap)
     if not 0 < max_images < examples:
         return None
-    return (f"{max_images} of the update's {examples} images ({steps} local step(s) of batch {batch}), "
-            "rebuilt under the one-gradient approximation and scored against the true images they match best")
+    return (
+        f"{max_images} of the update's {examples} images ({steps} local step(s) of batch {batch}), "
+        "rebuilt under the one-gradient approximation and scored against the true images they match best"
+    )
 
 
 def planned_cost(
-    cfg: SimulationConfig, model: ModelSpec, weights: dict[str, torch.Tensor], largest_client: int, *,
-    secure_aggregation: bool, device: torch.device | str = "cpu",
+    cfg: SimulationConfig,
+    model: ModelSpec,
+    weights: dict[str, torch.Tensor],
+    largest_client: int,
+    *,
+    secure_aggregation: bool,
+    device: torch.device | str = "cpu",
 ) -> InversionCost | None:
     """What the per-round attack of ``cfg`` will cost, before the federation starts: the
     attacked clients of one round (their largest possible update; under SecAgg+ the one
@@ -142,13 +149,22 @@ def planned_cost(
     victims, clients = (1, cfg.clients_per_round) if secure_aggregation else (cfg.attack_clients, 1)
     batch, steps, examples = update_shape(cfg.train, largest_client, clients)
     obs = Observation(
-        model_name=model.name, model_options=dict(model.options) | ({"norm": model.norm} if model.norm else {}),
-        in_shape=tuple(model.in_shape), num_classes=model.num_classes, dropout=model.dropout, weights_before=weights,
-        update=weights, kind="gradient" if steps == 1 else "delta", lr=cfg.train.lr, local_steps=steps,
-        batch_size=batch, num_examples=examples,
+        model_name=model.name,
+        model_options=dict(model.options) | ({"norm": model.norm} if model.norm else {}),
+        in_shape=tuple(model.in_shape),
+        num_classes=model.num_classes,
+        dropout=model.dropout,
+        weights_before=weights,
+        update=weights,
+        kind="gradient" if steps == 1 else "delta",
+        lr=cfg.train.lr,
+        local_steps=steps,
+        batch_size=batch,
+        num_examples=examples,
     )
-    one = attack_cost([obs] * victims, cfg.attack, _attack_config(cfg.attack, cfg.attack_options, iters=cfg.attack_iters),
-                      device)
+    one = attack_cost(
+        [obs] * victims, cfg.attack, _attack_config(cfg.attack, cfg.attack_options, iters=cfg.attack_iters), device
+    )
     if one is None:  # an attack that does not optimise (analytic)
         return None
     rounds = len(cfg.rounds_attacked)
@@ -221,8 +237,12 @@ def attack_captured(
     observations = [observation_from_capture(c, max_images) for c in caps]
     if attack == "oracle":
         if max_images:
-            raise ConfigError("the oracle rebuilds a whole update (its masks are the client's, step by step); drop --max-images")
-        observations = [oracle_observation(store, o, r, c, train_labels) for o, (r, c) in zip(observations, targets, strict=True)]
+            raise ConfigError(
+                "the oracle rebuilds a whole update (its masks are the client's, step by step); drop --max-images"
+            )
+        observations = [
+            oracle_observation(store, o, r, c, train_labels) for o, (r, c) in zip(observations, targets, strict=True)
+        ]
     cfg = _attack_config(attack, options, iters=iters, seed=seed)
     with torch_threads(threads):
         results = invert_many(observations, attack, config=cfg, device=device, progress=progress, budget=budget)
@@ -246,8 +266,19 @@ def attack_captured(
         mean = truth.mean(0, keepdim=True).expand(len(res.inputs), *truth.shape[1:])
         baseline = score(mean, truth[match_subset(mean, truth)])["psnr"]
         acc = None if labels is None else label_precision(res.labels, labels)
-        outcomes.append(AttackOutcome(r, c, attack, res.inputs, truth[chosen], score(res.inputs, truth[chosen], lpips=lpips),
-                                      acc, part, baseline_psnr=float(sum(baseline) / len(baseline))))
+        outcomes.append(
+            AttackOutcome(
+                r,
+                c,
+                attack,
+                res.inputs,
+                truth[chosen],
+                score(res.inputs, truth[chosen], lpips=lpips),
+                acc,
+                part,
+                baseline_psnr=float(sum(baseline) / len(baseline)),
+            )
+        )
     return outcomes
 
 

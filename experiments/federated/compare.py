@@ -9,7 +9,14 @@ from experiments.federated.epsilon import UNITS, epsilon_column
 from experiments.report.tables import format_table
 from fl.privacy_units import unit_label
 
-HEADER = ["defense", "final acc", "Δ acc vs none", *(f"ε per {unit_label(unit)}" for unit in UNITS), "PSNR first round", "PSNR last round"]
+HEADER = [
+    "defense",
+    "final acc",
+    "Δ acc vs none",
+    *(f"ε per {unit_label(unit)}" for unit in UNITS),
+    "PSNR first round",
+    "PSNR last round",
+]
 
 
 def _fmt(value: Any, spec: str) -> str:

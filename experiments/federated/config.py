@@ -13,11 +13,31 @@ from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES
 from fl.federation.settings import TrainSettings
 
-SERVER_ATTACKS = ("none", "dlg", "idlg", "ig", "dia", "analytic")  # the curious server's inversions of a capture (oracle needs masks)
+SERVER_ATTACKS = (
+    "none",
+    "dlg",
+    "idlg",
+    "ig",
+    "dia",
+    "analytic",
+)  # the curious server's inversions of a capture (oracle needs masks)
 ENGINES = ("ray", "inline")
 # settings that do not change what the clients compute (execution, the curious server's analysis)
-NOT_TRAINING = frozenset({"engine", "client_cpus", "client_gpus", "data_dir", "stop_after_round", "capture", "attack",
-                          "attack_clients", "attack_rounds", "attack_iters", "attack_options"})
+NOT_TRAINING = frozenset(
+    {
+        "engine",
+        "client_cpus",
+        "client_gpus",
+        "data_dir",
+        "stop_after_round",
+        "capture",
+        "attack",
+        "attack_clients",
+        "attack_rounds",
+        "attack_iters",
+        "attack_options",
+    }
+)
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -103,13 +123,17 @@ class SimulationConfig:
     partition: str = "iid"  # --partition iid|dirichlet|shards
     alpha: float = 0.5  # --alpha: Dirichlet concentration (non-IID when small)
     strategy: str = "fedavg"  # --strategy fedavg|fedprox
-    train: TrainSettings = field(default_factory=TrainSettings)  # --local-epochs/--local-steps/--batch-size/--lr/--optimizer/--proximal-mu
+    train: TrainSettings = field(
+        default_factory=TrainSettings
+    )  # --local-epochs/--local-steps/--batch-size/--lr/--optimizer/--proximal-mu
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its parameters
     attack: str = "none"  # --attack none|dlg|idlg|ig|dia|analytic (run by the curious server during the federation)
     attack_clients: int = 0  # --attack-clients: sampled clients attacked per attacked round
     attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
     attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction
-    attack_options: dict[str, Any] = field(default_factory=dict)  # --attack-option KEY=VALUE (e.g. layer_weights=balanced)
+    attack_options: dict[str, Any] = field(
+        default_factory=dict
+    )  # --attack-option KEY=VALUE (e.g. layer_weights=balanced)
     capture: str = "attacked"  # --capture all|attacked|none
     engine: str = "ray"  # --engine ray (Flower's simulation engine) | inline (serial, in-process, no Ray)
     client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
@@ -128,7 +152,9 @@ class SimulationConfig:
         if self.clients < 1 or self.rounds < 1:
             raise ConfigError(f"--clients and --rounds must be >= 1, got {self.clients} and {self.rounds}")
         if taken := sorted({"dropout", "norm"} & set(self.model_options)):
-            raise ConfigError(f"--model-option {taken[0]}=... is set by --{taken[0]} (or the dropout defense), not as a model option")
+            raise ConfigError(
+                f"--model-option {taken[0]}=... is set by --{taken[0]} (or the dropout defense), not as a model option"
+            )
         if self.client_examples < 0:
             raise ConfigError(f"--client-examples must be >= 0 (0 = all), got {self.client_examples}")
         if self.attack_iters < 1:
@@ -162,7 +188,9 @@ class SimulationConfig:
         if self.client_secret is not None:
             object.__setattr__(self, "client_secret", check_client_secret(str(self.client_secret)))
         if self.client_cpus <= 0 or self.client_gpus < 0:
-            raise ConfigError(f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}")
+            raise ConfigError(
+                f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}"
+            )
 
     @property
     def clients_per_round(self) -> int:
@@ -200,7 +228,9 @@ class SimulationConfig:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"unknown simulation option {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown simulation option {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}"
+            )
         values = dict(data)
         if isinstance(values.get("train"), Mapping):
             values["train"] = TrainSettings(**values["train"])

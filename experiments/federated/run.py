@@ -51,18 +51,23 @@ def model_spec(cfg: SimulationConfig, defense: Any, shape: tuple[int, int, int],
     return ModelSpec(cfg.model, tuple(shape), num_classes, dropout=dropout, norm=cfg.norm, options=overrides)
 
 
-def client_partitions(cfg: SimulationConfig, labels: torch.Tensor, records: np.ndarray | None = None) -> list[np.ndarray]:
+def client_partitions(
+    cfg: SimulationConfig, labels: torch.Tensor, records: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Each client's indices into the training split: ``records`` (default: all of it) split by
     ``cfg.partition``, each part capped at ``cfg.client_examples``."""
     chosen = np.arange(len(labels)) if records is None else np.asarray(records, dtype=np.int64)
-    parts = partition(labels[torch.as_tensor(chosen)].numpy(), cfg.clients, scheme=cfg.partition, alpha=cfg.alpha,
-                      seed=cfg.seed)
+    parts = partition(
+        labels[torch.as_tensor(chosen)].numpy(), cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed
+    )
     parts = [chosen[p] for p in parts]
     if cfg.client_examples:
         parts = [p[: cfg.client_examples] for p in parts]
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
-        raise ConfigError(f"clients {empty} got no data under --partition {cfg.partition}; use fewer clients or a larger --alpha")
+        raise ConfigError(
+            f"clients {empty} got no data under --partition {cfg.partition}; use fewer clients or a larger --alpha"
+        )
     return parts
 
 
@@ -82,8 +87,15 @@ def _attack_hook(
             return {}
         try:
             outcomes = attack_captured(
-                store, targets, cfg.attack, images, iters=cfg.attack_iters, seed=derive_seed(cfg.seed, "attack", r),
-                device=device, options=cfg.attack_options, train_labels=labels,
+                store,
+                targets,
+                cfg.attack,
+                images,
+                iters=cfg.attack_iters,
+                seed=derive_seed(cfg.seed, "attack", r),
+                device=device,
+                options=cfg.attack_options,
+                train_labels=labels,
                 budget=NO_LIMIT,  # checked once for every round before the federation started (compose)
             )
         except FedleakError:
@@ -94,7 +106,11 @@ def _attack_hook(
         for o in outcomes:
             save_outcome_grid(o, run_dir / "attacks" / f"{cfg.attack}_round{r:04d}_{o.client}.png")
         scores = {
-            str(o.client): {"psnr": o.psnr, "ssim": o.ssim, **({} if o.label_acc is None else {"label_acc": o.label_acc})}
+            str(o.client): {
+                "psnr": o.psnr,
+                "ssim": o.ssim,
+                **({} if o.label_acc is None else {"label_acc": o.label_acc}),
+            }
             for o in outcomes
         }
         out: dict[str, Any] = {"attack": cfg.attack, "attack_scores": scores}
@@ -126,16 +142,23 @@ class Composition:
 
 
 def compose(
-    cfg: SimulationConfig, *, device: torch.device | str = "cpu", client_dir: Path | None = None,
-    records: np.ndarray | None = None, truth_dir: Path | None = None, node_data: bool = False, side: str = "both",
+    cfg: SimulationConfig,
+    *,
+    device: torch.device | str = "cpu",
+    client_dir: Path | None = None,
+    records: np.ndarray | None = None,
+    truth_dir: Path | None = None,
+    node_data: bool = False,
+    side: str = "both",
     record_masks: bool = False,
 ) -> Composition:
     """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs.
 
     ``records``: the indices of the training split the clients share (None: all of it; a
-    membership audit gives its members). ``client_dir`` is where the clients keep their keys and defense state (None: each in Flower's
-    per-run context state, or the ``client-dir`` of its SuperNode's node config). ``truth_dir``:
-    where each client records what it trained on (None: its node config's ``truth-dir``, if any).
+    membership audit gives its members). ``client_dir`` is where the clients keep their keys and
+    defense state (None: each in Flower's per-run context state, or the ``client-dir`` of its
+    SuperNode's node config). ``truth_dir``: where each client records what it trained on (None: its
+    node config's ``truth-dir``, if any).
     ``node_data``: each SuperNode holds its own partition file (``data-file`` in its node config)
     and no process loads the training split; ``side`` ``"client"`` skips the server's test set.
     ``record_masks``: the clients also record their dropout masks beside their truth (the oracle).
@@ -147,9 +170,9 @@ def compose(
             raise ConfigError(f"unknown dataset {cfg.dataset!r}; valid choices: {', '.join(sorted(DATASETS))}")
         if cfg.attack != "none":
             raise ConfigError(
-                f"attack={cfg.attack!r} with the data on the nodes: the per-round attack is scored against the clients' "
-                "records, which the server does not hold; run with attack='none' and attack the capture afterwards "
-                "(fedleak attack RUN) once the nodes' truth is joined"
+                f"attack={cfg.attack!r} with the data on the nodes: the per-round attack is scored against the "
+                "clients' records, which the server does not hold; run with attack='none' and attack the capture "
+                "afterwards (fedleak attack RUN) once the nodes' truth is joined"
             )
         train, shape, num_classes = None, source.shape, len(source.classes)
     else:
@@ -166,8 +189,14 @@ def compose(
             raise ConfigError(why)
         from experiments.federated.attacking import planned_cost
 
-        cost = planned_cost(cfg, spec, model.state_dict(), max(len(p) for p in parts),
-                            secure_aggregation=defense.secure_aggregation, device=device)
+        cost = planned_cost(
+            cfg,
+            spec,
+            model.state_dict(),
+            max(len(p) for p in parts),
+            secure_aggregation=defense.secure_aggregation,
+            device=device,
+        )
         if cost is not None:
             admit(cost, CostBudget.from_env(), torch.device(device), what="the curious server's attacks: ")
     if defense.secure_aggregation and cfg.clients_per_round < 2:
@@ -219,8 +248,15 @@ def export_partitions(cfg: SimulationConfig, out_dir: str | Path) -> list[Path]:
     for client, idx in enumerate(parts):
         paths.append(out / partition_file_name(client))
         sel = torch.as_tensor(idx)
-        save_partition_file(paths[-1], dataset=cfg.dataset, client=client, images=train.images[sel],
-                            labels=train.labels[sel], indices=idx, tag=cfg.partition_tag())
+        save_partition_file(
+            paths[-1],
+            dataset=cfg.dataset,
+            client=client,
+            images=train.images[sel],
+            labels=train.labels[sel],
+            indices=idx,
+            tag=cfg.partition_tag(),
+        )
     write_partitions(out / "truth", cfg.dataset, "train", parts)
     return paths
 
@@ -290,8 +326,9 @@ def run_federation(
     resuming = resume and Checkpoint.exists(out)
     secret, new = clients_secret(clients, resume=resume, resuming=resuming, given=cfg.client_secret)
     cfg = replace(cfg, client_secret=secret)
-    comp = compose(cfg, device=device, client_dir=clients, records=records, truth_dir=out / "truth",
-                   record_masks=record_masks)  # refuses a bad composition before anything is written
+    comp = compose(
+        cfg, device=device, client_dir=clients, records=records, truth_dir=out / "truth", record_masks=record_masks
+    )  # refuses a bad composition before anything is written
     if new:  # new clients, new keys
         shutil.rmtree(clients, ignore_errors=True)
         atomic_write_text(clients / CLIENT_SECRET_FILE, secret + "\n", mode=0o600)
@@ -341,7 +378,9 @@ def clients_secret(clients: Path, *, resume: bool, resuming: bool, given: str | 
         )
     kept = read_client_secret(path) if resume and path.is_file() else None
     if kept is not None and given is not None and given != kept:
-        raise ConfigError(f"--resume with a client secret other than the one the run's clients hold ({clients}); drop the option")
+        raise ConfigError(
+            f"--resume with a client secret other than the one the run's clients hold ({clients}); drop the option"
+        )
     return (kept, False) if kept is not None else (given or new_client_secret(), True)
 
 

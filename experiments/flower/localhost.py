@@ -58,8 +58,12 @@ class LocalDeployment:
     @property
     def env(self) -> dict[str, str]:
         # the app runs in this environment: no uv sync of a fresh one, no download
-        return {**os.environ, "FLWR_HOME": str(self.home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        return {
+            **os.environ,
+            "FLWR_HOME": str(self.home),
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        }
 
     def start(self) -> LocalDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -67,15 +71,34 @@ class LocalDeployment:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.link_port}"\ninsecure = true\n'
         )
-        self.link = self._spawn("link", [str(BIN / "flower-superlink"), "--insecure", "--port", str(self.link_port),
-                                         "--disable-runtime-dependency-installation"])
+        self.link = self._spawn(
+            "link",
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--port",
+                str(self.link_port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
         wait_for_port(self.link_port, 60, self.link)
         for i, node_config in enumerate(self.node_configs):
             port = free_port()
-            self.nodes.append(self._spawn(f"node{i}", [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.link_port}",
-                "--port", str(port), "--node-config", node_config,
-            ]))
+            self.nodes.append(
+                self._spawn(
+                    f"node{i}",
+                    [
+                        str(BIN / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{self.link_port}",
+                        "--port",
+                        str(port),
+                        "--node-config",
+                        node_config,
+                    ],
+                )
+            )
             wait_for_port(port, 60, self.nodes[-1])
         return self
 
@@ -87,7 +110,10 @@ class LocalDeployment:
         """Start ``flwr run APP <connection> --run-config ... --stream``; its output (text) is piped."""
         return subprocess.Popen(
             [str(BIN / "flwr"), "run", str(app), CONNECTION, "--run-config", run_config, "--stream"],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def kill_node(self, i: int) -> None:
@@ -121,8 +147,9 @@ class LocalDeployment:
         roots = {p.pid for p in self.started}
         table = _process_table()
         known = roots | self._tree | _descendants(roots, table)
-        return sorted(pid for pid, (_, sid, stat) in table.items()
-                      if (pid in known or sid in roots) and not stat.startswith("Z"))
+        return sorted(
+            pid for pid, (_, sid, stat) in table.items() if (pid in known or sid in roots) and not stat.startswith("Z")
+        )
 
 
 def _process_table() -> dict[int, tuple[int, int, str]]:

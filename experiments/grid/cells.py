@@ -78,23 +78,43 @@ def _expand(scenario: Scenario, kinds: Registry[CellKind]) -> list[Cell]:
     known = list(dict.fromkeys([*DEFENSES.names(), *(d for _, k in kinds.items() for d in k.defenses)]))
     for block in scenario.blocks:
         kind = kinds.get(block.kind)
-        settings = [(label, s) for label in block.defenses
-                    for s in defense_settings(scenario.defenses[label], known)]
+        settings = [(label, s) for label in block.defenses for s in defense_settings(scenario.defenses[label], known)]
         attack_sets = [block.attacks] if kind.attacks_per_cell else [(a,) for a in block.attacks]
         for dataset, model, attacks, (label, (defense, setting, labels)), seed in itertools.product(
             block.datasets, block.models, attack_sets, settings, scenario.seeds
         ):
-            spec = CellSpec(kind=block.kind, where=block.where, dataset=dataset, model=model,
-                            attacks=attacks, defense=defense, seed=seed,
-                            budget=block.budget, options=block.options)
+            spec = CellSpec(
+                kind=block.kind,
+                where=block.where,
+                dataset=dataset,
+                model=model,
+                attacks=attacks,
+                defense=defense,
+                seed=seed,
+                budget=block.budget,
+                options=block.options,
+            )
             typed = kind.build_config(spec)
             if target := kind.target_label(typed):  # e.g. a federation's global model: said in the tables
                 setting = target if setting == "-" else f"{target}, {setting}"
             config = to_jsonable(typed)
             key = cell_key(block.kind, config)
-            cells.setdefault(key, Cell(key=key, kind=block.kind, dataset=dataset, model=model,
-                                       defense=label, setting=setting, seed=seed, attacks=attacks,
-                                       config=config, labels=labels, typed=typed))
+            cells.setdefault(
+                key,
+                Cell(
+                    key=key,
+                    kind=block.kind,
+                    dataset=dataset,
+                    model=model,
+                    defense=label,
+                    setting=setting,
+                    seed=seed,
+                    attacks=attacks,
+                    config=config,
+                    labels=labels,
+                    typed=typed,
+                ),
+            )
     return list(cells.values())
 
 

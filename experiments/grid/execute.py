@@ -32,8 +32,17 @@ class CellOutcome:
     error: str = ""
 
 
-def execute_cell(kind: CellKind, key: str, typed: Any, attacks: tuple[str, ...], *, device: str,
-                 data_root: str | None, out_dir: str, progress: bool) -> CellOutcome:
+def execute_cell(
+    kind: CellKind,
+    key: str,
+    typed: Any,
+    attacks: tuple[str, ...],
+    *,
+    device: str,
+    data_root: str | None,
+    out_dir: str,
+    progress: bool,
+) -> CellOutcome:
     """Run one cell; exceptions (not interrupts) become a failed outcome with a one-line error."""
     host = socket.gethostname()
     start = time.perf_counter()
@@ -42,17 +51,37 @@ def execute_cell(kind: CellKind, key: str, typed: Any, attacks: tuple[str, ...],
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "cell.json", {"kind": kind.name, "key": key, "config": typed})
     try:
-        summary = to_jsonable(dict(kind.run(typed, device=dev, data_root=Path(data_root) if data_root else None,
-                                            out_dir=out, progress=progress)))
+        summary = to_jsonable(
+            dict(
+                kind.run(
+                    typed, device=dev, data_root=Path(data_root) if data_root else None, out_dir=out, progress=progress
+                )
+            )
+        )
     except Exception as exc:  # a failed cell must not stop the grid; the error is stored
         (out / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        return CellOutcome(key=key, ok=False, summary={}, metrics={}, wall_s=time.perf_counter() - start,
-                           device=str(dev), versions=package_versions(), host=host,
-                           error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return CellOutcome(
+            key=key,
+            ok=False,
+            summary={},
+            metrics={},
+            wall_s=time.perf_counter() - start,
+            device=str(dev),
+            versions=package_versions(),
+            host=host,
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+        )
     atomic_write_json(out / "summary.json", summary)
-    return CellOutcome(key=key, ok=True, summary=summary, metrics=kind.metrics(summary, attacks),
-                       wall_s=time.perf_counter() - start, device=str(dev), versions=package_versions(),
-                       host=host)
+    return CellOutcome(
+        key=key,
+        ok=True,
+        summary=summary,
+        metrics=kind.metrics(summary, attacks),
+        wall_s=time.perf_counter() - start,
+        device=str(dev),
+        versions=package_versions(),
+        host=host,
+    )
 
 
 def init_worker(threads: int) -> None:

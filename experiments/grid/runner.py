@@ -64,8 +64,14 @@ class RunSummary:
     wall_s: float
 
 
-def run_grid(cells: Sequence[Cell], out: str | Path, *, kinds: Registry[CellKind], options: RunOptions,
-             on_outcome: Callable[[Cell, CellOutcome], None] | None = None) -> RunSummary:
+def run_grid(
+    cells: Sequence[Cell],
+    out: str | Path,
+    *,
+    kinds: Registry[CellKind],
+    options: RunOptions,
+    on_outcome: Callable[[Cell, CellOutcome], None] | None = None,
+) -> RunSummary:
     """Run every cell of ``cells`` not yet done in ``out``'s store."""
     start = time.perf_counter()
     out = Path(out)
@@ -80,20 +86,34 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, kinds: Registry[CellKind
         show = options.progress and sys.stderr.isatty()
         if show != options.progress:
             options = dataclasses.replace(options, progress=show)
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="cells",
-                   disable=not show, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(cells),
+            initial=len(cells) - len(todo),
+            unit="cell",
+            desc="cells",
+            disable=not show,
+            dynamic_ncols=True,
+        )
 
         def finish(cell: Cell, outcome: CellOutcome) -> None:
             if outcome.ok:
-                store.record_done(cell.key, summary=outcome.summary, metrics=outcome.metrics,
-                                  wall_s=outcome.wall_s, device=outcome.device, versions=outcome.versions,
-                                  host=outcome.host)
+                store.record_done(
+                    cell.key,
+                    summary=outcome.summary,
+                    metrics=outcome.metrics,
+                    wall_s=outcome.wall_s,
+                    device=outcome.device,
+                    versions=outcome.versions,
+                    host=outcome.host,
+                )
                 counts["done"] += 1
             else:
                 store.record_failed(cell.key, error=outcome.error, wall_s=outcome.wall_s)
                 counts["failed"] += 1
-                bar.write(f"cell {cell.key} ({cell.kind} {cell.dataset} {cell.model} {cell.defense}"
-                          f" {cell.setting} seed {cell.seed}) failed: {outcome.error}")
+                bar.write(
+                    f"cell {cell.key} ({cell.kind} {cell.dataset} {cell.model} {cell.defense}"
+                    f" {cell.setting} seed {cell.seed}) failed: {outcome.error}"
+                )
             bar.update(1)
             bar.set_postfix_str(f"failed {counts['failed']}" if counts["failed"] else "")
             if on_outcome is not None:
@@ -106,35 +126,55 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, kinds: Registry[CellKind
                 _run_pooled(todo, out, kinds, options, store, finish)
         finally:
             bar.close()
-        return RunSummary(total=len(cells), skipped=len(cells) - len(todo), done=counts["done"],
-                          failed=counts["failed"], wall_s=time.perf_counter() - start)
+        return RunSummary(
+            total=len(cells),
+            skipped=len(cells) - len(todo),
+            done=counts["done"],
+            failed=counts["failed"],
+            wall_s=time.perf_counter() - start,
+        )
     finally:
         store.close()
 
 
-def run_scenario(scenario: Scenario, out: str | Path, *, kinds: Registry[CellKind], options: RunOptions,
-                 seed: int = 0) -> RunSummary:
+def run_scenario(
+    scenario: Scenario, out: str | Path, *, kinds: Registry[CellKind], options: RunOptions, seed: int = 0
+) -> RunSummary:
     """Expand ``scenario``, record it (store meta, ``config.json``, ``env.json``) and run its cells."""
     cells = expand(scenario, kinds=kinds)
     for cell in cells:
         try:
             kinds.get(cell.kind).check_data(cell.typed, options.data_root)
         except ConfigError as err:
-            raise ConfigError(f"{cell.kind} cell {cell.dataset}/{cell.model} ({cell.defense}"
-                              f"{' ' + cell.setting if cell.setting != '-' else ''}): {err}") from None
+            raise ConfigError(
+                f"{cell.kind} cell {cell.dataset}/{cell.model} ({cell.defense}"
+                f"{' ' + cell.setting if cell.setting != '-' else ''}): {err}"
+            ) from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with ResultStore(out) as store:
         previous = store.meta().get("scenario_name")
         if previous is not None and previous != scenario.name:
-            raise ConfigError(f"{str(out)!r} holds results of scenario {previous!r}, not {scenario.name!r};"
-                              " choose another --out")
-        store.set_meta({"scenario_name": scenario.name, "scenario_description": scenario.description,
-                        "scenario_origin": scenario.origin, "scenario_source": scenario.source,
-                        "device": options.device, "versions": package_versions(),
-                        "cell_keys": [c.key for c in cells]})
-    init_run_dir(out, config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
-                 seed=seed, device=options.device)
+            raise ConfigError(
+                f"{str(out)!r} holds results of scenario {previous!r}, not {scenario.name!r}; choose another --out"
+            )
+        store.set_meta(
+            {
+                "scenario_name": scenario.name,
+                "scenario_description": scenario.description,
+                "scenario_origin": scenario.origin,
+                "scenario_source": scenario.source,
+                "device": options.device,
+                "versions": package_versions(),
+                "cell_keys": [c.key for c in cells],
+            }
+        )
+    init_run_dir(
+        out,
+        config={"scenario": scenario.origin, "options": options, "cells": len(cells)},
+        seed=seed,
+        device=options.device,
+    )
     return run_grid(cells, out, kinds=kinds, options=options)
 
 
@@ -143,8 +183,14 @@ def cell_dir(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.key
 
 
-def _run_inline(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], options: RunOptions,
-                store: ResultStore, finish: Callable[[Cell, CellOutcome], None]) -> None:
+def _run_inline(
+    todo: Sequence[Cell],
+    out: Path,
+    kinds: Registry[CellKind],
+    options: RunOptions,
+    store: ResultStore,
+    finish: Callable[[Cell, CellOutcome], None],
+) -> None:
     import socket
 
     with contextlib.ExitStack() as engines:
@@ -155,14 +201,27 @@ def _run_inline(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
                 engines.enter_context(kind.engine())
                 entered.add(kind.name)
             store.mark_running(cell.key, device=options.device, host=socket.gethostname())
-            outcome = execute_cell(kind, cell.key, cell.typed, cell.attacks, device=options.device,
-                                   data_root=options.data_root, out_dir=str(cell_dir(out, cell)),
-                                   progress=options.progress)
+            outcome = execute_cell(
+                kind,
+                cell.key,
+                cell.typed,
+                cell.attacks,
+                device=options.device,
+                data_root=options.data_root,
+                out_dir=str(cell_dir(out, cell)),
+                progress=options.progress,
+            )
             finish(cell, outcome)
 
 
-def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], options: RunOptions,
-                store: ResultStore, finish: Callable[[Cell, CellOutcome], None]) -> None:
+def _run_pooled(
+    todo: Sequence[Cell],
+    out: Path,
+    kinds: Registry[CellKind],
+    options: RunOptions,
+    store: ResultStore,
+    finish: Callable[[Cell, CellOutcome], None],
+) -> None:
     import socket
 
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
@@ -179,9 +238,17 @@ def _run_pooled(todo: Sequence[Cell], out: Path, kinds: Registry[CellKind], opti
             try:
                 outcome = future.result()
             except Exception as exc:  # the worker itself died (out of memory, killed): store it, go on
-                outcome = CellOutcome(key=cell.key, ok=False, summary={}, metrics={}, wall_s=0.0,
-                                      device=options.device, versions={}, host="",
-                                      error=f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0])
+                outcome = CellOutcome(
+                    key=cell.key,
+                    ok=False,
+                    summary={},
+                    metrics={},
+                    wall_s=0.0,
+                    device=options.device,
+                    versions={},
+                    host="",
+                    error=f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0],
+                )
             finish(cell, outcome)
     finally:
         for future in futures:
@@ -195,15 +262,24 @@ class _LocalPools:
     def __init__(self, options: RunOptions, threads: int, shared: list[CellKind]) -> None:
         self.options = options
         ctx = multiprocessing.get_context("spawn")
-        self.cells = cf.ProcessPoolExecutor(options.jobs, mp_context=ctx, initializer=init_worker,
-                                            initargs=(threads,))
-        self.engine = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=init_engine_worker,
-                                             initargs=(threads, shared))
+        self.cells = cf.ProcessPoolExecutor(options.jobs, mp_context=ctx, initializer=init_worker, initargs=(threads,))
+        self.engine = cf.ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=init_engine_worker, initargs=(threads, shared)
+        )
 
     def submit(self, kind: CellKind, cell: Cell, out_dir: str) -> cf.Future[CellOutcome]:
         pool = self.engine if kind.shared_engine else self.cells
-        return pool.submit(execute_cell, kind, cell.key, cell.typed, cell.attacks, device=self.options.device,
-                           data_root=self.options.data_root, out_dir=out_dir, progress=False)
+        return pool.submit(
+            execute_cell,
+            kind,
+            cell.key,
+            cell.typed,
+            cell.attacks,
+            device=self.options.device,
+            data_root=self.options.data_root,
+            out_dir=out_dir,
+            progress=False,
+        )
 
     def close(self) -> None:
         self.cells.shutdown(wait=True, cancel_futures=True)
@@ -228,8 +304,12 @@ class _RayPools:
 
     def submit(self, kind: CellKind, cell: Cell, out_dir: str) -> cf.Future[CellOutcome]:
         args = (kind, cell.key, cell.typed, cell.attacks)
-        kwargs = {"device": self.options.device, "data_root": self.options.data_root, "out_dir": out_dir,
-                  "progress": False}
+        kwargs = {
+            "device": self.options.device,
+            "data_root": self.options.data_root,
+            "out_dir": out_dir,
+            "progress": False,
+        }
         if kind.shared_engine:
             if self.actor is None:
                 self.actor = self.actor_cls.remote(self.shared)

@@ -118,8 +118,15 @@ def parse_scenario(text: str, *, origin: str = "<string>", kinds: Sequence[str] 
         raise ConfigError(
             f"scenario {origin} declares no cells; add one of the sections {', '.join(f'[{k}]' for k in kinds)}"
         )
-    return Scenario(name=name, description=description, seeds=seeds, defenses=defenses,
-                    blocks=tuple(blocks), source=text, origin=origin)
+    return Scenario(
+        name=name,
+        description=description,
+        seeds=seeds,
+        defenses=defenses,
+        blocks=tuple(blocks),
+        source=text,
+        origin=origin,
+    )
 
 
 def _defense_grid(label: str, opts: Any, origin: str) -> DefenseGrid:
@@ -143,8 +150,10 @@ def _block(kind: str, where: str, item: Any, defenses: dict[str, DefenseGrid], o
     for key in ("datasets", "models", "attacks"):
         if key not in item:
             raise ConfigError(f"scenario {origin}: [{where}] needs the key {key!r}")
-    names = {key: tuple(_list_of(item.get(key, [NO_DEFENSE]), str, f"{where}.{key}", origin))
-             for key in ("datasets", "models", "attacks", "defenses")}
+    names = {
+        key: tuple(_list_of(item.get(key, [NO_DEFENSE]), str, f"{where}.{key}", origin))
+        for key in ("datasets", "models", "attacks", "defenses")
+    }
     for label in names["defenses"]:
         if label not in defenses:
             valid = ", ".join(defenses)
@@ -156,9 +165,16 @@ def _block(kind: str, where: str, item: Any, defenses: dict[str, DefenseGrid], o
     options = item.get("options", {})
     _expect(isinstance(budget, dict), f"{where}.budget", budget, "a table", origin)
     _expect(isinstance(options, dict), f"{where}.options", options, "a table", origin)
-    return Block(kind=kind, where=where, datasets=names["datasets"], models=names["models"],
-                 attacks=names["attacks"], defenses=names["defenses"], budget=dict(budget),
-                 options=dict(options))
+    return Block(
+        kind=kind,
+        where=where,
+        datasets=names["datasets"],
+        models=names["models"],
+        attacks=names["attacks"],
+        defenses=names["defenses"],
+        budget=dict(budget),
+        options=dict(options),
+    )
 
 
 def _list_of(value: Any, typ: type, key: str, origin: str) -> list[Any]:
@@ -178,9 +194,7 @@ def _list_of(value: Any, typ: type, key: str, origin: str) -> list[Any]:
 def _check_keys(table: dict[str, Any], valid: tuple[str, ...], where: str, origin: str) -> None:
     for key in table:
         if key not in valid:
-            raise ConfigError(
-                f"scenario {origin}: unknown key {key!r} in {where}; valid keys: {', '.join(valid)}"
-            )
+            raise ConfigError(f"scenario {origin}: unknown key {key!r} in {where}; valid keys: {', '.join(valid)}")
 
 
 def _expect(ok: bool, key: str, value: Any, expected: str, origin: str) -> None:

@@ -71,9 +71,16 @@ class InversionConfig:
     mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
     mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
     mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
-    lr_decay_at: tuple[float, ...] | None = None  # recipe ig: fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
-    recipe: str | None = None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.); None: each attack's own (ig, oracle: ig; dia: dia)
-    mask_penalty: str | None = None  # DIA mask regulariser on |drop rate - p| (abs) or its square; None: DIA's default, abs
+    lr_decay_at: tuple[float, ...] | None = (
+        None  # recipe ig: fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
+    )
+    recipe: str | None = (
+        None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.);
+        # None: each attack's own (ig, oracle: ig; dia: dia)
+    )
+    mask_penalty: str | None = (
+        None  # DIA mask regulariser on |drop rate - p| (abs) or its square; None: DIA's default, abs
+    )
     layer_weights: str | None = None  # cosine layer weights of ig/dia/oracle: equal or balanced (None: equal)
     given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
     mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
@@ -114,14 +121,18 @@ class InversionConfig:
         if min(self.indices) < 0:
             raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
         check_lpips_paths(self.lpips_weights, self.lpips_backbone)
-        for name, flag, used in (("given_sites", "--given-sites", self.given_sites is not None),
-                                 ("mask_readout", "--mask-readout", self.mask_readout)):
+        for name, flag, used in (
+            ("given_sites", "--given-sites", self.given_sites is not None),
+            ("mask_readout", "--mask-readout", self.mask_readout),
+        ):
             if used and "dia" not in self.attacks:
                 raise ConfigError(f"{name} ({flag}) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
         weighted = [a for a in ATTACKS.names() if "layer_weights" in config_fields(a)]
         if self.layer_weights is not None and not set(weighted) & set(self.attacks):
-            raise ConfigError(f"layer_weights (--layer-weights) applies to attacks {', '.join(weighted)}; "
-                              f"attacks: {', '.join(self.attacks)}")
+            raise ConfigError(
+                f"layer_weights (--layer-weights) applies to attacks {', '.join(weighted)}; "
+                f"attacks: {', '.join(self.attacks)}"
+            )
         check_given_sites(self.given_sites)
         if self.mask_readout:
             check_readable(self.update_kind, self.batch_size, self.local_steps)
@@ -130,8 +141,10 @@ class InversionConfig:
         if self.lr_decay_at is not None:
             plateau = [a for a in self.attacks if self.recipe_of(a) == "dia"]
             if plateau:
-                raise ConfigError(f"lr_decay_at (--lr-decay-at) sets recipe ig's schedule, but {', '.join(plateau)} "
-                                  "run(s) the DIA authors' recipe (a plateau schedule); add --recipe ig or drop it")
+                raise ConfigError(
+                    f"lr_decay_at (--lr-decay-at) sets recipe ig's schedule, but {', '.join(plateau)} "
+                    "run(s) the DIA authors' recipe (a plateau schedule); add --recipe ig or drop it"
+                )
 
     @property
     def update_kind(self) -> str:
@@ -143,7 +156,9 @@ class InversionConfig:
         cosine attack with balanced layer weights says so."""
         parts = []
         if attack == "dia":
-            parts += (["readout"] if self.mask_readout else []) + ([f"given {self.given_sites}"] if self.given_sites else [])
+            parts += (["readout"] if self.mask_readout else []) + (
+                [f"given {self.given_sites}"] if self.given_sites else []
+            )
             if self.mask_penalty == "square":
                 parts.append("squared penalty")
         if self.layer_weights == "balanced" and "layer_weights" in config_fields(attack):
@@ -160,13 +175,21 @@ class InversionConfig:
 
     def attack_overrides(self, attack: str) -> dict[str, Any]:
         """The settings this run imposes on ``attack`` (only those its config has)."""
-        wanted = {"iters": self.iters, "restarts": self.restarts, "seed": self.seed,
-                  "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
-                  "mask_reg": self.mask_reg, "mask_step_size": self.mask_step_size, "mask_init": self.mask_init,
-                  "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
-                  "layer_weights": self.layer_weights,
-                  "given_sites": self.given_sites, "mask_readout": self.mask_readout,
-                  "recipe": self.recipe, "mask_penalty": self.mask_penalty}
+        wanted = {
+            "iters": self.iters,
+            "restarts": self.restarts,
+            "seed": self.seed,
+            "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
+            "mask_reg": self.mask_reg,
+            "mask_step_size": self.mask_step_size,
+            "mask_init": self.mask_init,
+            "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
+            "layer_weights": self.layer_weights,
+            "given_sites": self.given_sites,
+            "mask_readout": self.mask_readout,
+            "recipe": self.recipe,
+            "mask_penalty": self.mask_penalty,
+        }
         names = config_fields(attack)
         return {k: v for k, v in wanted.items() if k in names and v is not None}
 
@@ -185,8 +208,11 @@ def build_observations(
 
     torch.manual_seed(derive_seed(cfg.seed, "model"))
     model = build_model(
-        cfg.model, in_shape=tuple(images.shape[1:]), num_classes=num_classes,
-        dropout=cfg.dropout, **cfg.model_options,
+        cfg.model,
+        in_shape=tuple(images.shape[1:]),
+        num_classes=num_classes,
+        dropout=cfg.dropout,
+        **cfg.model_options,
     )
     kind = cfg.update_kind
     out = []
@@ -194,17 +220,29 @@ def build_observations(
         sl = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
         out.append(
             observe_client(
-                model, images[sl], labels[sl], model_name=cfg.model, model_options=cfg.model_options, kind=kind,
-                lr=cfg.lr, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
-                generator=make_generator(derive_seed(cfg.seed, "client", k)), known_labels=cfg.known_labels,
+                model,
+                images[sl],
+                labels[sl],
+                model_name=cfg.model,
+                model_options=cfg.model_options,
+                kind=kind,
+                lr=cfg.lr,
+                local_steps=cfg.local_steps,
+                batch_size=cfg.batch_size,
+                generator=make_generator(derive_seed(cfg.seed, "client", k)),
+                known_labels=cfg.known_labels,
             )
         )
     return out
 
 
 def summarize(
-    result: list[InversionResult], truth: torch.Tensor, true_labels: torch.Tensor, batch: int,
-    *, lpips: LPIPS | None = None,
+    result: list[InversionResult],
+    truth: torch.Tensor,
+    true_labels: torch.Tensor,
+    batch: int,
+    *,
+    lpips: LPIPS | None = None,
 ) -> dict[str, Any]:
     """Per-image and mean metrics of one attack over all victims (matched within each batch)."""
     per: dict[str, list[float]] = {"mse": [], "psnr": [], "ssim": []}
@@ -278,8 +316,14 @@ def run_inversion(
             summary["label"] = cfg.label(name)
         summaries[name] = summary
         recons[name] = torch.cat([r.inputs for r in result])
-        log.info("%s: PSNR %.2f dB, SSIM %.3f, label acc %.2f, %.1f s", name, summary["psnr_mean"],
-                 summary["ssim_mean"], summary["label_acc"], summary["time_s"])
+        log.info(
+            "%s: PSNR %.2f dB, SSIM %.3f, label acc %.2f, %.1f s",
+            name,
+            summary["psnr_mean"],
+            summary["ssim_mean"],
+            summary["label_acc"],
+            summary["time_s"],
+        )
         if ckpt is not None:
             save_tensors(ckpt, {"inputs": recons[name], "labels": torch.cat([r.labels for r in result])})
             atomic_write_json(ckpt.with_suffix(".json"), summary)

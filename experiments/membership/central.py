@@ -46,10 +46,7 @@ log = logging.getLogger("fedleak.mia")
 
 def default_cache_dir() -> Path:
     """``$FEDLEAK_CACHE/mia`` or ``~/.cache/fedleak/mia`` (created only when something is stored)."""
-    root = (
-        os.environ.get("FEDLEAK_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedleak"
-    )
+    root = os.environ.get("FEDLEAK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedleak"
     return Path(root) / "mia"
 
 
@@ -110,9 +107,7 @@ def draw_pool(
     source; the pool and the population are disjoint random subsets of it. With
     ``cfg.standardized`` images are standardised per channel with the whole set's mean and std.
     """
-    images, labels, num_classes = _merged(
-        cfg.dataset, None if data_root is None else str(data_root)
-    )
+    images, labels, num_classes = _merged(cfg.dataset, None if data_root is None else str(data_root))
     if cfg.standardized:
         mean = images.mean(dim=(0, 2, 3), keepdim=True)
         std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -234,8 +229,9 @@ def run_mia(
 
     def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
         return train_shadows(
-            build, x, y, num_shadows=cfg.shadows, train=cfg.train_config, dp=cfg.dp_config, seed=derive_seed(cfg.seed, "shadows"),
-            device=device, cache_dir=cache, key_parts=_key_parts(cfg), vectorize=cfg.vectorize, progress=progress,
+            build, x, y, num_shadows=cfg.shadows, train=cfg.train_config, dp=cfg.dp_config,
+            seed=derive_seed(cfg.seed, "shadows"), device=device, cache_dir=cache, key_parts=_key_parts(cfg),
+            vectorize=cfg.vectorize, progress=progress,
         )  # fmt: skip
 
     scores = audit(cfg, x, y, members, pop_x, pop_y, target, shadows, result, timings, device=device)
@@ -284,9 +280,7 @@ def audit(
         result["shadows"] = info
         kw.update(
             shadow_in=torch.from_numpy(inside),
-            shadow_logits=torch.stack(
-                [query_logits(m, x, flip=flip, device=device) for m in models]
-            ),
+            shadow_logits=torch.stack([query_logits(m, x, flip=flip, device=device) for m in models]),
         )
         if len(pop_x):
             kw["shadow_population_logits"] = torch.stack(
@@ -317,7 +311,8 @@ def audit(
         result["attacks"][name] = m
         if m.get("bound_violated"):
             log.warning(
-                "WARNING: %s exceeds the DP bound at epsilon=%.3g (%d significant points): a bug or an accounting error",
+                "WARNING: %s exceeds the DP bound at epsilon=%.3g (%d significant points): "
+                "a bug or an accounting error",
                 name, eps, int(m["significant_violations"]),
             )  # fmt: skip
     return scores
@@ -337,9 +332,7 @@ def write_audit(
     np.savez(buf, members=members, **arrays, **{f"score_{k}": v for k, v in scores.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     atomic_write_json(out / "metrics.json", result)
-    title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (
-        f" ε={eps:.3g}" if eps is not None else ""
-    )
+    title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (f" ε={eps:.3g}" if eps is not None else "")
     plot_roc(
         {k: (v, members) for k, v in scores.items()},
         out / "roc.png",

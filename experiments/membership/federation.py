@@ -57,8 +57,9 @@ from fl.seed import derive_seed
 log = logging.getLogger("fedleak.mia")
 
 
-def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None,
-                      client_secret: str | None = None, capture: str = "none") -> SimulationConfig:
+def simulation_config(
+    cfg: MIAConfig, *, seed: int, data_root: str | Path | None, client_secret: str | None = None, capture: str = "none"
+) -> SimulationConfig:
     """The federation of ``cfg``'s target (or, with the attacker's ``seed`` and secret, of a shadow)."""
     defense: dict[str, Any] = {"name": cfg.defense}
     if cfg.defense == "dropout":
@@ -67,12 +68,26 @@ def simulation_config(cfg: MIAConfig, *, seed: int, data_root: str | Path | None
         defense.update(target_epsilon=cfg.epsilon, delta=cfg.delta)
         defense["max_grad_norm" if cfg.defense == "dp-local" else "clipping_norm"] = cfg.max_grad_norm
     return SimulationConfig(
-        dataset=cfg.dataset, model=cfg.model, model_options=dict(cfg.model_options), norm=cfg.norm,
-        clients=cfg.clients, rounds=cfg.rounds,
-        train=TrainSettings(local_epochs=cfg.local_epochs, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
-                            lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0),
-        defense=DefenseConfig.from_dict(defense), capture=capture, engine="inline",
-        data_dir=None if data_root is None else str(data_root), seed=seed, client_secret=client_secret,
+        dataset=cfg.dataset,
+        model=cfg.model,
+        model_options=dict(cfg.model_options),
+        norm=cfg.norm,
+        clients=cfg.clients,
+        rounds=cfg.rounds,
+        train=TrainSettings(
+            local_epochs=cfg.local_epochs,
+            local_steps=cfg.local_steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
+        ),
+        defense=DefenseConfig.from_dict(defense),
+        capture=capture,
+        engine="inline",
+        data_dir=None if data_root is None else str(data_root),
+        seed=seed,
+        client_secret=client_secret,
     )
 
 
@@ -100,8 +115,14 @@ def code_salt() -> str:
     import experiments.federated
     import fl
 
-    files = sorted({*Path(inspect.getfile(fl)).parent.rglob("*.py"), *Path(inspect.getfile(defenses)).parent.glob("*.py"),
-                    *Path(inspect.getfile(experiments.federated)).parent.glob("*.py"), Path(__file__)})
+    files = sorted(
+        {
+            *Path(inspect.getfile(fl)).parent.rglob("*.py"),
+            *Path(inspect.getfile(defenses)).parent.glob("*.py"),
+            *Path(inspect.getfile(experiments.federated)).parent.glob("*.py"),
+            Path(__file__),
+        }
+    )
     h = hashlib.sha256(f"torch {torch.__version__} opacus {opacus.__version__} flwr {flwr.__version__}".encode())
     for file in files:
         h.update(file.name.encode() + file.read_bytes())
@@ -109,8 +130,16 @@ def code_salt() -> str:
 
 
 def train_shadow_federations(
-    cfg: MIAConfig, pool: np.ndarray, labels: torch.Tensor, *, shape: tuple[int, int, int], num_classes: int,
-    data_root: str | Path | None, cache_dir: Path, progress: bool, device: torch.device,
+    cfg: MIAConfig,
+    pool: np.ndarray,
+    labels: torch.Tensor,
+    *,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    data_root: str | Path | None,
+    cache_dir: Path,
+    progress: bool,
+    device: torch.device,
 ) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
     """``cfg.shadows`` federations, each on its own half of ``pool`` (indices of the training
     split; complementary pairs, so each holds as many records as the target), and their (S, N)
@@ -120,12 +149,15 @@ def train_shadow_federations(
     parts = {"federated_shadows": recipe, "num_shadows": cfg.shadows, "seed": seed, "code": code_salt()}
     key = cache_key(parts, torch.as_tensor(pool), labels[torch.as_tensor(pool)])
     folder = cache_dir / key
-    inside = stored_assignment(folder, cfg.shadows, len(pool), seed=derive_seed(seed, "assignment"), draw=paired_assignment)
+    inside = stored_assignment(
+        folder, cfg.shadows, len(pool), seed=derive_seed(seed, "assignment"), draw=paired_assignment
+    )
     atomic_write_json(folder / "config.json", parts)
     models, reused = [], 0
     for s in tqdm(range(cfg.shadows), desc="shadow federations", unit="federation", disable=None if progress else True):
-        sim = simulation_config(cfg, seed=derive_seed(seed, "shadow", s), data_root=data_root,
-                                client_secret=shadow_secret(seed, s))
+        sim = simulation_config(
+            cfg, seed=derive_seed(seed, "shadow", s), data_root=data_root, client_secret=shadow_secret(seed, s)
+        )
         file = folder / f"shadow_{s}.safetensors"
         if file.is_file():
             models.append(global_model(sim, load_tensors(file), shape, num_classes))
@@ -143,7 +175,11 @@ OUTSIDE_GROUPS = 100  # non-member "clients" drawn for the client-level audit (a
 
 
 def client_level(
-    scores: dict[str, np.ndarray], members: np.ndarray, clients: list[np.ndarray], *, cfg: MIAConfig,
+    scores: dict[str, np.ndarray],
+    members: np.ndarray,
+    clients: list[np.ndarray],
+    *,
+    cfg: MIAConfig,
     epsilon: float | None,
 ) -> dict[str, dict[str, float]]:
     """Per attack, the audit of "did this client take part": each client's score is the mean of
@@ -158,12 +194,21 @@ def client_level(
     rng = np.random.default_rng(derive_seed(cfg.seed, "client-level"))
     outside = np.flatnonzero(~members)
     sizes = [len(c) for c in clients]
-    groups = list(clients) + [rng.choice(outside, size=min(sizes[k % len(sizes)], len(outside)), replace=False)
-                              for k in range(max(OUTSIDE_GROUPS, len(clients)))]
+    groups = list(clients) + [
+        rng.choice(outside, size=min(sizes[k % len(sizes)], len(outside)), replace=False)
+        for k in range(max(OUTSIDE_GROUPS, len(clients)))
+    ]
     took_part = np.arange(len(groups)) < len(clients)
     return {
-        name: evaluate(np.array([s[g].mean() for g in groups]), took_part, fprs=cfg.fprs, bootstrap=cfg.bootstrap,
-                       seed=cfg.seed, epsilon=epsilon, delta=cfg.delta)
+        name: evaluate(
+            np.array([s[g].mean() for g in groups]),
+            took_part,
+            fprs=cfg.fprs,
+            bootstrap=cfg.bootstrap,
+            seed=cfg.seed,
+            epsilon=epsilon,
+            delta=cfg.delta,
+        )
         for name, s in scores.items()
     }
 
@@ -201,14 +246,19 @@ def run_federation_mia(
     timings: dict[str, float] = {}
 
     shadows_needed = any(build_attack(a, **cfg.attack_options).needs_shadows for a in cfg.attacks)
-    log.info("training the target federation%s: %d clients x %d rounds each, on %d members",
-             f" and up to {cfg.shadows} shadow federations" if shadows_needed else "", cfg.clients, cfg.rounds,
-             int(members.sum()))
+    log.info(
+        "training the target federation%s: %d clients x %d rounds each, on %d members",
+        f" and up to {cfg.shadows} shadow federations" if shadows_needed else "",
+        cfg.clients,
+        cfg.rounds,
+        int(members.sum()),
+    )
     t0 = time.perf_counter()
     sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all", client_secret=client_secret)
     with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
-        fed = run_federation(sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1),
-                             records=pool[members])
+        fed = run_federation(
+            sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1), records=pool[members]
+        )
     target = global_model(sim, Checkpoint.load(out / "target").weights, train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
     eps, unit = fed["epsilon"], fed["epsilon_unit"]
@@ -216,7 +266,7 @@ def run_federation_mia(
         "train_accuracy": accuracy(target, x[members], y[members], device=device),
         "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
         # the record-level audit is bounded by a record-level epsilon only (a client-level epsilon
-    # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
+        # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
         "epsilon": eps,
         "epsilon_unit": unit,
         "delta": fed["delta"],
@@ -225,8 +275,17 @@ def run_federation_mia(
     }
 
     def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
-        return train_shadow_federations(cfg, pool, train.labels, shape=train.shape, num_classes=train.num_classes,
-                                        data_root=data_root, cache_dir=cache, progress=progress, device=device)
+        return train_shadow_federations(
+            cfg,
+            pool,
+            train.labels,
+            shape=train.shape,
+            num_classes=train.num_classes,
+            data_root=data_root,
+            cache_dir=cache,
+            progress=progress,
+            device=device,
+        )
 
     bounded = replace(cfg, delta=fed["delta"] or cfg.delta)
     record_result = {**result, "epsilon": eps if unit == "record" else None}
@@ -236,8 +295,9 @@ def run_federation_mia(
     clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, pool[members])]
     # a central-DP epsilon protects a client against whoever sees the global models (this black-box
     # auditor) but cannot guess the run's seed, which draws the noise (fl.privacy_units)
-    result["client_level"] = client_level(scores, members, clients, cfg=bounded,
-                                          epsilon=eps if unit and unit.startswith("client") else None)
+    result["client_level"] = client_level(
+        scores, members, clients, cfg=bounded, epsilon=eps if unit and unit.startswith("client") else None
+    )
     result["timings"] = timings
     write_audit(out, cfg, result, scores, members, eps if unit == "record" else None, pool=pool)
     return result

@@ -3,8 +3,9 @@
 For one captured round, each client's update is attacked with candidate records drawn from the
 federation's own dataset split: members are records the client trained on that round, non-members
 records the client never held (other clients' records or unassigned ones), so both come from one
-source. FedMIA uses every captured round of the client (Zhu et al.: all rounds are evidence). Client-level inference then asks which captured client holds each member record
-(argmax of ``grad-cosine`` over the clients' updates).
+source. FedMIA uses every captured round of the client (Zhu et al.: all rounds are evidence).
+Client-level inference then asks which captured client holds each member record (argmax of
+``grad-cosine`` over the clients' updates).
 """
 
 from __future__ import annotations
@@ -66,9 +67,7 @@ def _pick_round(store: Any, wanted: int | None) -> int:
     if wanted is None:
         return rounds[-1]
     if wanted not in rounds:
-        raise ConfigError(
-            f"round {wanted} was not captured; captured rounds: {', '.join(map(str, rounds))}"
-        )
+        raise ConfigError(f"round {wanted} was not captured; captured rounds: {', '.join(map(str, rounds))}")
     return wanted
 
 
@@ -92,8 +91,16 @@ def _round_stats(store: Any, t: int, client: int, data: Any, cand: np.ndarray, d
     upd = store.load(t, client)
     refs = [store.load(t, c).update for c in store.clients(t) if c not in (client, AGGREGATE)]
     batch = upd.settings.batch_size or max(upd.num_examples, 1)
-    return gradient_stats(upd.model.build(), upd.weights_before, upd.update, data.images[cand], data.labels[cand],
-                          step_weight=upd.settings.lr / batch, references=refs, device=device)
+    return gradient_stats(
+        upd.model.build(),
+        upd.weights_before,
+        upd.update,
+        data.images[cand],
+        data.labels[cand],
+        step_weight=upd.settings.lr / batch,
+        references=refs,
+        device=device,
+    )
 
 
 def run_federated_mia(
@@ -112,15 +119,11 @@ def run_federated_mia(
     rnd = _pick_round(store, cfg.server_round)
     captured = [c for c in store.clients(rnd) if c != AGGREGATE]
     if not captured:
-        raise DataError(
-            f"round {rnd} holds no individual client update (secure aggregation?); nothing to attribute"
-        )
+        raise DataError(f"round {rnd} holds no individual client update (secure aggregation?); nothing to attribute")
     clients = list(cfg.clients) or captured
     missing = sorted(set(clients) - set(captured))
     if missing:
-        raise ConfigError(
-            f"client(s) {missing} not captured in round {rnd}; captured: {', '.join(map(str, captured))}"
-        )
+        raise ConfigError(f"client(s) {missing} not captured in round {rnd}; captured: {', '.join(map(str, captured))}")
     if out_dir is not None:
         init_run_dir(
             out_dir,
@@ -143,13 +146,9 @@ def run_federated_mia(
         others = np.setdiff1d(np.arange(len(data.labels)), store.partition(client))
         k = min(cfg.candidates, len(own), len(others))
         if "fedmia" in cfg.attacks and len(captured) < 2:
-            raise DataError(
-                f"fedmia needs at least two captured clients in round {rnd}; got {captured}"
-            )
+            raise DataError(f"fedmia needs at least two captured clients in round {rnd}; got {captured}")
         if k < 1:
-            raise DataError(
-                f"client {client} in round {rnd} has no member or no non-member candidate"
-            )
+            raise DataError(f"client {client} in round {rnd} has no member or no non-member candidate")
         cand = np.r_[rng.choice(own, k, replace=False), rng.choice(others, k, replace=False)]
         members = np.r_[np.ones(k, bool), np.zeros(k, bool)]
         batch = upd.settings.batch_size or max(upd.num_examples, 1)
@@ -162,9 +161,9 @@ def run_federated_mia(
         for name in cfg.attacks:
             if name == "fedmia":  # every captured round of the client, not only the audited one
                 rounds = fedmia_rounds_of(store, client, rnd)
-                scores = fedmia_rounds([
-                    fedmia(stats if t == rnd else _round_stats(store, t, client, data, cand, device)) for t in rounds
-                ])
+                scores = fedmia_rounds(
+                    [fedmia(stats if t == rnd else _round_stats(store, t, client, data, cand, device)) for t in rounds]
+                )
                 per_client[str(client)]["fedmia_rounds"] = rounds
             else:
                 scores = FEDERATED_ATTACKS.get(name)(stats)
@@ -182,9 +181,7 @@ def run_federated_mia(
     }
     scores_all = {name: np.concatenate(v) for name, v in pooled.items()}
     for name, scores in scores_all.items():
-        result["attacks"][name] = evaluate(
-            scores, members_all, fprs=cfg.fprs, bootstrap=cfg.bootstrap, seed=cfg.seed
-        )
+        result["attacks"][name] = evaluate(scores, members_all, fprs=cfg.fprs, bootstrap=cfg.bootstrap, seed=cfg.seed)
     if len(clients) > 1:
         result["attribution"] = _attribution(store, rnd, clients, owners, data, device)
     if out_dir is not None:
@@ -214,9 +211,7 @@ def _attribution(
     norms, dots = per_sample_stats(
         model, updates[0].weights_before, data.images[idx], data.labels[idx], dirs, device=device
     )
-    unorm = torch.tensor(
-        [float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64
-    )
+    unorm = torch.tensor([float(sum(d[n].pow(2).sum() for n in names)) ** 0.5 for d in dirs], dtype=torch.float64)
     cos = (dots / (norms[:, None] * unorm[None, :]).clamp_min(1e-30)).T.numpy()
     guess = attribute_records(cos)
     return {

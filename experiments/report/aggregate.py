@@ -80,7 +80,17 @@ def aggregate(records: Sequence[CellRecord]) -> list[Group]:
                 for name, value in metrics.items():
                     values.setdefault(attack, {}).setdefault(name, []).append(value)
         stats = {a: {m: Stat.of(v) for m, v in ms.items()} for a, ms in values.items()}
-        groups.append(Group(kind=kind, dataset=dataset, model=model, defense=defense, setting=setting,
-                            labels=recs[0].labels, seeds=tuple(r.seed for r in recs),
-                            keys=tuple(r.key for r in recs), metrics=stats))
+        groups.append(
+            Group(
+                kind=kind,
+                dataset=dataset,
+                model=model,
+                defense=defense,
+                setting=setting,
+                labels=recs[0].labels,
+                seeds=tuple(r.seed for r in recs),
+                keys=tuple(r.key for r in recs),
+                metrics=stats,
+            )
+        )
     return groups

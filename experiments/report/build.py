@@ -50,8 +50,15 @@ def open_run(run_dir: str | Path) -> RunView:
             statuses = [r.status for r in store.records(status=None) if r.key in keys]
         counts = {k: statuses.count(k) for k in counts}
     groups = aggregate(records)
-    return RunView(run_dir=run_dir, meta=meta, counts=counts, records=records, failed=failed, groups=groups,
-                   tables=all_tables(groups))
+    return RunView(
+        run_dir=run_dir,
+        meta=meta,
+        counts=counts,
+        records=records,
+        failed=failed,
+        groups=groups,
+        tables=all_tables(groups),
+    )
 
 
 def text_report(view: RunView, fmt: str) -> str:
@@ -69,8 +76,15 @@ def text_report(view: RunView, fmt: str) -> str:
         elif fmt == "csv":
             parts.append(f"# {t.title}\n{t.render('csv')}")
         else:
-            parts.append("\\begin{table}[t]\n\\centering\n\\caption{" + t.title + ". " + t.caption + "}\n"
-                         + t.render("latex") + "\n\\end{table}")
+            parts.append(
+                "\\begin{table}[t]\n\\centering\n\\caption{"
+                + t.title
+                + ". "
+                + t.caption
+                + "}\n"
+                + t.render("latex")
+                + "\n\\end{table}"
+            )
     if failed:
         parts.append(failed)
     return "\n\n".join(parts) + "\n"
@@ -91,17 +105,27 @@ def figures(view: RunView) -> list[tuple[str, str, bytes]]:
     """(file stem, caption, PNG) of each figure the run supports."""
     out = []
     for stem, caption, png in (
-        ("privacy_utility", "Privacy-utility trade-off: accuracy against the strongest attack's success, "
-                            "one curve per defense family.", plots.privacy_utility(view.groups)),
-        ("psnr_vs_dropout", "Gradient-inversion PSNR against the dropout rate: IG is stopped by dropout, "
-                            "DIA optimizes the masks and is not. At p = 0 there are no masks, so DIA (like the "
-                            "mask oracle) equals IG there; the grid runs only IG at p = 0, and the DIA line "
-                            "starts at the smallest p > 0.", plots.psnr_vs_dropout(view.groups)),
-        ("roc", "Membership-inference ROC curves of the first seed of each setting (log-log; the dashed diagonal "
-                "is chance). Each setting trained "
-                "with DP has its (ε, δ)-DP bound on the TPR dotted in its curve's colour; zero rates are drawn "
-                "at half the smallest non-zero FPR, where the axes start.",
-         plots.roc_curves(view.groups, view.run_dir, view.records)),
+        (
+            "privacy_utility",
+            "Privacy-utility trade-off: accuracy against the strongest attack's success, one curve per defense family.",
+            plots.privacy_utility(view.groups),
+        ),
+        (
+            "psnr_vs_dropout",
+            "Gradient-inversion PSNR against the dropout rate: IG is stopped by dropout, "
+            "DIA optimizes the masks and is not. At p = 0 there are no masks, so DIA (like the "
+            "mask oracle) equals IG there; the grid runs only IG at p = 0, and the DIA line "
+            "starts at the smallest p > 0.",
+            plots.psnr_vs_dropout(view.groups),
+        ),
+        (
+            "roc",
+            "Membership-inference ROC curves of the first seed of each setting (log-log; the dashed diagonal "
+            "is chance). Each setting trained "
+            "with DP has its (ε, δ)-DP bound on the TPR dotted in its curve's colour; zero rates are drawn "
+            "at half the smallest non-zero FPR, where the axes start.",
+            plots.roc_curves(view.groups, view.run_dir, view.records),
+        ),
     ):
         if png is not None:
             out.append((stem, caption, png))
@@ -136,8 +160,10 @@ def html_report(view: RunView) -> str:
     if meta.get("scenario_description"):
         body.append(f"<p>{html.escape(str(meta['scenario_description']))}</p>")
     counts = ", ".join(f"{v} {k}" for k, v in view.counts.items() if v)
-    body.append(f"<p class='caption'>Cells: {html.escape(counts or 'none')}. Values are mean ± std over seeds; "
-                "highlighted cells mark the best defense per attack (or the best accuracy).</p>")
+    body.append(
+        f"<p class='caption'>Cells: {html.escape(counts or 'none')}. Values are mean ± std over seeds; "
+        "highlighted cells mark the best defense per attack (or the best accuracy).</p>"
+    )
     privacy = [t for t in view.tables if t.key != "utility"]
     utility = [t for t in view.tables if t.key == "utility"]
     body.append("<h2>Which defense stops which attack</h2>")
@@ -151,9 +177,12 @@ def html_report(view: RunView) -> str:
     body += [_figure(path.read_bytes(), caption) for caption, path in grids] or ["<p>No reconstructions.</p>"]
     if view.failed:
         body.append("<h2>Failed cells</h2><ul>")
-        body += [f"<li>{html.escape(r.kind)} {html.escape(r.dataset)} {html.escape(r.model)} "
-                 f"{html.escape(r.defense)} {html.escape(r.setting)} seed {r.seed}: "
-                 f"{html.escape(r.error or '')}</li>" for r in view.failed]
+        body += [
+            f"<li>{html.escape(r.kind)} {html.escape(r.dataset)} {html.escape(r.model)} "
+            f"{html.escape(r.defense)} {html.escape(r.setting)} seed {r.seed}: "
+            f"{html.escape(r.error or '')}</li>"
+            for r in view.failed
+        ]
         body.append("</ul>")
     body.append("<h2>Scenario</h2>")
     body.append(f"<pre>{html.escape(str(meta.get('scenario_source', '')))}</pre>")
@@ -161,20 +190,25 @@ def html_report(view: RunView) -> str:
     env = {k: v for k, v in meta.items() if k not in ("scenario_source", "scenario_description")}
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_plain(v))}</td></tr>" for k, v in env.items())
     body.append(f"<table>{rows}</table>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>fedleak report: {name}</title><style>{CSS}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>fedleak report: {name}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
 
 
 def _tables_html(tables: Sequence[Table]) -> list[str]:
-    return [f"<h3>{html.escape(t.title)}</h3><p class='caption'>{html.escape(t.caption)}</p>{t.render('html')}"
-            for t in tables]
+    return [
+        f"<h3>{html.escape(t.title)}</h3><p class='caption'>{html.escape(t.caption)}</p>{t.render('html')}"
+        for t in tables
+    ]
 
 
 def _figure(png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption class='caption'>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption class='caption'>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _plain(value: Any) -> str:

@@ -31,8 +31,10 @@ def _png(fig: plt.Figure) -> bytes:
 
 def _success(g: Group) -> tuple[str, float] | None:
     """The strongest attack's success in a group: max AUC (membership) or max PSNR (federated)."""
-    for names, label in ((AUC, "membership AUC (strongest attack)"),
-                         (ROUND_PSNR if g.kind == "federated" else PSNR, "reconstruction PSNR (dB)")):
+    for names, label in (
+        (AUC, "membership AUC (strongest attack)"),
+        (ROUND_PSNR if g.kind == "federated" else PSNR, "reconstruction PSNR (dB)"),
+    ):
         values = [g.stat(a, *names).mean for a in g.attacks() if g.stat(a, *names).n]
         values = [v for v in values if not math.isnan(v)]
         if values:
@@ -135,7 +137,7 @@ def load_scores(cell_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]] | No
         return None
     with np.load(path, allow_pickle=False) as data:
         members = data["members"]
-        per_attack = {k[len("score_"):]: data[k] for k in data.files if k.startswith("score_")}
+        per_attack = {k[len("score_") :]: data[k] for k in data.files if k.startswith("score_")}
     return (members, per_attack) if per_attack else None
 
 

@@ -30,9 +30,11 @@ DELTA = ("delta",)
 ROUND_PSNR = ("psnr_mean", "psnr_mean_last", "psnr_last", "psnr")
 
 GROUP_HEADER = ("Dataset", "Model", "Defense", "Setting")
-EPSILON_NOTE = ("per record: DP-SGD on the clients, one training record; per client, central: central DP, one "
-                "client as seen in the released models, not by the server; per client, local: local DP, one "
-                "client against the server")
+EPSILON_NOTE = (
+    "per record: DP-SGD on the clients, one training record; per client, central: central DP, one "
+    "client as seen in the released models, not by the server; per client, local: local DP, one "
+    "client against the server"
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,15 @@ def build_table(key: str, title: str, caption: str, groups: Sequence[Group], col
     for g in groups:
         row_stats = [g.stat(c.attack, *c.names) for c in columns]
         stats.append(row_stats)
-        rows.append([g.dataset, g.model, g.defense, g.setting, *(s.text(c.digits, c.style, spread=c.spread) for s, c in
-                                                                 zip(row_stats, columns, strict=True))])
+        rows.append(
+            [
+                g.dataset,
+                g.model,
+                g.defense,
+                g.setting,
+                *(s.text(c.digits, c.style, spread=c.spread) for s, c in zip(row_stats, columns, strict=True)),
+            ]
+        )
     highlight: set[tuple[int, int]] = set()
     blocks: dict[tuple[str, str, str], list[int]] = {}
     for i, g in enumerate(groups):
@@ -92,8 +101,9 @@ def build_table(key: str, title: str, caption: str, groups: Sequence[Group], col
         if col.best is None:
             continue
         for members in blocks.values():
-            scored = [(col.best(stats[i][j].mean), i) for i in members
-                      if stats[i][j].n and not math.isnan(stats[i][j].mean)]
+            scored = [
+                (col.best(stats[i][j].mean), i) for i in members if stats[i][j].n and not math.isnan(stats[i][j].mean)
+            ]
             if len(scored) > 1:
                 top = min(s for s, _ in scored)
                 highlight |= {(i, len(GROUP_HEADER) + j) for s, i in scored if s == top}
@@ -113,13 +123,19 @@ def inversion_table(groups: Sequence[Group]) -> Table | None:
         return None
     cols = []
     for a in _attacks(groups):
-        cols += [Column(f"{a} PSNR (dB)", PSNR, a, _lower, 1), Column(f"{a} SSIM", SSIM, a, _lower, 3),
-                 Column(f"{a} label acc", LABEL_ACC, a, _lower, 2)]
+        cols += [
+            Column(f"{a} PSNR (dB)", PSNR, a, _lower, 1),
+            Column(f"{a} SSIM", SSIM, a, _lower, 3),
+            Column(f"{a} label acc", LABEL_ACC, a, _lower, 2),
+        ]
     return build_table(
-        "inversion", "Which defense stops which attack: gradient inversion",
+        "inversion",
+        "Which defense stops which attack: gradient inversion",
         "Reconstruction quality of each attack and the accuracy of the labels it recovered (lower = "
         "better defense), mean ± std over seeds; the best defense per attack and dataset/model is highlighted.",
-        groups, cols)
+        groups,
+        cols,
+    )
 
 
 def membership_table(groups: Sequence[Group]) -> Table | None:
@@ -129,26 +145,36 @@ def membership_table(groups: Sequence[Group]) -> Table | None:
     cols = []
     for a in _attacks(groups):
         n_out = min((g.stat(a, "n_nonmembers").mean for g in groups if g.stat(a, "n_nonmembers").n), default=math.inf)
-        cols += [Column(f"{a} AUC", AUC, a, _to_half, 3), Column(f"{a} {tpr_label(0.001, n_out)}", TPR_01, a, _lower, 3),
-                 Column(f"{a} {tpr_label(0.01, n_out)}", TPR_1, a, _lower, 3)]
-    caption = ("AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
-               "rates (lower = better defense), mean ± std over seeds.")
+        cols += [
+            Column(f"{a} AUC", AUC, a, _to_half, 3),
+            Column(f"{a} {tpr_label(0.001, n_out)}", TPR_01, a, _lower, 3),
+            Column(f"{a} {tpr_label(0.01, n_out)}", TPR_1, a, _lower, 3),
+        ]
+    caption = (
+        "AUC (0.5 = chance; closest to 0.5 highlighted) and true-positive rate at low false-positive "
+        "rates (lower = better defense), mean ± std over seeds."
+    )
     if any(c.label.endswith("*") for c in cols):
         caption += f" {ZERO_FP_NOTE}."
     # a ROC significantly above the target's (epsilon, delta)-DP bound can only be a bug or an accounting error
-    above = [f"{a} ({g.dataset}, {g.model}, {g.defense} {g.setting})" for g in groups for a in g.attacks()
-             if g.stat(a, "bound_violated").mean > 0]
+    above = [
+        f"{a} ({g.dataset}, {g.model}, {g.defense} {g.setting})"
+        for g in groups
+        for a in g.attacks()
+        if g.stat(a, "bound_violated").mean > 0
+    ]
     if above:
-        caption += (f" WARNING: {'; '.join(above)} lies significantly above its DP bound: a bug or an"
-                    " accounting error.")
-    return build_table("membership", "Which defense stops which attack: membership inference", caption, groups,
-                       cols)
+        caption += f" WARNING: {'; '.join(above)} lies significantly above its DP bound: a bug or an accounting error."
+    return build_table("membership", "Which defense stops which attack: membership inference", caption, groups, cols)
 
 
 def epsilon_columns(groups: Sequence[Group]) -> list[Column]:
     """One ε column per unit the groups report (``fl.privacy_units``), then δ; none without DP."""
-    cols = [Column(f"ε per {unit_label(unit)}", names, "", None, 2) for unit, names in EPSILON.items()
-            if any(g.stat("", *names).n for g in groups)]
+    cols = [
+        Column(f"ε per {unit_label(unit)}", names, "", None, 2)
+        for unit, names in EPSILON.items()
+        if any(g.stat("", *names).n for g in groups)
+    ]
     return [*cols, Column("δ", DELTA, "", None, 2, "g", spread=False)] if cols else []
 
 
@@ -159,10 +185,13 @@ def federated_table(groups: Sequence[Group]) -> Table | None:
     cols = [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)]
     cols += [Column(f"{a} PSNR (dB)", ROUND_PSNR, a, _lower, 1) for a in _attacks(groups)]
     return build_table(
-        "federated", "Curious server in a federation: attack success and accuracy",
+        "federated",
+        "Curious server in a federation: attack success and accuracy",
         f"Final global accuracy, privacy budget ε at δ ({EPSILON_NOTE}), and the curious server's "
         "reconstruction PSNR of the captured client updates (lower = better defense), mean ± std over seeds.",
-        groups, cols)
+        groups,
+        cols,
+    )
 
 
 def utility_table(groups: Sequence[Group]) -> Table | None:
@@ -170,10 +199,13 @@ def utility_table(groups: Sequence[Group]) -> Table | None:
     if not groups:
         return None
     table = build_table(
-        "utility", "At what utility cost",
+        "utility",
+        "At what utility cost",
         "Test accuracy left by each defense setting (highest highlighted), its change against no "
         f"defense on the same dataset and model, and the privacy budget ε at δ where one applies ({EPSILON_NOTE}).",
-        groups, [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)])
+        groups,
+        [Column("Accuracy", ACCURACY, "", _higher, 3), *epsilon_columns(groups)],
+    )
     baseline = {(g.kind, g.dataset, g.model): g.stat("", *ACCURACY) for g in groups if g.defense == "none"}
     header = (*table.header[:4], "Kind", *table.header[4:5], "Δ vs none", *table.header[5:])
     rows = []
@@ -183,8 +215,7 @@ def utility_table(groups: Sequence[Group]) -> Table | None:
         delta = "-" if base is None or not base.n else f"{acc.mean - base.mean:+.3f}"
         rows.append([*row[:4], g.kind, row[4], delta, *row[5:]])
     highlight = {(i, j + 1 if j >= 4 else j) for i, j in table.highlight}
-    return Table(key=table.key, title=table.title, caption=table.caption, header=header, rows=rows,
-                 highlight=highlight)
+    return Table(key=table.key, title=table.title, caption=table.caption, header=header, rows=rows, highlight=highlight)
 
 
 def all_tables(groups: Sequence[Group]) -> list[Table]:

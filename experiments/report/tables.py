@@ -34,8 +34,7 @@ def format_table(
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [
-            "| " + " | ".join(_md(c, (i, j) in marked) for j, c in enumerate(row)) + " |"
-            for i, row in enumerate(cells)
+            "| " + " | ".join(_md(c, (i, j) in marked) for j, c in enumerate(row)) + " |" for i, row in enumerate(cells)
         ]
         return "\n".join(lines)
     if fmt == "csv":

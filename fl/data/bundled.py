@@ -24,9 +24,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 PER_CLASS = {"train": 8, "test": 2}
 
 
-def read_npz(
-    folder: Path, filename: str, split: str
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_npz(folder: Path, filename: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """One split of a bundled ``.npz`` (keys ``{split}_images``, ``{split}_labels``, ``classes``)."""
     path = folder / filename
     try:
@@ -38,9 +36,7 @@ def read_npz(
     return images, labels.astype(np.int64), classes
 
 
-def _sample(
-    name: str, filename: str, shape: tuple[int, int, int], classes: tuple[str, ...]
-) -> DatasetSource:
+def _sample(name: str, filename: str, shape: tuple[int, int, int], classes: tuple[str, ...]) -> DatasetSource:
     return DatasetSource(
         name=name,
         shape=shape,

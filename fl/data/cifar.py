@@ -52,15 +52,8 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data = _field(batch, "data", path)
     labels = np.asarray(_field(batch, label_key, path), dtype=np.int64)
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3072
-    ):
-        raise DataError(
-            f"{path}: 'data' must be uint8 of shape (N, 3072), got {getattr(data, 'shape', type(data))}"
-        )
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {getattr(data, 'shape', type(data))}")
     if labels.shape != (len(data),):
         raise DataError(f"{path} holds {len(data)} images but {labels.size} labels")
     return data.reshape(-1, 3, 32, 32), labels

@@ -23,23 +23,18 @@ class ImageDataset:
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.float32:
             raise DataError(
-                f"{self.name}: images must be float32 (N, C, H, W), got "
-                f"{self.images.dtype} {tuple(self.images.shape)}"
+                f"{self.name}: images must be float32 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.labels.shape != (self.images.shape[0],) or self.labels.dtype != torch.int64:
             raise DataError(
                 f"{self.name}: labels must be int64 of shape ({self.images.shape[0]},), got "
                 f"{self.labels.dtype} {tuple(self.labels.shape)}"
             )
-        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(
-            self.classes
-        ):
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
             raise DataError(f"{self.name}: labels fall outside 0..{len(self.classes) - 1}")
 
     @classmethod
-    def from_uint8(
-        cls, name: str, images: np.ndarray, labels: np.ndarray, classes: Sequence[str]
-    ) -> ImageDataset:
+    def from_uint8(cls, name: str, images: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> ImageDataset:
         """Build from ``uint8`` pixels ``(N, C, H, W)`` (scaled to ``[0, 1]``) and integer labels."""
         pixels = torch.from_numpy(np.asarray(images, dtype=np.float32)).div_(255.0)
         targets = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
@@ -61,9 +56,7 @@ class ImageDataset:
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageDataset:
         """The images at ``indices`` (e.g. one client's share from :func:`fl.data.partition`)."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ImageDataset(
-            name=self.name, images=self.images[idx], labels=self.labels[idx], classes=self.classes
-        )
+        return ImageDataset(name=self.name, images=self.images[idx], labels=self.labels[idx], classes=self.classes)
 
     def class_counts(self) -> np.ndarray:
         """Number of images per class, length :attr:`num_classes`."""

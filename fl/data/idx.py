@@ -32,14 +32,11 @@ def read_idx(path: str | Path, *, ndim: int) -> np.ndarray:
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != expected_magic:
         raise DataError(
-            f"{path} is not an IDX file of {ndim}-d unsigned bytes "
-            f"(magic {magic}, expected {expected_magic})"
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes (magic {magic}, expected {expected_magic})"
         )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(
-            f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header"
-        )
+        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     size = math.prod(dims)
     if len(raw) - header < size:

@@ -55,9 +55,7 @@ def read_idx_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, No
     images = read_idx(paths[0], ndim=3)
     labels = read_idx(paths[1], ndim=1)
     if len(images) != len(labels):
-        raise DataError(
-            f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels"
-        )
+        raise DataError(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels")
     return images[:, None], labels.astype(np.int64), None
 
 
@@ -78,7 +76,5 @@ def _source(
     )
 
 
-MNIST = register(
-    _source("mnist", "MNIST/raw", tuple(str(d) for d in range(10)), MNIST_MIRRORS, MNIST_MD5)
-)
+MNIST = register(_source("mnist", "MNIST/raw", tuple(str(d) for d in range(10)), MNIST_MIRRORS, MNIST_MD5))
 FMNIST = register(_source("fmnist", "FashionMNIST/raw", FMNIST_CLASSES, FMNIST_MIRRORS, FMNIST_MD5))

@@ -50,9 +50,7 @@ def partition(
     if int(num_clients) != num_clients or num_clients < 1:
         raise ConfigError(f"number of clients must be a positive integer, got {num_clients!r}")
     if num_clients > len(y):
-        raise ConfigError(
-            f"cannot split {len(y)} samples among {num_clients} clients: more clients than samples"
-        )
+        raise ConfigError(f"cannot split {len(y)} samples among {num_clients} clients: more clients than samples")
     rng = np.random.default_rng(seed)
     if scheme == "dirichlet":
         parts = fn(y, num_clients, rng, alpha=alpha, min_size=min_size)
@@ -66,9 +64,7 @@ def partition(
 def _as_labels(labels: object) -> np.ndarray:
     y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
     if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
-        raise ConfigError(
-            f"labels must be a 1-d integer array, got dtype {y.dtype} shape {y.shape}"
-        )
+        raise ConfigError(f"labels must be a 1-d integer array, got dtype {y.dtype} shape {y.shape}")
     if y.size and y.min() < 0:
         raise ConfigError("labels must be non-negative class indices")
     return y.astype(np.int64)
@@ -90,9 +86,7 @@ def dirichlet(
         raise ConfigError(f"dirichlet alpha must be a positive number, got {alpha!r}")
     need = max(1, min(10, len(y) // (2 * num_clients))) if min_size is None else int(min_size)
     if need * num_clients > len(y):
-        raise ConfigError(
-            f"dirichlet min_size {need} x {num_clients} clients exceeds the {len(y)} samples"
-        )
+        raise ConfigError(f"dirichlet min_size {need} x {num_clients} clients exceeds the {len(y)} samples")
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     for _ in range(MAX_DIRICHLET_DRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
@@ -112,20 +106,15 @@ def dirichlet(
 
 
 @PARTITIONS.register("shards")
-def shards(
-    y: np.ndarray, num_clients: int, rng: np.random.Generator, *, shards_per_client: int
-) -> list[np.ndarray]:
+def shards(y: np.ndarray, num_clients: int, rng: np.random.Generator, *, shards_per_client: int) -> list[np.ndarray]:
     """Single-class shards dealt at random, ``shards_per_client`` each (McMahan et al. 2017)."""
     if int(shards_per_client) != shards_per_client or shards_per_client < 1:
-        raise ConfigError(
-            f"shards per client must be a positive integer, got {shards_per_client!r}"
-        )
+        raise ConfigError(f"shards per client must be a positive integer, got {shards_per_client!r}")
     total = num_clients * shards_per_client
     classes, counts = np.unique(y, return_counts=True)
     if total > len(y):
         raise ConfigError(
-            f"{num_clients} clients x {shards_per_client} shards = {total} shards, "
-            f"more than the {len(y)} samples"
+            f"{num_clients} clients x {shards_per_client} shards = {total} shards, more than the {len(y)} samples"
         )
     if total < len(classes):
         raise ConfigError(

@@ -24,14 +24,27 @@ def partition_file_name(client: int) -> str:
 
 
 def save_partition_file(
-    path: str | Path, *, dataset: str, client: int, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray,
+    path: str | Path,
+    *,
+    dataset: str,
+    client: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: np.ndarray,
     tag: str = "",
 ) -> None:
     """Write ``client``'s records (images in ``[0, 1]``) to ``path`` atomically; ``tag``: how they were dealt."""
     pixels = torch.round(images * 255.0).clamp_(0, 255).to(torch.uint8).numpy()
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=pixels, labels=labels.numpy().astype(np.int64), indices=np.asarray(indices, np.int64),
-                        dataset=np.array(dataset), client=np.array(client), tag=np.array(tag))
+    np.savez_compressed(
+        buf,
+        images=pixels,
+        labels=labels.numpy().astype(np.int64),
+        indices=np.asarray(indices, np.int64),
+        dataset=np.array(dataset),
+        client=np.array(client),
+        tag=np.array(tag),
+    )
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -50,7 +63,8 @@ def load_partition_file(
         raise DataError(f"data-file {str(path)!r} is not a fedleak partition file ({err})") from None
     if found != dataset or owner != client:
         raise DataError(
-            f"data-file {str(path)!r} holds client {owner} of {found!r}, but this node is client {client} of a {dataset!r} run"
+            f"data-file {str(path)!r} holds client {owner} of {found!r}, "
+            f"but this node is client {client} of a {dataset!r} run"
         )
     if tag and dealt != tag:
         raise DataError(

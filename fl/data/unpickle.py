@@ -56,6 +56,4 @@ def load_pickle(path: str | Path) -> Any:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # a garbled pickle can fail in many ways; all mean a bad file
-        raise DataError(
-            f"{path} is not a valid CIFAR pickle: {type(exc).__name__}: {exc}"
-        ) from None
+        raise DataError(f"{path} is not a valid CIFAR pickle: {type(exc).__name__}: {exc}") from None

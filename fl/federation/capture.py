@@ -109,7 +109,6 @@ class CaptureWriter:
         save_tensors(path, delta, metadata={k: str(v) for k, v in meta.items()})
 
 
-
 class CaptureStore:
     """Read side: ``CaptureStore(run_dir).load(round, client)`` for attacks and membership inference."""
 
@@ -192,8 +191,10 @@ class CaptureStore:
         """``client``'s dropout masks in ``server_round`` (the oracle's bound; recorded only on request)."""
         path = _round_dir(self.truth, server_round) / f"{_client_name(client)}.masks.safetensors"
         if not path.is_file():
-            raise DataError(f"no dropout masks recorded for client {client} in round {server_round} "
-                            "(the oracle needs a federation run with record_masks)")
+            raise DataError(
+                f"no dropout masks recorded for client {client} in round {server_round} "
+                "(the oracle needs a federation run with record_masks)"
+            )
         return {k: v.float() for k, v in load_tensors(path).items()}
 
     def true_indices(self, server_round: int, client: int) -> np.ndarray:

@@ -69,7 +69,9 @@ class ClientSpec:
     lost: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (round, client) whose reply is lost
 
 
-def client_data(spec: ClientSpec, client: int, data_file: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def client_data(
+    spec: ClientSpec, client: int, data_file: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(images, labels, dataset_indices)`` of ``client``, loaded once per process.
 
     ``data_file`` (a SuperNode's ``data-file`` node config): the node's own partition, as written by
@@ -81,10 +83,14 @@ def client_data(spec: ClientSpec, client: int, data_file: str | None = None) -> 
 
         key = ("file", data_file)
         if key not in _DATA_CACHE:
-            _DATA_CACHE[key] = load_partition_file(data_file, dataset=spec.dataset, client=client, tag=spec.partition_tag)
+            _DATA_CACHE[key] = load_partition_file(
+                data_file, dataset=spec.dataset, client=client, tag=spec.partition_tag
+            )
         return _DATA_CACHE[key]
     if not spec.partitions:
-        raise ConfigError(f"client {client}: the run leaves the data to the nodes, but this node's config names no data-file")
+        raise ConfigError(
+            f"client {client}: the run leaves the data to the nodes, but this node's config names no data-file"
+        )
     key = (spec.dataset, spec.data_root or "")
     if key not in _DATA_CACHE:
         from fl.data import load_dataset
@@ -116,8 +122,13 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     store = client_store(spec.client_dir or cast(str | None, context.node_config.get("client-dir")), context)
     data_file = context.node_config.get("data-file")
     images, labels, indices = client_data(spec, client, str(data_file) if data_file else None)
-    record = open_record(store, client, client_secret(spec, context), spec.settings_tag,
-                         data=lambda: data_digest(images, labels, indices))
+    record = open_record(
+        store,
+        client,
+        client_secret(spec, context),
+        spec.settings_tag,
+        data=lambda: data_digest(images, labels, indices),
+    )
     turn = record.participations  # this participation's randomness is fresh, whatever the server sends
     # Flower's client mods (LocalDpMod, SecAgg+'s stochastic quantization) draw from NumPy's global
     # RNG after this handler returns: seed it from the client's key.
@@ -126,8 +137,10 @@ def handle_train(spec: ClientSpec, defense: Any, message: Message, context: Cont
     device = torch.device(spec.device)
     truth_dir = context.node_config.get("truth-dir") or spec.truth_dir
     if not spec.partitions and not truth_dir:
-        raise ConfigError(f"client {client}: the nodes hold the data, but this node's config names no truth-dir "
-                          "(where the client records what it trained on, for scoring afterwards)")
+        raise ConfigError(
+            f"client {client}: the nodes hold the data, but this node's config names no truth-dir "
+            "(where the client records what it trained on, for scoring afterwards)"
+        )
     masks: list[dict[str, torch.Tensor]] | None = [] if spec.record_masks and truth_dir else None
     model = model.to(device)
     model.load_state_dict(weights)

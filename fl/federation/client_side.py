@@ -81,7 +81,9 @@ class ClientKey:
         if secret is None:
             return cls(secrets.randbits(8 * KEY_BYTES))
         digest = hashlib.blake2b(
-            f"{tag}/{client}/{data}".encode(), key=bytes.fromhex(secret)[:64], digest_size=KEY_BYTES,
+            f"{tag}/{client}/{data}".encode(),
+            key=bytes.fromhex(secret)[:64],
+            digest_size=KEY_BYTES,
             person=b"fedleak-client",
         ).digest()
         return cls(int.from_bytes(digest, "big"))

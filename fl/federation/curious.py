@@ -58,7 +58,9 @@ class CuriousStrategy(StrategyWrapper):
         if messages:
             sent = messages[0].content
             asked = dict(next(iter(sent.config_records.values())))
-            self.record_global(server_round, record_arrays(sent).to_torch_state_dict(), asked, captured=sorted(self.capture))
+            self.record_global(
+                server_round, record_arrays(sent).to_torch_state_dict(), asked, captured=sorted(self.capture)
+            )
         return messages
 
     def record_global(
@@ -77,7 +79,11 @@ class CuriousStrategy(StrategyWrapper):
         which clients it sums (the round's survivors, which the server knows)."""
         if self.writer is not None:
             delta = {k: weights[k].float() - self._before[k].float() for k in weights}
-            meta = {"num_examples": num_examples, "num_clients": len(clients), "clients": ",".join(map(str, sorted(clients)))}
+            meta = {
+                "num_examples": num_examples,
+                "num_clients": len(clients),
+                "clients": ",".join(map(str, sorted(clients))),
+            }
             self.writer.write_update(server_round, AGGREGATE, delta, meta)
 
     def aggregate_train(

@@ -140,5 +140,8 @@ def secagg_round(
     if not strategy.results:
         return SecAggOutcome(None, replies)
     mean = parameters_to_ndarrays(strategy.results[0][1].parameters)
-    out = {k: torch.from_numpy(np.asarray(a)).to(w.dtype).reshape(w.shape) for (k, w), a in zip(weights.items(), mean, strict=True)}
+    out = {
+        k: torch.from_numpy(np.asarray(a)).to(w.dtype).reshape(w.shape)
+        for (k, w), a in zip(weights.items(), mean, strict=True)
+    }
     return SecAggOutcome(out, replies)

@@ -83,7 +83,12 @@ class ServerSpec:
 
 def build_strategy(spec: ServerSpec) -> Strategy:
     """Flower's FedAvg or FedProx on the Message API; sampling is done by the loop (see module doc)."""
-    common: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_train_nodes": 1, "min_available_nodes": 1}
+    common: dict[str, Any] = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": 1,
+        "min_available_nodes": 1,
+    }
     if spec.strategy == "fedprox":
         return FedProx(proximal_mu=spec.settings.proximal_mu, **common)
     return FedAvg(**common)
@@ -156,7 +161,13 @@ class FederationServer:
         return ckpt
 
     def _round(
-        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], ckpt: Checkpoint, model: torch.nn.Module
+        self,
+        server_round: int,
+        grid: Grid,
+        strategy: CuriousStrategy,
+        roster: dict[int, int],
+        ckpt: Checkpoint,
+        model: torch.nn.Module,
     ) -> Checkpoint:
         start = time.perf_counter()
         sampled, attacked, capture = self._plan(server_round)
@@ -181,7 +192,13 @@ class FederationServer:
         return sampled, attacked, capture
 
     def _exchange(
-        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
+        self,
+        server_round: int,
+        grid: Grid,
+        strategy: CuriousStrategy,
+        roster: dict[int, int],
+        sampled: list[int],
+        ckpt: Checkpoint,
     ) -> Exchange:
         """A Message API round: the strategy configures, clients train, the strategy aggregates."""
         node_of = {c: n for n, c in roster.items()}
@@ -203,7 +220,9 @@ class FederationServer:
 
         stray = [m for m in received if sender(m) < 0]
         if stray:
-            log.warning("round %d: %d repl(ies) answering none of this round's messages dropped", server_round, len(stray))
+            log.warning(
+                "round %d: %d repl(ies) answering none of this round's messages dropped", server_round, len(stray)
+            )
         received = sorted((m for m in received if sender(m) >= 0), key=sender)
         replies, errors = [], {}
         for msg in received:
@@ -220,7 +239,13 @@ class FederationServer:
         return Exchange(weights, replies, failed)
 
     def _failures(
-        self, server_round: int, sampled: list[int], answered: set[int], errors: dict[int, str | None], *, missing: str = ""
+        self,
+        server_round: int,
+        sampled: list[int],
+        answered: set[int],
+        errors: dict[int, str | None],
+        *,
+        missing: str = "",
     ) -> list[int]:
         """Sampled clients without a usable reply: an error, or no reply within the timeout (logged).
 
@@ -233,7 +258,13 @@ class FederationServer:
         return failed
 
     def _exchange_secagg(
-        self, server_round: int, grid: Grid, strategy: CuriousStrategy, roster: dict[int, int], sampled: list[int], ckpt: Checkpoint
+        self,
+        server_round: int,
+        grid: Grid,
+        strategy: CuriousStrategy,
+        roster: dict[int, int],
+        sampled: list[int],
+        ckpt: Checkpoint,
     ) -> Exchange:
         """A SecAgg+ round: the server (and its capture) only learns the weighted mean."""
         node_of = {c: n for n, c in roster.items() if c in sampled}
@@ -251,12 +282,17 @@ class FederationServer:
             seed=derive_seed(self.spec.seed, "secagg", server_round),
             timeout=self.spec.timeout,
         )
-        replies = [ClientReply(r.client, float(r.metrics.get("train-loss", math.nan)), dict(r.metrics)) for r in outcome.replies]
+        replies = [
+            ClientReply(r.client, float(r.metrics.get("train-loss", math.nan)), dict(r.metrics))
+            for r in outcome.replies
+        ]
         if outcome.weights is None:
             halted = "the SecAgg+ round halted: too few clients survived it"
             return Exchange(ckpt.weights, [], self._failures(server_round, sampled, set(), {}, missing=halted))
         survivors = {r.client for r in replies}
-        strategy.record_aggregate(server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), sorted(survivors))
+        strategy.record_aggregate(
+            server_round, outcome.weights, sum(r.num_examples for r in outcome.replies), sorted(survivors)
+        )
         dropped = "dropped out of the SecAgg+ round (an error, or no reply within the timeout)"
         return Exchange(outcome.weights, replies, self._failures(server_round, sampled, survivors, {}, missing=dropped))
 
@@ -265,7 +301,13 @@ class FederationServer:
         return {"client-rounds": self._planned[client]}
 
     def _evaluate(
-        self, server_round: int, model: torch.nn.Module, traffic: Exchange, sampled: list[int], attacked: list[int], ckpt: Checkpoint
+        self,
+        server_round: int,
+        model: torch.nn.Module,
+        traffic: Exchange,
+        sampled: list[int],
+        attacked: list[int],
+        ckpt: Checkpoint,
     ) -> dict[str, Any]:
         """The round's record: held-out accuracy and loss of the new global model, privacy spent."""
         model.load_state_dict(traffic.weights)
@@ -320,7 +362,9 @@ def _with_client_config(message: Message, extra: dict[str, Any]) -> Message:
     content = RecordDict(dict(message.content.items()))
     key = next(k for k, v in message.content.items() if isinstance(v, ConfigRecord))
     content[key] = ConfigRecord({**dict(cast(ConfigRecord, message.content[key])), **extra})
-    return Message(content=content, dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
+    return Message(
+        content=content, dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type
+    )
 
 
 def final_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:

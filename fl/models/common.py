@@ -18,7 +18,9 @@ def check_norm(norm: str) -> str:
 def check_norm_free(model: str, norm: str) -> None:
     """Refuse ``norm="batch"`` for a model without normalisation layers rather than ignore it."""
     if check_norm(norm) == "batch":
-        raise ConfigError(f"model {model} has no normalisation layers, so norm 'batch' does not apply; use none or group")
+        raise ConfigError(
+            f"model {model} has no normalisation layers, so norm 'batch' does not apply; use none or group"
+        )
 
 
 def norm2d(norm: str, channels: int) -> nn.Module:

@@ -79,6 +79,16 @@ def build_2nn(
     depth: int = 2,
     norm: str = "none",
 ) -> nn.Module:
-    """FedAvg's 2NN architecture: 2 x 200 ReLU with biases (He initialisation), dropout after every hidden activation."""
-    return build_mlp(in_shape=in_shape, num_classes=num_classes, dropout=dropout, hidden=hidden, depth=depth,
-                     bias=True, activation="relu", init="he", norm=norm)
+    """FedAvg's 2NN architecture: 2 x 200 ReLU with biases (He initialisation), dropout after every hidden
+    activation."""
+    return build_mlp(
+        in_shape=in_shape,
+        num_classes=num_classes,
+        dropout=dropout,
+        hidden=hidden,
+        depth=depth,
+        bias=True,
+        activation="relu",
+        init="he",
+        norm=norm,
+    )

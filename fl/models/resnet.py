@@ -34,7 +34,9 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, dropout: float, width: int, norm: str) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 3, padding=1, bias=False), norm2d(norm, width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_shape[0], width, 3, padding=1, bias=False), norm2d(norm, width), nn.ReLU()
+        )
         stages: list[nn.Module] = []
         c = width
         for i, mult in enumerate((1, 2, 4, 8)):

@@ -66,8 +66,26 @@ def test_same_seed_same_results_on_cpu(tmp_path) -> None:
     from fl.runs import load_tensors
 
     def run(seed: int, name: str) -> dict[str, torch.Tensor]:
-        args = ["--device", "cpu", "-q", "--seed", str(seed), "invert", "--dataset", "sample", "--attack", "ig,dia",
-                "--model-option", "hidden=32", "--index", "0..1", "--iters", "3", "--out", str(tmp_path / name)]
+        args = [
+            "--device",
+            "cpu",
+            "-q",
+            "--seed",
+            str(seed),
+            "invert",
+            "--dataset",
+            "sample",
+            "--attack",
+            "ig,dia",
+            "--model-option",
+            "hidden=32",
+            "--index",
+            "0..1",
+            "--iters",
+            "3",
+            "--out",
+            str(tmp_path / name),
+        ]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
         return load_tensors(tmp_path / name / "reconstructions.safetensors")

@@ -33,7 +33,10 @@ def test_data_cli_list_shows_folders_and_presence(data_root: Path) -> None:
 
 
 def test_data_cli_show_counts_per_client_with_totals() -> None:
-    code, out = run("--seed", "2", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--alpha", "0.5", "--format", "csv")  # fmt: skip
+    code, out = run(
+        "--seed", "2", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--alpha", "0.5",
+        "--format", "csv",
+    )  # fmt: skip
     assert code == 0, out
     first, table = out.split("\n", 1)
     assert first == "sample train: 80 images found; 4 clients, dirichlet alpha=0.5, seed 2"
@@ -43,13 +46,20 @@ def test_data_cli_show_counts_per_client_with_totals() -> None:
     assert total[:2] == ["total", "80"] and total[2:] == ["8"] * 10
     assert sum(int(r[1]) for r in body) == 80
     assert all(int(r[1]) == sum(map(int, r[2:])) for r in body)
-    _, again = run("--seed", "2", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--format", "csv")  # fmt: skip
-    _, other = run("--seed", "3", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--format", "csv")  # fmt: skip
+    _, again = run(
+        "--seed", "2", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--format", "csv"
+    )  # fmt: skip
+    _, other = run(
+        "--seed", "3", "datasets", "show", "sample", "--clients", "4", "--partition", "dirichlet", "--format", "csv"
+    )  # fmt: skip
     assert again == out and other.split("\n", 1)[1] != table
 
 
 def test_data_cli_show_real_partial_data(data_root: Path) -> None:
-    code, out = run("datasets", "show", "cifar10", "--data-dir", str(data_root), "--split", "test", "--partition", "shards", "--clients", "5")  # fmt: skip
+    code, out = run(
+        "datasets", "show", "cifar10", "--data-dir", str(data_root), "--split", "test", "--partition", "shards",
+        "--clients", "5",
+    )  # fmt: skip
     assert code == 0, out
     assert out.startswith("cifar10 test: 1017 images found (partial: the full split has 10000)")
     assert "| total | 1017 | 105 | 93 | 100 | 104 | 92 | 87 | 114 | 102 | 110 | 110 |" in out
@@ -83,9 +93,7 @@ def test_data_cli_bad_values_are_usage_errors(args: list[str], message: str) -> 
     assert message in out and "Traceback" not in out
 
 
-def test_data_cli_missing_files_offline_is_one_runtime_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_data_cli_missing_files_offline_is_one_runtime_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(url: str, dest: Path) -> str:
         raise URLError("offline")
 
@@ -102,9 +110,14 @@ def test_data_cli_show_summarises_many_classes(tmp_path: Path) -> None:
     folder.mkdir()
     labels = [i % 100 for i in range(300)]
     batch = {"data": np.zeros((300, 3072), np.uint8), "fine_labels": labels}
-    for name, obj in (("train", batch), ("test", batch), ("meta", {"fine_label_names": [f"c{i}" for i in range(100)]})):  # fmt: skip
+    for name, obj in (
+        ("train", batch), ("test", batch), ("meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
+    ):  # fmt: skip
         (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
-    code, out = run("datasets", "show", "cifar100", "--data-dir", str(tmp_path), "--clients", "3", "--partition", "shards", "--shards", "40", "--format", "csv")  # fmt: skip
+    code, out = run(
+        "datasets", "show", "cifar100", "--data-dir", str(tmp_path), "--clients", "3", "--partition", "shards",
+        "--shards", "40", "--format", "csv",
+    )  # fmt: skip
     assert code == 0, out
     rows = list(csv.reader(io.StringIO(out.split("\n", 1)[1])))
     assert rows[0] == ["client", "n", "classes present", "largest class", "largest share"]

@@ -45,9 +45,7 @@ def test_data_downloads_can_be_disabled(tmp_path: Path, monkeypatch: pytest.Monk
         load_dataset("cifar10", split="test", root=tmp_path, download=False)
 
 
-def test_data_checksum_mismatch_is_rejected(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_data_checksum_mismatch_is_rejected(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shared copies were recompressed, so their MD5 differs from the official one."""
     real_fetch = download.fetch
 
@@ -56,9 +54,7 @@ def test_data_checksum_mismatch_is_rejected(
 
     monkeypatch.setattr(download, "fetch", local_mirror)
     root = tmp_path / "root"
-    with pytest.raises(
-        DataError, match=r"checksum mismatch .*expected 9fb629c4189551a2d022fa330f9573f3"
-    ):
+    with pytest.raises(DataError, match=r"checksum mismatch .*expected 9fb629c4189551a2d022fa330f9573f3"):
         load_dataset("mnist", split="test", root=root)
     assert not root.exists()
 

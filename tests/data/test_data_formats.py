@@ -66,9 +66,7 @@ def test_data_restricted_unpickler_refuses_code_without_running_it(tmp_path: Pat
     with pytest.raises(DataError, match=r"test_batch.*refused to load global (posix|os)\.system"):
         load_dataset("cifar10", split="test", root=tmp_path, download=False)
     assert not marker.exists()
-    assert (
-        pickle.loads(pickle.dumps(Exploit(marker))) == 0 and marker.exists()
-    )  # the exploit is live
+    assert pickle.loads(pickle.dumps(Exploit(marker))) == 0 and marker.exists()  # the exploit is live
 
 
 def test_data_codecs_encode_is_admitted_for_latin1_only(tmp_path: Path) -> None:
@@ -83,10 +81,7 @@ def test_data_codecs_encode_is_admitted_for_latin1_only(tmp_path: Path) -> None:
 def test_data_restricted_unpickler_still_reads_real_batches(data_root: Path) -> None:
     batch = load_pickle(data_root / "cifar-10-batches-py" / "test_batch")
     assert batch["data"].shape == (1017, 3072) and batch["data"].dtype == np.uint8
-    assert (
-        load_pickle(data_root / "cifar-10-batches-py" / "batches.meta")["label_names"][0]
-        == "airplane"
-    )
+    assert load_pickle(data_root / "cifar-10-batches-py" / "batches.meta")["label_names"][0] == "airplane"
 
 
 @pytest.mark.parametrize(
@@ -107,9 +102,7 @@ def test_data_restricted_unpickler_still_reads_real_batches(data_root: Path) -> 
     ],
     ids=["empty", "truncated", "garbled", "not-a-dict", "bad-shape", "label-count"],
 )
-def test_data_bad_cifar_batch_is_one_clear_error(
-    tmp_path: Path, content: bytes, message: str
-) -> None:
+def test_data_bad_cifar_batch_is_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     (folder / "test_batch").write_bytes(content)
@@ -166,9 +159,7 @@ def test_data_mismatched_image_and_label_counts(tmp_path: Path) -> None:
         load_dataset("mnist", split="test", root=tmp_path, download=False)
 
 
-@pytest.mark.parametrize(
-    ("name", "shape"), [("sample", (3, 32, 32)), ("sample-fmnist", (1, 28, 28))]
-)
+@pytest.mark.parametrize(("name", "shape"), [("sample", (3, 32, 32)), ("sample-fmnist", (1, 28, 28))])
 def test_data_sample_needs_no_data_directory(
     name: str, shape: tuple[int, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,9 +179,7 @@ def test_data_sample_files_stay_small() -> None:
 
 
 def test_data_unknown_names_list_the_choices() -> None:
-    with pytest.raises(
-        ConfigError, match=r"unknown dataset 'imagenet'; valid choices: .*cifar10.*sample"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; valid choices: .*cifar10.*sample"):
         load_dataset("imagenet")
     with pytest.raises(ConfigError, match="unknown split 'val'; valid choices: train, test"):
         load_dataset("sample", split="val")

@@ -37,7 +37,9 @@ def test_data_iid_sizes_differ_by_at_most_one_and_accepts_tensors() -> None:
 
 def test_data_dirichlet_small_alpha_is_more_skewed() -> None:
     skew = {
-        alpha: np.mean([max_class_share(partition(LABELS, 10, scheme="dirichlet", alpha=alpha, seed=s), LABELS) for s in range(3)])
+        alpha: np.mean(
+            [max_class_share(partition(LABELS, 10, scheme="dirichlet", alpha=alpha, seed=s), LABELS) for s in range(3)]
+        )
         for alpha in (0.1, 1.0, 100.0)
     }  # fmt: skip
     assert skew[0.1] > 0.5 > skew[1.0] > skew[100.0]
@@ -45,17 +47,13 @@ def test_data_dirichlet_small_alpha_is_more_skewed() -> None:
 
 
 def test_data_dirichlet_respects_min_size() -> None:
-    sizes = [
-        len(p) for p in partition(LABELS, 20, scheme="dirichlet", alpha=0.1, min_size=1, seed=0)
-    ]
+    sizes = [len(p) for p in partition(LABELS, 20, scheme="dirichlet", alpha=0.1, min_size=1, seed=0)]
     assert min(sizes) < 40  # unconstrained, a client ends up small ...
     parts = partition(LABELS, 20, scheme="dirichlet", alpha=0.1, min_size=40, seed=0)
     assert min(len(p) for p in parts) >= 40  # ... redrawn until every client holds 40
     with pytest.raises(ConfigError, match="min_size 150 x 20 clients exceeds the 2000 samples"):
         partition(LABELS, 20, scheme="dirichlet", min_size=150)
-    with pytest.raises(
-        ConfigError, match="fewer than 19 samples in 1000 draws; use a larger alpha"
-    ):
+    with pytest.raises(ConfigError, match="fewer than 19 samples in 1000 draws; use a larger alpha"):
         partition(LABELS[:200], 10, scheme="dirichlet", alpha=0.01, min_size=19)
 
 

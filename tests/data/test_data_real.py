@@ -46,9 +46,7 @@ def test_data_mnist_test_is_float_in_unit_range(mnist_test: ImageDataset) -> Non
     ]
 
 
-def test_data_plain_idx_reads_like_gzip(
-    data_root: Path, tmp_path: Path, mnist_test: ImageDataset
-) -> None:
+def test_data_plain_idx_reads_like_gzip(data_root: Path, tmp_path: Path, mnist_test: ImageDataset) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
@@ -69,11 +67,7 @@ def test_data_cifar10_partial_counts_and_labels(
         train = load_dataset("cifar10", split="train", root=data_root, download=False)
     test = load_dataset("cifar10", split="test", root=data_root, download=False)
     assert (len(train), len(test)) == (5170, 1017)
-    assert (
-        train.shape == (3, 32, 32)
-        and train.classes[0] == "airplane"
-        and train.classes[9] == "truck"
-    )
+    assert train.shape == (3, 32, 32) and train.classes[0] == "airplane" and train.classes[9] == "truck"
     assert train.labels[:5].tolist() == [
         6,
         9,
@@ -96,9 +90,7 @@ def test_data_environment_variable_selects_the_root(
     assert torch.equal(again.labels, mnist_test.labels)
 
 
-@pytest.mark.skipif(
-    not FMNIST_DEB.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
-)
+@pytest.mark.skipif(not FMNIST_DEB.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_data_fmnist_from_debian_package(tmp_path: Path) -> None:
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)

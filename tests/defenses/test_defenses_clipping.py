@@ -107,7 +107,9 @@ def test_defenses_client_clipping_mod_keeps_a_zero_update(flower, clipping: str)
         assert reply.content.metric_records["metrics"][KEY_NORM_BIT] == 0
 
 
-@pytest.mark.parametrize(("clipping", "flower_mod"), [("client-fixed", fixedclipping_mod), ("client-adaptive", adaptiveclipping_mod)])
+@pytest.mark.parametrize(
+    ("clipping", "flower_mod"), [("client-fixed", fixedclipping_mod), ("client-adaptive", adaptiveclipping_mod)]
+)
 def test_defenses_client_clipping_mod_matches_flower_on_nonzero_updates(flower, clipping: str, flower_mod) -> None:
     mod = build_defense(DefenseConfig(name="dp-central", clipping=clipping)).client_mods()[0]
     for norm in (0.4, 3.0):  # below and above the bound

@@ -41,7 +41,9 @@ def _fedavg() -> FedAvg:
 
 def _round(flower, grid, strategy, server_round: int, updates: list[np.ndarray]) -> tuple[np.ndarray, list[Message]]:
     """One round on hand-made replies (weights 0 + update, unequal num-examples); (aggregate, replies)."""
-    messages = list(strategy.configure_train(server_round, ArrayRecord([np.zeros(SHAPE, np.float32)]), ConfigRecord(), grid))
+    messages = list(
+        strategy.configure_train(server_round, ArrayRecord([np.zeros(SHAPE, np.float32)]), ConfigRecord(), grid)
+    )
     replies = []
     for msg, update, n in zip(messages, updates, (10, 50, 90), strict=True):
         app = lambda m, c, u=update, n=n: flower.reply(m, [u.copy()], num_examples=n)  # noqa: E731
@@ -212,10 +214,21 @@ def _dp(clipping: str, clients: int, **options):
     return defense
 
 
-def _andrew_step(bound: float, *, unclipped: int, m: int, count_std: float, server_round: int, seed: int = 0,
-                 shapes=(SHAPE,), gamma: float = 0.5, lr: float = 0.2) -> float:
+def _andrew_step(
+    bound: float,
+    *,
+    unclipped: int,
+    m: int,
+    count_std: float,
+    server_round: int,
+    seed: int = 0,
+    shapes=(SHAPE,),
+    gamma: float = 0.5,
+    lr: float = 0.2,
+) -> float:
     """Andrew et al.'s bound update by hand: C exp(-lr (b~ - gamma)), b~ = (unclipped + N(0, count_std^2)) / m, the
-    count noise drawn from the round's generator right after the aggregate's noise (whose std does not change the draws)."""
+    count noise drawn from the round's generator right after the aggregate's noise (whose std does not change the
+    draws)."""
     rng = np.random.RandomState(derive_seed(seed, "server-noise", server_round))
     for shape in shapes:
         rng.normal(0, 1.0, shape)
@@ -235,12 +248,16 @@ def test_defenses_dp_central_adaptive_bound_shrinks_to_equal_update_norms(flower
 
 
 @pytest.mark.parametrize("clipping", ["adaptive", "client-adaptive"])
-@pytest.mark.parametrize(("gamma", "start", "between"), [(0.5, 4.0, (1.0, 1.1)), (0.5, 0.1, (1.0, 1.1)), (0.8, 0.5, (1.6, 1.7))])
+@pytest.mark.parametrize(
+    ("gamma", "start", "between"), [(0.5, 4.0, (1.0, 1.1)), (0.5, 0.1, (1.0, 1.1)), (0.8, 0.5, (1.6, 1.7))]
+)
 def test_defenses_dp_central_adaptive_bound_tracks_the_target_quantile_of_spread_norms(
     flower, grid, clipping: str, gamma: float, start: float, between: tuple[float, float]
 ) -> None:
     """20 clients with norms 0.1, 0.2, ..., 2.0: a fraction gamma of them is unclipped between the norms ``between``."""
-    defense = _dp(clipping, 20, noise_multiplier=Z, clipped_count_stddev=0.05, clipping_norm=start, target_quantile=gamma)
+    defense = _dp(
+        clipping, 20, noise_multiplier=Z, clipped_count_stddev=0.05, clipping_norm=start, target_quantile=gamma
+    )
     many = type(grid)(list(range(1, 21)))
     norms = np.linspace(0.1, 2.0, 20)
     bounds = []
@@ -264,7 +281,11 @@ def test_defenses_dp_central_adaptive_noise_is_z_update_times_the_bound_used(flo
         noise = aggregate - np.mean(received, axis=0)
         assert noise.std() == pytest.approx(z_update * bound / 3, rel=0.03)  # Flower: z_D x (the updated bound) / 3
         release = defense.last_release
-        assert release.released and release.clipping_norm == bound and release.noise_std == pytest.approx(z_update * bound / 3)
+        assert (
+            release.released
+            and release.clipping_norm == bound
+            and release.noise_std == pytest.approx(z_update * bound / 3)
+        )
         assert defense.strategy.clipping_norm < 0.8 * bound
         bound = defense.strategy.clipping_norm
 
@@ -283,8 +304,14 @@ def test_defenses_dp_central_incomplete_round_releases_nothing(flower, grid, cli
     assert metrics["releases"] == 0 and metrics["epsilon"] == 0 and metrics["clipping_norm"] == 1.0
     why = "1 of 3 sampled clients failed" if kind == "error" else "2 of 3 sampled clients replied"
     assert defense.last_release.to_dict() == {
-        "round": 1, "released": False, "noise_multiplier": 0.5, "clipping_norm": 1.0, "clients": 2, "sampled": 3,
-        "noise_std": 0.0, "reason": f"{why}; accounted central DP releases only complete rounds",
+        "round": 1,
+        "released": False,
+        "noise_multiplier": 0.5,
+        "clipping_norm": 1.0,
+        "clients": 2,
+        "sampled": 3,
+        "noise_std": 0.0,
+        "reason": f"{why}; accounted central DP releases only complete rounds",
         "update_noise_multiplier": 0.5 if "fixed" in clipping else (0.5**-2 - 2.0**-2) ** -0.5,
         "count_stddev": 0.0 if "fixed" in clipping else 1.0,
     }
@@ -314,11 +341,15 @@ def test_defenses_dp_central_epsilon_equals_a_fresh_accountant_of_the_releases(f
     )
     for x in releases:
         if x.released:
-            fresh.compose(GaussianPrivacyEvent(noise_multiplier=x.noise_multiplier, sample_size=x.clients, population_size=3))
+            fresh.compose(
+                GaussianPrivacyEvent(noise_multiplier=x.noise_multiplier, sample_size=x.clients, population_size=3)
+            )
     metrics = defense.server_metrics()
     assert metrics["releases"] == 4
     assert metrics["epsilon"] == pytest.approx(fresh.get_epsilon(1e-5), abs=1e-6)
-    assert fresh.get_epsilon(1e-5) == pytest.approx(gaussian_epsilon(noise_multiplier=z, releases=4, delta=1e-5), rel=0.05)
+    assert fresh.get_epsilon(1e-5) == pytest.approx(
+        gaussian_epsilon(noise_multiplier=z, releases=4, delta=1e-5), rel=0.05
+    )
 
 
 @pytest.mark.parametrize(("key", "value"), [("target_quantile", 0.0), ("target_quantile", 1.0), ("clip_norm_lr", 0.0)])

@@ -53,7 +53,9 @@ def _mlp() -> nn.Module:
 def _update(model: nn.Module) -> torch.Tensor:
     """The flat difference between ``model`` and the seeded initial weights of :func:`_mlp`."""
     start = _mlp()
-    return torch.cat([(p.detach() - s.detach()).flatten() for p, s in zip(model.parameters(), start.parameters(), strict=True)])
+    return torch.cat(
+        [(p.detach() - s.detach()).flatten() for p, s in zip(model.parameters(), start.parameters(), strict=True)]
+    )
 
 
 def test_defenses_make_private_trains_a_groupnorm_model() -> None:
@@ -64,8 +66,12 @@ def test_defenses_make_private_trains_a_groupnorm_model() -> None:
     x, y = _task()
     loader = DataLoader(TensorDataset(x, y), batch_size=16, generator=make_generator(1))
     model, optimizer, loader, engine = make_private(
-        model, torch.optim.Adam(model.parameters(), lr=0.01), loader,
-        noise_multiplier=0.3, max_grad_norm=1.0, noise_generator=make_generator(2),
+        model,
+        torch.optim.Adam(model.parameters(), lr=0.01),
+        loader,
+        noise_multiplier=0.3,
+        max_grad_norm=1.0,
+        noise_generator=make_generator(2),
     )
     loss_fn = nn.CrossEntropyLoss()
     with torch.no_grad():
@@ -80,9 +86,7 @@ def test_defenses_make_private_trains_a_groupnorm_model() -> None:
         assert float(loss_fn(model(x), y)) < 0.8 * before
     steps = sum(s for _, _, s in engine.accountant.history)
     assert 0 < steps <= 40  # Poisson loader: one step per batch slot, empty batches skipped
-    assert epsilon_of(engine, 1e-5) == pytest.approx(
-        epsilon_from_history([(0.3, 0.25, steps)], delta=1e-5)
-    )
+    assert epsilon_of(engine, 1e-5) == pytest.approx(epsilon_from_history([(0.3, 0.25, steps)], delta=1e-5))
 
 
 def test_defenses_make_private_target_epsilon_plans_the_noise() -> None:
@@ -151,23 +155,38 @@ def test_defenses_dp_local_refuses_batchnorm_in_one_line() -> None:
     assert "\n" not in str(err.value)
 
 
-def _local(defense, settings: TrainSettings, *, rounds: int, n: int = 64, participations: int | None = None,
-           seed: int = 0) -> tuple[list, dict]:
+def _local(
+    defense, settings: TrainSettings, *, rounds: int, n: int = 64, participations: int | None = None, seed: int = 0
+) -> tuple[list, dict]:
     """``participations`` rounds of the federation's local training of one client; (results, client state)."""
     x, y = _task(n)
     state: dict = {}
     results = []
     for turn in range(participations or rounds):
         model = _mlp()
-        results.append(train_local(model, x, y, torch.arange(n), settings, seed=seed + turn, defense=defense,
-                                   client_state=state, rounds=rounds))
+        results.append(
+            train_local(
+                model,
+                x,
+                y,
+                torch.arange(n),
+                settings,
+                seed=seed + turn,
+                defense=defense,
+                client_state=state,
+                rounds=rounds,
+            )
+        )
     return results, state
 
 
 @pytest.mark.parametrize(
     "settings",
-    [TrainSettings(local_steps=1, batch_size=16), TrainSettings(local_steps=20, batch_size=16),
-     TrainSettings(local_epochs=2, batch_size=16)],
+    [
+        TrainSettings(local_steps=1, batch_size=16),
+        TrainSettings(local_steps=20, batch_size=16),
+        TrainSettings(local_epochs=2, batch_size=16),
+    ],
     ids=["1-step", "20-steps", "2-epochs"],
 )
 def test_defenses_dp_local_target_epsilon_holds_whatever_the_step_settings(settings: TrainSettings) -> None:
@@ -186,7 +205,7 @@ def test_defenses_dp_local_empty_poisson_batch_is_a_noise_only_step_and_is_accou
     defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
     results, state = _local(defense, TrainSettings(local_epochs=1, batch_size=1), rounds=10, n=3)
     assert [r.steps for r in results] == [3] * 10  # one step per Poisson batch slot, empty or not
-    (sigma, rate, steps), = state[HISTORY_KEY]
+    ((sigma, rate, steps),) = state[HISTORY_KEY]
     assert (sigma, rate, steps) == (1.0, pytest.approx(1 / 3), 30)
     assert any(len(r.indices) < 3 for r in results)  # some rounds did draw empty or short batches
 
@@ -203,8 +222,16 @@ def test_defenses_dp_local_fedprox_term_reaches_the_update_after_the_noise() -> 
         train_local(model, x, y, torch.arange(len(y)), settings, seed=11, defense=defense, client_state={})
         weights[m] = [p.detach().clone() for p in model.parameters()]
     one_step = _mlp()
-    train_local(one_step, x, y, torch.arange(len(y)), TrainSettings(local_steps=1, batch_size=16, lr=lr), seed=11,
-                defense=defense, client_state={})
+    train_local(
+        one_step,
+        x,
+        y,
+        torch.arange(len(y)),
+        TrainSettings(local_steps=1, batch_size=16, lr=lr),
+        seed=11,
+        defense=defense,
+        client_state={},
+    )
     start = _mlp()
     assert not all(torch.equal(a, b) for a, b in zip(weights[0.0], weights[mu], strict=True))
     for w0, w1, a, b in zip(start.parameters(), one_step.parameters(), weights[0.0], weights[mu], strict=True):
@@ -222,10 +249,13 @@ def test_defenses_dp_local_client_refuses_to_train_past_its_target_epsilon() -> 
     assert sum(s for _, _, s in state[HISTORY_KEY]) == 2 * 3  # nothing more was spent
 
 
-@pytest.mark.parametrize(("target", "n", "settings"), [
-    (0.5, 64, TrainSettings(local_steps=5, batch_size=16)),
-    (4.0, 93, TrainSettings(local_epochs=1, batch_size=1)),  # 93 batches: Opacus' sampler takes 92 steps
-])
+@pytest.mark.parametrize(
+    ("target", "n", "settings"),
+    [
+        (0.5, 64, TrainSettings(local_steps=5, batch_size=16)),
+        (4.0, 93, TrainSettings(local_epochs=1, batch_size=1)),  # 93 batches: Opacus' sampler takes 92 steps
+    ],
+)
 def test_defenses_dp_local_target_epsilon_within_one_percent_for_small_targets_and_odd_loaders(target, n, settings):
     defense = build_defense(DefenseConfig(name="dp-local", target_epsilon=target))
     results, state = _local(defense, settings, rounds=2, n=n)

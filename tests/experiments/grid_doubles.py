@@ -50,16 +50,21 @@ class ToyKind(CellKind):
         return ["ig", "dia", "loss"]
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
-        values: dict[str, Any] = {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks,
-                                  "seed": spec.seed}
+        values: dict[str, Any] = {
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "attacks": spec.attacks,
+            "seed": spec.seed,
+        }
         if spec.defense.name == "dropout":
             values["dropout"] = spec.defense.dropout
         if spec.defense.name == "dp-local" and spec.defense.target_epsilon is not None:
             values["target_epsilon"] = spec.defense.target_epsilon
         return values
 
-    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
-            progress: bool) -> Mapping[str, Any]:
+    def run(
+        self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
+    ) -> Mapping[str, Any]:
         self.calls += 1
         if self.interrupt_on_call and self.calls == self.interrupt_on_call:
             raise KeyboardInterrupt

@@ -110,7 +110,7 @@ def test_a_dia_with_options_is_named_in_the_report(tmp_path: Path) -> None:
     path.write_text(
         '[scenario]\nname = "readout"\nseeds = [0]\n[defenses.dropout]\ndropout = [0.25]\n'
         '[[inversion]]\ndatasets = ["sample"]\nmodels = ["mlp"]\nattacks = ["ig", "dia"]\ndefenses = ["dropout"]\n'
-        'budget = { iterations = 2, images = 1 }\n'
+        "budget = { iterations = 2, images = 1 }\n"
         'options = { mask_readout = true, layer_weights = "balanced", model_options = { hidden = 32, depth = 2 } }\n'
     )
     runner = CliRunner()
@@ -126,12 +126,16 @@ def test_a_dia_with_options_is_named_in_the_report(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("block", "needle"),
     [
-        ('[membership]\ndatasets = ["sample-fmnist"]\nmodels = ["mlp"]\nattacks = ["loss"]\n'
-         'budget = { pool = 500 }\n',
-         "membership cell sample-fmnist/mlp (none): pool_size 500 + population_size 0 exceeds the 100 records"),
-        ('[defenses.dropout]\ndropout = [0.25]\n[inversion]\ndatasets = ["sample"]\nmodels = ["mlp"]\n'
-         'attacks = ["ig"]\ndefenses = ["dropout"]\nbudget = { images = 200 }\n',
-         "inversion cell sample/mlp (dropout dropout=0.25): index 199 is past the end of sample test"),
+        (
+            '[membership]\ndatasets = ["sample-fmnist"]\nmodels = ["mlp"]\nattacks = ["loss"]\n'
+            "budget = { pool = 500 }\n",
+            "membership cell sample-fmnist/mlp (none): pool_size 500 + population_size 0 exceeds the 100 records",
+        ),
+        (
+            '[defenses.dropout]\ndropout = [0.25]\n[inversion]\ndatasets = ["sample"]\nmodels = ["mlp"]\n'
+            'attacks = ["ig"]\ndefenses = ["dropout"]\nbudget = { images = 200 }\n',
+            "inversion cell sample/mlp (dropout dropout=0.25): index 199 is past the end of sample test",
+        ),
     ],
 )
 def test_cells_the_data_cannot_serve_stop_the_run_before_any_cell(tmp_path: Path, block: str, needle: str) -> None:
@@ -176,11 +180,13 @@ def test_demo_output_holds_the_federation_rows(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("FEDLEAK_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "tiny.toml"
     path.write_text(FEDERATION_DEMO)
-    result = CliRunner().invoke(cli, ["-q", "--device", "cpu", "demo", "--scenario", str(path), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["-q", "--device", "cpu", "demo", "--scenario", str(path), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     out = result.output
-    fed = out[out.index("### Curious server in a federation"):]
+    fed = out[out.index("### Curious server in a federation") :]
     assert "| sample | mlp | dropout | dropout=0.25 |" in fed and "dia PSNR (dB)" in fed
-    mia = out[out.index("### Which defense stops which attack: membership inference"):]
+    mia = out[out.index("### Which defense stops which attack: membership inference") :]
     assert "| sample-fmnist | 2nn | none | global model of 2 clients |" in mia
     assert (tmp_path / "o" / "report.html").is_file()

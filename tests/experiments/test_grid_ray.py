@@ -23,13 +23,13 @@ def test_ray_executor_needs_an_address() -> None:
 def test_ray_executor_runs_every_cell(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     path = os.pathsep.join(sys.path)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         kinds = toy_kinds()
         cells = expand(parse_scenario(TOY_SCENARIO, kinds=kinds.names()), kinds=kinds)
-        summary = run_grid(cells, tmp_path, kinds=kinds,
-                           options=RunOptions(executor="ray", address="auto", jobs=2, progress=False))
+        summary = run_grid(
+            cells, tmp_path, kinds=kinds, options=RunOptions(executor="ray", address="auto", jobs=2, progress=False)
+        )
     finally:
         ray.shutdown()
     assert (summary.done, summary.failed) == (6, 0)

@@ -56,7 +56,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path) -> None:
 
 def test_failed_cell_is_stored_and_retried(tmp_path: Path) -> None:
     kinds = toy_kinds()
-    text = TOY_SCENARIO.replace('budget = { iterations = 5 }', 'options = { fail = true }')
+    text = TOY_SCENARIO.replace("budget = { iterations = 5 }", "options = { fail = true }")
     cells = _cells(kinds, text)[:2]
     summary = run_grid(cells, tmp_path, kinds=kinds, options=RunOptions(progress=False))
     assert summary.failed == 2

@@ -18,8 +18,15 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     return subprocess.run([BROWSER, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -27,13 +34,20 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     kinds = toy_kinds()
     run = tmp_path / "run"
-    run_scenario(parse_scenario(TOY_SCENARIO, kinds=kinds.names()), run, kinds=kinds,
-                 options=RunOptions(progress=False))
+    run_scenario(
+        parse_scenario(TOY_SCENARIO, kinds=kinds.names()), run, kinds=kinds, options=RunOptions(progress=False)
+    )
     page = run / "report.html"
     page.write_text(html_report(open_run(run)))
     dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout
-    for heading in ("fedleak report: toy", "Which defense stops which attack", "At what utility cost",
-                    "Figures", "Scenario", "Environment"):
+    for heading in (
+        "fedleak report: toy",
+        "Which defense stops which attack",
+        "At what utility cost",
+        "Figures",
+        "Scenario",
+        "Environment",
+    ):
         assert heading in dom
     assert dom.count("<img") >= 1 and 'class="best"' in dom
     shot = tmp_path / "shot.png"

@@ -11,8 +11,26 @@ from grid_doubles import TOY_SCENARIO, toy_kinds
 from experiments.grid import expand, parse_scenario
 from experiments.store import SCHEMA_VERSION, ResultStore
 
-CELL_COLUMNS = ["key", "kind", "dataset", "model", "defense", "setting", "seed", "config", "labels", "status",
-                "summary", "error", "started", "finished", "wall_s", "device", "versions", "host"]
+CELL_COLUMNS = [
+    "key",
+    "kind",
+    "dataset",
+    "model",
+    "defense",
+    "setting",
+    "seed",
+    "config",
+    "labels",
+    "status",
+    "summary",
+    "error",
+    "started",
+    "finished",
+    "wall_s",
+    "device",
+    "versions",
+    "host",
+]
 
 
 def test_schema_matches_the_documented_columns(tmp_path: Path) -> None:
@@ -35,9 +53,15 @@ def test_cells_round_trip_with_metrics_inf_and_nan(tmp_path: Path) -> None:
         store.add_cells(cells)  # idempotent
         assert store.counts() == {"pending": 6, "running": 0, "done": 0, "failed": 0}
         store.mark_running(cells[0].key, device="cpu", host="h")
-        store.record_done(cells[0].key, summary={"epsilon": "inf"},
-                          metrics={"": {"epsilon": math.inf, "x": math.nan}, "ig": {"psnr_mean": 31.5}},
-                          wall_s=1.5, device="cpu", versions={"torch": "2"}, host="h")
+        store.record_done(
+            cells[0].key,
+            summary={"epsilon": "inf"},
+            metrics={"": {"epsilon": math.inf, "x": math.nan}, "ig": {"psnr_mean": 31.5}},
+            wall_s=1.5,
+            device="cpu",
+            versions={"torch": "2"},
+            host="h",
+        )
         store.set_meta({"scenario_name": "toy"})
     with ResultStore(tmp_path) as store:
         (rec,) = store.records()

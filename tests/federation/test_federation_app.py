@@ -36,8 +36,16 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
     client_app = _load(flwr_app["components"]["clientapp"])
     assert isinstance(server_app, ServerApp) and isinstance(client_app, ClientApp)
     run_config = {
-        **flwr_app["config"], "dataset": "sample", "model": "mlp", "clients": 2, "rounds": 2,
-        "local-steps": 1, "batch-size": 4, "capture": "attacked", "attack-clients": 1, "out": str(tmp_path),
+        **flwr_app["config"],
+        "dataset": "sample",
+        "model": "mlp",
+        "clients": 2,
+        "rounds": 2,
+        "local-steps": 1,
+        "batch-size": 4,
+        "capture": "attacked",
+        "attack-clients": 1,
+        "out": str(tmp_path),
         "defense": defense,
     }
     cfg = config_from_run_config(run_config)
@@ -51,7 +59,9 @@ def test_federation_flower_app_loads_from_pyproject_and_runs(tmp_path, defense):
     assert CaptureStore(tmp_path).rounds() == [1, 2]
     assert (CaptureStore(tmp_path).clients(2) == ["aggregate"]) == (defense == "secagg")
     assert config_from_run_config(flwr_app["config"]) == SimulationConfig(attack_clients=1)  # the CLI's defaults
-    assert "federations" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]  # flwr 1.42 would migrate them
+    assert (
+        "federations" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]
+    )  # flwr 1.42 would migrate them
     with pytest.raises(ConfigError, match="unknown run-config key 'epochs'"):
         config_from_run_config({"epochs": 3})
     # the clients kept their keys and accountants in Flower's per-run context state, not on the server's disk
@@ -66,8 +76,14 @@ def test_federation_run_config_refuses_the_clients_secret() -> None:
 
 
 def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -> None:
-    cfg = config_from_run_config({"model-options": "bias=true, hidden=16", "attack": "dia", "attack-clients": 1,
-                                  "attack-options": "layer_weights=balanced,mask_step_size=0.3"})
+    cfg = config_from_run_config(
+        {
+            "model-options": "bias=true, hidden=16",
+            "attack": "dia",
+            "attack-clients": 1,
+            "attack-options": "layer_weights=balanced,mask_step_size=0.3",
+        }
+    )
     assert cfg.model_options == {"bias": True, "hidden": 16}
     assert cfg.attack_options == {"layer_weights": "balanced", "mask_step_size": 0.3}
     with pytest.raises(ConfigError, match="run-config key 'model-options': 'bias' is not KEY=VALUE"):
@@ -80,14 +96,20 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
     ("args", "message"),
     [
         (["--fraction", "1.5"], "--fraction must be in (0, 1]"),
-        (["--clients", "4", "--fraction", "0.5", "--attack", "ig", "--attack-clients", "3"], "--attack-clients 3 exceeds"),
+        (
+            ["--clients", "4", "--fraction", "0.5", "--attack", "ig", "--attack-clients", "3"],
+            "--attack-clients 3 exceeds",
+        ),
         (["--defense", "dp-local", "--target-epsilon", "0"], "target_epsilon=0"),
         (["--defense", "nonsense"], "nonsense"),
         (["--attack-rounds", "1,x"], "--attack-rounds"),
         (["--client-examples", "-1"], "--client-examples must be >= 0"),
         (["--attack", "ig", "--attack-iters", "0"], "--attack-iters must be >= 1"),
         (["--client-secret-file", "/nonexistent/secret"], "cannot read the client secret file '/nonexistent/secret'"),
-        (["--defense", "ldp", "--sensitivity", "1.0"], "sensitivity=1.0 is invalid; expected >= 2 x clipping_norm = 2.0"),
+        (
+            ["--defense", "ldp", "--sensitivity", "1.0"],
+            "sensitivity=1.0 is invalid; expected >= 2 x clipping_norm = 2.0",
+        ),
         (["--defense", "dp-central", "--clipping", "adaptive", "--target-quantile", "1.0"], "target_quantile=1.0"),
     ],
 )
@@ -107,7 +129,11 @@ def test_federation_flower_app_bundle_carries_every_module_of_the_project() -> N
     from flwr.cli.build import build_fab_from_disk
 
     names = set(zipfile.ZipFile(io.BytesIO(build_fab_from_disk(REPO))).namelist())
-    modules = {p.relative_to(REPO).as_posix() for pkg in ("fl", "attacks", "defenses", "experiments")
-               for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts}
+    modules = {
+        p.relative_to(REPO).as_posix()
+        for pkg in ("fl", "attacks", "defenses", "experiments")
+        for p in (REPO / pkg).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert "fl/data/partition_file.py" in modules and "fl/data/load.py" in modules
     assert modules - names == set()

@@ -18,11 +18,22 @@ def _one_round(run_dir, spec: ModelSpec, data) -> None:
     """One captured FedSGD round of two clients with 4 bundled images each (batch 4, one step)."""
     parts = tuple(np.array_split(np.arange(8), 2))
     server = FederationServer(
-        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"),
-        run_dir=run_dir, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+        spec=ServerSpec(
+            model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=1, batch_size=4), capture="all"
+        ),
+        run_dir=run_dir,
+        initial_weights=spec.build().state_dict(),
+        test_data=(data.images, data.labels),
     )
     write_partitions(run_dir / "truth", "sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run_dir / "truth"))), 2))
+    server.run(
+        InlineGrid(
+            make_client_app(
+                ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run_dir / "truth"))
+            ),
+            2,
+        )
+    )
 
 
 def test_federation_attack_optimizes_in_the_requested_threads_and_restores_them(tmp_path, monkeypatch):

@@ -31,8 +31,26 @@ from fl.federation.settings import ModelSpec, TrainSettings
 from fl.models import record_masks, recorded_masks, set_dropout_generator
 from fl.seed import derive_seed, make_generator, private_generator
 
-BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "2", "--engine", "inline", "--capture", "all",
-        "--rounds", "1", "--local-steps", "1", "--batch-size", "4", "--lr", "0.1"]
+BASE = [
+    "-q",
+    "simulate",
+    "--dataset",
+    "sample",
+    "--clients",
+    "2",
+    "--engine",
+    "inline",
+    "--capture",
+    "all",
+    "--rounds",
+    "1",
+    "--local-steps",
+    "1",
+    "--batch-size",
+    "4",
+    "--lr",
+    "0.1",
+]
 SECRET = "00112233445566778899aabbccddeeff"
 
 
@@ -95,7 +113,9 @@ def test_curious_server_cannot_regenerate_dropout_masks(tmp_path):
         cap = store.load(1, client)
         idx = torch.as_tensor(store.true_indices(1, client))  # evaluation truth: the batch the client used
 
-        def replay(generator: torch.Generator, cap=cap, idx=idx) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        def replay(
+            generator: torch.Generator, cap=cap, idx=idx
+        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
             """The client's one SGD step with dropout masks drawn from ``generator``: (masks, update)."""
             model = cap.model.build()
             model.load_state_dict(cap.weights_before)
@@ -118,7 +138,16 @@ def test_curious_server_cannot_regenerate_dropout_masks(tmp_path):
 
 def test_client_secret_is_in_no_file_of_the_servers_side(tmp_path, monkeypatch):
     secret_file = _secret_file(tmp_path)
-    argv = ["fedleak", *BASE, "--defense", "dropout", "--client-secret-file", secret_file, "--out", str(tmp_path / "run")]
+    argv = [
+        "fedleak",
+        *BASE,
+        "--defense",
+        "dropout",
+        "--client-secret-file",
+        secret_file,
+        "--out",
+        str(tmp_path / "run"),
+    ]
     monkeypatch.setattr("sys.argv", argv)  # env.json records the command line
     _run(tmp_path / "run", "--defense", "dropout", "--client-secret-file", secret_file)
     run = tmp_path / "run"
@@ -133,8 +162,9 @@ def test_client_secret_is_in_no_file_of_the_servers_side(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("secret", ["5", "0123456789abcdef", "zz" * 16, "abc" * 11])
 def test_a_short_or_malformed_client_secret_is_refused_in_one_line(tmp_path, secret):
-    result = CliRunner().invoke(cli, [*BASE, "--client-secret-file", _secret_file(tmp_path, secret),
-                                      "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        cli, [*BASE, "--client-secret-file", _secret_file(tmp_path, secret), "--out", str(tmp_path / "run")]
+    )
     assert result.exit_code == 2, result.output
     assert "a client secret must be an even number of at least 32 hex digits (128 bits)" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
@@ -170,8 +200,9 @@ def test_resume_refuses_another_client_secret(tmp_path):
     run = str(tmp_path / "run")
     result = CliRunner().invoke(cli, [*BASE, "--rounds", "2", "--stop-after-round", "1", "--out", run])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, [*BASE, "--rounds", "2", "--client-secret-file", _secret_file(tmp_path),
-                                      "--resume", "--out", run])
+    result = CliRunner().invoke(
+        cli, [*BASE, "--rounds", "2", "--client-secret-file", _secret_file(tmp_path), "--resume", "--out", run]
+    )
     assert result.exit_code == 2
     assert "--resume with a client secret other than the one the run's clients hold" in result.output
     assert "Traceback" not in result.output
@@ -202,8 +233,11 @@ SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 16, "de
 
 
 def _train_message(weights: dict[str, torch.Tensor], server_round: int) -> Message:
-    config = {**TrainSettings(local_steps=2, batch_size=8, lr=0.1).to_config(), "server-round": server_round,
-              "client-rounds": 1}
+    config = {
+        **TrainSettings(local_steps=2, batch_size=8, lr=0.1).to_config(),
+        "server-round": server_round,
+        "client-rounds": 1,
+    }
     content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)})
     return Message(content, dst_node_id=1000, message_type=MessageType.TRAIN)
 
@@ -211,8 +245,13 @@ def _train_message(weights: dict[str, torch.Tensor], server_round: int) -> Messa
 def test_a_server_cannot_reset_or_replay_the_clients_accountant(tmp_path):
     """The same round sent three times gets fresh noise and is accounted every time."""
     defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=1.0))
-    spec = ClientSpec(model=SPEC, dataset="sample", partitions=(np.arange(40), np.arange(40, 80)), client_secret=SECRET,
-                      client_dir=str(tmp_path / "clients"))
+    spec = ClientSpec(
+        model=SPEC,
+        dataset="sample",
+        partitions=(np.arange(40), np.arange(40, 80)),
+        client_secret=SECRET,
+        client_dir=str(tmp_path / "clients"),
+    )
     grid = InlineGrid(make_client_app(spec, defense), 2)
     torch.manual_seed(0)
     weights = {k: v.clone() for k, v in SPEC.build().state_dict().items()}
@@ -231,8 +270,12 @@ def test_a_server_cannot_reset_or_replay_the_clients_accountant(tmp_path):
 @pytest.mark.parametrize("store_dir", [True, False])
 def test_client_record_lives_on_the_clients_side(tmp_path, store_dir):
     """With a client directory the record is a file there; without one, Flower's per-run context state."""
-    spec = ClientSpec(model=SPEC, dataset="sample", partitions=(np.arange(40), np.arange(40, 80)),
-                      client_dir=str(tmp_path / "clients") if store_dir else None)
+    spec = ClientSpec(
+        model=SPEC,
+        dataset="sample",
+        partitions=(np.arange(40), np.arange(40, 80)),
+        client_dir=str(tmp_path / "clients") if store_dir else None,
+    )
     grid = InlineGrid(make_client_app(spec), 2)
     torch.manual_seed(0)
     weights = {k: v.clone() for k, v in SPEC.build().state_dict().items()}
@@ -246,11 +289,15 @@ def test_settings_tag_follows_what_the_clients_compute_only():
     from experiments.federated import SimulationConfig
 
     base = SimulationConfig(dataset="sample", clients=2, engine="inline")
-    same = [SimulationConfig(dataset="sample", clients=2, engine="ray", attack="ig", attack_clients=1, capture="all"),
-            SimulationConfig(dataset="sample", clients=2, engine="inline", stop_after_round=1, data_dir="data/")]
-    other = [SimulationConfig(dataset="sample", clients=2, engine="inline", seed=1),
-             SimulationConfig(dataset="sample", clients=2, engine="inline", train=TrainSettings(lr=0.1)),
-             SimulationConfig(dataset="sample", clients=3, engine="inline")]
+    same = [
+        SimulationConfig(dataset="sample", clients=2, engine="ray", attack="ig", attack_clients=1, capture="all"),
+        SimulationConfig(dataset="sample", clients=2, engine="inline", stop_after_round=1, data_dir="data/"),
+    ]
+    other = [
+        SimulationConfig(dataset="sample", clients=2, engine="inline", seed=1),
+        SimulationConfig(dataset="sample", clients=2, engine="inline", train=TrainSettings(lr=0.1)),
+        SimulationConfig(dataset="sample", clients=3, engine="inline"),
+    ]
     assert all(c.settings_tag() == base.settings_tag() for c in same)
     assert len({c.settings_tag() for c in [base, *other]}) == 4
 
@@ -273,8 +320,21 @@ def test_the_runs_epsilon_is_the_larger_of_the_clients_own_and_the_last_record(t
     from experiments.federated.run import summarise
     from fl.federation.checkpoint import Checkpoint
 
-    ckpt = Checkpoint(1, {}, [{"round": 1, "accuracy": 0.1, "loss": 2.0, "failed": [], "epsilon": 3.0,
-                               "epsilon_unit": "record", "delta": 1e-5}])
+    ckpt = Checkpoint(
+        1,
+        {},
+        [
+            {
+                "round": 1,
+                "accuracy": 0.1,
+                "loss": 2.0,
+                "failed": [],
+                "epsilon": 3.0,
+                "epsilon_unit": "record",
+                "delta": 1e-5,
+            }
+        ],
+    )
     assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=4.0)["epsilon"] == 4.0  # a lost last reply
     assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=2.0)["epsilon"] == 3.0
     assert summarise(ckpt, tmp_path, 1.0)["epsilon"] == 3.0

@@ -14,8 +14,20 @@ from experiments.cli import cli
 from experiments.cli.simulate import DEFENSE_OPTIONS
 from fl.federation.sampling import planned_rounds, sample_clients
 
-BASE = ["-q", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "3", "--engine", "inline",
-        "--batch-size", "16"]
+BASE = [
+    "-q",
+    "simulate",
+    "--dataset",
+    "sample",
+    "--model",
+    "mlp",
+    "--clients",
+    "3",
+    "--engine",
+    "inline",
+    "--batch-size",
+    "16",
+]
 
 
 def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type():
@@ -34,8 +46,21 @@ def test_federation_cli_attack_choices_are_the_configs():
 
 
 def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_path):
-    args = ["--rounds", "1", "--defense", "quantize", "--no-stochastic-rounding", "--quantize-bits", "4",
-            "--clipped-count-stddev", "0.5", "--accountant", "prv", "--out", str(tmp_path)]
+    args = [
+        "--rounds",
+        "1",
+        "--defense",
+        "quantize",
+        "--no-stochastic-rounding",
+        "--quantize-bits",
+        "4",
+        "--clipped-count-stddev",
+        "0.5",
+        "--accountant",
+        "prv",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, [*BASE, *args])
     assert result.exit_code == 0, result.output
     defense = json.loads((tmp_path / "config.json").read_text())["defense"]
@@ -47,8 +72,18 @@ def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_pat
 def test_federation_simulate_model_options_build_the_federated_model(tmp_path):
     from fl.federation.capture import CaptureStore
 
-    args = ["--rounds", "1", "--model-option", "bias=true", "--model-option", "hidden=16", "--capture", "all",
-            "--out", str(tmp_path)]
+    args = [
+        "--rounds",
+        "1",
+        "--model-option",
+        "bias=true",
+        "--model-option",
+        "hidden=16",
+        "--capture",
+        "all",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, [*BASE, *args])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["model_options"] == {"bias": True, "hidden": 16}
@@ -59,7 +94,11 @@ def test_federation_simulate_model_options_build_the_federated_model(tmp_path):
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [("dropout=0.5", "--model-option dropout=... is set by --dropout"), ("colour=red", "colour"), ("bias", "is not KEY=VALUE")],
+    [
+        ("dropout=0.5", "--model-option dropout=... is set by --dropout"),
+        ("colour=red", "colour"),
+        ("bias", "is not KEY=VALUE"),
+    ],
 )
 def test_federation_simulate_bad_model_option_is_one_line_exit_2(tmp_path, option, message):
     result = CliRunner().invoke(cli, [*BASE, "--model-option", option, "--out", str(tmp_path)])
@@ -93,7 +132,9 @@ def test_federation_dp_local_target_epsilon_is_spent_by_the_last_planned_round(t
 
 
 def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_path):
-    result = CliRunner().invoke(cli, [*BASE, "--rounds", "1", "--defense", "prune", "--baseline", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, [*BASE, "--rounds", "1", "--defense", "prune", "--baseline", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     base = json.loads((tmp_path / "baseline" / "result.json").read_text())
     own = json.loads((tmp_path / "result.json").read_text())
@@ -105,8 +146,20 @@ def test_federation_simulate_baseline_reports_the_utility_cost_against_none(tmp_
 
 
 def test_federation_simulate_attack_options_reach_the_curious_servers_attack(tmp_path):
-    args = ["--rounds", "1", "--local-steps", "1", "--attack", "ig", "--attack-iters", "2",
-            "--attack-option", "layer_weights=balanced", "--out", str(tmp_path)]
+    args = [
+        "--rounds",
+        "1",
+        "--local-steps",
+        "1",
+        "--attack",
+        "ig",
+        "--attack-iters",
+        "2",
+        "--attack-option",
+        "layer_weights=balanced",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, [*BASE, *args])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["attack_options"] == {"layer_weights": "balanced"}
@@ -117,8 +170,22 @@ def test_federation_simulate_attack_options_reach_the_curious_servers_attack(tmp
 def test_federation_simulate_curious_server_recovers_batch_one_clients_analytically(tmp_path):
     """Phong et al.: a client that trains one example on an MLP with a first-layer bias gives its
     input away exactly to a server that divides a weight-gradient row by its bias entry."""
-    args = ["--rounds", "1", "--client-examples", "1", "--batch-size", "1", "--local-steps", "1",
-            "--model-option", "bias=true", "--attack", "analytic", "--out", str(tmp_path)]
+    args = [
+        "--rounds",
+        "1",
+        "--client-examples",
+        "1",
+        "--batch-size",
+        "1",
+        "--local-steps",
+        "1",
+        "--model-option",
+        "bias=true",
+        "--attack",
+        "analytic",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, [*BASE[:-2], *args])
     assert result.exit_code == 0, result.output
     history = json.loads((tmp_path / "result.json").read_text())["history"]
@@ -145,9 +212,32 @@ def test_federation_dp_local_client_with_an_empty_poisson_batch_is_attacked_but_
     noise only, so nothing can be scored, and the round says which clients went unscored."""
     secret = tmp_path / "secret"
     secret.write_text(f"{2:032x}\n")
-    args = ["--rounds", "1", "--clients", "4", "--client-examples", "2", "--batch-size", "1", "--local-steps", "1",
-            "--defense", "dp-local", "--noise-multiplier", "1.0", "--attack", "ig", "--attack-clients", "4",
-            "--attack-iters", "2", "--client-secret-file", str(secret), "--out", str(tmp_path / "run")]
+    args = [
+        "--rounds",
+        "1",
+        "--clients",
+        "4",
+        "--client-examples",
+        "2",
+        "--batch-size",
+        "1",
+        "--local-steps",
+        "1",
+        "--defense",
+        "dp-local",
+        "--noise-multiplier",
+        "1.0",
+        "--attack",
+        "ig",
+        "--attack-clients",
+        "4",
+        "--attack-iters",
+        "2",
+        "--client-secret-file",
+        str(secret),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(cli, [*BASE[:-2], *args])
     assert result.exit_code == 0, result.output
     (record,) = json.loads((tmp_path / "run" / "result.json").read_text())["history"]
@@ -158,7 +248,10 @@ def test_federation_dp_local_client_with_an_empty_poisson_batch_is_attacked_but_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--local-epochs", "2"], "8 local steps of batch 8 over 26 examples make several passes, reshuffled each time"),
+        (
+            ["--local-epochs", "2"],
+            "8 local steps of batch 8 over 26 examples make several passes, reshuffled each time",
+        ),
         (["--local-epochs", "1"], "a client with 26 examples and batch 8 trains a last batch of 2"),
         (["--local-steps", "5"], "5 local steps of batch 8 over 26 examples make several passes"),
     ],

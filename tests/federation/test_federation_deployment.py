@@ -25,8 +25,7 @@ from fl.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "00112233445566778899aabbccddeeff"
-COMMON = ("dataset='fmnist' clients=3 client-examples=8 local-steps=1 batch-size=4 lr=0.1 "
-          "capture='all' node-data=true")
+COMMON = "dataset='fmnist' clients=3 client-examples=8 local-steps=1 batch-size=4 lr=0.1 capture='all' node-data=true"
 
 
 def fmnist_folder(root: Path) -> Path:
@@ -45,6 +44,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
 
+
 pytestmark = pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps to check every process stopped")
 
 
@@ -52,12 +52,30 @@ def deploy(base: Path) -> LocalDeployment:
     """Export 3 clients' partitions, then start a SuperLink and 3 SuperNodes each holding one."""
     nodes = base / "nodes"
     data = fmnist_folder(base / "data")
-    res = CliRunner().invoke(cli, ["simulate", "--dataset", "fmnist", "--data-dir", str(data), "--clients", "3",
-                                   "--client-examples", "8", "--export-partitions", "--out", str(nodes)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--dataset",
+            "fmnist",
+            "--data-dir",
+            str(data),
+            "--clients",
+            "3",
+            "--client-examples",
+            "8",
+            "--export-partitions",
+            "--out",
+            str(nodes),
+        ],
+    )
     assert res.exit_code == 0, res.output
     (base / "secret").write_text(SECRET + "\n")
-    configs = [f"partition-id={i} data-file='{nodes / f'client_{i:04d}.npz'}' truth-dir='{base / 'node-truth'}' "
-               f"client-secret-file='{base / 'secret'}'" for i in range(3)]
+    configs = [
+        f"partition-id={i} data-file='{nodes / f'client_{i:04d}.npz'}' truth-dir='{base / 'node-truth'}' "
+        f"client-secret-file='{base / 'secret'}'"
+        for i in range(3)
+    ]
     return LocalDeployment(base / "flwr-home", configs)
 
 
@@ -79,8 +97,9 @@ def test_deployment_engine_runs_dp_local_rounds_captures_and_the_capture_is_atta
     dep, base = deployment
     run = base / "run"
     start = time.monotonic()
-    proc = dep.flwr_run(ROOT, f"{COMMON} rounds=2 defense='dp-local' noise-multiplier=1.0 data-dir='{base / 'data'}' "
-                              f"out='{run}'")
+    proc = dep.flwr_run(
+        ROOT, f"{COMMON} rounds=2 defense='dp-local' noise-multiplier=1.0 data-dir='{base / 'data'}' out='{run}'"
+    )
     try:
         output, _ = proc.communicate(timeout=240)
     finally:
@@ -93,15 +112,31 @@ def test_deployment_engine_runs_dp_local_rounds_captures_and_the_capture_is_atta
     # the server's side: every sampled client's update captured, no record of what they trained on
     for r in (1, 2):
         assert sorted(p.name for p in (run / "capture" / f"round_{r:04d}").glob("client_*")) == [
-            f"client_{c:04d}.safetensors" for c in range(3)]
+            f"client_{c:04d}.safetensors" for c in range(3)
+        ]
     assert not (run / "truth").exists()
     # each node recorded its truth on its own side; the experimenter joins it with who holds what
     node_truth = base / "node-truth"
     assert sorted(p.name for p in (node_truth / "round_0001").iterdir()) == [f"client_{c:04d}.json" for c in range(3)]
     shutil.copytree(node_truth, run / "truth")
     shutil.copytree(base / "nodes" / "truth", run / "truth", dirs_exist_ok=True)
-    res = CliRunner().invoke(cli, ["attack", str(run), "--attack", "ig", "--round", "1", "--client", "0", "--iters", "5",
-                                   "--data-dir", str(base / "data")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "attack",
+            str(run),
+            "--attack",
+            "ig",
+            "--round",
+            "1",
+            "--client",
+            "0",
+            "--iters",
+            "5",
+            "--data-dir",
+            str(base / "data"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "ig on round 1, client 0: PSNR" in res.output
 

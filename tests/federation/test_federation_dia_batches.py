@@ -20,11 +20,42 @@ def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
     run = tmp_path / "run"
     secret = tmp_path / "client_secret"  # a fixed clients' secret: the same masks and batches on every run
     secret.write_text("5eed" * 8 + "\n")
-    res = CliRunner().invoke(cli, [
-        "--device", "cpu", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "2",
-        "--client-examples", "8", "--batch-size", "4", "--local-steps", "2", "--lr", "0.1", "--rounds", "1",
-        "--capture", "all", "--defense", "dropout", "--dropout", "0.25", "--engine", "inline", "--client-secret-file", str(secret), "--out", str(run),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "simulate",
+            "--dataset",
+            "sample",
+            "--model",
+            "mlp",
+            "--clients",
+            "2",
+            "--client-examples",
+            "8",
+            "--batch-size",
+            "4",
+            "--local-steps",
+            "2",
+            "--lr",
+            "0.1",
+            "--rounds",
+            "1",
+            "--capture",
+            "all",
+            "--defense",
+            "dropout",
+            "--dropout",
+            "0.25",
+            "--engine",
+            "inline",
+            "--client-secret-file",
+            str(secret),
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
     train = load_dataset("sample", split="train")
@@ -53,8 +84,15 @@ def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) ->
     from fl.federation.settings import TrainSettings
 
     cfg = SimulationConfig(
-        dataset="sample", model="mlp", clients=2, rounds=1, client_examples=8, capture="all", engine="inline",
-        train=TrainSettings(local_steps=2, batch_size=4, lr=0.1), defense=DefenseConfig(name="dropout", dropout=0.25),
+        dataset="sample",
+        model="mlp",
+        clients=2,
+        rounds=1,
+        client_examples=8,
+        capture="all",
+        engine="inline",
+        train=TrainSettings(local_steps=2, batch_size=4, lr=0.1),
+        defense=DefenseConfig(name="dropout", dropout=0.25),
         client_secret="5eed" * 8,
     )
     plain = tmp_path / "plain"
@@ -70,6 +108,8 @@ def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) ->
     assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks.values())
     for a, b in zip(CaptureStore(plain).load(1, 0).update.values(), store.load(1, 0).update.values(), strict=True):
         assert torch.equal(a, b)  # recording changes nothing the server receives
-    psnr = {a: attack_captured(store, [(1, 0)], a, train.images, iters=100, train_labels=train.labels)[0].psnr
-            for a in ("dia", "oracle")}
+    psnr = {
+        a: attack_captured(store, [(1, 0)], a, train.images, iters=100, train_labels=train.labels)[0].psnr
+        for a in ("dia", "oracle")
+    }
     assert psnr["oracle"] > psnr["dia"] + 8.0, psnr

@@ -44,12 +44,23 @@ def federate(
     """Run a federation in-process; returns the finished server."""
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     faults = kw.pop("faults", frozenset())
-    client = ClientSpec(model=model, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults,
-                        client_secret="00112233445566778899aabbccddeeff", client_dir=str(tmp_path / "clients"))
+    client = ClientSpec(
+        model=model,
+        dataset="sample",
+        partitions=parts,
+        truth_dir=str(tmp_path / "truth"),
+        faults=faults,
+        client_secret="00112233445566778899aabbccddeeff",
+        client_dir=str(tmp_path / "clients"),
+    )
     spec = ServerSpec(model=model, num_clients=clients, num_rounds=rounds, settings=settings, **kw)
     server = FederationServer(
-        spec=spec, run_dir=tmp_path, initial_weights=initial_weights(spec=model), test_data=(DATA.images, DATA.labels),
-        defense=defense, resume=kw.get("stop_after_round", 0) == 0 and (tmp_path / "checkpoint").exists(),
+        spec=spec,
+        run_dir=tmp_path,
+        initial_weights=initial_weights(spec=model),
+        test_data=(DATA.images, DATA.labels),
+        defense=defense,
+        resume=kw.get("stop_after_round", 0) == 0 and (tmp_path / "checkpoint").exists(),
     )
     write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(client, defense), clients))
@@ -126,7 +137,9 @@ def _dp_central(clipping: str = "server-fixed"):
     from defenses import DefenseConfig, build_defense
 
     count_noise = {"clipped_count_stddev": 1.0} if clipping in ("adaptive", "client-adaptive") else {}
-    return build_defense(DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.5, clipping_norm=1.0, **count_noise))
+    return build_defense(
+        DefenseConfig(name="dp-central", clipping=clipping, noise_multiplier=0.5, clipping_norm=1.0, **count_noise)
+    )
 
 
 @pytest.mark.parametrize("clipping", ["server-fixed", "adaptive", "client-adaptive"])
@@ -135,7 +148,9 @@ def test_federation_resume_under_central_dp_matches_uninterrupted_run(tmp_path, 
     (Flower's DP strategies pair arrays by position, a checkpoint loads its keys sorted)."""
     full_defense = _dp_central(clipping)
     full = federate(tmp_path / "full", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=full_defense)
-    federate(tmp_path / "cut", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=_dp_central(clipping), stop_after_round=1)
+    federate(
+        tmp_path / "cut", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=_dp_central(clipping), stop_after_round=1
+    )
     resumed_defense = _dp_central(clipping)
     resumed = federate(tmp_path / "cut", rounds=3, settings=DP_SETTINGS, model=DEEP, defense=resumed_defense)
     assert resumed.result.server_round == 3
@@ -200,10 +215,19 @@ def _norm(update: dict[str, torch.Tensor]) -> float:
 
 
 def _run(tmp_path, name, defense=None):
-    server = federate(tmp_path / name, clients=2, rounds=1, settings=TrainSettings(local_steps=2, batch_size=8, lr=0.5), capture="all", defense=defense)
+    server = federate(
+        tmp_path / name,
+        clients=2,
+        rounds=1,
+        settings=TrainSettings(local_steps=2, batch_size=8, lr=0.5),
+        capture="all",
+        defense=defense,
+    )
     store = CaptureStore(tmp_path / name)
     caps = [store.load(1, c) for c in (0, 1)]
-    mean = {k: sum(c.update[k] * c.num_examples for c in caps) / sum(c.num_examples for c in caps) for k in caps[0].update}
+    mean = {
+        k: sum(c.update[k] * c.num_examples for c in caps) / sum(c.num_examples for c in caps) for k in caps[0].update
+    }
     aggregate = {k: server.result.weights[k] - caps[0].weights_before[k] for k in mean}
     return caps, mean, aggregate
 
@@ -217,7 +241,9 @@ def test_federation_visibility_under_each_dp_flavour(tmp_path):
 
     # Central DP, server-side clipping: individual updates arrive raw (not clipped, not noised);
     # clipping and noise act on the aggregate only.
-    wrap = lambda s, n: DifferentialPrivacyServerSideFixedClipping(s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n)  # noqa: E731
+    wrap = lambda s, n: DifferentialPrivacyServerSideFixedClipping(  # noqa: E731
+        s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n
+    )
     caps, mean, agg = _run(tmp_path, "central-server", FlowerDefense(wrap=wrap))
     for cap, ref in zip(caps, clean, strict=True):
         for k in ref.update:
@@ -225,7 +251,9 @@ def test_federation_visibility_under_each_dp_flavour(tmp_path):
     assert _norm({k: agg[k] - mean[k] for k in mean}) > 0.1 * clip  # the aggregate carries noise
 
     # Central DP, client-side clipping: updates arrive clipped to the norm but un-noised.
-    wrap = lambda s, n: DifferentialPrivacyClientSideFixedClipping(s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n)  # noqa: E731
+    wrap = lambda s, n: DifferentialPrivacyClientSideFixedClipping(  # noqa: E731
+        s, noise_multiplier=1.0, clipping_norm=clip, num_sampled_clients=n
+    )
     caps, mean, agg = _run(tmp_path, "central-client", FlowerDefense(mods=[fixedclipping_mod], wrap=wrap))
     for cap, ref in zip(caps, clean, strict=True):
         scale = min(1.0, clip / _norm(ref.update))
@@ -236,7 +264,9 @@ def test_federation_visibility_under_each_dp_flavour(tmp_path):
 
     # Local DP: every update is clipped and noised on the client; the server only sees noise-covered
     # updates, and the aggregate is exactly their mean (no server-side noise).
-    caps, mean, agg = _run(tmp_path, "local", FlowerDefense(mods=[LocalDpMod(clip, sensitivity=clip, epsilon=10.0, delta=1e-5)]))
+    caps, mean, agg = _run(
+        tmp_path, "local", FlowerDefense(mods=[LocalDpMod(clip, sensitivity=clip, epsilon=10.0, delta=1e-5)])
+    )
     std = clip * math.sqrt(2 * math.log(1.25 / 1e-5)) / 10.0
     for cap, ref in zip(caps, clean, strict=True):
         scale = min(1.0, clip / _norm(ref.update))
@@ -252,8 +282,14 @@ def test_federation_dp_sgd_updates_arrive_noised(tmp_path):
 
     sigma, clip, lr, batch = 10.0, 1.0, 0.5, 8
     defense = build_defense(DefenseConfig(name="dp-local", noise_multiplier=sigma, max_grad_norm=clip))
-    federate(tmp_path, clients=2, rounds=1, settings=TrainSettings(local_steps=1, batch_size=batch, lr=lr),
-             capture="all", defense=defense)
+    federate(
+        tmp_path,
+        clients=2,
+        rounds=1,
+        settings=TrainSettings(local_steps=1, batch_size=batch, lr=lr),
+        capture="all",
+        defense=defense,
+    )
     store = CaptureStore(tmp_path)
     expected = lr * sigma * clip / batch  # one step: noise N(0, (sigma C)^2) on the sum, / expected batch
     for c in (0, 1):

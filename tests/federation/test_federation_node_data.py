@@ -45,8 +45,21 @@ class RecordingGrid(InlineGrid):
 
 def export(tmp_path: Path, clients: int = 2) -> Path:
     nodes = tmp_path / "nodes"
-    res = CliRunner().invoke(cli, ["simulate", "--dataset", "sample", "--clients", str(clients), "--client-examples", "8",
-                                   "--export-partitions", "--out", str(nodes)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--dataset",
+            "sample",
+            "--clients",
+            str(clients),
+            "--client-examples",
+            "8",
+            "--export-partitions",
+            "--out",
+            str(nodes),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return nodes
 
@@ -58,7 +71,9 @@ def test_export_partitions_writes_each_clients_records_and_refuses_another_nodes
     store.truth = nodes / "truth"
     seen = []
     for client in (0, 1):
-        images, labels, indices = load_partition_file(nodes / f"client_{client:04d}.npz", dataset="sample", client=client)
+        images, labels, indices = load_partition_file(
+            nodes / f"client_{client:04d}.npz", dataset="sample", client=client
+        )
         assert len(indices) == 8 and np.array_equal(indices.numpy(), store.partition(client))
         assert torch.equal(images, train.images[indices]) and torch.equal(labels, train.labels[indices])  # exact pixels
         seen += indices.tolist()
@@ -83,14 +98,27 @@ def test_node_data_run_server_loads_no_training_split_and_no_reply_carries_truth
     server_app = importlib.import_module("experiments.flower.server_app").app
     client_app = importlib.import_module("experiments.flower.client_app").app
     out = tmp_path / "run"
-    run_config = {**flwr_app["config"], "dataset": "sample", "clients": 2, "rounds": 2, "client-examples": 8,
-                  "local-steps": 1, "batch-size": 4, "capture": "all", "node-data": True, "out": str(out)}
+    run_config = {
+        **flwr_app["config"],
+        "dataset": "sample",
+        "clients": 2,
+        "rounds": 2,
+        "client-examples": 8,
+        "local-steps": 1,
+        "batch-size": 4,
+        "capture": "all",
+        "node-data": True,
+        "out": str(out),
+    }
     grid = RecordingGrid(client_app, 2)
     for ctx in grid.contexts.values():
         client = ctx.node_config["partition-id"]
         ctx.run_config = run_config
-        ctx.node_config = {**ctx.node_config, "data-file": str(nodes / f"client_{client:04d}.npz"),
-                           "truth-dir": str(tmp_path / f"node{client}-truth")}
+        ctx.node_config = {
+            **ctx.node_config,
+            "data-file": str(nodes / f"client_{client:04d}.npz"),
+            "truth-dir": str(tmp_path / f"node{client}-truth"),
+        }
     try:
         server_app(grid, Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     finally:
@@ -128,12 +156,25 @@ def test_recorded_masks_stay_on_the_clients_side(tmp_path):
     data = load_dataset("sample", split="train")
     spec = ModelSpec("mlp", data.shape, data.num_classes, dropout=0.25, options={"hidden": 16})
     parts = (np.arange(0, 8), np.arange(8, 16))
-    client = ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "client-truth"),
-                        record_masks=True, client_secret="ab" * 16)
+    client = ClientSpec(
+        model=spec,
+        dataset="sample",
+        partitions=parts,
+        truth_dir=str(tmp_path / "client-truth"),
+        record_masks=True,
+        client_secret="ab" * 16,
+    )
     server = FederationServer(
-        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, settings=TrainSettings(local_steps=2, batch_size=4, lr=0.1),
-                        capture="all"),
-        run_dir=tmp_path / "server", initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+        spec=ServerSpec(
+            model=spec,
+            num_clients=2,
+            num_rounds=1,
+            settings=TrainSettings(local_steps=2, batch_size=4, lr=0.1),
+            capture="all",
+        ),
+        run_dir=tmp_path / "server",
+        initial_weights=spec.build().state_dict(),
+        test_data=(data.images, data.labels),
     )
     grid = RecordingGrid(make_client_app(client), 2)
     server.run(grid)

@@ -30,8 +30,24 @@ from fl.federation.inline import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
 
-BASE = ["-q", "simulate", "--dataset", "sample", "--clients", "3", "--engine", "inline", "--rounds", "3",
-        "--local-steps", "2", "--batch-size", "8", "--lr", "0.1"]
+BASE = [
+    "-q",
+    "simulate",
+    "--dataset",
+    "sample",
+    "--clients",
+    "3",
+    "--engine",
+    "inline",
+    "--rounds",
+    "3",
+    "--local-steps",
+    "2",
+    "--batch-size",
+    "8",
+    "--lr",
+    "0.1",
+]
 
 
 def _history(tmp_path, *args: str) -> list[dict]:
@@ -47,9 +63,14 @@ def _opacus_epsilon(kind: str, sigmas: list[float], rates: list[float], steps: l
 
 
 def _flower_epsilon(z: float, releases: int, clients: int, delta: float) -> float:
-    acc = RdpAccountant(PrivacyConfig(target_delta=delta, population_size=clients,
-                                      neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                      sampling_method=SamplingMethod.NO_AMPLIFICATION))
+    acc = RdpAccountant(
+        PrivacyConfig(
+            target_delta=delta,
+            population_size=clients,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
     for _ in range(releases):
         acc.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=clients, population_size=clients))
     return acc.get_privacy_spent().epsilon
@@ -62,8 +83,9 @@ def test_dp_local_epsilon_is_opacus_on_the_recorded_parameters(tmp_path, account
     for record in history:
         assert record["epsilon_unit"] == "record" and record["delta"] == 1e-5
         for client in record["privacy"]["clients"].values():
-            direct = _opacus_epsilon(accountant, client["noise_multiplier"], client["sample_rate"], client["steps"],
-                                     client["delta"])
+            direct = _opacus_epsilon(
+                accountant, client["noise_multiplier"], client["sample_rate"], client["steps"], client["delta"]
+            )
             assert client["epsilon"] == pytest.approx(direct, abs=1e-6)
             assert client["noise_multiplier"] == [1.1]
             assert client["sample_rate"] == [pytest.approx(1 / 4)]  # Opacus: 1 / batches (27 or 26 records, batch 8)
@@ -87,8 +109,17 @@ def test_ldp_epsilon_is_opacus_on_the_recorded_parameters(tmp_path):
 
 @pytest.mark.parametrize("clipping", ["server-fixed", "client-fixed", "adaptive", "client-adaptive"])
 def test_dp_central_epsilon_is_flowers_accountant_on_the_recorded_releases(tmp_path, clipping):
-    history = _history(tmp_path, "--defense", "dp-central", "--noise-multiplier", "0.5", "--clipping", clipping,
-                       "--clipped-count-stddev", "1.0")
+    history = _history(
+        tmp_path,
+        "--defense",
+        "dp-central",
+        "--noise-multiplier",
+        "0.5",
+        "--clipping",
+        clipping,
+        "--clipped-count-stddev",
+        "1.0",
+    )
     z_update = 0.5 if "fixed" in clipping else (0.5**-2 - (2 * 1.0) ** -2) ** -0.5  # Andrew et al., Thm 1
     for n, record in enumerate(history, start=1):
         assert record["epsilon_unit"] == "client-central"
@@ -102,8 +133,9 @@ def test_dp_central_epsilon_is_flowers_accountant_on_the_recorded_releases(tmp_p
 
 
 def test_compare_table_gives_each_unit_its_own_column(tmp_path):
-    result = CliRunner().invoke(cli, [*BASE, "--rounds", "1", "--defense", "dp-local", "--baseline",
-                                      "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, [*BASE, "--rounds", "1", "--defense", "dp-local", "--baseline", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     header, _, *rows = (tmp_path / "compare.md").read_text().splitlines()
     columns = [c.strip() for c in header.split("|")[4:7]]
@@ -119,13 +151,30 @@ SPEC = ModelSpec("mlp", DATA.shape, DATA.num_classes, options={"hidden": 16, "de
 
 def _federate(tmp_path, defense, *, lost=frozenset(), faults=frozenset(), rounds: int = 3, clients: int = 2):
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
-    client = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), lost=lost, faults=faults,
-                        client_dir=str(tmp_path / "clients"))
-    spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=rounds,
-                      settings=TrainSettings(local_steps=1, batch_size=8, lr=0.1), timeout=5.0)
+    client = ClientSpec(
+        model=SPEC,
+        dataset="sample",
+        partitions=parts,
+        truth_dir=str(tmp_path / "truth"),
+        lost=lost,
+        faults=faults,
+        client_dir=str(tmp_path / "clients"),
+    )
+    spec = ServerSpec(
+        model=SPEC,
+        num_clients=clients,
+        num_rounds=rounds,
+        settings=TrainSettings(local_steps=1, batch_size=8, lr=0.1),
+        timeout=5.0,
+    )
     torch.manual_seed(0)
-    server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=SPEC.build().state_dict(),
-                              test_data=(DATA.images, DATA.labels), defense=defense)
+    server = FederationServer(
+        spec=spec,
+        run_dir=tmp_path,
+        initial_weights=SPEC.build().state_dict(),
+        test_data=(DATA.images, DATA.labels),
+        defense=defense,
+    )
     write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     server.run(InlineGrid(make_client_app(client, defense), clients))
     return server.result
@@ -134,8 +183,9 @@ def _federate(tmp_path, defense, *, lost=frozenset(), faults=frozenset(), rounds
 @pytest.mark.parametrize("clipping", ["server-fixed", "adaptive"])
 @pytest.mark.parametrize("failure", ["lost", "faults"])
 def test_dp_central_round_with_a_failed_client_releases_nothing_and_says_why(tmp_path, clipping, failure):
-    defense = build_defense(DefenseConfig(name="dp-central", noise_multiplier=0.5, clipping=clipping,
-                                          clipped_count_stddev=1.0))
+    defense = build_defense(
+        DefenseConfig(name="dp-central", noise_multiplier=0.5, clipping=clipping, clipped_count_stddev=1.0)
+    )
     result = _federate(tmp_path, defense, **{failure: frozenset({(2, 1)})})
     r1, r2, r3 = result.history
     assert (r1["failed"], r2["failed"], r3["failed"]) == ([], [1], [])  # a lost reply is a failure too
@@ -161,9 +211,15 @@ def test_final_epsilon_is_the_clients_own_accountant_when_a_last_reply_was_lost(
     """The server's record holds what the clients last reported; the run's result reads the clients' side."""
     from experiments.federated import SimulationConfig, run_federation
 
-    cfg = SimulationConfig(dataset="sample", clients=2, rounds=2, engine="inline", capture="none",
-                           defense=DefenseConfig(name="dp-local", noise_multiplier=1.0),
-                           train=TrainSettings(local_steps=2, batch_size=8, lr=0.1))
+    cfg = SimulationConfig(
+        dataset="sample",
+        clients=2,
+        rounds=2,
+        engine="inline",
+        capture="none",
+        defense=DefenseConfig(name="dp-local", noise_multiplier=1.0),
+        train=TrainSettings(local_steps=2, batch_size=8, lr=0.1),
+    )
     result = run_federation(cfg, out_dir=tmp_path, progress=False)
     history = json.loads((tmp_path / "result.json").read_text())["history"]
     store = DirectoryStore(tmp_path / "clients")

@@ -35,14 +35,29 @@ def test_federation_secagg_capture_is_only_the_weighted_sum_of_true_updates(tmp_
     parts = tuple(np.array_split(np.arange(len(DATA)), clients))
     defense = build_defense(DefenseConfig(name="secagg"))
     assert defense.secure_aggregation
-    spec = ServerSpec(model=SPEC, num_clients=clients, num_rounds=1, settings=settings, capture="all",
-                      max_client_examples=max(len(p) for p in parts))
-    server = FederationServer(spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense)
+    spec = ServerSpec(
+        model=SPEC,
+        num_clients=clients,
+        num_rounds=1,
+        settings=settings,
+        capture="all",
+        max_client_examples=max(len(p) for p in parts),
+    )
+    server = FederationServer(
+        spec=spec, run_dir=tmp_path, initial_weights=_initial(), test_data=(DATA.images, DATA.labels), defense=defense
+    )
     write_partitions(tmp_path / "truth", "sample", "train", list(parts))
     faults = frozenset({(1, dropped)}) if how == "fails" else frozenset()
     lost = frozenset({(1, dropped)}) if how == "reply lost" else frozenset()
-    client_spec = ClientSpec(model=SPEC, dataset="sample", partitions=parts, truth_dir=str(tmp_path / "truth"), faults=faults,
-                             lost=lost, client_secret=SECRET)
+    client_spec = ClientSpec(
+        model=SPEC,
+        dataset="sample",
+        partitions=parts,
+        truth_dir=str(tmp_path / "truth"),
+        faults=faults,
+        lost=lost,
+        client_secret=SECRET,
+    )
     server.run(InlineGrid(make_client_app(client_spec, defense), clients))
     survivors = [c for c in range(clients) if c != dropped]
     assert server.result.history[0]["failed"] == ([] if dropped is None else [dropped])

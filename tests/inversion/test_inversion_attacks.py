@@ -55,7 +55,9 @@ def test_analytic_solves_the_vit_position_embedding_whatever_the_dropout_masks(c
 
     x, y = cifar.images[5:6], cifar.labels[5:6]
     obs = make_obs(x, y, model="vit", dropout=0.25)
-    assert find_patch_embedding(obs.build_model(), obs.in_shape) == PatchEmbedding("embed.proj", "embed.pos_embed", 1, 4)
+    assert find_patch_embedding(obs.build_model(), obs.in_shape) == PatchEmbedding(
+        "embed.proj", "embed.pos_embed", 1, 4
+    )
     assert (invert(obs, "analytic").inputs - x).abs().max() < 1e-4
     two_steps = make_obs(x, y, model="vit", dropout=0.25, kind="delta", lr=0.1, local_steps=2, dtype=torch.float64)
     assert (invert(two_steps, "analytic").inputs - x).abs().max() < 1e-6

@@ -35,8 +35,16 @@ def test_one_step_update_gives_the_clients_batch_statistics() -> None:
     for name, s in truth.items():
         torch.testing.assert_close(read[name].mean, s.mean, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(read[name].var, s.var, atol=1e-5, rtol=1e-4)
-    two = observe_client(net, data.images[:8], data.labels[:8], model_name="convnet", model_options={"width": 8},
-                         kind="delta", local_steps=2, batch_size=4)
+    two = observe_client(
+        net,
+        data.images[:8],
+        data.labels[:8],
+        model_name="convnet",
+        model_options={"width": 8},
+        kind="delta",
+        local_steps=2,
+        batch_size=4,
+    )
     with pytest.raises(ConfigError, match="one-step updates only"):
         client_batch_statistics(two)
 
@@ -49,12 +57,44 @@ def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_pa
     from fl.federation.capture import CaptureStore
 
     run = tmp_path / "run"
-    res = CliRunner().invoke(cli, [
-        "--device", "cpu", "simulate", "--dataset", "sample", "--model", "convnet", "--model-option", "width=8",
-        "--clients", "2", "--client-examples", "4", "--batch-size", "4", "--local-steps", "1", "--rounds", "1",
-        "--capture", "all", "--engine", "inline", "--attack", "ig", "--attack-clients", "1", "--attack-iters", "3",
-        "--attack-option", "bn_prior=0.1", "--out", str(run),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "simulate",
+            "--dataset",
+            "sample",
+            "--model",
+            "convnet",
+            "--model-option",
+            "width=8",
+            "--clients",
+            "2",
+            "--client-examples",
+            "4",
+            "--batch-size",
+            "4",
+            "--local-steps",
+            "1",
+            "--rounds",
+            "1",
+            "--capture",
+            "all",
+            "--engine",
+            "inline",
+            "--attack",
+            "ig",
+            "--attack-clients",
+            "1",
+            "--attack-iters",
+            "3",
+            "--attack-option",
+            "bn_prior=0.1",
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
     obs = observation_from_capture(store.load(1, 0))

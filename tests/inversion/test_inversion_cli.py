@@ -24,9 +24,26 @@ def test_index_ranges_parse() -> None:
 
 def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
     out = tmp_path / "run"
-    args = ["--dataset", "sample", "--attack", "ig,dia", "--attack", "analytic", "--model-option", "bias=true",
-            "--model-option", "hidden=32", "--model-option", "depth=1", "--index", "0..1", "--iters", "3",
-            "--out", str(out)]
+    args = [
+        "--dataset",
+        "sample",
+        "--attack",
+        "ig,dia",
+        "--attack",
+        "analytic",
+        "--model-option",
+        "bias=true",
+        "--model-option",
+        "hidden=32",
+        "--model-option",
+        "depth=1",
+        "--index",
+        "0..1",
+        "--iters",
+        "3",
+        "--out",
+        str(out),
+    ]
     res = _run(*args)
     assert res.exit_code == 0, res.output
     assert "| dia |" in res.output and "| analytic |" in res.output
@@ -47,8 +64,22 @@ def test_invert_writes_metrics_grid_and_resumes(tmp_path) -> None:
 
 def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     out = tmp_path / "given"
-    res = _run("--dataset", "sample", "--attack", "dia", "--model-option", "hidden=32", "--model-option", "depth=2",
-               "--given-sites", "^3", "--iters", "3", "--out", str(out))
+    res = _run(
+        "--dataset",
+        "sample",
+        "--attack",
+        "dia",
+        "--model-option",
+        "hidden=32",
+        "--model-option",
+        "depth=2",
+        "--given-sites",
+        "^3",
+        "--iters",
+        "3",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     assert "| dia (given ^3) |" in res.output
     data = json.loads((out / "metrics.json").read_text())
@@ -57,8 +88,23 @@ def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
 
 def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     out = tmp_path / "readout"
-    res = _run("--dataset", "sample", "--attack", "dia", "--model-option", "hidden=32", "--model-option", "depth=2",
-               "--mask-readout", "--given-sites", "^3", "--iters", "3", "--out", str(out))
+    res = _run(
+        "--dataset",
+        "sample",
+        "--attack",
+        "dia",
+        "--model-option",
+        "hidden=32",
+        "--model-option",
+        "depth=2",
+        "--mask-readout",
+        "--given-sites",
+        "^3",
+        "--iters",
+        "3",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     assert "| dia (readout; given ^3) |" in res.output
     data = json.loads((out / "metrics.json").read_text())
@@ -78,8 +124,10 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--index", "0..2", "--batch-size", "2"], "batch_size 2"),
         (["--model", "nope"], "unknown model 'nope'"),
         (["--attack", "analytic", "--dropout", "0"], "fully connected with a bias"),
-        (["--attack", "analytic", "--model", "vit", "--index", "0..1", "--batch-size", "2"],
-         "got an update of 2 examples (needs batch_size 1)"),
+        (
+            ["--attack", "analytic", "--model", "vit", "--index", "0..1", "--batch-size", "2"],
+            "got an update of 2 examples (needs batch_size 1)",
+        ),
         (["--index", "20"], "past the end of sample test (20 images)"),
         (["--lr-decay-at", "0.9,0.5"], "(--lr-decay-at) must be strictly increasing fractions"),
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
@@ -89,8 +137,13 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--layer-weights", "layerwise"], "'layerwise' is not one of 'equal', 'balanced'"),
         (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig, dia, oracle; attacks: dlg"),
         (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
-        (["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
-         "needs one-example gradient updates (batch_size 1, one local step), got a gradient of batch_size 2 and local_steps 1"),
+        (
+            ["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
+            (
+                "needs one-example gradient updates (batch_size 1, one local step), got a gradient of batch_size 2 "
+                "and local_steps 1"
+            ),
+        ),
         (["--attack", "dia", "--mask-readout", "--local-steps", "2"], "got a delta of batch_size 1 and local_steps 2"),
     ],
 )
@@ -103,8 +156,20 @@ def test_bad_input_is_one_clear_line(tmp_path, args, needle) -> None:
 
 def test_analytic_inverts_the_vit_through_the_cli(tmp_path) -> None:
     out = tmp_path / "vit"
-    res = _run("--dataset", "sample", "--model", "vit", "--attack", "analytic", "--index", "0..1",
-               "--local-steps", "3", "--out", str(out))
+    res = _run(
+        "--dataset",
+        "sample",
+        "--model",
+        "vit",
+        "--attack",
+        "analytic",
+        "--index",
+        "0..1",
+        "--local-steps",
+        "3",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "metrics.json").read_text())["attacks"]["analytic"]
     assert summary["psnr_mean"] == "inf" or summary["psnr_mean"] > 60, summary["per_image"]
@@ -112,8 +177,20 @@ def test_analytic_inverts_the_vit_through_the_cli(tmp_path) -> None:
 
 def test_balanced_layer_weights_reach_the_cosine_attacks_and_their_labels(tmp_path) -> None:
     out = tmp_path / "bal"
-    res = _run("--dataset", "sample", "--attack", "ig,dia,analytic", "--model-option", "bias=true",
-               "--layer-weights", "balanced", "--iters", "2", "--out", str(out))
+    res = _run(
+        "--dataset",
+        "sample",
+        "--attack",
+        "ig,dia,analytic",
+        "--model-option",
+        "bias=true",
+        "--layer-weights",
+        "balanced",
+        "--iters",
+        "2",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     assert "| ig (balanced) |" in res.output and "| dia (balanced) |" in res.output and "| analytic |" in res.output
     attacks = json.loads((out / "metrics.json").read_text())["attacks"]
@@ -135,8 +212,16 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
     from fl.errors import ConfigError
 
     cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7)
-    assert cfg.attack_overrides("dia") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5, "mask_reg": 1e-3,
-                                           "mask_step_size": 0.5, "mask_init": "mean", "mask_readout": False}
+    assert cfg.attack_overrides("dia") == {
+        "iters": 7,
+        "restarts": 1,
+        "seed": 0,
+        "tv_weight": 1e-5,
+        "mask_reg": 1e-3,
+        "mask_step_size": 0.5,
+        "mask_init": "mean",
+        "mask_readout": False,
+    }
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
         InversionConfig(mask_step_size=-1.0)

@@ -50,15 +50,26 @@ def test_estimate_leaves_the_global_random_state_alone(make_obs) -> None:
 
 
 def test_budget_refuses_in_one_line_naming_the_numbers_and_what_to_change() -> None:
-    c = InversionCost("dia", victims=2, rows=2, images=32, steps=63, iters=400, seconds=3 * 3600 + 600,
-                      peak_bytes=41 * GIB, rounds=1)
+    c = InversionCost(
+        "dia", victims=2, rows=2, images=32, steps=63, iters=400, seconds=3 * 3600 + 600, peak_bytes=41 * GIB, rounds=1
+    )
     with pytest.raises(CostError) as err:
         CostBudget(seconds=3600, peak_bytes=8 * GIB).check(c, torch.device("cpu"))
     msg = str(err.value)
     assert "\n" not in msg and isinstance(err.value, ConfigError)
-    for part in ("2 victim(s) x 63 step(s) x 32 image(s)", "400 iterations", "about 3 h 10 min", "41.0 GiB",
-                 "time budget 60 min", "memory budget 8.0 GiB", "--client-examples", "--local-steps",
-                 "--batch-size", "--max-images", "--attack-budget-minutes"):
+    for part in (
+        "2 victim(s) x 63 step(s) x 32 image(s)",
+        "400 iterations",
+        "about 3 h 10 min",
+        "41.0 GiB",
+        "time budget 60 min",
+        "memory budget 8.0 GiB",
+        "--client-examples",
+        "--local-steps",
+        "--batch-size",
+        "--max-images",
+        "--attack-budget-minutes",
+    ):
         assert part in msg, (part, msg)
     CostBudget(seconds=math.inf, peak_bytes=math.inf).check(c, torch.device("cpu"))  # the override
 
@@ -91,11 +102,36 @@ def test_invert_many_refuses_before_optimizing(make_obs, monkeypatch) -> None:
 def test_cli_refuses_an_oversized_inversion_in_one_line_within_seconds(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "60")  # restored after the test (the option sets it)
     start = time.perf_counter()
-    res = CliRunner().invoke(cli, [
-        "--device", "cpu", "--attack-budget-minutes", "1", "invert", "--dataset", "sample", "--split", "train",
-        "--attack", "ig", "--model", "mlp", "--dropout", "0", "--batch-size", "8", "--local-steps", "10",
-        "--index", "0..79", "--iters", "100000", "--out", str(tmp_path / "run"),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "--attack-budget-minutes",
+            "1",
+            "invert",
+            "--dataset",
+            "sample",
+            "--split",
+            "train",
+            "--attack",
+            "ig",
+            "--model",
+            "mlp",
+            "--dropout",
+            "0",
+            "--batch-size",
+            "8",
+            "--local-steps",
+            "10",
+            "--index",
+            "0..79",
+            "--iters",
+            "100000",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     line = res.output.strip().splitlines()[-1]
     assert line.startswith("Error: ig: 10 victim(s) x 10 step(s) x 8 image(s), 100000 iterations: about ")
@@ -106,11 +142,38 @@ def test_cli_refuses_an_oversized_inversion_in_one_line_within_seconds(tmp_path,
 def test_simulate_refuses_an_oversized_curious_server_before_the_federation(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "1")
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, [
-        "--device", "cpu", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "2",
-        "--client-examples", "40", "--batch-size", "8", "--rounds", "2", "--capture", "all", "--attack", "ig",
-        "--attack-clients", "1", "--attack-iters", "100000", "--engine", "inline", "--out", str(out),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "simulate",
+            "--dataset",
+            "sample",
+            "--model",
+            "mlp",
+            "--clients",
+            "2",
+            "--client-examples",
+            "40",
+            "--batch-size",
+            "8",
+            "--rounds",
+            "2",
+            "--capture",
+            "all",
+            "--attack",
+            "ig",
+            "--attack-clients",
+            "1",
+            "--attack-iters",
+            "100000",
+            "--engine",
+            "inline",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 2, res.output
     assert "in each of 2 rounds" in res.output and "over the time budget 60 s" in res.output
     assert not (out / "capture").exists() and not (out / "checkpoint").exists()
@@ -123,11 +186,33 @@ def test_attack_rebuilds_a_part_of_a_large_update_and_says_which(tmp_path, monke
     import json
 
     run = tmp_path / "run"
-    res = CliRunner().invoke(cli, [
-        "-q", "--device", "cpu", "simulate", "--dataset", "sample", "--model", "mlp", "--clients", "2",
-        "--client-examples", "32", "--batch-size", "8", "--rounds", "1", "--capture", "all", "--engine", "inline",
-        "--out", str(run),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "--device",
+            "cpu",
+            "simulate",
+            "--dataset",
+            "sample",
+            "--model",
+            "mlp",
+            "--clients",
+            "2",
+            "--client-examples",
+            "32",
+            "--batch-size",
+            "8",
+            "--rounds",
+            "1",
+            "--capture",
+            "all",
+            "--engine",
+            "inline",
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     args = ["--device", "cpu", "attack", str(run), "--attack", "ig", "--iters", "20000"]
     monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "1")

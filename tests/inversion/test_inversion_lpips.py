@@ -145,15 +145,41 @@ def test_bad_files_are_config_errors(tmp_path, files) -> None:
 
 
 def _invert(*args: str):
-    return CliRunner().invoke(cli, ["--device", "cpu", "-q", "invert", "--attack", "ig", "--iters", "2",
-                                    "--model-option", "hidden=16", "--model-option", "depth=1", *args])
+    return CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "-q",
+            "invert",
+            "--attack",
+            "ig",
+            "--iters",
+            "2",
+            "--model-option",
+            "hidden=16",
+            "--model-option",
+            "depth=1",
+            *args,
+        ],
+    )
 
 
 @pytest.mark.parametrize("dataset", ["sample", "sample-fmnist"])
 def test_cli_writes_lpips(tmp_path, files, dataset: str) -> None:
     out = tmp_path / "run"
-    res = _invert("--dataset", dataset, "--index", "0..1", "--lpips-weights", str(files[0]),
-                  "--lpips-backbone", str(files[1]), "--out", str(out))
+    res = _invert(
+        "--dataset",
+        dataset,
+        "--index",
+        "0..1",
+        "--lpips-weights",
+        str(files[0]),
+        "--lpips-backbone",
+        str(files[1]),
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     assert "LPIPS" in res.output.splitlines()[0]
     summary = json.loads((out / "metrics.json").read_text())["attacks"]["ig"]
@@ -190,18 +216,45 @@ def captured_run(tmp_path: Path) -> Path:
     parts = tuple(np.array_split(np.arange(len(data)), 2))
     torch.manual_seed(0)
     server = FederationServer(
-        spec=ServerSpec(model=spec, num_clients=2, num_rounds=1, capture="all",
-                        settings=TrainSettings(local_steps=1, batch_size=2, lr=0.1)),
-        run_dir=run, initial_weights=spec.build().state_dict(), test_data=(data.images, data.labels),
+        spec=ServerSpec(
+            model=spec,
+            num_clients=2,
+            num_rounds=1,
+            capture="all",
+            settings=TrainSettings(local_steps=1, batch_size=2, lr=0.1),
+        ),
+        run_dir=run,
+        initial_weights=spec.build().state_dict(),
+        test_data=(data.images, data.labels),
     )
     write_partitions(run / "truth", "sample", "train", list(parts))
-    server.run(InlineGrid(make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run / "truth"))), 2))
+    server.run(
+        InlineGrid(
+            make_client_app(ClientSpec(model=spec, dataset="sample", partitions=parts, truth_dir=str(run / "truth"))), 2
+        )
+    )
     return run
 
 
 def _attack(run: Path, *args: str):
-    return CliRunner().invoke(cli, ["--device", "cpu", "attack", str(run), "--attack", "ig", "--iters", "2",
-                                    "--round", "1", "--client", "0", *args])
+    return CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "attack",
+            str(run),
+            "--attack",
+            "ig",
+            "--iters",
+            "2",
+            "--round",
+            "1",
+            "--client",
+            "0",
+            *args,
+        ],
+    )
 
 
 def test_attack_cli_scores_lpips_only_when_given(captured_run, files) -> None:
@@ -231,15 +284,19 @@ def test_attack_cli_passes_balanced_layer_weights_on(captured_run) -> None:
 
 def test_attack_cli_runs_every_attack_a_capture_supports(captured_run) -> None:
     def attack(*args: str):
-        return CliRunner().invoke(cli, ["--device", "cpu", "attack", str(captured_run), "--iters", "2",
-                                        "--round", "1", "--client", "0", *args])
+        return CliRunner().invoke(
+            cli,
+            ["--device", "cpu", "attack", str(captured_run), "--iters", "2", "--round", "1", "--client", "0", *args],
+        )
 
     res = attack("--attack", "dlg")
     assert res.exit_code == 0, res.output
     assert "dlg on round 1, client 0: PSNR" in res.output
-    for args, needle in ((["--attack", "analytic"], "first layer is fully connected with a bias"),
-                         (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig and dia, not 'dlg'"),
-                         (["--attack", "oracle"], "'oracle' is not one of")):
+    for args, needle in (
+        (["--attack", "analytic"], "first layer is fully connected with a bias"),
+        (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig and dia, not 'dlg'"),
+        (["--attack", "oracle"], "'oracle' is not one of"),
+    ):
         res = attack(*args)
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
 

@@ -44,8 +44,10 @@ def test_match_scales_to_a_whole_client_update() -> None:
     noisy = (ref[perm] + 0.05 * torch.randn(2048, 1, 28, 28, generator=gen)).clamp(0, 1)
     assert torch.equal(metrics.match(noisy, ref), perm.argsort())
     small, other = ref[:6], torch.rand(6, 1, 28, 28, generator=gen)
-    brute = min(itertools.permutations(range(6)),
-                key=lambda p: sum(float(((other[p[i]] - small[i]) ** 2).mean()) for i in range(6)))
+    brute = min(
+        itertools.permutations(range(6)),
+        key=lambda p: sum(float(((other[p[i]] - small[i]) ** 2).mean()) for i in range(6)),
+    )
     assert metrics.match(other, small).tolist() == list(brute)
 
 

@@ -16,11 +16,21 @@ from fl.errors import ConfigError
     ("model", "options", "expected"),
     [
         ("mlp", None, [("3.mask", "4.weight", "columns"), ("6.mask", "7.weight", "columns")]),
-        ("mlp", {"hidden": 64, "depth": 2, "bias": True}, [("3.mask", "1.bias", "additive"), ("6.mask", "4.bias", "additive")]),
-        ("vit", {"dim": 32, "depth": 1, "heads": 2, "mlp_dim": 32}, [("embed_drop.mask", "embed.pos_embed", "additive")]),
+        (
+            "mlp",
+            {"hidden": 64, "depth": 2, "bias": True},
+            [("3.mask", "1.bias", "additive"), ("6.mask", "4.bias", "additive")],
+        ),
+        (
+            "vit",
+            {"dim": 32, "depth": 1, "heads": 2, "mlp_dim": 32},
+            [("embed_drop.mask", "embed.pos_embed", "additive")],
+        ),
     ],
 )
-def test_readout_finds_the_exposing_parameter_and_reads_the_true_masks(cifar, make_obs, model, options, expected) -> None:
+def test_readout_finds_the_exposing_parameter_and_reads_the_true_masks(
+    cifar, make_obs, model, options, expected
+) -> None:
     for i in range(3):
         obs = make_obs(cifar.images[i : i + 1], cifar.labels[i : i + 1], model=model, options=options, client_seed=i)
         found = find_readouts(obs)

@@ -52,12 +52,16 @@ def test_dia_recipe_returns_the_iterate_with_the_lowest_objective(make_obs) -> N
     lowest one measured, not the last (the IG recipe returns the last)."""
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     obs = make_obs(x, torch.tensor([3]), dtype=torch.float64)
-    res = invert(obs, "oracle", config=attack_config("oracle", iters=60, tv_weight=0.0, step_size=0.2, log_every=1,
-                                                     recipe="dia"))
+    res = invert(
+        obs, "oracle", config=attack_config("oracle", iters=60, tv_weight=0.0, step_size=0.2, log_every=1, recipe="dia")
+    )
     assert res.grad_loss == pytest.approx(min(res.trace["loss"]), rel=1e-6)
     assert res.grad_loss < res.trace["loss"][-1]  # a large constant step bounces: the last is worse
-    last = invert(obs, "oracle", config=attack_config("oracle", iters=60, tv_weight=0.0, step_size=0.2,
-                                                      recipe="ig", lr_decay_at=()))
+    last = invert(
+        obs,
+        "oracle",
+        config=attack_config("oracle", iters=60, tv_weight=0.0, step_size=0.2, recipe="ig", lr_decay_at=()),
+    )
     assert last.grad_loss > res.grad_loss
 
 

@@ -108,7 +108,9 @@ def test_balanced_layer_weights_give_every_tensor_the_same_say(make_obs, model, 
     obs = make_obs(x, y, model=model, options=options, dtype=torch.float64, known_labels=True)
     cand = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     masks = {k: torch.rand(m.shape, dtype=torch.float64) for k, m in obs.true_masks.items()}
-    fast, plain = (prepare([obs], [0], device=torch.device("cpu"), ghost=g, layer_weights="balanced") for g in (True, False))
+    fast, plain = (
+        prepare([obs], [0], device=torch.device("cpu"), ghost=g, layer_weights="balanced") for g in (True, False)
+    )
     u = plain.matcher.simulate(plain.params, cand, plain.labels[0], masks)
     t = {k: obs.update[k] for k in u}
     unit = {k: v / v.norm() for k, v in t.items()}

@@ -73,9 +73,9 @@ def test_mia_run_writes_rebuildable_results(overfit) -> None:
         assert members.sum() == TINY.pool_size // 2
         again = point_metrics(data["score_lira"], members)
     assert again["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
-    assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"][
-        "auc"
-    ] == pytest.approx(res["attacks"]["loss"]["auc"])
+    assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"]["auc"] == pytest.approx(
+        res["attacks"]["loss"]["auc"]
+    )
 
 
 def test_mia_shadow_cache_is_reused(overfit, data_root) -> None:
@@ -116,9 +116,7 @@ def test_mia_no_membership_signal_gives_chance_auc(data_root) -> None:
 
     def build(seed: int):
         torch.manual_seed(seed)
-        return build_model(
-            "mlp", in_shape=(3, 32, 32), num_classes=k, hidden=64, depth=1, bias=True
-        )
+        return build_model("mlp", in_shape=(3, 32, 32), num_classes=k, hidden=64, depth=1, bias=True)
 
     target = build(1)
     train_model(target, pop_x, pop_y, cfg.train_config, seed=0)

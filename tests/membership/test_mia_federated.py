@@ -28,9 +28,7 @@ SPEC = {
 LR, BATCH = 0.1, 32
 
 
-def _local_update(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def _local_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """One local epoch of minibatch SGD on a copy; returns new weights - old weights."""
     local = copy.deepcopy(model).train()
     opt = torch.optim.SGD(local.parameters(), lr=LR)
@@ -123,13 +121,8 @@ def test_mia_federated_audit_and_client_attribution(capture, data_root, tmp_path
     # non-members here include other clients' records: the client-level question
     assert res["attacks"]["fedmia"]["auc"] > 0.62, res["attacks"]["fedmia"]["auc"]
     assert res["attacks"]["grad-cosine"]["auc"] > 0.62
-    assert (
-        res["attribution"]["accuracy"] > 1.5 * res["attribution"]["chance"]
-    )  # 128 records: > 3 s.e.
-    assert (
-        json.loads((tmp_path / "metrics.json").read_text())["attacks"]["grad-diff"]["n_members"]
-        == 128
-    )
+    assert res["attribution"]["accuracy"] > 1.5 * res["attribution"]["chance"]  # 128 records: > 3 s.e.
+    assert json.loads((tmp_path / "metrics.json").read_text())["attacks"]["grad-diff"]["n_members"] == 128
     assert (tmp_path / "roc.png").is_file()
 
 
@@ -163,10 +156,7 @@ def test_mia_federated_cli(capture, data_root, tmp_path) -> None:
     assert ok.exit_code == 0, ok.output
     assert "grad-cosine" in ok.output and "client attribution" in ok.output
     bad_round = CliRunner().invoke(cli, [*args[:-1], "7", "--data-dir", str(data_root)])
-    assert (
-        bad_round.exit_code == 2
-        and "round 7 was not captured; captured rounds: 1" in bad_round.output
-    )
+    assert bad_round.exit_code == 2 and "round 7 was not captured; captured rounds: 1" in bad_round.output
     assert "Traceback" not in bad_round.output
 
 
@@ -176,8 +166,7 @@ def test_mia_federated_rejects_bad_input(tmp_path) -> None:
     empty = CliRunner().invoke(cli, ["mia", "--federated", str(tmp_path)])
     assert empty.exit_code == 1
     assert (
-        empty.output.strip().splitlines()[-1]
-        == f"Error: {tmp_path} holds no captured updates (no capture/model.json)"
+        empty.output.strip().splitlines()[-1] == f"Error: {tmp_path} holds no captured updates (no capture/model.json)"
     )
 
 
@@ -253,8 +242,15 @@ def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, 
     for rnd in (1, 2):
         upd = store.load(rnd, 0)
         refs = [store.load(rnd, c).update for c in (1, 2, 3)]
-        s = gradient_stats(upd.model.build(), upd.weights_before, upd.update, data.images[cand], data.labels[cand],
-                           step_weight=LR / BATCH, references=refs)
+        s = gradient_stats(
+            upd.model.build(),
+            upd.weights_before,
+            upd.update,
+            data.images[cand],
+            data.labels[cand],
+            step_weight=LR / BATCH,
+            references=refs,
+        )
         per_round.append(fedmia(s))
     np.testing.assert_allclose(scores, (per_round[0] + per_round[1]) / 2, rtol=1e-6)
     assert not np.allclose(scores, per_round[1])
@@ -268,7 +264,13 @@ def test_mia_fedmia_score_is_the_authors_gaussian_test_by_hand() -> None:
     from attacks.membership.federated import GradientStats, fedmia
 
     ref = torch.tensor([[0.1, 0.2, 0.6], [0.0, -0.1, 0.1]], dtype=torch.float64)
-    s = GradientStats(dots=torch.tensor([0.5, 0.2], dtype=torch.float64), norms=torch.ones(2, dtype=torch.float64),
-                      norms_after=torch.ones(2, dtype=torch.float64), update_norm=1.0, step_weight=0.1, ref_cos=ref)
+    s = GradientStats(
+        dots=torch.tensor([0.5, 0.2], dtype=torch.float64),
+        norms=torch.ones(2, dtype=torch.float64),
+        norms_after=torch.ones(2, dtype=torch.float64),
+        update_norm=1.0,
+        step_weight=0.1,
+        ref_cos=ref,
+    )
     want = [st.norm.cdf(c, np.mean(r), np.sqrt(np.var(r) + 1e-8)) for c, r in zip([0.5, 0.2], ref.numpy(), strict=True)]
     np.testing.assert_allclose(fedmia(s), want, rtol=1e-12)

@@ -12,8 +12,26 @@ from attacks.membership import MIAConfig
 from experiments.cli import cli
 from fl.errors import ConfigError
 
-FED = ["--dataset", "sample", "--model", "2nn", "--clients", "2", "--rounds", "2", "--batch-size", "8",
-       "--pool-size", "40", "--population-size", "20", "--shadows", "4", "--bootstrap", "0"]
+FED = [
+    "--dataset",
+    "sample",
+    "--model",
+    "2nn",
+    "--clients",
+    "2",
+    "--rounds",
+    "2",
+    "--batch-size",
+    "8",
+    "--pool-size",
+    "40",
+    "--population-size",
+    "20",
+    "--shadows",
+    "4",
+    "--bootstrap",
+    "0",
+]
 
 
 def _mia(*args: str):
@@ -40,8 +58,12 @@ def test_mia_federated_target_runs_end_to_end_with_its_epsilon_and_client_level_
     assert fed["epsilon"] == pytest.approx(4.0, abs=0.1)
     assert set(metrics["attacks"]) == {"loss", "lira", "rmia"} == set(metrics["client_level"])
     assert metrics["client_level"]["loss"]["n_members"] == 2  # the two clients of the run
-    assert metrics["shadows"] == {"path": "federation", "cache_key": metrics["shadows"]["cache_key"],
-                                  "reused": 0, "trained": 4}
+    assert metrics["shadows"] == {
+        "path": "federation",
+        "cache_key": metrics["shadows"]["cache_key"],
+        "reused": 0,
+        "trained": 4,
+    }
     # a record-level audit is not bounded by a client-level epsilon, a client-level one is
     assert "bound_violated" not in metrics["attacks"]["loss"]
     assert metrics["client_level"]["loss"]["bound_violated"] == 0.0
@@ -60,18 +82,33 @@ def test_mia_federated_target_trains_on_exactly_the_members(dp_central_audit) ->
 
 def test_mia_federated_shadows_are_cached_per_recipe(dp_central_audit, tmp_path) -> None:
     _, cache, _ = dp_central_audit
-    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "a"))
+    result = _mia(
+        *FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "a")
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["shadows"]["reused"] == 4
     other = [*FED[:7], "3", *FED[8:]]  # --rounds 3: another recipe, other shadows
-    result = _mia(*other, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "b"))
+    result = _mia(
+        *other, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "b")
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["shadows"]["trained"] == 4
 
 
 def test_mia_federated_dp_local_target_is_bounded_per_record(tmp_path) -> None:
-    result = _mia(*FED, "--defense", "dp-local", "--epsilon", "8", "--cache-dir", str(tmp_path / "c"),
-                  "--attack", "loss", "--out", str(tmp_path / "o"))
+    result = _mia(
+        *FED,
+        "--defense",
+        "dp-local",
+        "--epsilon",
+        "8",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--attack",
+        "loss",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["epsilon_unit"] == "record" and metrics["epsilon"] == pytest.approx(8.0, abs=0.1)
@@ -81,8 +118,18 @@ def test_mia_federated_dp_local_target_is_bounded_per_record(tmp_path) -> None:
 
 def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_path) -> None:
     out, _, _ = dp_central_audit
-    result = _mia("--federated", str(out / "target"), "--attack", "grad-cosine", "--candidates", "5",
-                  "--bootstrap", "0", "--out", str(tmp_path))
+    result = _mia(
+        "--federated",
+        str(out / "target"),
+        "--attack",
+        "grad-cosine",
+        "--candidates",
+        "5",
+        "--bootstrap",
+        "0",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     assert "grad-cosine" in result.output
 

@@ -109,10 +109,7 @@ def test_rmia_offline_calibrates_a_on_a_shadow_model() -> None:
         target_population_logits=obs.shadow_population_logits[0],
         shadow_population_logits=obs.shadow_population_logits[1:],
     )
-    aucs = [
-        point_metrics(RMIAOffline(a=a).score(stand_in), inside[0, covered.numpy()])["auc"]
-        for a in A_GRID
-    ]
+    aucs = [point_metrics(RMIAOffline(a=a).score(stand_in), inside[0, covered.numpy()])["auc"] for a in A_GRID]
     best = A_GRID[int(np.argmax(aucs))]
     assert max(aucs) - min(aucs) > 0.01  # the choice matters on this observation
     auto = RMIAOffline()

@@ -43,9 +43,7 @@ def test_mia_point_metrics_match_hand_computation() -> None:
 def test_mia_perfect_and_uninformative_scores() -> None:
     members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
     perfect = point_metrics(np.r_[np.ones(50), np.zeros(50)], members)
-    assert (
-        perfect["auc"] == 1.0 and perfect["tpr@0.1%"] == 1.0 and perfect["balanced_accuracy"] == 1.0
-    )
+    assert perfect["auc"] == 1.0 and perfect["tpr@0.1%"] == 1.0 and perfect["balanced_accuracy"] == 1.0
     tied = point_metrics(np.zeros(100), members)
     assert tied["auc"] == 0.5 and tied["tpr@1%"] == 0.0 and tied["balanced_accuracy"] == 0.5
     inverted = point_metrics(np.r_[np.zeros(50), np.ones(50)], members)

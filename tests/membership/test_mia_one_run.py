@@ -63,12 +63,42 @@ def test_one_run_needs_independent_inclusions() -> None:
 
 def test_mia_cli_reports_the_one_run_bound(tmp_path) -> None:
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, [
-        "--device", "cpu", "mia", "--dataset", "sample", "--model", "mlp", "--norm", "none",
-        "--model-option", "hidden=32", "--model-option", "depth=1", "--model-option", "bias=true",
-        "--attack", "loss", "--pool-size", "80", "--epochs", "2", "--bootstrap", "0", "--split", "bernoulli",
-        "--one-run-guesses", "10", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--device",
+            "cpu",
+            "mia",
+            "--dataset",
+            "sample",
+            "--model",
+            "mlp",
+            "--norm",
+            "none",
+            "--model-option",
+            "hidden=32",
+            "--model-option",
+            "depth=1",
+            "--model-option",
+            "bias=true",
+            "--attack",
+            "loss",
+            "--pool-size",
+            "80",
+            "--epochs",
+            "2",
+            "--bootstrap",
+            "0",
+            "--split",
+            "bernoulli",
+            "--one-run-guesses",
+            "10",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "ε one-run per record" in res.output and "/20)" in res.output
     m = json.loads((out / "metrics.json").read_text())["attacks"]["loss"]

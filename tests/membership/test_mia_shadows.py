@@ -29,9 +29,7 @@ def test_mia_assignment_puts_each_record_in_half_the_models() -> None:
     assert set(np.unique(odd)) == {1, 2}
     one = balanced_assignment(1, 1000, seed=3)
     assert 400 < one.sum() < 600
-    np.testing.assert_array_equal(
-        balanced_assignment(8, 100, seed=5), balanced_assignment(8, 100, seed=5)
-    )
+    np.testing.assert_array_equal(balanced_assignment(8, 100, seed=5), balanced_assignment(8, 100, seed=5))
     with pytest.raises(ConfigError, match="shadow models must be >= 1"):
         balanced_assignment(0, 10, seed=0)
 
@@ -78,9 +76,7 @@ def test_mia_vmap_training_fits_each_models_own_half() -> None:
     models = []
     for s in range(2):
         torch.manual_seed(s)
-        models.append(
-            build_model("mlp", in_shape=(1, 8, 8), num_classes=4, hidden=64, depth=1, bias=True)
-        )
+        models.append(build_model("mlp", in_shape=(1, 8, 8), num_classes=4, hidden=64, depth=1, bias=True))
     cfg = TrainConfig(epochs=40, batch_size=25, lr=0.01)
     train_stacked(models, x, y, inside, cfg, seeds=[0, 1], device=torch.device("cpu"), progress=False)
     for m, row in zip(models, inside, strict=True):
@@ -99,9 +95,7 @@ def _pool(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _mlp(seed: int, dropout: float = 0.0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(
-        "mlp", in_shape=(1, 6, 6), num_classes=3, hidden=16, depth=1, bias=True, dropout=dropout
-    )
+    return build_model("mlp", in_shape=(1, 6, 6), num_classes=3, hidden=16, depth=1, bias=True, dropout=dropout)
 
 
 @pytest.mark.parametrize(

@@ -66,8 +66,9 @@ class CellKind:
         """Config field values for ``spec`` (dataset, model, attacks, defense, seed)."""
         raise NotImplementedError
 
-    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
-            progress: bool) -> Mapping[str, Any]:
+    def run(
+        self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
+    ) -> Mapping[str, Any]:
         """Run one cell and return its summary (JSON-ready)."""
         raise NotImplementedError
 

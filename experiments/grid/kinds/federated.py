@@ -25,8 +25,13 @@ class FederatedKind(CellKind):
     name = "federated"
     shared_engine = True
     attacks_per_cell = False
-    budget_keys: Mapping[str, str] = {"rounds": "rounds", "clients": "clients", "client_examples": "client_examples",
-                                      "attack_iterations": "attack_iters", "attack_clients": "attack_clients"}
+    budget_keys: Mapping[str, str] = {
+        "rounds": "rounds",
+        "clients": "clients",
+        "client_examples": "client_examples",
+        "attack_iterations": "attack_iters",
+        "attack_clients": "attack_clients",
+    }
     defenses = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
 
     def config_type(self) -> type:
@@ -41,19 +46,28 @@ class FederatedKind(CellKind):
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         if "client_secret" in spec.options:  # the cell's folder is the server's run folder: no secret there
-            raise ConfigError(f"{spec.where}: a scenario cannot give the clients' secret (client_secret); each "
-                              "federated cell's clients draw a fresh one, kept in the cell's clients/ folder")
+            raise ConfigError(
+                f"{spec.where}: a scenario cannot give the clients' secret (client_secret); each "
+                "federated cell's clients draw a fresh one, kept in the cell's clients/ folder"
+            )
         (attack,) = spec.attacks
-        return {"dataset": spec.dataset, "model": spec.model, "attack": attack, "defense": spec.defense,
-                "attack_clients": 0 if attack == "none" else 1, "seed": spec.seed}
+        return {
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "attack": attack,
+            "defense": spec.defense,
+            "attack_clients": 0 if attack == "none" else 1,
+            "seed": spec.seed,
+        }
 
     def engine(self) -> AbstractContextManager[None]:
         from fl.federation.engine import ray_session
 
         return ray_session()
 
-    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
-            progress: bool) -> Mapping[str, Any]:
+    def run(
+        self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
+    ) -> Mapping[str, Any]:
         from experiments.federated import run_federation
 
         if data_root is not None and config.data_dir is None:
@@ -64,19 +78,24 @@ class FederatedKind(CellKind):
         """Accuracy, loss, epsilon named by its unit (``epsilon_record``, ``epsilon_client_central``,
         ``epsilon_client_local``) with its delta;
         the attack's PSNR over the attacked rounds (mean, first, last)."""
-        cell = {k: float(summary[k]) for k in ("final_accuracy", "final_loss", "wall_s")
-                if isinstance(summary.get(k), (int, float))}
+        cell = {
+            k: float(summary[k])
+            for k in ("final_accuracy", "final_loss", "wall_s")
+            if isinstance(summary.get(k), (int, float))
+        }
         if isinstance(summary.get("epsilon"), (int, float)):
             cell[f"epsilon_{summary['epsilon_unit'].replace('-', '_')}"] = float(summary["epsilon"])
             cell["delta"] = float(summary["delta"])
         out: dict[str, dict[str, float]] = {"": cell}
         per_round = summary.get("attack_psnr") or {}
-        values = [float(per_round[r]) for r in sorted(per_round, key=int)
-                  if isinstance(per_round[r], (int, float))]
+        values = [float(per_round[r]) for r in sorted(per_round, key=int) if isinstance(per_round[r], (int, float))]
         (attack,) = attacks
         if attack != "none" and values:
-            out[attack] = {"psnr_mean": math.fsum(values) / len(values), "psnr_first": values[0],
-                           "psnr_last": values[-1]}
+            out[attack] = {
+                "psnr_mean": math.fsum(values) / len(values),
+                "psnr_first": values[0],
+                "psnr_last": values[-1],
+            }
         return out
 
 

@@ -38,10 +38,10 @@ class InversionKind(CellKind):
         dropout = spec.defense.dropout if spec.defense.name == "dropout" else 0.0
         attacks = spec.attacks if dropout > 0 else tuple(a for a in spec.attacks if a not in self.needs_dropout)
         if not attacks:
-            raise ConfigError(f"{spec.where}: attacks {', '.join(spec.attacks)} need dropout > 0; add 'ig' for"
-                              " the undefended cells")
-        return {"dataset": spec.dataset, "model": spec.model, "attacks": attacks, "dropout": dropout,
-                "seed": spec.seed}
+            raise ConfigError(
+                f"{spec.where}: attacks {', '.join(spec.attacks)} need dropout > 0; add 'ig' for the undefended cells"
+            )
+        return {"dataset": spec.dataset, "model": spec.model, "attacks": attacks, "dropout": dropout, "seed": spec.seed}
 
     def budget_value(self, key: str, value: Any, where: str) -> Any:
         if key == "images":
@@ -67,12 +67,14 @@ class InversionKind(CellKind):
             return
         check_indices(config, size)
 
-    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
-            progress: bool) -> Mapping[str, Any]:
+    def run(
+        self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
+    ) -> Mapping[str, Any]:
         from experiments.inversion.laboratory import run_inversion
 
-        return run_inversion(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress,
-                             resume=True)
+        return run_inversion(
+            config, device=device, data_root=data_root, out_dir=out_dir, progress=progress, resume=True
+        )
 
 
 CELL_KINDS.register("inversion")(InversionKind())

@@ -20,8 +20,13 @@ from fl.errors import ConfigError, DataError
 
 class MembershipKind(CellKind):
     name = "membership"
-    budget_keys: Mapping[str, str] = {"shadow_models": "shadows", "epochs": "epochs", "pool": "pool_size",
-                                      "population": "population_size", "bootstrap": "bootstrap"}
+    budget_keys: Mapping[str, str] = {
+        "shadow_models": "shadows",
+        "epochs": "epochs",
+        "pool": "pool_size",
+        "population": "population_size",
+        "bootstrap": "bootstrap",
+    }
     defenses = ("none", "dropout", "dp-local", "dp-central")
 
     def config_type(self) -> type:
@@ -36,14 +41,21 @@ class MembershipKind(CellKind):
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         defense = spec.defense
-        values: dict[str, Any] = {"dataset": spec.dataset, "model": spec.model, "attacks": spec.attacks,
-                                  "defense": defense.name, "seed": spec.seed}
+        values: dict[str, Any] = {
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "attacks": spec.attacks,
+            "defense": defense.name,
+            "seed": spec.seed,
+        }
         if defense.name == "dropout":
             values["dropout"] = defense.dropout
         if defense.name in ("dp-local", "dp-central"):
             if defense.target_epsilon is None:
-                raise ConfigError(f"{spec.where}: membership cells train to a target_epsilon; set it in the "
-                                  f"{defense.name} defense table")
+                raise ConfigError(
+                    f"{spec.where}: membership cells train to a target_epsilon; set it in the "
+                    f"{defense.name} defense table"
+                )
             bound = defense.max_grad_norm if defense.name == "dp-local" else defense.clipping_norm
             values.update(epsilon=defense.target_epsilon, delta=defense.delta, max_grad_norm=bound)
         return values
@@ -69,14 +81,18 @@ class MembershipKind(CellKind):
         from fl.data import load_dataset
 
         try:  # a federated target's pool is drawn from the training split, a central one's from both splits
-            records = (len(load_dataset(config.dataset, split="train", root=data_root).labels) if config.federated
-                       else dataset_records(config.dataset, data_root))
+            records = (
+                len(load_dataset(config.dataset, split="train", root=data_root).labels)
+                if config.federated
+                else dataset_records(config.dataset, data_root)
+            )
         except DataError:
             return
         check_pool_fits(config, records)
 
-    def run(self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path,
-            progress: bool) -> Mapping[str, Any]:
+    def run(
+        self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
+    ) -> Mapping[str, Any]:
         if config.federated:
             from experiments.membership import run_federation_mia
 
