@@ -21,9 +21,9 @@ import torch
 from experiments.federated import SimulationConfig, run_federation
 from experiments.federated.run import compose
 from fl.federation.engine import ray_session
+from fl.federation.local_training import evaluate, train_local
 from fl.federation.server import sample_clients
 from fl.federation.settings import TrainSettings
-from fl.federation.task import evaluate, train_local
 from fl.seed import derive_seed
 
 

@@ -14,7 +14,7 @@ import click
 import torch
 
 from attacks.membership.shadows import balanced_assignment, train_stacked
-from attacks.membership.training import TrainConfig, train_model
+from attacks.membership.training import ModelTraining, train_model
 from fl.device import resolve_device
 from fl.models import build_model
 
@@ -49,7 +49,7 @@ def main(model_key: str, num_models: int, records: int, epochs: int, device: str
     x = torch.rand(records, 3, 32, 32, generator=gen).to(dev)
     y = torch.randint(0, 10, (records,), generator=gen).to(dev)
     inside = torch.from_numpy(balanced_assignment(num_models, records, seed=0))
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, optimizer="adam")
+    cfg = ModelTraining(epochs=epochs, batch_size=64, lr=1e-3, optimizer="adam")
 
     def fresh() -> list[torch.nn.Module]:
         torch.manual_seed(0)

@@ -18,28 +18,16 @@ composes at up to four points, each optional:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from torch import nn
-from torch.optim import Optimizer
+
+from fl.federation.local_training import LocalTraining
+
+__all__ = ["ClientMod", "Defense", "LocalTraining"]
 
 ClientMod = Callable[..., Any]  # flwr.clientapp.typing.Mod
-
-
-@dataclass
-class LocalTraining:
-    """What a client trains with in one round; a defense may replace any part."""
-
-    model: nn.Module
-    optimizer: Optimizer
-    loader: Iterable[Any]
-    epochs: int
-    num_examples: int
-    rounds: int = 1  # planned participations of this client in the run (<= num_rounds); dp-local
-    # with target_epsilon spreads the budget over rounds x steps per participation
-    local_steps: int = 0  # > 0: exactly this many optimizer steps per participation instead of epochs
 
 
 class Defense:

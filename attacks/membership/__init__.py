@@ -2,12 +2,12 @@
 RMIA), server-side attacks on a federated client's update, and rigorous evaluation. The audits
 that train targets and write run folders are in ``experiments.membership``.
 
-A new black-box attack is one module registering a :class:`MembershipAttack` in :data:`ATTACKS`
+A new black-box attack is one module registering a :class:`MembershipAttack` in :data:`MEMBERSHIP_ATTACKS`
 plus one import line below.
 """
 
 from attacks.membership import blackbox, lira, rmia  # noqa: F401  (registration)
-from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation, build_attack
+from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation, build_attack
 from attacks.membership.config import MIAConfig
 
-__all__ = ["ATTACKS", "MIAConfig", "MembershipAttack", "MembershipObservation", "build_attack"]
+__all__ = ["MEMBERSHIP_ATTACKS", "MIAConfig", "MembershipAttack", "MembershipObservation", "build_attack"]

@@ -72,12 +72,12 @@ class MembershipAttack(ABC):
             raise ConfigError(f"attack {type(self).__name__} needs population records; got none")
 
 
-ATTACKS: Registry[type[MembershipAttack]] = Registry("membership attack")
+MEMBERSHIP_ATTACKS: Registry[type[MembershipAttack]] = Registry("membership attack")
 
 
 def build_attack(name: str, **options: Any) -> MembershipAttack:
     """Attack ``name`` built with those ``options`` that are its fields (others are ignored,
     so one option set serves a list of attacks)."""
-    cls = ATTACKS.get(name)
+    cls = MEMBERSHIP_ATTACKS.get(name)
     names: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     return cls(**{k: v for k, v in options.items() if k in names})

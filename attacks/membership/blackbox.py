@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
+from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.signals import ce_loss, true_class_prob
 
 
-@ATTACKS.register("loss")
+@MEMBERSHIP_ATTACKS.register("loss")
 @dataclass(frozen=True)
 class LossAttack(MembershipAttack):
     """Score = minus the cross-entropy loss of the target on the record."""
@@ -27,7 +27,7 @@ class LossAttack(MembershipAttack):
         return (-ce_loss(obs.target_logits[0], obs.labels)).numpy()
 
 
-@ATTACKS.register("confidence")
+@MEMBERSHIP_ATTACKS.register("confidence")
 @dataclass(frozen=True)
 class ConfidenceAttack(MembershipAttack):
     """Score = the target's probability of the true label."""
@@ -46,7 +46,7 @@ def modified_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return -(1 - p_y) * torch.log(p_y.clamp_min(tiny)) - others
 
 
-@ATTACKS.register("entropy")
+@MEMBERSHIP_ATTACKS.register("entropy")
 @dataclass(frozen=True)
 class EntropyAttack(MembershipAttack):
     """Score = minus the modified entropy of the target's prediction."""

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from attacks.membership.base import ATTACKS, build_attack
-from attacks.membership.training import DPConfig, TrainConfig
+from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
+from attacks.membership.training import DPConfig, ModelTraining
 from fl.errors import ConfigError
 
 DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
@@ -89,7 +89,7 @@ class MIAConfig:
                 "the one-run audit (one_run_guesses) needs independent inclusions: set split = 'bernoulli' "
                 "(--split bernoulli)"
             )
-        if self.population_size < 1 and any(ATTACKS.get(a).needs_population for a in self.attacks):
+        if self.population_size < 1 and any(MEMBERSHIP_ATTACKS.get(a).needs_population for a in self.attacks):
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
         if self.defense not in DEFENSES:
             raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}")
@@ -113,8 +113,8 @@ class MIAConfig:
         self.dp_config  # noqa: B018  (validates the DP fields)
 
     @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
+    def train_config(self) -> ModelTraining:
+        return ModelTraining(
             epochs=20 if self.epochs is None else self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
+from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.signals import scaled_logit
 
 MIN_STD = 1e-3  # floor on the Gaussian std, so a record whose shadows agree exactly stays finite
@@ -74,7 +74,7 @@ def _phis(obs: MembershipObservation) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return target, shadows, obs.shadow_in.numpy().astype(bool)
 
 
-@ATTACKS.register("lira")
+@MEMBERSHIP_ATTACKS.register("lira")
 @dataclass(frozen=True)
 class LiRA(MembershipAttack):
     """Online LiRA: ``log N(phi; mu_in, sd_in) - log N(phi; mu_out, sd_out)``, averaged over queries."""
@@ -91,7 +91,7 @@ class LiRA(MembershipAttack):
         return llr.mean(0)
 
 
-@ATTACKS.register("lira-offline")
+@MEMBERSHIP_ATTACKS.register("lira-offline")
 @dataclass(frozen=True)
 class LiRAOffline(MembershipAttack):
     """Offline LiRA: the one-sided test ``Pr[Z < phi]``, ``Z ~ N(mu_out, sd_out)``, scored as

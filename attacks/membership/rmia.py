@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from attacks.membership.base import ATTACKS, MembershipAttack, MembershipObservation
+from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.metrics import auc, roc_curve
 from attacks.membership.signals import true_class_prob
 from fl.errors import ConfigError
@@ -54,7 +54,7 @@ def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.nd
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # ML Privacy Meter's grid for a
 
 
-@ATTACKS.register("rmia")
+@MEMBERSHIP_ATTACKS.register("rmia")
 @dataclass(frozen=True)
 class RMIA(MembershipAttack):
     """RMIA; ``offline=False`` averages IN and OUT reference models, ``True`` uses OUT models only."""
@@ -143,7 +143,7 @@ class RMIA(MembershipAttack):
         return 0.5 * ((1 + a) * p_out + (1 - a))
 
 
-@ATTACKS.register("rmia-offline")
+@MEMBERSHIP_ATTACKS.register("rmia-offline")
 @dataclass(frozen=True)
 class RMIAOffline(RMIA):
     """Offline RMIA: reference models that did not train on the record, scaled by ``a``

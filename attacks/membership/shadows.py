@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.membership.stacked_optim import StackedOptimizer
-from attacks.membership.training import DPConfig, TrainConfig, seeded_global_rng, train_model
+from attacks.membership.training import DPConfig, ModelTraining, seeded_global_rng, train_model
 from fl.errors import ConfigError
 from fl.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
 from fl.seed import derive_seed
@@ -98,7 +98,7 @@ def train_stacked(
     images: torch.Tensor,
     labels: torch.Tensor,
     inside: torch.Tensor,
-    cfg: TrainConfig,
+    cfg: ModelTraining,
     *,
     seeds: list[int],
     device: torch.device,
@@ -160,7 +160,7 @@ def train_shadows(
     labels: torch.Tensor,
     *,
     num_shadows: int,
-    train: TrainConfig,
+    train: ModelTraining,
     dp: DPConfig | None,
     seed: int,
     device: torch.device,

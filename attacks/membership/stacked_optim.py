@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.membership.training import TrainConfig
+from attacks.membership.training import ModelTraining
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
 ADAM_EPS = 1e-8
@@ -20,7 +20,7 @@ ADAM_EPS = 1e-8
 class StackedOptimizer:
     """One optimizer state per model of stacked parameters ``(S, ...)``; reads ``p.grad``."""
 
-    def __init__(self, params: list[torch.Tensor], cfg: TrainConfig) -> None:
+    def __init__(self, params: list[torch.Tensor], cfg: ModelTraining) -> None:
         self.params = params
         self.cfg = cfg
         self.steps = torch.zeros(params[0].shape[0], dtype=torch.float64)

@@ -19,7 +19,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ModelTraining:
     """How every model of an audit is trained (target and shadows alike)."""
 
     epochs: int = 20  # passes over the model's training half
@@ -57,7 +57,7 @@ class DPConfig:
             raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
-def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], cfg: ModelTraining) -> torch.optim.Optimizer:
     """SGD with momentum or Adam; both act element-wise, so stacked models train independently."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -78,7 +78,7 @@ def train_model(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    cfg: TrainConfig,
+    cfg: ModelTraining,
     *,
     seed: int,
     device: torch.device | str = "cpu",
@@ -107,7 +107,7 @@ def _train_dp(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    cfg: TrainConfig,
+    cfg: ModelTraining,
     dp: DPConfig,
     *,
     seed: int,

@@ -30,7 +30,7 @@ from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import DirectoryStore, new_client_secret, read_client_secret
 from fl.federation.engine import simulate
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec
 from fl.runs import atomic_write_json, atomic_write_text, init_run_dir, read_json

@@ -29,9 +29,9 @@ from flwr.clientapp import ClientApp
 from fl.errors import ConfigError
 from fl.federation.capture import write_masks, write_truth
 from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
+from fl.federation.local_training import state_dict_cpu, train_local
 from fl.federation.secagg import fitres_content, is_secagg_message, read_fitins
 from fl.federation.settings import ModelSpec, TrainSettings
-from fl.federation.task import state_dict_cpu, train_local
 
 CLIENT_KEY = "fedleak"
 

@@ -26,12 +26,12 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from fl.errors import ConfigError
 from fl.federation.capture import AGGREGATE, CAPTURE_MODES, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
-from fl.federation.curious import CuriousStrategy, record_metrics
-from fl.federation.roster import CLIENT_KEY, SampledGrid, discover_clients
+from fl.federation.curious_strategy import CuriousStrategy, record_metrics
+from fl.federation.discovery import CLIENT_KEY, SampledGrid, discover_clients
+from fl.federation.local_training import evaluate
 from fl.federation.sampling import attacked_clients, planned_rounds, sample_clients
 from fl.federation.secagg import secagg_round
 from fl.federation.settings import ModelSpec, TrainSettings
-from fl.federation.task import evaluate
 from fl.seed import derive_seed
 
 STRATEGIES = ("fedavg", "fedprox")

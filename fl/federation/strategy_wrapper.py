@@ -1,7 +1,7 @@
 """A Flower strategy that wraps another: every hook goes to the inner strategy unless overridden.
 
 Flower's own DP strategies compose this way (they take a ``strategy`` and delegate); fedleak's
-curious server (:mod:`fl.federation.curious`) and adaptive clipping (``defenses.adaptive_clipping``)
+curious server (:mod:`fl.federation.curious_strategy`) and adaptive clipping (``defenses.adaptive_clipping``)
 override only the hooks where they act.
 """
 

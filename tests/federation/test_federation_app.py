@@ -19,7 +19,7 @@ from experiments.flower.run_config import config_from_run_config
 from fl.errors import ConfigError
 from fl.federation.capture import CaptureStore
 from fl.federation.checkpoint import Checkpoint
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 
 REPO = Path(__file__).resolve().parents[2]
 

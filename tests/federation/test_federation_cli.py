@@ -13,7 +13,7 @@ from experiments.cli import cli
 from fl.data import load_dataset
 from fl.federation.capture import AGGREGATE, CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
 

@@ -26,7 +26,7 @@ from fl.data import load_dataset
 from fl.federation.capture import CaptureStore
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import ClientKey, DirectoryStore
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 from fl.federation.settings import ModelSpec, TrainSettings
 from fl.models import record_masks, recorded_masks, set_dropout_generator
 from fl.seed import derive_seed, make_generator, private_generator

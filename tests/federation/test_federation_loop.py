@@ -25,7 +25,7 @@ from fl.data import load_dataset
 from fl.federation.capture import CaptureStore, write_partitions
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec, sample_clients
 from fl.federation.settings import ModelSpec, TrainSettings
 

@@ -25,7 +25,7 @@ from fl.data import load_dataset
 from fl.data.partition_file import load_partition_file
 from fl.errors import DataError
 from fl.federation.capture import CaptureStore
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 
 REPO = Path(__file__).resolve().parents[2]
 

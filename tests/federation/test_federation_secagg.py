@@ -12,10 +12,10 @@ from fl.data import load_dataset
 from fl.federation.capture import AGGREGATE, CaptureStore, write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.client_side import ClientKey, data_digest
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
+from fl.federation.local_training import train_local
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
-from fl.federation.task import train_local
 
 DATA = load_dataset("sample")
 SECRET = "00112233445566778899aabbccddeeff"  # the clients' secret, so the test can replay their training

@@ -23,7 +23,7 @@ from fl.data import load_dataset
 from fl.errors import ConfigError
 from fl.federation.capture import write_partitions
 from fl.federation.client import ClientSpec, make_client_app
-from fl.federation.inline import InlineGrid
+from fl.federation.inline_grid import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec, TrainSettings
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.membership import ATTACKS, MembershipObservation, MIAConfig, build_attack
+from attacks.membership import MEMBERSHIP_ATTACKS, MembershipObservation, MIAConfig, build_attack
 from attacks.membership.metrics import point_metrics
 from attacks.membership.rmia import A_GRID
 from attacks.membership.signals import query_logits
@@ -23,7 +23,7 @@ TINY = MIAConfig(
     model="mlp",
     norm=None,
     model_options={"hidden": 64, "depth": 1, "bias": True},
-    attacks=tuple(ATTACKS.names()),
+    attacks=tuple(MEMBERSHIP_ATTACKS.names()),
     shadows=4,
     pool_size=1000,
     population_size=300,
@@ -58,7 +58,7 @@ def test_mia_overfitted_target_leaks_membership(overfit) -> None:
     # shadow models calibrate per-record difficulty: far more members caught at low FPR
     assert res["attacks"]["lira"]["tpr@1%"] > 0.2
     assert res["attacks"]["rmia"]["tpr@1%"] > 0.2
-    for name in ATTACKS.names():  # every registered attack runs and beats chance
+    for name in MEMBERSHIP_ATTACKS.names():  # every registered attack runs and beats chance
         assert res["attacks"][name]["auc"] > 0.55, name
     assert res["attacks"]["rmia-offline"]["fitted"]["a"] in A_GRID  # calibrated and reported
 

@@ -15,7 +15,7 @@ from attacks.membership.shadows import (
     train_shadows,
     train_stacked,
 )
-from attacks.membership.training import DPConfig, TrainConfig, accuracy, train_model
+from attacks.membership.training import DPConfig, ModelTraining, accuracy, train_model
 from fl.errors import ConfigError
 from fl.models import build_model
 
@@ -77,7 +77,7 @@ def test_mia_vmap_training_fits_each_models_own_half() -> None:
     for s in range(2):
         torch.manual_seed(s)
         models.append(build_model("mlp", in_shape=(1, 8, 8), num_classes=4, hidden=64, depth=1, bias=True))
-    cfg = TrainConfig(epochs=40, batch_size=25, lr=0.01)
+    cfg = ModelTraining(epochs=40, batch_size=25, lr=0.01)
     train_stacked(models, x, y, inside, cfg, seeds=[0, 1], device=torch.device("cpu"), progress=False)
     for m, row in zip(models, inside, strict=True):
         acc_in, acc_out = accuracy(m, x[row], y[row]), accuracy(m, x[~row], y[~row])
@@ -101,12 +101,12 @@ def _mlp(seed: int, dropout: float = 0.0) -> torch.nn.Module:
 @pytest.mark.parametrize(
     "cfg",
     [
-        TrainConfig(epochs=3, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3),
-        TrainConfig(epochs=3, batch_size=8, lr=1e-2, optimizer="adam", weight_decay=1e-3),
+        ModelTraining(epochs=3, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        ModelTraining(epochs=3, batch_size=8, lr=1e-2, optimizer="adam", weight_decay=1e-3),
     ],
     ids=["sgd", "adam"],
 )
-def test_mia_vmap_and_loop_train_the_same_models(cfg: TrainConfig) -> None:
+def test_mia_vmap_and_loop_train_the_same_models(cfg: ModelTraining) -> None:
     """Halves of different sizes (41-49 records, batch 8): each stacked model takes its own
     ceil(n/8) steps a epoch with a smaller last batch, reshuffled from its own seed, as the loop
     (the target's recipe) does; padding every model to the largest half failed this."""
@@ -126,7 +126,7 @@ def test_mia_vmap_and_loop_train_the_same_models(cfg: TrainConfig) -> None:
 def _shadows(tmp_path, vectorize: str = "loop", epochs: int = 1):
     x, y = _pool(40)
     return train_shadows(
-        lambda seed: _mlp(seed), x, y, num_shadows=3, train=TrainConfig(epochs=epochs, batch_size=8),
+        lambda seed: _mlp(seed), x, y, num_shadows=3, train=ModelTraining(epochs=epochs, batch_size=8),
         dp=None, seed=5, device=torch.device("cpu"), cache_dir=tmp_path, key_parts={"model": "mlp"},
         vectorize=vectorize, progress=False,
     )  # fmt: skip

@@ -35,9 +35,9 @@ class MembershipKind(CellKind):
         return MIAConfig
 
     def attack_names(self) -> list[str]:
-        from attacks.membership import ATTACKS
+        from attacks.membership import MEMBERSHIP_ATTACKS
 
-        return ATTACKS.names()
+        return MEMBERSHIP_ATTACKS.names()
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         defense = spec.defense

@@ -28,10 +28,9 @@ from fl.seed import private_generator
 
 @dataclass
 class LocalTraining:
-    """What a client trains with in one round (the shape ``defenses.base.LocalTraining`` has).
+    """What a client trains with in one round; a defense may replace any part of it.
 
-    ``fl`` does not import ``defenses``: a defense receives this object and may return any
-    object with the same attributes (duck typing keeps the layering one-way).
+    ``fl`` does not import ``defenses``; the defenses import this class (``defenses.LocalTraining``).
     """
 
     model: nn.Module
@@ -39,7 +38,8 @@ class LocalTraining:
     loader: Any
     epochs: int
     num_examples: int
-    rounds: int = 1  # the client's planned participations in the run (dp-local's target_epsilon)
+    rounds: int = 1  # planned participations of this client in the run (<= num_rounds); dp-local
+    # with target_epsilon spreads the budget over rounds x steps per participation
     local_steps: int = 0  # > 0: exactly this many optimizer steps per participation instead of epochs
 
 
