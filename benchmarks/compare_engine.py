@@ -19,7 +19,7 @@ from pathlib import Path
 from experiments.grid import RunOptions, expand, parse_scenario, run_grid
 from experiments.grid.kinds.base import CellKind
 from experiments.grid.kinds.federated import FederatedKind
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 SCENARIO = """
 [scenario]

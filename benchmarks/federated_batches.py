@@ -28,12 +28,12 @@ from defenses import DefenseConfig
 from experiments.federated import SimulationConfig, run_federation
 from experiments.federated.attacking import attack_captured
 from experiments.federated.run import NO_LIMIT
+from fl.core.keyvalues import parse_key_values
 from fl.data import load_dataset
 from fl.federation.capture import CaptureStore
 from fl.federation.client_side import read_client_secret
 from fl.federation.engine import quiet_flower
 from fl.federation.settings import TrainSettings
-from fl.keyvalues import parse_key_values
 
 ATTACKS = ("ig", "dia", "oracle")
 DEFENSES = {

@@ -15,7 +15,7 @@ from opacus.accountants import IAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from defenses.config import ACCOUNTANTS
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 History = list[tuple[float, float, int]]
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 CLIPPING_MODES = ("server-fixed", "client-fixed", "adaptive", "client-adaptive")
 ACCOUNTANTS = ("rdp", "prv")

@@ -58,7 +58,7 @@ from defenses.clipping import ZeroSafeClipping, zero_safe_clipping_mod
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import train_only
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 DP_WEIGHT_KEY = "dp-weight"  # reply metric FedAvg weights by under central DP (always 1.0)
 ADAPTIVE = ("adaptive", "client-adaptive")

@@ -36,7 +36,7 @@ from defenses.accounting import (
 from defenses.base import Defense, LocalTraining
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
-from fl.errors import ConfigError, FedleakError
+from fl.core.errors import ConfigError, FedleakError
 from fl.seed import private_generator
 
 HISTORY_KEY = "dp_history"  # client_state key: the accountant history [[sigma, q, steps], ...]

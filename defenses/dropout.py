@@ -16,7 +16,7 @@ from torch import nn
 from defenses.base import Defense
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import has_dropout
 
 

@@ -26,7 +26,7 @@ from defenses.clipping import ZeroSafeClipping
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import train_only
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 RELEASES_KEY = "ldp_releases"  # client_state key: how many noised updates this client has sent
 

@@ -18,7 +18,7 @@ from defenses.base import ClientMod, Defense
 from defenses.config import DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import UpdateMod
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def kept_entries(size: int, prune_ratio: float) -> int:

@@ -17,7 +17,7 @@ from defenses.base import ClientMod, Defense
 from defenses.config import MAX_QUANTIZE_BITS, DefenseConfig
 from defenses.registry import DEFENSES
 from defenses.update_mod import UpdateMod
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def quantize(delta: np.ndarray, bits: int, *, uniform: np.ndarray | None = None) -> np.ndarray:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from defenses.base import Defense
 from defenses.config import DefenseConfig
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 DefenseBuilder = Callable[[DefenseConfig], Defense]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fl.errors import FedleakError
+from fl.core.errors import FedleakError
 
 SCHEMA_VERSION = 1
 DB_NAME = "results.sqlite"

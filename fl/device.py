@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fl.core.runs import atomic_write_bytes
 from fl.data.bundled import PER_CLASS, SAMPLE_DIR
 from fl.data.cifar import CIFAR10_CLASSES, read_batch
 from fl.data.idx import read_idx
 from fl.data.mnist import FMNIST_CLASSES
-from fl.runs import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ from attacks.inversion.base import ATTACKS, InversionResult
 from attacks.inversion.labels import average_gradient
 from attacks.inversion.observation import Observation
 from attacks.inversion.victims import resolve_labels
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 CALIBRATION_TOL = 1e-8  # max abs error of the float64 check that a patch solve is exact
 

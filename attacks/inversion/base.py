@@ -17,8 +17,8 @@ import torch
 
 from attacks.inversion.cost import CostBudget, InversionCost, admit, estimate
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import build_model
 
 PROBE_BATCH = 4  # examples in the measured iteration (scaled linearly to the real batch)

@@ -31,7 +31,7 @@ from attacks.inversion.optim import (
     check_mask_init,
     check_mask_penalty,
 )
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from attacks.inversion.base import ATTACKS, InversionResult
 from attacks.inversion.observation import Observation
 from attacks.inversion.victims import prepare, victim_seeds
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 LINE_SEARCHES = ("none", "strong_wolfe")
 

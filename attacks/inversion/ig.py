@@ -26,7 +26,7 @@ from attacks.inversion.optim import (
     check_recipe,
 )
 from attacks.inversion.victims import group, prepare, victim_seeds
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def last_linear(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 CHANNELS = (64, 192, 384, 256, 256)
 CONV_INDICES = (0, 3, 6, 8, 10)  # positions of the convolutions in torchvision's alexnet.features

@@ -42,7 +42,7 @@ from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 from torch.nn import functional as F
 
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import dropout_sites
 
 DISTANCES = ("cosine", "l2")

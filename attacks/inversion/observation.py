@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import (
     build_model,
     dropout_sites,

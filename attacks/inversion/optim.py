@@ -42,7 +42,7 @@ from attacks.inversion.matching import (
     total_variation,
 )
 from attacks.inversion.victims import Victims
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 MaskMode = Literal["eval", "learn", "given"]
 MASK_INITS = ("bernoulli", "mean")  # DIA's masks start as Bernoulli(1 - p) draws, or all at 1 - p

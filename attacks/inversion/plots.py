@@ -24,7 +24,7 @@ def save_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fl.runs import atomic_write_bytes
+    from fl.core.runs import atomic_write_bytes
 
     n = min(truth.shape[0], MAX_COLUMNS)
     names = ["ground truth", *rows]

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from attacks.inversion.observation import Observation
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import dropout_sites, record_masks, recorded_masks, set_dropout_generator
 
 Rule = Literal["additive", "columns"]

@@ -19,7 +19,7 @@ from attacks.inversion.labels import recover_labels
 from attacks.inversion.matching import Matcher, Params
 from attacks.inversion.observation import Observation
 from attacks.inversion.readout import find_readouts, read_masks
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.invert")

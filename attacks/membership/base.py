@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
 from attacks.membership.training import DPConfig, ModelTraining
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 
 def per_sample_stats(

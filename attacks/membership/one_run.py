@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:

@@ -10,7 +10,7 @@ from typing import Any, cast
 import numpy as np
 
 from attacks.membership.metrics import dp_tpr_bound, roc_curve
-from fl.runs import atomic_write_bytes
+from fl.core.runs import atomic_write_bytes
 
 
 def _figure(size: tuple[float, float]) -> tuple[Any, Any]:

@@ -28,7 +28,7 @@ from scipy import stats
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation
 from attacks.membership.metrics import auc, roc_curve
 from attacks.membership.signals import true_class_prob
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def _prob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from attacks.membership.stacked_optim import StackedOptimizer
 from attacks.membership.training import DPConfig, ModelTraining, seeded_global_rng, train_model
-from fl.errors import ConfigError
-from fl.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
+from fl.core.errors import ConfigError
+from fl.core.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
 from fl.seed import derive_seed
 
 VECTORIZE = ("auto", "vmap", "loop")

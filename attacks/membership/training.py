@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
 

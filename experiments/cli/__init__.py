@@ -83,7 +83,7 @@ class FedleakGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx: click.Context) -> object:
-        from fl.errors import ConfigError, FedleakError
+        from fl.core.errors import ConfigError, FedleakError
 
         try:
             return super().invoke(ctx)

@@ -74,11 +74,11 @@ def attack(
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, part_attacked, save_outcome_grid
     from experiments.federated.config import unattackable_training
+    from fl.core.errors import ConfigError
+    from fl.core.runs import atomic_write_json, environment_record, read_json
     from fl.data import load_dataset
-    from fl.errors import ConfigError
     from fl.federation.capture import AGGREGATE, CaptureStore
     from fl.federation.settings import TrainSettings
-    from fl.runs import atomic_write_json, environment_record, read_json
 
     state = get_state(ctx)
     if layer_weights != "equal" and "layer_weights" not in config_fields(attack):

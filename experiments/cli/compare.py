@@ -12,7 +12,7 @@ from experiments.grid import CELL_KINDS, RunOptions, RunSummary, expand, load_sc
 from experiments.grid import run_scenario as _run_scenario
 from experiments.grid.scenario import Scenario
 from experiments.store import ResultStore
-from fl.errors import FedleakError
+from fl.core.errors import FedleakError
 
 
 def run_scenario(scenario: Scenario, out: Path, options: RunOptions, *, seed: int) -> RunSummary:

@@ -9,8 +9,8 @@ import click
 from experiments.cli.compare import load, quiet_cells, run_scenario
 from experiments.cli.state import get_state
 from experiments.grid import RunOptions
-from fl.errors import FedleakError
-from fl.runs import atomic_write_text
+from fl.core.errors import FedleakError
+from fl.core.runs import atomic_write_text
 
 
 @click.command("demo")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fl.keyvalues import parse_key_values
+from fl.core.keyvalues import parse_key_values
 
 # The inversions a captured update supports (oracle needs the client's masks). The same list as
 # experiments.federated.config.SERVER_ATTACKS, kept here so the CLI starts without importing Flower.

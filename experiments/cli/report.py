@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fl.runs import atomic_write_text
+from fl.core.runs import atomic_write_text
 
 
 @click.command("report")

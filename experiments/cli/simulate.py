@@ -143,10 +143,10 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
     from defenses import DefenseConfig
     from experiments.federated import SimulationConfig
     from experiments.federated.compare import compare_table
+    from fl.core.runs import atomic_write_text
     from fl.federation.client_side import read_client_secret
     from fl.federation.engine import ray_session
     from fl.federation.settings import TrainSettings
-    from fl.runs import atomic_write_text
 
     state = get_state(ctx)
     defense_values = {k: kw[k] for k in DEFENSE_OPTIONS if kw[k] is not None}

@@ -22,7 +22,7 @@ from attacks.inversion.cost import CostBudget, InversionCost
 from attacks.inversion.metrics import label_accuracy, label_precision, match_subset, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from defenses import DefenseConfig
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.federation.capture import CAPTURE_MODES
 from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES

@@ -22,9 +22,10 @@ from attacks.inversion.cost import CostBudget, admit
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
+from fl.core.errors import ConfigError, DataError, FedleakError
+from fl.core.runs import atomic_write_json, atomic_write_text, init_run_dir, read_json
 from fl.data import DATASETS, load_dataset, partition
 from fl.data.partition_file import partition_file_name, save_partition_file
-from fl.errors import ConfigError, DataError, FedleakError
 from fl.federation.capture import CaptureStore, write_partitions
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.client import ClientSpec, make_client_app
@@ -33,7 +34,6 @@ from fl.federation.engine import simulate
 from fl.federation.inline_grid import InlineGrid
 from fl.federation.server import FederationServer, ServerSpec
 from fl.federation.settings import ModelSpec
-from fl.runs import atomic_write_json, atomic_write_text, init_run_dir, read_json
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.federation")

@@ -17,9 +17,9 @@ from typing import Any
 from defenses import DefenseConfig
 from experiments.federated.config import SimulationConfig
 from experiments.federated.run import Composition, compose
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
+from fl.core.keyvalues import parse_key_values
 from fl.federation.settings import TrainSettings
-from fl.keyvalues import parse_key_values
 
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 DEFENSE_KEYS = {f.name for f in fields(DefenseConfig)} - {"name"}

@@ -13,8 +13,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from experiments.federated.run import make_server, round_line, summarise
 from experiments.flower.run_config import composition, config_from_run_config
+from fl.core.runs import init_run_dir
 from fl.device import resolve_device
-from fl.runs import init_run_dir
 
 app = ServerApp()
 

@@ -12,9 +12,9 @@ from typing import Any
 from defenses import DEFENSES, DefenseConfig
 from experiments.grid.kinds.base import CellKind, CellSpec
 from experiments.grid.scenario import DefenseGrid, Scenario
-from fl.errors import ConfigError
-from fl.registry import Registry
-from fl.runs import to_jsonable
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
+from fl.core.runs import to_jsonable
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def config_from_mapping(cls: type, values: Mapping[str, Any], *, where: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CellKind
-from fl.runs import atomic_write_json, package_versions, to_jsonable
+from fl.core.runs import atomic_write_json, package_versions, to_jsonable
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from experiments.grid.execute import CellOutcome, execute_cell, init_engine_work
 from experiments.grid.kinds.base import CellKind
 from experiments.grid.scenario import Scenario
 from experiments.store import ResultStore
-from fl.errors import ConfigError
-from fl.registry import Registry
-from fl.runs import init_run_dir, package_versions
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
+from fl.core.runs import init_run_dir, package_versions
 
 EXECUTORS = ("local", "ray")
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 KINDS = ("inversion", "membership", "federated")
 SCENARIO_KEYS = ("name", "description", "seeds")

@@ -38,8 +38,8 @@ from attacks.inversion.optim import (
 )
 from attacks.inversion.plots import save_grid
 from attacks.inversion.readout import check_readable
-from fl.errors import ConfigError
-from fl.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
+from fl.core.errors import ConfigError
+from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
 from fl.seed import derive_seed, make_generator
 
 log = logging.getLogger("fedleak.invert")
@@ -347,7 +347,7 @@ def _check_resume(out: Path, cfg: InversionConfig, resume: bool) -> None:
     cfg_path = out / "config.json"
     if not cfg_path.exists():
         return
-    from fl.runs import to_jsonable
+    from fl.core.runs import to_jsonable
 
     same = read_json(cfg_path) == to_jsonable(cfg)
     if resume and not same:

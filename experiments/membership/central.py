@@ -30,8 +30,8 @@ from attacks.membership.plots import plot_roc
 from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
-from fl.errors import ConfigError
-from fl.runs import (
+from fl.core.errors import ConfigError
+from fl.core.runs import (
     atomic_write_bytes,
     atomic_write_json,
     init_run_dir,

@@ -47,11 +47,11 @@ from experiments.membership.central import (
     draw_indices,
     write_audit,
 )
+from fl.core.errors import ConfigError
+from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
 from fl.data import load_dataset
-from fl.errors import ConfigError
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.settings import TrainSettings
-from fl.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.mia")

@@ -29,8 +29,8 @@ from attacks.membership.federated import (
 )
 from attacks.membership.metrics import DEFAULT_FPRS, evaluate
 from attacks.membership.plots import plot_roc
-from fl.errors import ConfigError, DataError
-from fl.runs import atomic_write_bytes, atomic_write_json, init_run_dir
+from fl.core.errors import ConfigError, DataError
+from fl.core.runs import atomic_write_bytes, atomic_write_json, init_run_dir
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.mia")

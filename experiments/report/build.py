@@ -13,8 +13,8 @@ from experiments.report import plots
 from experiments.report.aggregate import Group, aggregate
 from experiments.report.questions import Table, all_tables
 from experiments.store import DB_NAME, CellRecord, ResultStore
-from fl.errors import ConfigError
-from fl.runs import atomic_write_bytes
+from fl.core.errors import ConfigError
+from fl.core.runs import atomic_write_bytes
 
 TEXT_FORMATS = ("md", "csv", "latex")
 

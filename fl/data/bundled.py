@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fl.core.errors import DataError
 from fl.data.cifar import CIFAR10_CLASSES
 from fl.data.mnist import FMNIST_CLASSES
 from fl.data.source import DatasetSource, register
-from fl.errors import DataError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 PER_CLASS = {"train": 8, "test": 2}

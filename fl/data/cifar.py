@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from fl.core.errors import DataError
 from fl.data.source import DatasetSource, Reader, Resource, register
 from fl.data.unpickle import load_pickle
-from fl.errors import DataError
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

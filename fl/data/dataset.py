@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fl.errors import DataError
+from fl.core.errors import DataError
 
 
 @dataclass(frozen=True)

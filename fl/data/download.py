@@ -22,9 +22,9 @@ from urllib.error import URLError
 
 from tqdm import tqdm
 
+from fl.core.errors import DataError
+from fl.core.runs import default_file_mode
 from fl.data.source import Resource
-from fl.errors import DataError
-from fl.runs import default_file_mode
 
 log = logging.getLogger("fedleak")
 

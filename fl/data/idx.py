@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fl.errors import DataError
+from fl.core.errors import DataError
 
 UINT8 = 0x08
 

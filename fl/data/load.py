@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fl.core.errors import DataError
 from fl.data.dataset import ImageDataset
 from fl.data.download import download_all
 from fl.data.source import DATASETS, check_split, resolve_root
-from fl.errors import DataError
 
 log = logging.getLogger("fedleak")
 _ANNOUNCED: set[str] = set()

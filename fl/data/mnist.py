@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fl.core.errors import DataError
 from fl.data.idx import read_idx
 from fl.data.source import DatasetSource, Resource, register
-from fl.errors import DataError
 
 PREFIX = {"train": "train", "test": "t10k"}
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 Scheme = Callable[..., list[np.ndarray]]
 PARTITIONS: Registry[Scheme] = Registry("partition scheme")

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl.errors import DataError
-from fl.runs import atomic_write_bytes
+from fl.core.errors import DataError
+from fl.core.runs import atomic_write_bytes
 
 
 def partition_file_name(client: int) -> str:

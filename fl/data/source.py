@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 SPLITS = ("train", "test")
 

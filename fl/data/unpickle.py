@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from fl.errors import DataError
+from fl.core.errors import DataError
 
 ALLOWED_GLOBALS = frozenset(
     {

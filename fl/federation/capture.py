@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl.errors import DataError
+from fl.core.errors import DataError
+from fl.core.runs import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
 from fl.federation.settings import ModelSpec, TrainSettings
-from fl.runs import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
 
 CAPTURE_MODES = ("all", "attacked", "none")
 AGGREGATE = "aggregate"

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from fl.errors import DataError
-from fl.runs import atomic_write_json, load_tensors, read_json, save_tensors
+from fl.core.errors import DataError
+from fl.core.runs import atomic_write_json, load_tensors, read_json, save_tensors
 
 
 @dataclass

@@ -26,7 +26,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.federation.capture import write_masks, write_truth
 from fl.federation.client_side import client_store, data_digest, open_record, read_client_secret
 from fl.federation.local_training import state_dict_cpu, train_local

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 from flwr.app import ConfigRecord, Context
 
-from fl.errors import ConfigError
-from fl.runs import atomic_write_json, read_json
+from fl.core.errors import ConfigError
+from fl.core.runs import atomic_write_json, read_json
 from fl.seed import private_numpy_seed, private_seed
 
 KEY_BYTES = 16  # 128-bit keys and secrets

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fl.errors import FedleakError
+from fl.core.errors import FedleakError
 
 if TYPE_CHECKING:
     from flwr.supercore.run import Run

@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.federation.capture import AGGREGATE, CAPTURE_MODES, CaptureWriter
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.curious_strategy import CuriousStrategy, record_metrics

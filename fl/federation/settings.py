@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
 

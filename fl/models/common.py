@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 NORMS = ("batch", "group", "none")
 

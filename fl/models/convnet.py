@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models.common import norm2d
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 class MaskedDropout(nn.Module):

@@ -23,7 +23,7 @@ import math
 
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models.common import check_norm_free
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS

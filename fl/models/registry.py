@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 from fl.models.common import check_norm
-from fl.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 

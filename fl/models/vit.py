@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models.common import check_norm_free
 from fl.models.dropout import MaskedDropout
 from fl.models.registry import MODELS

@@ -63,7 +63,7 @@ def test_negative_seed_is_a_usage_error(args: list[str]) -> None:
 def test_same_seed_same_results_on_cpu(tmp_path) -> None:
     """Two runs with one seed give bit-identical reconstructions (initial weights, dropout masks,
     attack init); another seed gives different ones."""
-    from fl.runs import load_tensors
+    from fl.core.runs import load_tensors
 
     def run(seed: int, name: str) -> dict[str, torch.Tensor]:
         args = [

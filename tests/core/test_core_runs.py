@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fl.runs import (
+from fl.core.runs import (
     atomic_write_json,
     atomic_write_text,
     init_run_dir,

@@ -12,9 +12,9 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
+from fl.core.errors import DataError
 from fl.data import download, load_dataset
 from fl.data.source import Resource
-from fl.errors import DataError
 
 
 def offline(url: str, dest: Path) -> str:

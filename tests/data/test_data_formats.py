@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from fl.core.errors import ConfigError, DataError
 from fl.data import DATASETS, ImageDataset, load_dataset
 from fl.data.idx import read_idx
 from fl.data.unpickle import load_pickle
-from fl.errors import ConfigError, DataError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from fl.core.errors import ConfigError
 from fl.data import PARTITIONS, partition
-from fl.errors import ConfigError
 
 LABELS = np.random.default_rng(0).integers(0, 10, size=2000)
 OPTIONS = {"iid": {}, "dirichlet": {"alpha": 0.5}, "shards": {"shards_per_client": 2}}

@@ -11,7 +11,7 @@ from defenses.accounting import (
     history_of,
     noise_for_epsilon,
 )
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 MNIST_DPSGD = [(1.1, 256 / 60000, 14062)]  # Abadi et al.'s MNIST setting: 60 epochs of batch 256
 

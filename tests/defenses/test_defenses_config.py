@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from defenses import DEFENSES, DefenseConfig, build_defense
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import build_model, dropout_sites
 
 

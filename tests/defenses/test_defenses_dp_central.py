@@ -29,7 +29,7 @@ from defenses.dp_central import (
     ZeroSafeServerSideFixedClipping,
     uniform_weight_mod,
 )
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.seed import derive_seed
 
 SHAPE = (200, 100)

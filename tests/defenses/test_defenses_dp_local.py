@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from defenses import DefenseConfig, LocalTraining, build_defense
 from defenses.accounting import epsilon_from_history, noise_for_epsilon
 from defenses.dp_local import HISTORY_KEY, NOISE_KEY, epsilon_of, make_private
-from fl.errors import ConfigError, FedleakError
+from fl.core.errors import ConfigError, FedleakError
 from fl.federation.local_training import train_local
 from fl.federation.settings import TrainSettings
 from fl.models import build_model

@@ -13,7 +13,7 @@ from defenses.accounting import gaussian_epsilon
 from defenses.ldp import RELEASES_KEY
 from defenses.prune import kept_entries, topk_sparsify
 from defenses.quantize import quantize
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def _arrays(seed: int) -> list[np.ndarray]:

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CellKind, CellSpec
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 
 @dataclass(frozen=True)

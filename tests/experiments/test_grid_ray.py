@@ -11,7 +11,7 @@ from grid_doubles import TOY_SCENARIO, toy_kinds
 
 from experiments.grid import RunOptions, expand, parse_scenario, run_grid
 from experiments.store import ResultStore
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def test_ray_executor_needs_an_address() -> None:

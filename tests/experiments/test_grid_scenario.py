@@ -6,7 +6,7 @@ import pytest
 from grid_doubles import TOY_SCENARIO, toy_kinds
 
 from experiments.grid import CELL_KINDS, expand, parse_scenario
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 KINDS = toy_kinds()
 

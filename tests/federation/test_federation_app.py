@@ -16,7 +16,7 @@ from flwr.serverapp import ServerApp
 from experiments.cli import cli
 from experiments.federated.config import SimulationConfig
 from experiments.flower.run_config import config_from_run_config
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.federation.capture import CaptureStore
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.inline_grid import InlineGrid

@@ -80,7 +80,7 @@ def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) ->
 
     from defenses import DefenseConfig
     from experiments.federated import SimulationConfig, run_federation
-    from fl.errors import DataError
+    from fl.core.errors import DataError
     from fl.federation.settings import TrainSettings
 
     cfg = SimulationConfig(

@@ -178,7 +178,7 @@ def test_federation_central_dp_does_not_depend_on_global_rng_state(tmp_path):
 
 
 def test_federation_bad_server_options_fail_with_one_clear_line():
-    from fl.errors import ConfigError
+    from fl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="fraction"):
         ServerSpec(model=SPEC, num_clients=4, num_rounds=1, settings=TrainSettings(), fraction=1.5)

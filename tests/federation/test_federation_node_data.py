@@ -21,9 +21,9 @@ from flwr.app import Context, RecordDict
 import experiments.federated.run as run_module
 from experiments.cli import cli
 from experiments.flower.run_config import composition
+from fl.core.errors import DataError
 from fl.data import load_dataset
 from fl.data.partition_file import load_partition_file
-from fl.errors import DataError
 from fl.federation.capture import CaptureStore
 from fl.federation.inline_grid import InlineGrid
 
@@ -140,7 +140,7 @@ def test_node_data_run_server_loads_no_training_split_and_no_reply_carries_truth
 
 def test_node_data_refuses_the_per_round_attack_in_one_line(tmp_path):
     from experiments.federated.config import SimulationConfig
-    from fl.errors import ConfigError
+    from fl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="the server does not hold"):
         run_module.compose(SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True)

@@ -113,8 +113,8 @@ def cifar_sample_head() -> SimpleNamespace:
 def cifar(optional_data_root, cifar_sample_head):
     """The real CIFAR-10 test split where a data folder holds it, else its first 56 images rebuilt
     from the bundled sample (the tests use the first 48)."""
+    from fl.core.errors import DataError
     from fl.data import load_dataset
-    from fl.errors import DataError
 
     root = optional_data_root
     if root is not None:

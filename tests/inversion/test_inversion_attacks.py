@@ -10,7 +10,7 @@ import torch
 from attacks.inversion import attack_config, invert, invert_many, metrics, recover_labels
 from attacks.inversion.labels import label_counts
 from attacks.inversion.victims import victim_seeds
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def test_dia_beats_ig_against_a_dropout_model(cifar, make_obs) -> None:

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from attacks.inversion import observe_client
 from attacks.inversion.batchnorm import batch_input_statistics, client_batch_statistics
 from experiments.cli import cli
+from fl.core.errors import ConfigError
 from fl.data import load_dataset
-from fl.errors import ConfigError
 from fl.models import build_model
 
 

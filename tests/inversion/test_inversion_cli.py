@@ -209,7 +209,7 @@ def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
 
 def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
     from experiments.inversion.laboratory import InversionConfig
-    from fl.errors import ConfigError
+    from fl.core.errors import ConfigError
 
     cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7)
     assert cfg.attack_overrides("dia") == {

@@ -13,7 +13,7 @@ from attacks.inversion import attack_config, invert_many
 from attacks.inversion import cost as cost_mod
 from attacks.inversion.cost import GIB, CostBudget, CostError, InversionCost, estimate
 from experiments.cli import cli
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def _fixed_probe(monkeypatch, seconds: dict[int, float], saved: dict[int, int]) -> None:

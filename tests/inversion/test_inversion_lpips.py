@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from attacks.inversion import metrics
 from attacks.inversion.lpips import BACKBONE_KEYS, LIN_KEYS, LPIPS, load_lpips
 from experiments.cli import cli
+from fl.core.errors import ConfigError
 from fl.data import load_dataset
-from fl.errors import ConfigError
 from fl.federation.capture import write_partitions
 from fl.federation.client import ClientSpec, make_client_app
 from fl.federation.inline_grid import InlineGrid

@@ -9,7 +9,7 @@ import torch
 
 from attacks.inversion import attack_config, invert_many
 from attacks.inversion.readout import find_readouts, read_masks
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from attacks.inversion import attack_config, invert, invert_many
 from attacks.inversion.matching import mask_regularizer
 from attacks.inversion.optim import PLATEAU_PATIENCE, STOP_PATIENCE, Plateau
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def test_plateau_cuts_the_rate_as_torchs_scheduler_does_per_row() -> None:

@@ -125,7 +125,7 @@ def test_balanced_layer_weights_give_every_tensor_the_same_say(make_obs, model, 
 
 
 def test_layer_weights_refuse_what_they_cannot_weigh(make_obs) -> None:
-    from fl.errors import ConfigError
+    from fl.core.errors import ConfigError
 
     obs = make_obs(torch.rand(1, 3, 32, 32), torch.tensor([1]))
     with pytest.raises(ConfigError, match="layer_weights 'nope' is not one of 'equal', 'balanced'"):

@@ -99,7 +99,7 @@ def test_mia_one_reference_model_is_enough_for_rmia(overfit, data_root) -> None:
 @pytest.mark.parametrize("shadows", [1, 2])
 def test_mia_lira_with_two_shadows_or_fewer_is_refused_in_one_line(attack, shadows) -> None:
     """With 2 shadows every record has one IN and one OUT value: no variance can be estimated."""
-    from fl.errors import ConfigError
+    from fl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"shadows must be >= 3 for {attack}, got {shadows}"):
         dataclasses.replace(TINY, attacks=(attack,), shadows=shadows)

@@ -16,7 +16,7 @@ from attacks.membership.federated import FEDERATED_ATTACKS, gradient_stats, per_
 from attacks.membership.metrics import point_metrics
 from experiments.cli import cli
 from experiments.membership.server_side import FederatedMIAConfig, run_federated_mia
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.seed import derive_seed
 
 SPEC = {

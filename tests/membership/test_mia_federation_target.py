@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from attacks.membership import MIAConfig
 from experiments.cli import cli
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 FED = [
     "--dataset",

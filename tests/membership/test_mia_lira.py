@@ -8,7 +8,7 @@ import torch
 
 from attacks.membership.base import MembershipObservation
 from attacks.membership.lira import gaussian_params
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 # 4 shadows, 1 query view, 2 records: record 0 is IN for shadows 0, 1; record 1 for shadows 0, 2, 3
 PHI = np.array([[[1.0, 4.0]], [[3.0, 9.0]], [[0.0, 6.0]], [[2.0, 5.0]]])  # (S=4, A=1, N=2)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from attacks.membership import MIAConfig
 from attacks.membership.one_run import epsilon_lower_bound, one_run_audit, p_value
 from experiments.cli import cli
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 def test_one_run_bound_is_exact_for_perfect_guesses_at_delta_zero() -> None:

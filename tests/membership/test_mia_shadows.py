@@ -16,7 +16,7 @@ from attacks.membership.shadows import (
     train_stacked,
 )
 from attacks.membership.training import DPConfig, ModelTraining, accuracy, train_model
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import build_model
 
 
@@ -166,7 +166,7 @@ def test_mia_code_salt_covers_the_model_builders(monkeypatch) -> None:
 def test_mia_shadow_cache_reads_the_stored_assignment(tmp_path) -> None:
     """The IN/OUT split comes from the cache, not from the seed: the cached models were trained
     on what is stored beside them."""
-    from fl.runs import save_tensors
+    from fl.core.runs import save_tensors
 
     _, inside, info = _shadows(tmp_path)
     stored = ~inside  # as if another version of the code had drawn another split

@@ -6,7 +6,7 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 from fl.models import (
     MODELS,
     build_model,

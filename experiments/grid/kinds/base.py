@@ -19,8 +19,8 @@ import torch
 
 from defenses import DefenseConfig
 from experiments.grid.configs import config_from_mapping
-from fl.errors import ConfigError
-from fl.registry import Registry
+from fl.core.errors import ConfigError
+from fl.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 
 class FederatedKind(CellKind):

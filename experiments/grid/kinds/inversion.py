@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec, flatten_summary
-from fl.errors import ConfigError, DataError
+from fl.core.errors import ConfigError, DataError
 
 
 class InversionKind(CellKind):

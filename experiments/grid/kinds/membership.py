@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
-from fl.errors import ConfigError, DataError
+from fl.core.errors import ConfigError, DataError
 
 
 class MembershipKind(CellKind):

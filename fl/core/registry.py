@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from fl.errors import ConfigError
+from fl.core.errors import ConfigError
 
 T = TypeVar("T")
 
