@@ -3,11 +3,12 @@
 One Flower federation (in process, Flower's Message API, 2 clients, 1 round) per cell of
 dataset x defense x local steps x batch size; the curious server inverts client 0's captured
 update (``attack_captured``: the capture alone feeds the attack, the truth scores it) with IG and,
-where the clients' model has dropout, DIA and the oracle (DIA given the client's own masks, which
-the clients record beside their truth for this bound only). A client holds ``batch x steps`` records, so its
-update is one pass of ``steps`` full batches: FedSGD at one step, unrolled FedAvg (Inverting
-Gradients) at more; labels are recovered by the attacker and scored as label accuracy. The
-model is the round's initial one (the attack is on round 1), as in the inversion papers.
+where the clients' model has dropout, DIA and the oracle (IG's loop handed the client's own masks,
+which the clients record beside their truth for this bound only, and its labels in the order used).
+A client holds ``batch x steps`` records, so its update is one pass of ``steps`` full batches:
+FedSGD at one step, unrolled FedAvg (Inverting Gradients) at more; labels are recovered by the
+attacker and scored as label accuracy. The model is the round's initial one (the attack is on
+round 1), as in the inversion papers.
 
 One JSON line per attack and cell (PSNR and SSIM after optimal matching, label accuracy, seconds,
 the clients' epsilon); with ``--table`` a Markdown table of every line at the end. Cells whose
@@ -24,6 +25,9 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
+from attacks.inversion.metrics import label_accuracy
 from defenses import DefenseConfig
 from experiments.federated import SimulationConfig, run_federation
 from experiments.federated.attacking import attack_captured
@@ -43,6 +47,20 @@ DEFENSES = {
 }
 
 
+def run_dir(
+    root: str, dataset: str, model: str, width: int, norm: str | None, defense: str, batch: int, steps: int
+) -> Path:
+    masks = "_masks" if defense == "dropout" else ""
+    return Path(root) / f"{dataset}_{model}{masks}{width or ''}{f'_{norm}' if norm else ''}_{defense}_b{batch}_s{steps}"
+
+
+def label_chance(run: Path, labels: torch.Tensor, images_rebuilt: int) -> float:
+    """Label accuracy of a data-free guess (classes 0, 1, 2, ... in turn, as many as the attack
+    rebuilds) against the client's true labels, on the same multiset measure as the attack's."""
+    true = labels[torch.as_tensor(CaptureStore(run).true_indices(1, 0))]
+    return label_accuracy(torch.arange(images_rebuilt) % (int(labels.max()) + 1), true)
+
+
 def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch: int) -> list[dict]:
     cfg = SimulationConfig(
         dataset=dataset,
@@ -60,9 +78,7 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
         seed=0,
         client_secret=read_client_secret(args.client_secret),
     )
-    masks = "_masks" if defense == "dropout" else ""
-    norm = f"_{args.norm}" if args.norm else ""
-    out = Path(args.out) / f"{dataset}_{args.model}{masks}{args.width or ''}{norm}_{defense}_b{batch}_s{steps}"
+    out = run_dir(args.out, dataset, args.model, args.width, args.norm, defense, batch, steps)
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
@@ -97,12 +113,20 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
                 "psnr": round(o.psnr, 2),
                 "ssim": round(o.ssim, 3),
                 "label_acc": None if o.label_acc is None else round(o.label_acc, 3),
+                "label_chance": round(label_chance(out, train.labels, len(o.reconstruction)), 3),
                 "epsilon": fed.get("epsilon"),
                 "seconds": round(time.perf_counter() - start, 1),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _acc(r: dict) -> str:
+    """Label accuracy, with a data-free guess's in parentheses where known."""
+    if r["label_acc"] is None:
+        return "-"
+    return f"{r['label_acc']:.2f}" + (f" ({r['label_chance']:.2f})" if r.get("label_chance") is not None else "")
 
 
 def table(rows: list[dict]) -> str:
@@ -112,7 +136,8 @@ def table(rows: list[dict]) -> str:
     for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
         batches = sorted({r["batch"] for r in rows if (r["dataset"], r["model"]) == (dataset, model)})
         out += [
-            f"{dataset}, {model}: PSNR in dB (SSIM) per batch size; label accuracy of the recovered labels",
+            f"{dataset}, {model}: PSNR in dB (SSIM) per batch size; label accuracy of the recovered labels "
+            "(in parentheses: of a data-free guess, classes 0, 1, 2, ... in turn)",
             "",
             "| defense | ε per record | local steps | attack | "
             + " | ".join(f"batch {b}" for b in batches)
@@ -131,10 +156,7 @@ def table(rows: list[dict]) -> str:
             }
             eps = next((f"{r['epsilon']:.2f}" for r in cell.values() if r["epsilon"] is not None), "-")
             psnr = [f"{cell[b]['psnr']:.1f} ({cell[b]['ssim']:.2f})" if b in cell else "" for b in batches]
-            acc = [
-                f"{cell[b]['label_acc']:.2f}" if b in cell and cell[b]["label_acc"] is not None else "-"
-                for b in batches
-            ]
+            acc = [_acc(cell[b]) if b in cell else "-" for b in batches]
             label = "given" if attack == "oracle" else " / ".join(acc)
             out.append(
                 f"| {names[defense]} | {eps} | {steps} | {attack.upper() if attack != 'oracle' else 'oracle'} | "
@@ -143,6 +165,10 @@ def table(rows: list[dict]) -> str:
             )
         out.append("")
     return "\n".join(out)
+
+
+def _labels(dataset: str, data_dir: str | None) -> torch.Tensor:
+    return load_dataset(dataset, split="train", root=data_dir).labels
 
 
 def main() -> None:
@@ -182,11 +208,25 @@ def main() -> None:
     args.options = parse_key_values(args.attack_option)
     if args.table_from:
         rows: dict[tuple, dict] = {}
+        label_sets: dict[str, torch.Tensor] = {}
         for path in args.table_from:
             for line in Path(path).read_text().splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
                     if (r.get("options") or {}) == args.options:
+                        run = run_dir(
+                            args.out,
+                            r["dataset"],
+                            r["model"],
+                            r.get("width", 0),
+                            r["norm"],
+                            r["defense"],
+                            r["batch"],
+                            r["steps"],
+                        )
+                        if "label_chance" not in r and (run / "truth").is_dir():
+                            labels = label_sets.setdefault(r["dataset"], _labels(r["dataset"], args.data_dir))
+                            r["label_chance"] = round(label_chance(run, labels, r["batch"] * r["steps"]), 3)
                         rows[(r["dataset"], r["model"], r["defense"], r["steps"], r["batch"], r["attack"])] = r
         print(table(list(rows.values())))
         return

@@ -22,7 +22,7 @@ from attacks.inversion.cost import CostBudget, InversionCost
 from attacks.inversion.metrics import label_accuracy, label_precision, match_subset, score
 from attacks.inversion.observation import Observation
 from experiments.federated.config import unattackable_training, unreplayable_steps, update_shape
-from fl.core.errors import ConfigError
+from fl.core.errors import ConfigError, DataError
 from fl.federation.capture import AGGREGATE, CapturedUpdate, CaptureStore
 
 if TYPE_CHECKING:
@@ -112,8 +112,17 @@ def oracle_observation(
     """
     if train_labels is None or client == AGGREGATE:
         raise ConfigError("the oracle needs one client's update and the training labels (it reads the client's truth)")
+    if obs.dropout <= 0.0:
+        raise ConfigError(f"the oracle needs a model with dropout, but {obs.model_name!r} has dropout 0")
     labels = true_images(store, server_round, client, train_labels)[: obs.num_examples]
-    return replace(obs, true_masks=store.true_masks(server_round, int(client)), labels=labels)
+    masks = store.true_masks(server_round, int(client))
+    shape = (obs.local_steps, obs.batch_size)
+    if len(labels) != obs.num_examples or any(tuple(m.shape[:2]) != shape for m in masks.values()):
+        raise DataError(
+            f"client {client}'s recorded masks or labels in round {server_round} do not match its update "
+            f"({obs.local_steps} step(s) of batch {obs.batch_size}, {obs.num_examples} examples)"
+        )
+    return replace(obs, true_masks=masks, labels=labels)
 
 
 def capture_shape(cap: CapturedUpdate) -> tuple[int, int, int]:
