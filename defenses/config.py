@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 CLIPPING_MODES = ("server-fixed", "client-fixed", "adaptive", "client-adaptive")
 ACCOUNTANTS = ("rdp", "prv")
@@ -24,35 +25,54 @@ MAX_QUANTIZE_BITS = 16
 class DefenseConfig:
     """Which defense to run and its parameters; each defense reads only the fields it needs."""
 
-    name: str = "none"  # a key of DEFENSES: none, dropout, dp-local, dp-central, ldp, prune, quantize, ...
-    # dropout: the model's dropout rate p (0.25 = the DIA paper's MLP) and, for models that have
-    # the option (convnet), its placement: "head" (before the classifier) or "all" (every block).
-    dropout: float = 0.25
-    dropout_placement: str | None = None  # None keeps the model's own default placement
-    # DP-SGD (dp-local) and central DP (dp-central): Gaussian noise std = noise_multiplier * clip.
-    noise_multiplier: float | None = None  # None: computed from target_epsilon, or 1.0 without it
-    target_epsilon: float | None = None  # dp-local: noise for this epsilon over the whole run
-    delta: float = 1e-5  # DP delta for dp-local, dp-central and ldp; must be in (0, 1)
-    max_grad_norm: float = 1.0  # dp-local: per-sample gradient clipping bound (Opacus)
-    accountant: str = "rdp"  # dp-local: Opacus accountant, "rdp" or "prv"
-    clipping_norm: float = 1.0  # dp-central/ldp: L2 bound on each client's update (initial bound if adaptive)
-    clipping: str = "server-fixed"  # dp-central: server-fixed, client-fixed, adaptive (server-side), client-adaptive
-    # dp-central adaptive: noise std on the clipped-update count (Andrew et al.); None = Flower's
-    # clients_per_round / 20, which must exceed noise_multiplier / 2
-    clipped_count_stddev: float | None = None
-    # dp-central adaptive: the target quantile gamma of the update norms the bound tracks (the
-    # fraction of updates left unclipped; 0.5 = the median), in (0, 1) (Andrew et al.)
-    target_quantile: float = 0.5
-    # dp-central adaptive: the bound's geometric learning rate eta_C, > 0 (Andrew et al.)
-    clip_norm_lr: float = 0.2
-    sensitivity: float | None = (
-        None  # ldp: L2 sensitivity LocalDpMod scales its noise by; None = 2 x clipping_norm (the true one)
+    name: str = setting(
+        "none",
+        help="Defense: none, dropout, dp-local, dp-central, ldp, prune, quantize, secagg.",
+        flag="--defense",
+        key="defense",
     )
-    epsilon: float = 1.0  # ldp: per-round epsilon of each client's release (LocalDpMod)
-    # prune: fraction of the update's entries ZEROED per tensor (0.9 keeps the 10 % largest |delta|).
-    prune_ratio: float = 0.9
-    quantize_bits: int = 8  # quantize: bits per update entry, 1..16 (2**bits levels per tensor)
-    stochastic_rounding: bool = True  # quantize: unbiased stochastic rounding, else round to nearest
+    dropout: float = setting(0.25, help="dropout: the model's dropout rate p (0.25: the DIA paper's MLP).")
+    dropout_placement: str | None = setting(
+        None, help="dropout: head|all, where models with the option place it (default: the model's own)."
+    )
+    # DP-SGD (dp-local) and central DP (dp-central): Gaussian noise std = noise_multiplier * clip.
+    noise_multiplier: float | None = setting(
+        None, help="dp-local/dp-central: noise std / clipping bound (default: from --target-epsilon, else 1.0)."
+    )
+    target_epsilon: float | None = setting(
+        None, help="dp-local/dp-central: epsilon budget of the whole run (instead of --noise-multiplier)."
+    )
+    delta: float = setting(1e-5, help="dp-local/dp-central/ldp: DP delta, in (0, 1).")
+    max_grad_norm: float = setting(1.0, help="dp-local: per-sample clipping bound (Opacus).")
+    accountant: str = setting("rdp", help="dp-local: Opacus accountant, rdp|prv.")
+    clipping_norm: float = setting(
+        1.0, help="dp-central/ldp: L2 bound on each client's update (the initial bound if adaptive)."
+    )
+    clipping: str = setting(
+        "server-fixed", help="dp-central: server-fixed|client-fixed|adaptive (server-side)|client-adaptive."
+    )
+    clipped_count_stddev: float | None = setting(
+        None,
+        help="dp-central adaptive: noise std on the clipped-update count (Andrew et al.; default: Flower's "
+        "clients per round / 20, which must exceed noise_multiplier / 2).",
+    )
+    target_quantile: float = setting(
+        0.5, help="dp-central adaptive: quantile of the update norms the bound tracks, in (0, 1) (Andrew et al.)."
+    )
+    clip_norm_lr: float = setting(0.2, help="dp-central adaptive: the bound's geometric learning rate, > 0.")
+    sensitivity: float | None = setting(
+        None,
+        help="ldp: L2 sensitivity LocalDpMod scales its noise by, >= 2 x clipping norm (default: 2 x clipping "
+        "norm, the true one).",
+    )
+    epsilon: float = setting(1.0, help="ldp: per-round epsilon of each client's release (LocalDpMod).")
+    prune_ratio: float = setting(
+        0.9, help="prune: fraction of the update's entries zeroed per tensor (0.9 keeps the 10 % largest)."
+    )
+    quantize_bits: int = setting(8, help="quantize: bits per update entry, 1..16 (2**bits levels per tensor).")
+    stochastic_rounding: bool = setting(
+        True, help="quantize: unbiased stochastic rounding (default), else round to nearest."
+    )
 
     def __post_init__(self) -> None:
         _check_range("dropout", self.dropout, 0.0, 1.0, "[0, 1)", hi_open=True)

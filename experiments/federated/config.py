@@ -8,6 +8,7 @@ from typing import Any
 
 from defenses import DefenseConfig
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 from fl.federation.capture import CAPTURE_MODES
 from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES
@@ -112,39 +113,57 @@ def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
 class SimulationConfig:
     """A federation, its defense and the curious server's attack (CLI option names in comments)."""
 
-    dataset: str = "mnist"  # --dataset
-    model: str = "2nn"  # --model (a key of fl.models.MODELS)
-    model_options: dict[str, Any] = field(default_factory=dict)  # --model-option KEY=VALUE (e.g. bias=true)
-    norm: str | None = None  # --norm batch|group|none (group: the DP-ready variant)
-    clients: int = 10  # --clients: virtual clients (Flower SuperNodes)
-    fraction: float = 1.0  # --fraction: share sampled per round, in (0, 1]
-    rounds: int = 3  # --rounds
-    client_examples: int = 0  # --client-examples: cap on each client's partition (0 = all of it)
-    partition: str = "iid"  # --partition iid|dirichlet|shards
-    alpha: float = 0.5  # --alpha: Dirichlet concentration (non-IID when small)
-    strategy: str = "fedavg"  # --strategy fedavg|fedprox
-    train: TrainSettings = field(
-        default_factory=TrainSettings
-    )  # --local-epochs/--local-steps/--batch-size/--lr/--optimizer/--proximal-mu
+    dataset: str = setting("mnist", help="mnist, fmnist, cifar10, cifar100 or sample.")
+    model: str = setting(
+        "2nn",
+        help="A model of `fedleak models` (2nn: FedAvg's MNIST MLP, trains in a few rounds; mlp: the DIA paper's).",
+    )
+    model_options: dict[str, Any] = setting(
+        factory=dict,
+        help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
+        flag="--model-option",
+    )
+    norm: str | None = setting(
+        None, help="Normalisation variant (group: the DP-ready one).", choices=("batch", "group", "none")
+    )
+    clients: int = setting(10, help="Virtual clients (Flower SuperNodes).")
+    fraction: float = setting(1.0, help="Share of clients sampled per round, in (0, 1].")
+    rounds: int = setting(3, help="Federated rounds.")
+    client_examples: int = setting(0, help="Cap on each client's partition (0 = all of it).")
+    partition: str = setting("iid", help="How the records are dealt to the clients.", choices=PARTITIONS)
+    alpha: float = setting(0.5, help="Dirichlet concentration (non-IID when small).")
+    strategy: str = setting("fedavg", help="Server strategy (fedprox: with --proximal-mu).", choices=STRATEGIES)
+    train: TrainSettings = field(default_factory=TrainSettings)  # the clients' local training
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its parameters
-    attack: str = "none"  # --attack none|dlg|idlg|ig|dia|analytic (run by the curious server during the federation)
-    attack_clients: int = 0  # --attack-clients: sampled clients attacked per attacked round
-    attack_rounds: tuple[int, ...] = ()  # --attack-rounds: rounds to attack; () = first and last
-    attack_iters: int = 200  # --attack-iters: optimization steps per reconstruction
-    attack_options: dict[str, Any] = field(
-        default_factory=dict
-    )  # --attack-option KEY=VALUE (e.g. layer_weights=balanced)
-    capture: str = "attacked"  # --capture all|attacked|none
-    engine: str = "ray"  # --engine ray (Flower's simulation engine) | inline (serial, in-process, no Ray)
-    client_cpus: float = 1.0  # --client-cpus: Ray CPUs per client
-    client_gpus: float = 0.0  # --client-gpus: Ray GPU share per client
-    data_dir: str | None = None  # --data-dir (None: $FEDLEAK_DATA or the user cache)
-    seed: int = 0  # global --seed: the server's randomness (partitions, sampling, initial weights, central noise)
+    attack: str = setting(
+        "none", help="The curious server's inversion of the attacked clients' updates.", choices=SERVER_ATTACKS
+    )
+    attack_clients: int = setting(0, help="Clients attacked per round (the command line's default: 1 with --attack).")
+    attack_rounds: tuple[int, ...] = setting((), help="Comma-separated rounds to attack (default: first and last).")
+    attack_iters: int = setting(200, help="Optimization steps per reconstruction.")
+    attack_options: dict[str, Any] = setting(
+        factory=dict,
+        help="Attack setting, e.g. layer_weights=balanced or mask_step_size=0.3 (repeatable; the fields of the "
+        "attack's config, see docs/inversion.md).",
+        flag="--attack-option",
+    )
+    capture: str = setting("attacked", help="Which clients' updates the server keeps.", choices=CAPTURE_MODES)
+    engine: str = setting(
+        "ray",
+        help="ray: Flower's simulation engine; inline: clients run one after another in this process (no Ray).",
+        choices=ENGINES,
+        app=False,
+    )
+    client_cpus: float = setting(1.0, help="Ray CPUs per client.", app=False)
+    client_gpus: float = setting(0.0, help="Ray GPU share per client.", app=False)
+    data_dir: str | None = setting(None, help="Dataset root (default $FEDLEAK_DATA).")
+    # the global --seed: the server's randomness (partitions, sampling, initial weights, central noise)
+    seed: int = setting(0, help="The server's seed.", cli=False)
     # --client-secret-file: the clients' secret (>= 32 hex digits) their keys derive from, for a
     # bit-identical rerun; given to the clients only, never in the server's config.json. None: a
     # fresh one from the OS, kept on the clients' side (RUN/clients/client_secret).
     client_secret: str | None = None
-    stop_after_round: int = 0  # --stop-after-round: end early as if killed (tests resume)
+    stop_after_round: int = setting(0, help="Stop after this round as if killed (then --resume).", app=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:

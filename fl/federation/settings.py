@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -20,13 +21,13 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainSettings:
     """One round of local training (McMahan et al., 2017: E epochs of B-sized minibatch SGD)."""
 
-    local_epochs: int = 1  # passes over the client's data (ignored when local_steps > 0)
-    local_steps: int = 0  # > 0: exactly this many optimizer steps instead of epochs
-    batch_size: int = 32  # minibatch size B; 0 = full batch (the whole client dataset)
-    lr: float = 0.05  # client learning rate
-    optimizer: str = "sgd"  # sgd | adam
-    momentum: float = 0.0  # sgd momentum (0 keeps one step = one plain gradient step)
-    proximal_mu: float = 0.0  # FedProx (Li et al., 2020) proximal term weight; 0 = FedAvg
+    local_epochs: int = setting(1, help="Passes over the client's data per round (ignored when --local-steps > 0).")
+    local_steps: int = setting(0, help="> 0: exactly this many optimizer steps per round instead of epochs.")
+    batch_size: int = setting(32, help="Minibatch size B; 0 = full batch (the client's whole data).")
+    lr: float = setting(0.05, help="Client learning rate.")
+    optimizer: str = setting("sgd", help="Client optimizer.", choices=OPTIMIZERS)
+    momentum: float = setting(0.0, help="SGD momentum (0: one step is one plain gradient step).")
+    proximal_mu: float = setting(0.0, help="FedProx (Li et al., 2020) proximal term weight; 0 = FedAvg.")
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:

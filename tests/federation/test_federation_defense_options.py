@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import fields
 
 import pytest
@@ -11,7 +10,6 @@ from click.testing import CliRunner
 
 from defenses import DefenseConfig
 from experiments.cli import cli
-from experiments.cli.simulate import DEFENSE_OPTIONS
 from fl.federation.sampling import planned_rounds, sample_clients
 
 BASE = [
@@ -30,12 +28,44 @@ BASE = [
 ]
 
 
-def test_federation_simulate_has_one_option_per_defense_field_of_the_same_type():
-    hints = typing.get_type_hints(DefenseConfig)
-    expected = {f.name: hints[f.name] for f in fields(DefenseConfig) if f.name != "name"}
-    assert set(DEFENSE_OPTIONS) == set(expected)
-    for key, (kind, _) in DEFENSE_OPTIONS.items():
-        assert kind in (typing.get_args(expected[key]) or (expected[key],)), key
+def test_federation_cli_options_and_flower_run_config_come_from_one_schema():
+    """Every field of the federation's configs is a described setting; ``fedleak simulate`` has one
+    option per setting (and only its own run options besides), of the setting's type and default;
+    the Flower App's run config has one key per setting it takes, with the same default."""
+    import tomllib
+    from pathlib import Path
+
+    from experiments.cli.simulate import simulate
+    from experiments.federated.config import SimulationConfig
+    from experiments.federated.schema import federation_settings
+    from experiments.flower.run_config import APP_KEYS, config_from_run_config, run_config_keys
+    from fl.federation.settings import TrainSettings
+
+    settings = federation_settings()
+    described = {s.name for s in settings}
+    for cls in (SimulationConfig, TrainSettings, DefenseConfig):
+        assert {f.name for f in fields(cls)} - {"train", "defense", "client_secret"} <= described, cls
+    options = {p.name: p for p in simulate.params}
+    own = {"baseline", "client_secret_file", "resume", "export_partitions", "out"}
+    assert set(options) == {s.name for s in settings if s.cli} | own
+    for s in settings:
+        if not s.cli:
+            continue
+        option = options[s.name]
+        assert s.flag in option.opts, s.name
+        assert option.multiple if s.kind is dict else option.default is None, s.name  # unset: the config's default
+        if s.kind in (int, float) and s.default is not None:
+            assert option.type.name == {int: "integer", float: "float"}[s.kind] and str(s.default) in option.help, (
+                s.name
+            )
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    run_config = pyproject["tool"]["flwr"]["app"]["config"]
+    assert set(run_config) == set(run_config_keys()) | APP_KEYS
+    assert config_from_run_config(run_config) == SimulationConfig(attack_clients=1)
+    for key, s in run_config_keys().items():  # "" stands for an unset (None) default in TOML
+        if key == "attack-clients":  # the command line's default: 1 (used once an attack is set)
+            continue
+        assert run_config[key] == ("" if s.default is None else s.default) or s.kind in (dict, tuple), key
 
 
 def test_federation_cli_attack_choices_are_the_configs():
