@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.params import CAPTURE_ATTACKS, lpips_options
+from experiments.cli.params import CAPTURE_ATTACKS, key_values, lpips_options
 from experiments.cli.state import get_state
 
 
@@ -40,6 +40,15 @@ from experiments.cli.state import get_state
     help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
     "equally (see `fedleak invert --help`).",
 )
+@click.option(
+    "--attack-option",
+    "attack_options",
+    multiple=True,
+    callback=key_values,
+    metavar="KEY=VALUE",
+    help="Attack setting, e.g. tv_weight=1e-6 or recipe=ig (repeatable; the fields of the attack's config, "
+    "as `fedleak simulate --attack-option`; see docs/inversion.md).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
 @click.option(
     "--threads",
@@ -59,6 +68,7 @@ def attack(
     iters: int,
     max_images: int,
     layer_weights: str,
+    attack_options: dict[str, object],
     data_dir: str | None,
     threads: int,
     lpips_weights: Path | None,
@@ -73,7 +83,7 @@ def attack(
     from attacks.inversion.base import config_fields
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, part_attacked, save_outcome_grid
-    from experiments.federated.config import unattackable_training
+    from experiments.federated.config import check_attack_options, unattackable_training
     from fl.core.errors import ConfigError
     from fl.core.runs import atomic_write_json, environment_record, read_json
     from fl.data import load_dataset
@@ -86,6 +96,9 @@ def attack(
         raise click.BadParameter(
             f"applies to attacks {' and '.join(weighted)}, not {attack!r}", param_hint="--layer-weights"
         )
+    options = {**attack_options, **({"layer_weights": layer_weights} if layer_weights != "equal" else {})}
+    if options:
+        check_attack_options(attack, options)
     check_lpips_paths(lpips_weights, lpips_backbone)
     scorer = load_lpips(lpips_weights, lpips_backbone) if lpips_weights is not None else None
     store = CaptureStore(run_dir)
@@ -120,7 +133,7 @@ def attack(
         seed=state.seed,
         device=state.device,
         threads=threads,
-        options={"layer_weights": layer_weights} if layer_weights != "equal" else None,
+        options=options or None,
         lpips=scorer,
         train_labels=train.labels,
         progress=state.verbosity >= 0 and sys.stderr.isatty(),
@@ -145,6 +158,7 @@ def attack(
             "client": target,
             "attack": attack,
             "layer_weights": layer_weights,
+            "attack_options": options,
             "iters": iters,
             "threads": threads,
             "max_images": max_images,

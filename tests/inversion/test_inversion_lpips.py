@@ -282,6 +282,20 @@ def test_attack_cli_passes_balanced_layer_weights_on(captured_run) -> None:
     assert record["layer_weights"] == "balanced" and len(record["scores"]["psnr"]) == 2
 
 
+def test_attack_cli_takes_attack_options_as_simulate_does(captured_run) -> None:
+    res = _attack(captured_run, "--attack-option", "tv_weight=1e-6", "--attack-option", "recipe=ig")
+    assert res.exit_code == 0, res.output
+    record = json.loads((captured_run / "attacks" / "ig_round0001_0_cli.json").read_text())
+    assert record["attack_options"] == {"tv_weight": 1e-6, "recipe": "ig"}
+    for args, needle in (
+        (["--attack-option", "iters=5"], "--attack-option iters=... is set by --attack-iters / --seed"),
+        (["--attack-option", "mask_reg=0.1"], "mask_reg"),
+        (["--attack-option", "tv_weight"], "is not KEY=VALUE"),
+    ):
+        res = _attack(captured_run, *args)
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+
+
 def test_attack_cli_runs_every_attack_a_capture_supports(captured_run) -> None:
     def attack(*args: str):
         return CliRunner().invoke(
