@@ -31,7 +31,7 @@ from attacks.inversion.metrics import label_accuracy
 from defenses import DefenseConfig
 from experiments.federated import SimulationConfig, run_federation
 from experiments.federated.attacking import attack_captured
-from experiments.federated.run import NO_LIMIT
+from experiments.federated.federation import NO_LIMIT
 from fl.core.keyvalues import parse_key_values
 from fl.data import load_dataset
 from fl.federation.capture import CaptureStore

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from experiments.federated import SimulationConfig, run_federation
-from experiments.federated.run import compose
+from experiments.federated.federation import compose
 from fl.federation.engine import ray_session
 from fl.federation.local_training import evaluate, train_local
 from fl.federation.server import sample_clients

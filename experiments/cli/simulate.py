@@ -55,7 +55,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
     cfg = simulation_config({**values, "seed": state.seed}, client_secret=secret)
     out = Path(kw["out"])
     if kw["export_partitions"]:
-        from experiments.federated.run import export_partitions
+        from experiments.federated.federation import export_partitions
 
         paths = export_partitions(cfg, out)
         click.echo(f"wrote {len(paths)} partition files ({paths[0].name} .. {paths[-1].name}) and truth/ -> {out}")
@@ -78,7 +78,7 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
 
     from experiments.federated import run_federation
     from experiments.federated.epsilon import epsilon_text
-    from experiments.federated.run import round_line
+    from experiments.federated.federation import round_line
 
     quiet = state.verbosity < 0
     bar = tqdm(total=cfg.rounds, desc=name, unit="round", disable=quiet or not sys.stderr.isatty(), leave=False)

@@ -5,6 +5,6 @@ tests); ``fl.federation.engine.ray_session`` shares one Ray instance across call
 """
 
 from experiments.federated.config import SimulationConfig
-from experiments.federated.run import run_federation
+from experiments.federated.federation import run_federation
 
 __all__ = ["SimulationConfig", "run_federation"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.federated.config import SimulationConfig
-from experiments.federated.run import Composition, compose
+from experiments.federated.federation import Composition, compose
 from experiments.federated.schema import federation_settings, simulation_config
 from fl.core.errors import ConfigError
 from fl.core.keyvalues import parse_key_values

@@ -11,7 +11,7 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from experiments.federated.run import make_server, round_line, summarise
+from experiments.federated.federation import make_server, round_line, summarise
 from experiments.flower.run_config import composition, config_from_run_config
 from fl.core.runs import init_run_dir
 from fl.device import resolve_device

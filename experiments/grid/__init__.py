@@ -2,8 +2,8 @@
 
 from experiments.grid.cells import Cell, cell_key, expand
 from experiments.grid.kinds import CELL_KINDS, CellKind, CellSpec
-from experiments.grid.runner import RunOptions, RunSummary, run_grid, run_scenario
 from experiments.grid.scenario import Scenario, load_scenario, parse_scenario, shipped_scenarios
+from experiments.grid.scheduler import RunOptions, RunSummary, run_grid, run_scenario
 
 __all__ = [
     "CELL_KINDS",

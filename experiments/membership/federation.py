@@ -40,7 +40,7 @@ from attacks.membership.shadows import cache_key, paired_assignment, stored_assi
 from attacks.membership.training import accuracy
 from defenses import DefenseConfig, build_defense
 from experiments.federated.config import SimulationConfig
-from experiments.federated.run import client_partitions, model_spec, run_federation
+from experiments.federated.federation import client_partitions, model_spec, run_federation
 from experiments.membership.central import (
     audit,
     default_cache_dir,

@@ -11,7 +11,7 @@ import pytest
 from grid_doubles import TOY_SCENARIO, toy_kinds
 
 from experiments.grid import RunOptions, parse_scenario
-from experiments.grid.runner import run_scenario
+from experiments.grid.scheduler import run_scenario
 from experiments.report import html_report, open_run
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

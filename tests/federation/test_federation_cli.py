@@ -108,7 +108,7 @@ def test_federation_ray_simulation_with_secagg_from_the_cli(tmp_path):
 def test_federation_failed_attack_is_recorded_and_the_round_goes_on(tmp_path, monkeypatch):
     import experiments.federated.attacking as attacking
     from experiments.federated import SimulationConfig
-    from experiments.federated.run import _attack_hook
+    from experiments.federated.federation import _attack_hook
 
     data = load_dataset("sample")
     spec = ModelSpec("mlp", data.shape, data.num_classes, options={"hidden": 16, "depth": 1})

@@ -317,7 +317,7 @@ def test_resume_refuses_a_run_whose_clients_side_is_gone(tmp_path):
 
 
 def test_the_runs_epsilon_is_the_larger_of_the_clients_own_and_the_last_record(tmp_path):
-    from experiments.federated.run import summarise
+    from experiments.federated.federation import summarise
     from fl.federation.checkpoint import Checkpoint
 
     ckpt = Checkpoint(

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 from flwr.app import Context, RecordDict
 
-import experiments.federated.run as run_module
+import experiments.federated.federation as federation_module
 from experiments.cli import cli
 from experiments.flower.run_config import composition
 from fl.core.errors import DataError
@@ -86,13 +86,13 @@ def test_export_partitions_writes_each_clients_records_and_refuses_another_nodes
 
 def test_node_data_run_server_loads_no_training_split_and_no_reply_carries_truth(tmp_path, monkeypatch):
     nodes = export(tmp_path)
-    real_load = run_module.load_dataset
+    real_load = federation_module.load_dataset
 
     def no_training_split(name, split, **kw):
         assert split != "train", "a node-data run loaded the training split"
         return real_load(name, split=split, **kw)
 
-    monkeypatch.setattr(run_module, "load_dataset", no_training_split)
+    monkeypatch.setattr(federation_module, "load_dataset", no_training_split)
     composition.cache_clear()
     flwr_app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     server_app = importlib.import_module("experiments.flower.server_app").app
@@ -143,7 +143,7 @@ def test_node_data_refuses_the_per_round_attack_in_one_line(tmp_path):
     from fl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="the server does not hold"):
-        run_module.compose(SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True)
+        federation_module.compose(SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True)
 
 
 def test_recorded_masks_stay_on_the_clients_side(tmp_path):

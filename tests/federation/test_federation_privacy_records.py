@@ -229,6 +229,6 @@ def test_final_epsilon_is_the_clients_own_accountant_when_a_last_reply_was_lost(
     record = store.load(1)
     record.state["dp_history"][0][2] += 2  # as if a third, lost participation had been trained
     store.save(1, record)
-    from experiments.federated.run import clients_epsilon
+    from experiments.federated.federation import clients_epsilon
 
     assert clients_epsilon(defense, tmp_path / "clients") > history[-1]["epsilon"]

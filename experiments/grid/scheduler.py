@@ -22,8 +22,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from experiments.grid.cells import Cell, expand
-from experiments.grid.execute import CellOutcome, execute_cell, init_engine_worker, init_worker
 from experiments.grid.kinds.base import CellKind
+from experiments.grid.one_cell import CellOutcome, execute_cell, init_engine_worker, init_worker
 from experiments.grid.scenario import Scenario
 from experiments.store import ResultStore
 from fl.core.errors import ConfigError
