@@ -11,7 +11,7 @@ from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
 from attacks.membership.training import DPConfig, ModelTraining
 from fl.core.errors import ConfigError
 
-DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
+MEMBERSHIP_DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
 
 
@@ -91,8 +91,8 @@ class MIAConfig:
             )
         if self.population_size < 1 and any(MEMBERSHIP_ATTACKS.get(a).needs_population for a in self.attacks):
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
-        if self.defense not in DEFENSES:
-            raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(DEFENSES)}")
+        if self.defense not in MEMBERSHIP_DEFENSES:
+            raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(MEMBERSHIP_DEFENSES)}")
         if self.clients < 0 or (self.clients and (self.rounds < 1 or self.local_epochs < 1 or self.local_steps < 0)):
             raise ConfigError(
                 f"clients must be >= 0 and, for a federated target, rounds and local_epochs >= 1 and local_steps >= 0; "
