@@ -143,7 +143,9 @@ def test_node_data_refuses_the_per_round_attack_in_one_line(tmp_path):
     from fl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="the server does not hold"):
-        federation_module.compose(SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True)
+        federation_module.compose(
+            SimulationConfig(dataset="sample", clients=2, attack="ig", attack_clients=1), node_data=True
+        )
 
 
 def test_recorded_masks_stay_on_the_clients_side(tmp_path):
