@@ -77,12 +77,13 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
         data_dir=args.data_dir,
         seed=0,
         client_secret=read_client_secret(args.client_secret),
+        record_masks=defense == "dropout",
     )
     out = run_dir(args.out, dataset, args.model, args.width, args.norm, defense, batch, steps)
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
-        fed = run_federation(cfg, out_dir=out, progress=False, record_masks=True)
+        fed = run_federation(cfg, out_dir=out, progress=False)
     train = load_dataset(dataset, split="train", root=args.data_dir)
     rows = []
     for attack in ("ig", "dia", "oracle") if defense == "dropout" else ("ig",):

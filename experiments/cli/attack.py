@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from experiments.cli.params import CAPTURE_ATTACKS, key_values, lpips_options
+from experiments.cli.params import AFTER_THE_FACT, CAPTURE_ATTACKS, key_values, lpips_options
 from experiments.cli.state import get_state
 
 
@@ -15,10 +15,11 @@ from experiments.cli.state import get_state
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--attack",
-    type=click.Choice(CAPTURE_ATTACKS),
+    type=click.Choice(AFTER_THE_FACT),
     default="dia",
     show_default=True,
-    help="Inversion attack (oracle needs the client's masks, which a capture does not hold).",
+    help="Inversion attack; oracle: not an attack but DIA's bound, given the client's dropout masks and "
+    "ordered labels from RUN_DIR/truth (a run with --record-masks).",
 )
 @click.option("--round", "server_round", type=int, default=None, help="Captured round (default: the first).")
 @click.option("--client", default=None, help="Client id, or 'aggregate' under SecAgg+ (default: the first captured).")
@@ -177,6 +178,8 @@ def attack(
         + ("" if outcome.label_acc is None else f", label acc {outcome.label_acc:.2f}")
         + f" over {len(outcome.truth)} image(s) -> {stem.with_suffix('.png')}"
     )
+    if attack == "oracle":
+        click.echo("oracle: a bound, not an attack - it was given the client's dropout masks and labels from truth/")
     if outcome.baseline_psnr is not None:
         click.echo(
             f"baseline: {len(outcome.truth)} copies of the update's mean image, matched the same way, score PSNR "

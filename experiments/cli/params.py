@@ -12,6 +12,9 @@ from fl.core.keyvalues import parse_key_values
 # The inversions a captured update supports (oracle needs the client's masks). The same list as
 # experiments.federated.config.SERVER_ATTACKS, kept here so the CLI starts without importing Flower.
 CAPTURE_ATTACKS = ("dlg", "idlg", "ig", "dia", "analytic")
+# What `fedleak attack` runs after the fact: the server's attacks, and the oracle, a bound that
+# reads the client's recorded masks and labels from truth/ (`fedleak simulate --record-masks`).
+AFTER_THE_FACT = (*CAPTURE_ATTACKS, "oracle")
 
 
 def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, object]:

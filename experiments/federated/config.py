@@ -32,6 +32,7 @@ NOT_TRAINING = frozenset(
         "data_dir",
         "stop_after_round",
         "capture",
+        "record_masks",
         "attack",
         "attack_clients",
         "attack_rounds",
@@ -148,6 +149,11 @@ class SimulationConfig:
         flag="--attack-option",
     )
     capture: str = setting("attacked", help="Which clients' updates the server keeps.", choices=CAPTURE_MODES)
+    record_masks: bool = setting(
+        False,
+        help="The clients also keep their dropout masks beside their truth, never sent (for `fedleak attack "
+        "--attack oracle`, the bound DIA is read against).",
+    )
     engine: str = setting(
         "ray",
         help="ray: Flower's simulation engine; inline: clients run one after another in this process (no Ray).",

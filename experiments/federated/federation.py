@@ -150,7 +150,6 @@ def compose(
     truth_dir: Path | None = None,
     node_data: bool = False,
     side: str = "both",
-    record_masks: bool = False,
 ) -> Composition:
     """Data -> model (with the defense's overrides, checked by it) -> partitions -> server and client specs.
 
@@ -161,7 +160,6 @@ def compose(
     node config's ``truth-dir``, if any).
     ``node_data``: each SuperNode holds its own partition file (``data-file`` in its node config)
     and no process loads the training split; ``side`` ``"client"`` skips the server's test set.
-    ``record_masks``: the clients also record their dropout masks beside their truth (the oracle).
     """
     defense = build_defense(cfg.defense)
     source = DATASETS.get(cfg.dataset)
@@ -229,7 +227,7 @@ def compose(
         client_dir=str(client_dir) if client_dir is not None else None,
         device="cuda" if cfg.client_gpus > 0 else "cpu",
         truth_dir=str(truth_dir) if truth_dir is not None and cfg.capture != "none" else None,
-        record_masks=record_masks,
+        record_masks=cfg.record_masks,
         partition_tag=cfg.partition_tag() if node_data else "",
     )
     return Composition(defense, train, test, spec, model, parts, server_spec, client_spec)
@@ -303,12 +301,10 @@ def run_federation(
     resume: bool = False,
     verbose: bool = False,
     records: np.ndarray | None = None,
-    record_masks: bool = False,
 ) -> dict[str, Any]:
     """Run one federation into ``out_dir`` and return its final metrics.
 
     ``records``: the indices of the training split the clients share (default: all of it).
-    ``record_masks``: the clients also keep their dropout masks in ``truth/`` (the oracle's bound).
 
     Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
     ``epsilon_unit`` (a key of ``fl.privacy_units.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
@@ -327,7 +323,7 @@ def run_federation(
     secret, new = clients_secret(clients, resume=resume, resuming=resuming, given=cfg.client_secret)
     cfg = replace(cfg, client_secret=secret)
     comp = compose(
-        cfg, device=device, client_dir=clients, records=records, truth_dir=out / "truth", record_masks=record_masks
+        cfg, device=device, client_dir=clients, records=records, truth_dir=out / "truth"
     )  # refuses a bad composition before anything is written
     if new:  # new clients, new keys
         shutil.rmtree(clients, ignore_errors=True)

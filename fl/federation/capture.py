@@ -193,7 +193,7 @@ class CaptureStore:
         if not path.is_file():
             raise DataError(
                 f"no dropout masks recorded for client {client} in round {server_round} "
-                "(the oracle needs a federation run with record_masks)"
+                "(the oracle needs a run whose clients recorded them: fedleak simulate --record-masks)"
             )
         return {k: v.float() for k, v in load_tensors(path).items()}
 

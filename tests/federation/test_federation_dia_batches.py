@@ -3,6 +3,8 @@ DIA, which learns a mask per example and step, recovers what eval-mode IG cannot
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from click.testing import CliRunner
 
@@ -68,6 +70,9 @@ def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
         assert all(o.label_acc is not None and o.label_acc >= 0.5 for o in outcomes)
     for ig, dia in zip(psnr["ig"], psnr["dia"], strict=True):
         assert dia > ig + 4.0, psnr
+    # the oracle needs the masks the clients did not record in this run, and says how to get them
+    res = CliRunner().invoke(cli, ["attack", str(run), "--attack", "oracle", "--round", "1", "--client", "0"])
+    assert res.exit_code == 1 and "fedleak simulate --record-masks" in res.output, res.output
     assert torch.is_tensor(outcomes[0].reconstruction) and outcomes[0].reconstruction.shape[0] == 8
 
 
@@ -101,7 +106,7 @@ def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) ->
     with pytest.raises(DataError, match="no dropout masks recorded for client 0 in round 1"):
         attack_captured(CaptureStore(plain), [(1, 0)], "oracle", train.images, iters=2, train_labels=train.labels)
     run = tmp_path / "masks"
-    run_federation(cfg, out_dir=run, progress=False, record_masks=True)
+    run_federation(replace(cfg, record_masks=True), out_dir=run, progress=False)
     store = CaptureStore(run)
     masks = store.true_masks(1, 0)
     assert masks and all(m.shape[:2] == (2, 4) for m in masks.values())  # (local steps, batch, *site)
@@ -113,3 +118,11 @@ def test_oracle_reads_the_masks_the_clients_recorded_and_bounds_dia(tmp_path) ->
         for a in ("dia", "oracle")
     }
     assert psnr["oracle"] > psnr["dia"] + 8.0, psnr
+    res = CliRunner().invoke(
+        cli, ["attack", str(run), "--attack", "oracle", "--round", "1", "--client", "0", "--iters", "100"]
+    )
+    assert (
+        res.exit_code == 0
+        and "oracle on round 1, client 0: PSNR" in res.output
+        and "a bound, not an attack" in res.output
+    )

@@ -309,7 +309,7 @@ def test_attack_cli_runs_every_attack_a_capture_supports(captured_run) -> None:
     for args, needle in (
         (["--attack", "analytic"], "first layer is fully connected with a bias"),
         (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig and dia, not 'dlg'"),
-        (["--attack", "oracle"], "'oracle' is not one of"),
+        (["--attack", "oracle"], "the oracle needs a model with dropout"),
     ):
         res = attack(*args)
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
