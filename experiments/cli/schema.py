@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from experiments.cli.params import key_values
+from fl.core.keyvalues import parse_int_list
 from fl.core.schema import Setting
 
 
@@ -46,6 +47,6 @@ def _int_list(ctx: click.Context, param: click.Parameter, text: str | None) -> t
     if not text:
         return None
     try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of rounds") from None
+        return parse_int_list(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None

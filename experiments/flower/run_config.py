@@ -17,7 +17,7 @@ from experiments.federated.config import SimulationConfig
 from experiments.federated.federation import Composition, compose
 from experiments.federated.schema import federation_settings, simulation_config
 from fl.core.errors import ConfigError
-from fl.core.keyvalues import parse_key_values
+from fl.core.keyvalues import parse_int_list, parse_key_values
 from fl.core.schema import Setting
 
 CLIENT_ONLY_KEYS = {"client-secret", "client-secret-file"}  # the clients' secret: each SuperNode's node config
@@ -46,13 +46,13 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
                 f"unknown run-config key {key!r}; valid keys: {', '.join(sorted({*settings, *APP_KEYS}))}"
             )
         s = settings[key]
-        if s.kind is dict:
-            try:
+        try:
+            if s.kind is dict:
                 value = parse_key_values(item.strip() for item in str(value).split(",") if item.strip())
-            except ValueError as err:
-                raise ConfigError(f"run-config key {key!r}: {err}") from None
-        elif s.kind is tuple:
-            value = tuple(int(r) for r in str(value).split(",") if r)
+            elif s.kind is tuple:
+                value = parse_int_list(str(value))
+        except ValueError as err:
+            raise ConfigError(f"run-config key {key!r}: {err}") from None
         values[s.name] = value
     return simulation_config(values)
 

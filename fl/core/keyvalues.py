@@ -21,3 +21,11 @@ def parse_key_values(items: Iterable[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """``"1,3,5"`` to ``(1, 3, 5)``; raises ``ValueError`` naming the text when an item is not an integer."""
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of integers") from None

@@ -88,6 +88,11 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
     assert cfg.attack_options == {"layer_weights": "balanced", "mask_step_size": 0.3}
     with pytest.raises(ConfigError, match="run-config key 'model-options': 'bias' is not KEY=VALUE"):
         config_from_run_config({"model-options": "bias"})
+    assert config_from_run_config({"attack": "ig", "attack-clients": 1, "attack-rounds": "1,3"}).attack_rounds == (1, 3)
+    with pytest.raises(
+        ConfigError, match="run-config key 'attack-rounds': 'x' is not a comma-separated list of integers"
+    ):
+        config_from_run_config({"attack-rounds": "x"})
     with pytest.raises(ConfigError, match="attack 'ig' has no option 'mask_step_size'"):
         config_from_run_config({"attack": "ig", "attack-clients": 1, "attack-options": "mask_step_size=0.3"})
 
