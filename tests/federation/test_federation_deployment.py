@@ -14,7 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -22,6 +21,7 @@ from click.testing import CliRunner
 from experiments.cli import cli
 from experiments.flower.localhost import LocalDeployment
 from fl.data import load_dataset
+from tests.data.test_data_formats import idx_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "00112233445566778899aabbccddeeff"
@@ -38,11 +38,6 @@ def fmnist_folder(root: Path) -> Path:
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(data.labels.numpy()))
     return root
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 pytestmark = pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps to check every process stopped")
