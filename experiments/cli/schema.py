@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from experiments.cli.params import key_values
-from fl.core.keyvalues import parse_int_list
 from fl.core.schema import Setting
 
 
@@ -24,11 +23,13 @@ def click_option(s: Setting) -> Callable[[Any], Any]:
     if s.kind is bool:
         shown = s.flag if s.default else f"--no-{s.flag[2:]}"
         return click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=f"{s.help}  [default: {shown}]")
-    shown = "" if s.default is None or s.default == () else f"  [default: {s.default}]"
-    if s.kind is tuple:
-        return click.option(s.flag, s.name, default=None, callback=_int_list, help=s.help + shown)
+    shown = "" if s.default is None or s.default == () else f"  [default: {_shown(s.default)}]"
+    if s.kind is tuple and s.item is str and s.parse is None:  # repeatable, or one comma list
+        return click.option(s.flag, s.name, multiple=True, callback=_names(s), metavar=s.metavar, help=s.help + shown)
+    if s.kind is tuple or s.parse is not None:
+        return click.option(s.flag, s.name, default=None, callback=_parsed(s), metavar=s.metavar, help=s.help + shown)
     kind: Any = click.Choice(s.choices) if s.choices else s.kind
-    return click.option(s.flag, s.name, type=kind, default=None, help=s.help + shown)
+    return click.option(s.flag, s.name, type=kind, default=None, metavar=s.metavar, help=s.help + shown)
 
 
 def click_options(settings: Iterable[Setting]) -> Callable[[Any], Any]:
@@ -43,10 +44,32 @@ def click_options(settings: Iterable[Setting]) -> Callable[[Any], Any]:
     return decorate
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return parse_int_list(text)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
+def _shown(default: Any) -> str:
+    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+
+
+def _parsed(s: Setting) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A callback turning the option's text into the setting's value (``Setting.from_text``)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, text: str | None) -> Any:
+        if text is None:
+            return None
+        try:
+            return s.from_text(text)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+
+    return callback
+
+
+def _names(s: Setting) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], tuple[str, ...] | None]:
+    """A callback joining a repeatable, comma-separable option of names, checked against the choices."""
+
+    def callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...] | None:
+        names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+        for n in names:
+            if s.choices and n not in s.choices:
+                raise click.BadParameter(f"unknown choice {n!r}; valid choices: {', '.join(s.choices)}")
+        return names or None
+
+    return callback

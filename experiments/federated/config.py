@@ -8,6 +8,7 @@ from typing import Any
 
 from defenses import DefenseConfig
 from fl.core.errors import ConfigError
+from fl.core.keyvalues import parse_int_list
 from fl.core.schema import setting
 from fl.federation.capture import CAPTURE_MODES
 from fl.federation.client_side import check_client_secret, settings_tag
@@ -140,7 +141,9 @@ class SimulationConfig:
         "none", help="The curious server's inversion of the attacked clients' updates.", choices=SERVER_ATTACKS
     )
     attack_clients: int = setting(0, help="Clients attacked per round (the command line's default: 1 with --attack).")
-    attack_rounds: tuple[int, ...] = setting((), help="Comma-separated rounds to attack (default: first and last).")
+    attack_rounds: tuple[int, ...] = setting(
+        (), help="Comma-separated rounds to attack (default: first and last).", parse=parse_int_list
+    )
     attack_iters: int = setting(200, help="Optimization steps per reconstruction.")
     attack_options: dict[str, Any] = setting(
         factory=dict,

@@ -1,6 +1,6 @@
 """The federation's one schema: every setting of ``SimulationConfig``, its ``TrainSettings`` and its
 ``DefenseConfig``, flat and in order. ``fedleak simulate``'s options, the Flower App's run config
-(``[tool.flwr.app.config]``) and the scenario keys are generated from or checked against it.
+(``[tool.flwr.app.config]``) and the scenario keys of ``[[federated]]`` blocks come from it.
 """
 
 from __future__ import annotations
@@ -11,39 +11,27 @@ from typing import Any
 
 from defenses import DefenseConfig
 from experiments.federated.config import SimulationConfig
-from fl.core.errors import ConfigError
-from fl.core.schema import Setting, settings_of
+from fl.core.schema import Schema, Setting, flat_settings, nested
 from fl.federation.settings import TrainSettings
 
 NESTED = {"train": TrainSettings, "defense": DefenseConfig}
 
 
 @cache
+def federation_schema() -> Schema:
+    """The federation kind of run."""
+    return Schema("federation", flat_settings(SimulationConfig, NESTED), nested(SimulationConfig, NESTED))
+
+
 def federation_settings() -> tuple[Setting, ...]:
     """Every setting of a federation, the nested training and defense settings in their place."""
-    by_name = {s.name: s for s in settings_of(SimulationConfig)}
-    out: list[Setting] = []
-    for name in SimulationConfig.__dataclass_fields__:
-        if name in NESTED:
-            out += settings_of(NESTED[name])
-        elif name in by_name:
-            out.append(by_name[name])
-    return tuple(out)
+    return federation_schema().settings
 
 
-def simulation_config(values: Mapping[str, Any], **fixed: Any) -> SimulationConfig:
+def simulation_config(values: Mapping[str, Any], *, where: str = "", **fixed: Any) -> SimulationConfig:
     """A ``SimulationConfig`` from flat settings keyed by field name (``None``: the default).
 
     ``fixed``: ``SimulationConfig`` fields outside the schema (``client_secret``).
     """
-    parts: dict[type, dict[str, Any]] = {SimulationConfig: dict(fixed), TrainSettings: {}, DefenseConfig: {}}
-    known = {s.name: s for s in federation_settings()}
-    for name, value in values.items():
-        if name not in known:
-            raise ConfigError(f"unknown setting {name!r}; valid settings: {', '.join(known)}")
-        if value is not None:
-            parts[known[name].owner][name] = value
-    sim = parts[SimulationConfig]
-    return SimulationConfig(
-        **sim, train=TrainSettings(**parts[TrainSettings]), defense=DefenseConfig.from_dict(parts[DefenseConfig])
-    )
+    config: SimulationConfig = federation_schema().build(values, where=where, **fixed)
+    return config

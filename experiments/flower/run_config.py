@@ -17,7 +17,6 @@ from experiments.federated.config import SimulationConfig
 from experiments.federated.federation import Composition, compose
 from experiments.federated.schema import federation_settings, simulation_config
 from fl.core.errors import ConfigError
-from fl.core.keyvalues import parse_int_list, parse_key_values
 from fl.core.schema import Setting
 
 CLIENT_ONLY_KEYS = {"client-secret", "client-secret-file"}  # the clients' secret: each SuperNode's node config
@@ -47,10 +46,8 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
             )
         s = settings[key]
         try:
-            if s.kind is dict:
-                value = parse_key_values(item.strip() for item in str(value).split(",") if item.strip())
-            elif s.kind is tuple:
-                value = parse_int_list(str(value))
+            if s.kind in (dict, tuple) or (s.parse is not None and isinstance(value, str)):
+                value = s.from_text(str(value))
         except ValueError as err:
             raise ConfigError(f"run-config key {key!r}: {err}") from None
         values[s.name] = value

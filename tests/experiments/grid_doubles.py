@@ -14,18 +14,19 @@ import torch
 from experiments.grid.kinds.base import CellKind, CellSpec
 from fl.core.errors import ConfigError
 from fl.core.registry import Registry
+from fl.core.schema import Schema, nested, setting, settings_of
 
 
 @dataclass(frozen=True)
 class ToyConfig:
-    dataset: str
-    model: str
-    attacks: tuple[str, ...]
-    dropout: float = 0.0  # the defense
-    target_epsilon: float = math.inf
-    seed: int = 0
-    iters: int = 10  # budget "iterations"
-    fail: bool = False  # option: the cell raises a runtime error
+    dataset: str = setting("toy", help="Dataset.")
+    model: str = setting("toy", help="Model.")
+    attacks: tuple[str, ...] = setting((), help="Attacks.")
+    dropout: float = setting(0.0, help="The defense.")
+    target_epsilon: float = setting(math.inf, help="The DP defense.")
+    seed: int = setting(0, help="Seed.")
+    iters: int = setting(10, help='Budget "iterations".')
+    fail: bool = setting(False, help="Option: the cell raises a runtime error.")
 
     def __post_init__(self) -> None:
         if self.iters < 1:
@@ -43,8 +44,8 @@ class ToyKind(CellKind):
         self.calls = 0
         self.interrupt_on_call = interrupt_on_call
 
-    def config_type(self) -> type:
-        return ToyConfig
+    def schema(self) -> Schema:
+        return Schema("toy", settings_of(ToyConfig), nested(ToyConfig, {}))
 
     def attack_names(self) -> list[str]:
         return ["ig", "dia", "loss"]

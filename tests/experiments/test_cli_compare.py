@@ -162,7 +162,7 @@ models = ["mlp"]
 attacks = ["dia"]
 defenses = ["dropout"]
 budget = { rounds = 1, clients = 2, client_examples = 4, attack_iterations = 10, attack_clients = 1 }
-options = { train = { local_steps = 1, batch_size = 4, lr = 0.1 } }
+options = { local_steps = 1, batch_size = 4, lr = 0.1 }
 
 [[membership]]
 datasets = ["sample-fmnist"]

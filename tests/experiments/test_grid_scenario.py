@@ -42,7 +42,7 @@ def _expand(text: str):
             ("iterations = 5", "iterations = 0"),
             "toy: iters=0 is invalid; expected >= 1 (toy.budget.iterations sets 'iters')",
         ),
-        (("[toy]", "[toy]\noptions = { colour = 1 }"), "toy: unknown key 'colour'; valid keys: dataset"),
+        (("[toy]", "[toy]\noptions = { colour = 1 }"), "toy: unknown setting 'colour'; valid settings: dataset"),
         (("[scenario]", "[scenario\n"), "invalid TOML"),
     ],
 )

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from defenses import DefenseConfig
-from experiments.grid.configs import config_from_mapping
 from fl.core.errors import ConfigError
 from fl.core.registry import Registry
+from fl.core.schema import Schema
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ class CellKind:
         """Context kept open around all of a grid's cells of this kind in one process."""
         return nullcontext()
 
-    def config_type(self) -> type:
+    def schema(self) -> Schema:
+        """The kind's schema: the scenario keys of a block's ``options`` are its settings."""
         raise NotImplementedError
 
     def attack_names(self) -> list[str]:
@@ -102,7 +103,7 @@ class CellKind:
             values[self.budget_keys[key]] = self.budget_value(key, value, spec.where)
         values.update(spec.options)
         try:
-            return config_from_mapping(self.config_type(), values, where=spec.where)
+            return self.schema().build(values, where=spec.where)
         except ConfigError as exc:
             raise ConfigError(f"{exc}{self._budget_hint(spec, str(exc))}") from None
 

@@ -19,6 +19,7 @@ import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from fl.core.errors import ConfigError
+from fl.core.schema import Schema
 
 
 class FederatedKind(CellKind):
@@ -34,10 +35,10 @@ class FederatedKind(CellKind):
     }
     defenses = ("none", "dropout", "dp-local", "dp-central", "ldp", "prune", "quantize", "secagg")
 
-    def config_type(self) -> type:
-        from experiments.federated import SimulationConfig
+    def schema(self) -> Schema:
+        from experiments.federated.schema import federation_schema
 
-        return SimulationConfig
+        return federation_schema()
 
     def attack_names(self) -> list[str]:
         from experiments.federated.config import SERVER_ATTACKS
@@ -50,12 +51,18 @@ class FederatedKind(CellKind):
                 f"{spec.where}: a scenario cannot give the clients' secret (client_secret); each "
                 "federated cell's clients draw a fresh one, kept in the cell's clients/ folder"
             )
+        defense = spec.defense.to_dict()
+        if given := sorted(set(defense) & set(spec.options)):
+            raise ConfigError(
+                f"{spec.where}.options sets defense setting {given[0]!r}: give it in a [defenses.NAME] table, "
+                "so the cell's label says it"
+            )
         (attack,) = spec.attacks
         return {
             "dataset": spec.dataset,
             "model": spec.model,
             "attack": attack,
-            "defense": spec.defense,
+            **defense,
             "attack_clients": 0 if attack == "none" else 1,
             "seed": spec.seed,
         }

@@ -15,6 +15,7 @@ import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec, flatten_summary
 from fl.core.errors import ConfigError, DataError
+from fl.core.schema import Schema
 
 
 class InversionKind(CellKind):
@@ -24,10 +25,11 @@ class InversionKind(CellKind):
     # attacks that optimise or are given dropout masks: at p = 0 they are IG, so the cell skips them
     needs_dropout = ("dia", "oracle")
 
-    def config_type(self) -> type:
+    def schema(self) -> Schema:
+        from experiments.grid.configs import plain_schema
         from experiments.inversion.laboratory import InversionConfig
 
-        return InversionConfig
+        return plain_schema(InversionConfig)
 
     def attack_names(self) -> list[str]:
         from attacks.inversion import ATTACKS

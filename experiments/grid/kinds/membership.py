@@ -16,6 +16,7 @@ import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from fl.core.errors import ConfigError, DataError
+from fl.core.schema import Schema
 
 
 class MembershipKind(CellKind):
@@ -29,10 +30,11 @@ class MembershipKind(CellKind):
     }
     defenses = ("none", "dropout", "dp-local", "dp-central")
 
-    def config_type(self) -> type:
+    def schema(self) -> Schema:
         from attacks.membership import MIAConfig
+        from experiments.grid.configs import plain_schema
 
-        return MIAConfig
+        return plain_schema(MIAConfig)
 
     def attack_names(self) -> list[str]:
         from attacks.membership import MEMBERSHIP_ATTACKS
