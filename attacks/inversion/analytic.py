@@ -36,6 +36,7 @@ from attacks.inversion.labels import average_gradient
 from attacks.inversion.observation import Observation
 from attacks.inversion.victims import resolve_labels
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 CALIBRATION_TOL = 1e-8  # max abs error of the float64 check that a patch solve is exact
 
@@ -44,7 +45,9 @@ CALIBRATION_TOL = 1e-8  # max abs error of the float64 check that a patch solve 
 class AnalyticConfig:
     """Analytic recovery has nothing to tune; a row counts when its bias gradient is non-zero."""
 
-    min_bias_grad: float = 1e-12  # rows whose |bias gradient| is below this are skipped
+    min_bias_grad: float = setting(
+        1e-12, help="Analytic: rows whose |bias gradient| is below this are skipped.", cli=False
+    )
 
 
 @dataclass(frozen=True)

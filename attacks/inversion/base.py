@@ -10,7 +10,7 @@ victims at once (batched where the attack allows it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -19,6 +19,7 @@ from attacks.inversion.cost import CostBudget, InversionCost, admit, estimate
 from attacks.inversion.observation import Observation
 from fl.core.errors import ConfigError
 from fl.core.registry import Registry
+from fl.core.schema import Setting, settings_of
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,46 @@ class Attack(Protocol):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+RUN_SETTINGS = ("iters", "restarts", "seed")
+"""Settings every run sets for all its attacks at once, so not attack options."""
+
+
+def attack_settings() -> tuple[Setting, ...]:
+    """Every registered attack's own settings, one row per name (the first attack declaring it),
+    with no default: each attack keeps its own unless the option is given. The help ends with
+    the attacks that take the setting and their defaults."""
+    rows: dict[str, Setting] = {}
+    defaults: dict[str, dict[str, list[str]]] = {}
+    for attack in ATTACKS.names():
+        for s in settings_of(ATTACKS.get(attack).Config):
+            if s.name in RUN_SETTINGS:
+                continue
+            rows.setdefault(s.name, s)
+            defaults.setdefault(s.name, {}).setdefault(_shown(s.default), []).append(attack)
+    return tuple(
+        replace(
+            s,
+            default=None,
+            optional=True,
+            help=f"{s.help} [default {'; '.join(_by_attack(defaults[s.name]))}]",
+        )
+        for s in rows.values()
+    )
+
+
+def takers(setting: str) -> list[str]:
+    """The registered attacks whose config has ``setting``."""
+    return [a for a in ATTACKS.names() if setting in config_fields(a)]
+
+
+def _by_attack(defaults: dict[str, list[str]]) -> list[str]:
+    return [", ".join(attacks) + ": " + value for value, attacks in defaults.items()]
+
+
+def _shown(value: Any) -> str:
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
 
 
 def config_fields(attack: str) -> tuple[str, ...]:

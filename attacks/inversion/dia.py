@@ -23,8 +23,11 @@ from dataclasses import dataclass, replace
 
 from attacks.inversion.base import ATTACKS
 from attacks.inversion.ig import IGConfig, OptimizationAttack
+from attacks.inversion.matching import MASK_PENALTIES
 from attacks.inversion.observation import Observation
 from attacks.inversion.optim import (
+    MASK_INITS,
+    RECIPES,
     LoopSettings,
     MaskMode,
     check_given_sites,
@@ -32,27 +35,51 @@ from attacks.inversion.optim import (
     check_mask_penalty,
 )
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 
 @dataclass(frozen=True)
 class DIAConfig(IGConfig):
     """DIA settings (the authors' code: TV 1e-5, mask regulariser 1e-4 on |drop rate - p|, their loop)."""
 
-    tv_weight: float = 1e-5  # weight of the total-variation prior
-    recipe: str = "dia"  # the authors' loop (plateau schedule, best iterate); "ig": Geiping et al.'s
-    mask_reg: float = 1e-4  # pull of each mask's mean drop rate towards p
-    mask_penalty: str = "abs"  # |drop rate - p| as the authors' code; "square": its square
-    mask_step_size: float = 0.1  # Adam learning rate of the masks
-    mask_signed: bool = False  # masks follow the plain gradient (signed: like the images)
-    mask_init: str = "bernoulli"  # masks start as Bernoulli(1 - p) draws (the paper) or all at 1 - p ("mean")
-    given_sites: str | None = None  # regex: sites whose true masks DIA is handed (analysis, like oracle)
-    mask_readout: bool = False  # read the masks a one-example update reveals instead of learning them
+    tv_weight: float = setting(1e-5, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"])
+    recipe: str = setting(
+        "dia", help=IGConfig.__dataclass_fields__["recipe"].metadata["help"], choices=RECIPES
+    )  # the authors' loop (plateau schedule, best iterate)
+    mask_reg: float = setting(1e-4, help="DIA: the pull of each mask's mean drop rate towards p.")
+    mask_penalty: str = setting(
+        "abs",
+        help="DIA's mask regulariser on |drop rate - p| as the authors' code, or its square.",
+        choices=MASK_PENALTIES,
+    )
+    mask_step_size: float = setting(0.1, help="DIA: the Adam learning rate of the masks.")
+    mask_signed: bool = setting(False, help="DIA: masks follow the signed gradient, like the images.", cli=False)
+    mask_init: str = setting(
+        "bernoulli",
+        help="DIA's mask start: Bernoulli(1-p) draws, as in the paper, or 1-p everywhere (mean).",
+        choices=MASK_INITS,
+    )
+    given_sites: str | None = setting(
+        None,
+        help="DIA: hand it the client's true masks at the dropout sites matching this regular expression (e.g. "
+        "attn_drop) and learn the rest, to measure which sites hide the data. Like oracle, an analysis.",
+        metavar="REGEX",
+    )
+    mask_readout: bool = setting(
+        False,
+        help="DIA: read the masks that a one-example update reveals through its exact zeros (the ViT's embedding "
+        "mask, every MLP mask) and learn only the rest. Needs batch size 1 and one local step.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_given_sites(self.given_sites)
         check_mask_init(self.mask_init)
         check_mask_penalty(self.mask_penalty)
+        if not self.mask_reg >= 0:
+            raise ConfigError(f"mask_reg must be >= 0, got {self.mask_reg}")
+        if not self.mask_step_size > 0:
+            raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
 
     def loop(self) -> LoopSettings:
         return replace(
@@ -75,7 +102,7 @@ class OracleConfig(IGConfig):
     masks the ViT's cosine gets there within about 60 iterations, at a worse image than DIA's
     (docs/inversion.md, "Results"); a bound must not be stopped by a budget rule."""
 
-    tv_weight: float = DIAConfig.tv_weight
+    tv_weight: float = setting(DIAConfig.tv_weight, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"])
 
 
 @ATTACKS.register("dia")

@@ -21,6 +21,7 @@ from attacks.inversion.base import ATTACKS, InversionResult
 from attacks.inversion.observation import Observation
 from attacks.inversion.victims import prepare, victim_seeds
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 LINE_SEARCHES = ("none", "strong_wolfe")
 
@@ -29,13 +30,15 @@ LINE_SEARCHES = ("none", "strong_wolfe")
 class DLGConfig:
     """DLG settings: the paper's 300 L-BFGS steps, PyTorch's L-BFGS defaults as the authors' code."""
 
-    iters: int = 300  # L-BFGS steps
-    step_size: float = 1.0  # L-BFGS learning rate
-    max_iter: int = 20  # function evaluations per step (PyTorch's default)
-    history_size: int = 100  # L-BFGS curvature pairs kept
-    line_search: str = "none"  # none (the authors') or strong_wolfe
-    seed: int = 0  # seeds the initial inputs (victim k uses derive_seed(seed, "victim", k))
-    log_every: int = 10  # trace resolution in iterations
+    iters: int = setting(300, help="L-BFGS steps.")
+    step_size: float = setting(1.0, help="L-BFGS learning rate.", cli=False)
+    max_iter: int = setting(20, help="DLG: function evaluations per L-BFGS step (PyTorch's default).", cli=False)
+    history_size: int = setting(100, help="DLG: L-BFGS curvature pairs kept.", cli=False)
+    line_search: str = setting(
+        "none", help="DLG: L-BFGS line search, none (the authors') or strong_wolfe.", choices=LINE_SEARCHES, cli=False
+    )
+    seed: int = setting(0, help='Seeds the initial inputs (victim k uses derive_seed(seed, "victim", k)).')
+    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False)
 
     def __post_init__(self) -> None:
         if self.line_search not in LINE_SEARCHES:

@@ -14,35 +14,61 @@ from typing import cast
 import torch
 
 from attacks.inversion.base import ATTACKS, InversionResult
-from attacks.inversion.matching import check_layer_weights
+from attacks.inversion.matching import LAYER_WEIGHTS, check_layer_weights
 from attacks.inversion.observation import Observation
 from attacks.inversion.optim import (
     IG_LR_DECAY_AT,
     RECIPE_STEP_SIZE,
+    RECIPES,
     LoopSettings,
     MaskMode,
     adam_inversion,
     check_lr_decay_at,
     check_recipe,
+    parse_lr_decay_at,
 )
 from attacks.inversion.victims import group, prepare, victim_seeds
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 
 @dataclass(frozen=True)
 class IGConfig:
     """Inverting Gradients settings (paper defaults, with fewer iterations)."""
 
-    iters: int = 400  # optimization steps (the paper uses 4800 for ImageNet-size images)
-    step_size: float | None = None  # Adam learning rate on the signed image gradient; None: RECIPE_STEP_SIZE
-    restarts: int = 1  # independent initialisations; the lowest final gradient distance wins
-    tv_weight: float = 1e-4  # weight of the total-variation prior
-    seed: int = 0  # seeds the initial images (victim k uses derive_seed(seed, "victim", k))
-    lr_decay_at: tuple[float, ...] = IG_LR_DECAY_AT  # fractions of iters where the learning rates drop 10x
-    layer_weights: str = "equal"  # cosine over all parameters as one vector, or "balanced": each tensor equal
-    recipe: str = "ig"  # the loop: Geiping et al.'s ("ig") or the DIA authors' ("dia"; optim.py)
-    bn_prior: float = 0.0  # GradInversion's BatchNorm prior against the client's batch statistics; 0: off
-    log_every: int = 10  # trace resolution in iterations
+    iters: int = setting(400, help="Optimization steps (the paper uses 4800 for ImageNet-size images).")
+    step_size: float | None = setting(
+        None,
+        help="The attack's learning rate: Adam's on the signed image gradient (IG family; None: the recipe's) "
+        "or L-BFGS's (DLG).",
+        cli=False,
+    )
+    restarts: int = setting(1, help="Independent initialisations; the lowest final gradient distance wins.")
+    tv_weight: float = setting(1e-4, help="Weight of the total-variation prior.")
+    seed: int = setting(0, help='Seeds the initial images (victim k uses derive_seed(seed, "victim", k)).')
+    lr_decay_at: tuple[float, ...] = setting(
+        IG_LR_DECAY_AT,
+        help="Recipe ig: fractions of the iterations after which the learning rates drop 10x, e.g. 0.75,0.9; "
+        "'none' keeps them constant (Inverting Gradients: 3/8, 5/8, 7/8).",
+        parse=parse_lr_decay_at,
+        metavar="FRACTIONS",
+    )
+    layer_weights: str = setting(
+        "equal",
+        help="The cosine over all parameters as one vector, as in the papers, or 'balanced': each parameter "
+        "tensor counts equally (the ViT's embedding gradients are a tiny share of its norm).",
+        choices=LAYER_WEIGHTS,
+    )
+    recipe: str = setting(
+        "ig",
+        help="The loop: ig (Inverting Gradients' code: fixed decays, last iterate) or dia (the DIA authors' "
+        "code: rates cut on a plateau, best iterate kept).",
+        choices=RECIPES,
+    )
+    bn_prior: float = setting(
+        0.0, help="GradInversion's BatchNorm prior against the client's batch statistics (0: off).", cli=False
+    )
+    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False)
 
     def __post_init__(self) -> None:
         check_lr_decay_at(tuple(self.lr_decay_at))
@@ -53,6 +79,8 @@ class IGConfig:
         assert self.step_size is not None  # resolved just above
         if not self.step_size > 0:
             raise ConfigError(f"step_size must be > 0, got {self.step_size}")
+        if not self.tv_weight >= 0:
+            raise ConfigError(f"tv_weight must be >= 0, got {self.tv_weight}")
         if not self.bn_prior >= 0:
             raise ConfigError(f"bn_prior must be >= 0, got {self.bn_prior}")
 

@@ -71,6 +71,16 @@ def check_mask_penalty(name: str) -> None:
         raise ConfigError(f"unknown mask_penalty (--mask-penalty) {name!r}; valid choices: {', '.join(MASK_PENALTIES)}")
 
 
+def parse_lr_decay_at(text: str) -> tuple[float, ...]:
+    """``"0.75,0.9"`` to ``(0.75, 0.9)``; ``"none"`` to ``()`` (constant rates)."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma list of fractions like 0.75,0.9 (or 'none')") from None
+
+
 def check_lr_decay_at(fractions: tuple[float, ...]) -> None:
     """Refuse a schedule that is not strictly increasing fractions in (0, 1)."""
     if any(not 0.0 < f < 1.0 for f in fractions) or any(a >= b for a, b in pairwise(fractions)):

@@ -69,7 +69,7 @@ def _names(s: Setting) -> Callable[[click.Context, click.Parameter, tuple[str, .
         names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
         for n in names:
             if s.choices and n not in s.choices:
-                raise click.BadParameter(f"unknown choice {n!r}; valid choices: {', '.join(s.choices)}")
+                raise click.BadParameter(f"unknown {s.flag[2:]} {n!r}; valid choices: {', '.join(s.choices)}")
         return names or None
 
     return callback

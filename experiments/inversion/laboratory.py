@@ -12,186 +12,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attacks.inversion import metrics
-from attacks.inversion.base import (
-    ATTACKS,
-    InversionResult,
-    config_default,
-    config_fields,
-    invert_many,
-)
-from attacks.inversion.lpips import LPIPS, check_lpips_paths, load_lpips
-from attacks.inversion.matching import check_layer_weights
+from attacks.inversion.base import ATTACKS, InversionResult, invert_many
+from attacks.inversion.lpips import LPIPS, load_lpips
 from attacks.inversion.observation import Observation, observe_client
-from attacks.inversion.optim import (
-    check_given_sites,
-    check_lr_decay_at,
-    check_mask_init,
-    check_mask_penalty,
-    check_recipe,
-)
 from attacks.inversion.plots import save_grid
-from attacks.inversion.readout import check_readable
+from experiments.inversion.config import InversionConfig
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
 from fl.seed import derive_seed, make_generator
 
 log = logging.getLogger("fedleak.invert")
-
-
-MODEL_TV_WEIGHT = {"vit": 1e-5}
-"""TV weights that replace the attacks' defaults on some architectures: IG's 1e-4 over-smooths the
-ViT (8 CIFAR-10 images, 1000 iterations: IG at p = 0 23.46 dB with 1e-4, 31.59 dB with 1e-5)."""
-
-
-@dataclass(frozen=True)
-class InversionConfig:
-    """One inversion experiment (shared by the CLI, scenario files and tests)."""
-
-    dataset: str = "cifar10"  # dataset name (fl.data)
-    split: str = "test"  # which split the victims' images come from
-    model: str = "mlp"  # model name (fl.models)
-    model_options: dict[str, Any] = field(default_factory=dict)  # the model's own options
-    dropout: float = 0.25  # dropout rate of every dropout layer
-    attacks: tuple[str, ...] = ("ig", "dia", "oracle")  # attacks compared side by side
-    indices: tuple[int, ...] = tuple(range(8))  # victim images (dataset indices)
-    batch_size: int = 1  # images per client update (consecutive indices form one client)
-    local_steps: int = 1  # client SGD steps; > 1 sends a weight delta instead of a gradient
-    lr: float = 0.1  # client learning rate
-    known_labels: bool = False  # hand the attacker the true labels instead of recovering them
-    iters: int = 400  # attack iterations
-    restarts: int = 1  # attack restarts (IG family)
-    tv_weight: float | None = None  # total-variation weight (None: MODEL_TV_WEIGHT[model], else each attack's default)
-    mask_reg: float | None = None  # DIA mask regulariser (None: DIA's default)
-    mask_step_size: float | None = None  # DIA Adam learning rate of the masks (None: DIA's default)
-    mask_init: str | None = None  # DIA's mask start: bernoulli or mean (None: DIA's default, bernoulli)
-    lr_decay_at: tuple[float, ...] | None = (
-        None  # recipe ig: fractions of iters where attack lrs drop 10x (None: IG's 3/8, 5/8, 7/8)
-    )
-    recipe: str | None = (
-        None  # the attacks' loop: ig (Geiping et al.) or dia (Scheliga et al.);
-        # None: each attack's own (ig, oracle: ig; dia: dia)
-    )
-    mask_penalty: str | None = (
-        None  # DIA mask regulariser on |drop rate - p| (abs) or its square; None: DIA's default, abs
-    )
-    layer_weights: str | None = None  # cosine layer weights of ig/dia/oracle: equal or balanced (None: equal)
-    given_sites: str | None = None  # regex: dropout sites whose true masks DIA is handed (None: none)
-    mask_readout: bool = False  # DIA reads the masks a one-example update reveals (batch 1, one step)
-    seed: int = 0  # model weights, client RNGs and attack initialisations
-    lpips_weights: str | None = None  # LPIPS linear heads (lpips' weights/v0.1/alex.pth); None: no LPIPS
-    lpips_backbone: str | None = None  # torchvision AlexNet state dict (None: taken from lpips_weights)
-
-    def __post_init__(self) -> None:
-        if self.iters <= 0:
-            raise ConfigError(f"iters must be > 0, got {self.iters}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.restarts < 1 or self.batch_size < 1 or self.local_steps < 1:
-            raise ConfigError(
-                f"restarts, batch_size and local_steps must be >= 1, got {self.restarts}, "
-                f"{self.batch_size}, {self.local_steps}"
-            )
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.mask_step_size is not None and self.mask_step_size <= 0:
-            raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
-        if self.lr_decay_at is not None:
-            check_lr_decay_at(tuple(self.lr_decay_at))
-        if self.mask_init is not None:
-            check_mask_init(self.mask_init)
-        if self.recipe is not None:
-            check_recipe(self.recipe)
-        if self.mask_penalty is not None:
-            check_mask_penalty(self.mask_penalty)
-        if self.layer_weights is not None:
-            check_layer_weights(self.layer_weights)
-        if not self.attacks:
-            raise ConfigError(f"no attack given; valid choices: {', '.join(ATTACKS.names())}")
-        for name in self.attacks:
-            ATTACKS.get(name)
-        if not self.indices or len(self.indices) % self.batch_size:
-            raise ConfigError(f"{len(self.indices)} indices do not split into clients of batch_size {self.batch_size}")
-        if min(self.indices) < 0:
-            raise ConfigError(f"indices must be >= 0, got {min(self.indices)}")
-        check_lpips_paths(self.lpips_weights, self.lpips_backbone)
-        for name, flag, used in (
-            ("given_sites", "--given-sites", self.given_sites is not None),
-            ("mask_readout", "--mask-readout", self.mask_readout),
-        ):
-            if used and "dia" not in self.attacks:
-                raise ConfigError(f"{name} ({flag}) applies to attack 'dia' only; attacks: {', '.join(self.attacks)}")
-        weighted = [a for a in ATTACKS.names() if "layer_weights" in config_fields(a)]
-        if self.layer_weights is not None and not set(weighted) & set(self.attacks):
-            raise ConfigError(
-                f"layer_weights (--layer-weights) applies to attacks {', '.join(weighted)}; "
-                f"attacks: {', '.join(self.attacks)}"
-            )
-        check_given_sites(self.given_sites)
-        if self.mask_readout:
-            check_readable(self.update_kind, self.batch_size, self.local_steps)
-        if self.dropout == 0.0 and {"dia", "oracle"} & set(self.attacks):
-            raise ConfigError("attacks 'dia' and 'oracle' need a model with dropout > 0; use 'ig' for dropout 0")
-        if self.lr_decay_at is not None:
-            plateau = [a for a in self.attacks if self.recipe_of(a) == "dia"]
-            if plateau:
-                raise ConfigError(
-                    f"lr_decay_at (--lr-decay-at) sets recipe ig's schedule, but {', '.join(plateau)} "
-                    "run(s) the DIA authors' recipe (a plateau schedule); add --recipe ig or drop it"
-                )
-
-    @property
-    def update_kind(self) -> str:
-        """What each client sends: its gradient after one local step, else its weight delta."""
-        return "gradient" if self.local_steps == 1 else "delta"
-
-    def label(self, attack: str) -> str:
-        """How tables and grids name ``attack``: a DIA handed some true masks says which, and a
-        cosine attack with balanced layer weights says so."""
-        parts = []
-        if attack == "dia":
-            parts += (["readout"] if self.mask_readout else []) + (
-                [f"given {self.given_sites}"] if self.given_sites else []
-            )
-            if self.mask_penalty == "square":
-                parts.append("squared penalty")
-        if self.layer_weights == "balanced" and "layer_weights" in config_fields(attack):
-            parts.append("balanced")
-        default = config_default(attack, "recipe")
-        if default is not None and self.recipe is not None and self.recipe != default:
-            parts.append(f"{self.recipe} recipe")
-        return f"{attack} ({'; '.join(parts)})" if parts else attack
-
-    def recipe_of(self, attack: str) -> str | None:
-        """The loop recipe ``attack`` runs in this run (None for attacks without one)."""
-        default = config_default(attack, "recipe")
-        return None if default is None else self.recipe or default
-
-    def attack_overrides(self, attack: str) -> dict[str, Any]:
-        """The settings this run imposes on ``attack`` (only those its config has)."""
-        wanted = {
-            "iters": self.iters,
-            "restarts": self.restarts,
-            "seed": self.seed,
-            "tv_weight": self.tv_weight if self.tv_weight is not None else MODEL_TV_WEIGHT.get(self.model),
-            "mask_reg": self.mask_reg,
-            "mask_step_size": self.mask_step_size,
-            "mask_init": self.mask_init,
-            "lr_decay_at": None if self.lr_decay_at is None else tuple(self.lr_decay_at),
-            "layer_weights": self.layer_weights,
-            "given_sites": self.given_sites,
-            "mask_readout": self.mask_readout,
-            "recipe": self.recipe,
-            "mask_penalty": self.mask_penalty,
-        }
-        names = config_fields(attack)
-        return {k: v for k, v in wanted.items() if k in names and v is not None}
 
 
 def check_indices(cfg: InversionConfig, size: int) -> None:

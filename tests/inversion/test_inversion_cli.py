@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from experiments.cli import cli
-from experiments.cli.invert import parse_indices
+from experiments.inversion.config import parse_indices
 
 
 def _run(*args: str):
@@ -83,7 +83,9 @@ def test_given_sites_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "| dia (given ^3) |" in res.output
     data = json.loads((out / "metrics.json").read_text())
-    assert data["attacks"]["dia"]["label"] == "dia (given ^3)" and data["config"]["given_sites"] == "^3"
+    assert (
+        data["attacks"]["dia"]["label"] == "dia (given ^3)" and data["config"]["attack_options"]["given_sites"] == "^3"
+    )
 
 
 def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
@@ -108,7 +110,10 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "| dia (readout; given ^3) |" in res.output
     data = json.loads((out / "metrics.json").read_text())
-    assert data["attacks"]["dia"]["label"] == "dia (readout; given ^3)" and data["config"]["mask_readout"] is True
+    assert (
+        data["attacks"]["dia"]["label"] == "dia (readout; given ^3)"
+        and data["config"]["attack_options"]["mask_readout"] is True
+    )
     settings = data["attacks"]["dia"]["attack_config"]
     assert settings["mask_readout"] is True and settings["tv_weight"] == 1e-5 and settings["iters"] == 3
 
@@ -199,19 +204,19 @@ def test_balanced_layer_weights_reach_the_cosine_attacks_and_their_labels(tmp_pa
 
 
 def test_the_vit_gets_its_own_tv_weight_unless_one_is_given() -> None:
-    from experiments.inversion.laboratory import InversionConfig
+    from experiments.inversion import inversion_config
 
-    assert InversionConfig(model="vit").attack_overrides("ig")["tv_weight"] == 1e-5
-    assert InversionConfig(model="vit", tv_weight=1e-3).attack_overrides("dia")["tv_weight"] == 1e-3
-    assert "tv_weight" not in InversionConfig(model="mlp").attack_overrides("ig")  # IG's own 1e-4
-    assert "tv_weight" not in InversionConfig(model="vit").attack_overrides("dlg")  # DLG has no prior
+    assert inversion_config(dict(model="vit")).attack_overrides("ig")["tv_weight"] == 1e-5
+    assert inversion_config(dict(model="vit", tv_weight=1e-3)).attack_overrides("dia")["tv_weight"] == 1e-3
+    assert "tv_weight" not in inversion_config(dict(model="mlp")).attack_overrides("ig")  # IG's own 1e-4
+    assert "tv_weight" not in inversion_config(dict(model="vit")).attack_overrides("dlg")  # DLG has no prior
 
 
 def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
-    from experiments.inversion.laboratory import InversionConfig
+    from experiments.inversion import inversion_config
     from fl.core.errors import ConfigError
 
-    cfg = InversionConfig(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7)
+    cfg = inversion_config(dict(tv_weight=1e-5, mask_reg=1e-3, mask_step_size=0.5, mask_init="mean", iters=7))
     assert cfg.attack_overrides("dia") == {
         "iters": 7,
         "restarts": 1,
@@ -220,11 +225,13 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
         "mask_reg": 1e-3,
         "mask_step_size": 0.5,
         "mask_init": "mean",
-        "mask_readout": False,
     }
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
     with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
-        InversionConfig(mask_step_size=-1.0)
-    assert InversionConfig(lr_decay_at=(0.75, 0.9), recipe="ig").attack_overrides("ig")["lr_decay_at"] == (0.75, 0.9)
+        inversion_config(dict(mask_step_size=-1.0))
+    assert inversion_config(dict(lr_decay_at=(0.75, 0.9), recipe="ig")).attack_overrides("ig")["lr_decay_at"] == (
+        0.75,
+        0.9,
+    )
     with pytest.raises(ConfigError, match=r"lr_decay_at .* must be strictly increasing .* got \(0.5, 1.0\)"):
-        InversionConfig(lr_decay_at=(0.5, 1.0))
+        inversion_config(dict(lr_decay_at=(0.5, 1.0)))

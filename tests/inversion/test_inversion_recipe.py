@@ -77,28 +77,28 @@ def test_mask_regularizer_is_the_absolute_gap_as_the_authors_code() -> None:
 def test_oracle_takes_the_prior_of_the_dia_it_bounds_and_igs_loop() -> None:
     """DIA's TV weight; IG's loop, whose updates no low-loss rule stops (the authors' loop stops
     the ViT's oracle below DIA, docs/inversion.md)."""
-    from experiments.inversion.laboratory import InversionConfig
+    from experiments.inversion import inversion_config
 
     dia, oracle = attack_config("dia"), attack_config("oracle")
     assert oracle.tv_weight == dia.tv_weight and (oracle.recipe, dia.recipe) == ("ig", "dia")
-    cfg = InversionConfig(attacks=("ig", "dia", "oracle"))
+    cfg = inversion_config(dict(attacks=("ig", "dia", "oracle")))
     assert cfg.attack_overrides("oracle").get("tv_weight") is None  # each default: DIA's 1e-5, not IG's 1e-4
     assert attack_config("ig").tv_weight == 1e-4 and oracle.tv_weight == 1e-5
-    shared = InversionConfig(attacks=("dia", "oracle"), tv_weight=3e-5, recipe="ig")
+    shared = inversion_config(dict(attacks=("dia", "oracle"), tv_weight=3e-5, recipe="ig"))
     assert shared.attack_overrides("oracle")["tv_weight"] == shared.attack_overrides("dia")["tv_weight"]
     assert shared.label("oracle") == "oracle" and shared.label("dia") == "dia (ig recipe)"
-    assert InversionConfig(recipe="dia").label("oracle") == "oracle (dia recipe)"
+    assert inversion_config(dict(recipe="dia")).label("oracle") == "oracle (dia recipe)"
 
 
 def test_recipe_settings_are_checked_in_one_line() -> None:
-    from experiments.inversion.laboratory import InversionConfig
+    from experiments.inversion import inversion_config
 
     with pytest.raises(ConfigError, match=r"lr_decay_at \(--lr-decay-at\) sets recipe ig's schedule, but dia run"):
-        InversionConfig(attacks=("ig", "dia", "oracle"), lr_decay_at=(0.75,))
-    InversionConfig(attacks=("ig", "dia", "oracle"), lr_decay_at=(0.75,), recipe="ig")
+        inversion_config(dict(attacks=("ig", "dia", "oracle"), lr_decay_at=(0.75,)))
+    inversion_config(dict(attacks=("ig", "dia", "oracle"), lr_decay_at=(0.75,), recipe="ig"))
     with pytest.raises(ConfigError, match=r"unknown recipe \(--recipe\) 'adam'; valid choices: ig, dia"):
-        InversionConfig(recipe="adam")
-    assert InversionConfig(mask_penalty="square").label("dia") == "dia (squared penalty)"
+        inversion_config(dict(recipe="adam"))
+    assert inversion_config(dict(mask_penalty="square")).label("dia") == "dia (squared penalty)"
 
 
 def test_batched_rows_keep_their_own_schedule(make_obs) -> None:

@@ -26,10 +26,9 @@ class InversionKind(CellKind):
     needs_dropout = ("dia", "oracle")
 
     def schema(self) -> Schema:
-        from experiments.grid.configs import plain_schema
-        from experiments.inversion.laboratory import InversionConfig
+        from experiments.inversion.config import inversion_schema
 
-        return plain_schema(InversionConfig)
+        return inversion_schema()
 
     def attack_names(self) -> list[str]:
         from attacks.inversion import ATTACKS

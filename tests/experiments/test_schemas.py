@@ -1,0 +1,70 @@
+"""One schema per kind of run: the command's options, the scenario keys and the config come from it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import click
+import pytest
+
+from experiments.grid.kinds import CELL_KINDS
+from fl.core.errors import ConfigError
+
+
+def _kinds() -> list[tuple[str, click.Command, set[str]]]:
+    """(grid kind, its command, the command's own options that are not settings)."""
+    from experiments.cli.invert import invert
+    from experiments.cli.simulate import simulate
+
+    return [
+        ("federated", simulate, {"baseline", "client_secret_file", "resume", "export_partitions", "out"}),
+        ("inversion", invert, {"data_dir", "out", "resume", "device_name", "seed", "fmt"}),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["federated", "inversion"])
+def test_command_options_are_the_schemas_settings(kind: str) -> None:
+    """One option per command-line setting, unset by default (the config's default applies), and
+    nothing else but the command's own run options."""
+    name, command, own = next(k for k in _kinds() if k[0] == kind)
+    schema = CELL_KINDS.get(name).schema()
+    options = {p.name: p for p in command.params}
+    assert set(options) == {s.name for s in schema.settings if s.cli} | own
+    for s in schema.settings:
+        if s.cli:
+            option = options[s.name]
+            assert s.flag in option.opts, s.name
+            assert option.multiple or option.default is None, s.name
+            assert s.help.split(".")[0] in (option.help or ""), s.name
+
+
+@pytest.mark.parametrize("kind", ["federated", "inversion"])
+def test_scenario_options_are_the_schemas_settings(kind: str) -> None:
+    """Every setting is a scenario key (its default accepted as given), an unknown key fails in one
+    line naming the valid ones, and a value of the wrong type names its key."""
+    schema = CELL_KINDS.get(kind).schema()
+    defaults = {s.name: s.default for s in schema.settings if s.default is not None}
+    config = schema.build(defaults, where=f"{kind}[0]")
+    assert config == schema.build({}), "a default given explicitly must equal the unset default"
+    with pytest.raises(ConfigError, match=rf"^{kind}\[0\]: unknown setting 'colour'; valid settings: \w+"):
+        schema.build({"colour": 1}, where=f"{kind}[0]")
+    first = next(s for s in schema.settings if s.kind is int)
+    with pytest.raises(ConfigError, match=rf"{kind}\[0\]\.{first.name} = 'x' has the wrong type"):
+        schema.build({first.name: "x"}, where=f"{kind}[0]")
+
+
+def test_inversion_attack_settings_are_the_attack_configs_fields() -> None:
+    """The inversion kind repeats no attack setting: each comes from an attack's config and reaches
+    exactly the attacks that have it."""
+    from attacks.inversion.base import ATTACKS, RUN_SETTINGS
+    from experiments.inversion.config import InversionConfig, inversion_config, inversion_schema
+
+    own = {f.name for f in fields(InversionConfig)}
+    attack_fields = {f.name for a in ATTACKS.names() for f in fields(ATTACKS.get(a).Config)} - set(RUN_SETTINGS)
+    assert attack_fields.isdisjoint(own)
+    assert {s.name for s in inversion_schema().settings} == (own | attack_fields)
+    cfg = inversion_config({"attacks": ("ig", "dia"), "mask_reg": 0.5, "tv_weight": 2e-4})
+    assert cfg.attack_options == {"mask_reg": 0.5, "tv_weight": 2e-4}
+    assert "mask_reg" not in cfg.attack_overrides("ig") and cfg.attack_overrides("dia")["mask_reg"] == 0.5
+    typed = inversion_config({"attacks": ("ig",), "recipe": "ig", "attack_options": {"lr_decay_at": "0.5,0.75"}})
+    assert typed.attack_overrides("ig")["lr_decay_at"] == (0.5, 0.75)
