@@ -83,7 +83,7 @@ def cell(args: argparse.Namespace, dataset: str, defense: str, steps: int, batch
     if (out / "result.json").is_file():
         fed = json.loads((out / "result.json").read_text())
     else:
-        fed = run_federation(cfg, out_dir=out, progress=False)
+        fed = run_federation(cfg, out_dir=out, progress=False).to_json()
     train = load_dataset(dataset, split="train", root=args.data_dir)
     rows = []
     for attack in ("ig", "dia", "oracle") if defense == "dropout" else ("ig",):

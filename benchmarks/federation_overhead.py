@@ -103,7 +103,7 @@ def main() -> None:
                     "run_total_s": round(total, 1),
                     "startup_s": round(total - sum(flower), 1),
                     "first_run": i == 0,
-                    "final_accuracy": result["final_accuracy"],
+                    "final_accuracy": result.final_accuracy,
                 }
             )
     print(

@@ -3,65 +3,144 @@ the experiment grid and the tests."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
-from attacks.membership.training import DPConfig, ModelTraining
+from attacks.membership.metrics import DEFAULT_FPRS
+from attacks.membership.shadows import VECTORIZE
+from attacks.membership.training import OPTIMIZERS, DPConfig, ModelTraining
 from fl.core.errors import ConfigError
+from fl.core.schema import setting
 
 MEMBERSHIP_DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
-
-
 SPLITS = ("balanced", "bernoulli")
+
+
+def parse_fprs(text: str) -> tuple[float, ...]:
+    """The FPRs of a comma list like ``0.001,0.01`` (``ValueError`` names what is wrong)."""
+    try:
+        fprs = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of numbers") from None
+    bad = [f for f in fprs if not 0.0 < f < 1.0]
+    if bad or not fprs:
+        raise ValueError(f"FPR {bad[0] if bad else text!r} is outside (0, 1); e.g. 0.001,0.01")
+    return fprs
+
+
+def parse_offline_a(text: str) -> float | None:
+    """RMIA's offline ``a`` from ``auto`` (None: calibrated) or a number in [0, 1]."""
+    if text == "auto":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{text!r} is neither auto nor a number in [0, 1]")
+    return number
 
 
 @dataclass(frozen=True)
 class MIAConfig:
-    """Target, shadows, defense and attacks of one audit (defaults: a CIFAR-10 ConvNet with GroupNorm)."""
+    """Target, shadows, defense and attacks of one audit (defaults: a CIFAR-10 ConvNet with GroupNorm).
 
-    dataset: str = "cifar10"
-    model: str = "convnet"
-    norm: str | None = "group"  # GroupNorm: DP-ready and vmap-able; None keeps the model's default
-    model_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"width": 16}
-    dropout: float = 0.0  # the model's dropout rate (the dropout defense sets it > 0)
-    standardize: bool | None = None  # per-channel standardisation with the dataset's mean and std; None: yes
-    # for a centrally trained target, no for a federated one (whose clients train on the images as loaded)
-    attacks: tuple[str, ...] = ("loss", "lira", "rmia")
-    shadows: int = 8  # shadow/reference models for LiRA and RMIA; each record is IN for half
-    pool_size: int = 4000  # candidate records, split at random into members and non-members
-    split: str = "balanced"  # balanced: exactly half are members; bernoulli: each record a fair coin (one-run audit)
-    one_run_guesses: int = 0  # Steinke et al.'s one-run audit: k "in" and k "out" guesses per attack (0: off)
-    population_size: int = 1000  # RMIA's population records (never in any model's training set)
-    epochs: int | None = None  # a centrally trained target's passes over its data (None: 20)
-    # clients > 0: the target is the final global model of a Flower federation (FedAvg) of this many
-    # clients sharing the members (IID), ``rounds`` rounds of ``local_epochs`` (or ``local_steps``)
-    # each; every shadow is trained as the same federation on its own half of the pool
-    clients: int = 0
-    rounds: int = 3
-    local_epochs: int = 1
-    local_steps: int = 0
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"  # sgd | adam
-    # none | dropout (uses ``dropout``) | dp-local (DP-SGD to ``epsilon``, one record) |
-    # dp-central (federated only: the server clips and noises the clients' updates to ``epsilon``, one client)
-    defense: str = "none"
-    epsilon: float = 8.0  # dp-local/dp-central: target epsilon of the whole training run
-    delta: float = 1e-5  # dp-local: DP delta (also used for the empirical epsilon)
-    max_grad_norm: float = 1.0  # dp-local: per-sample clipping bound
-    fprs: tuple[float, ...] = (0.001, 0.01, 0.1)  # FPRs at which TPR is reported
-    flip: bool | None = None  # query mirror images too; None: yes for CIFAR, no for MNIST
-    fix_variance: bool = True  # LiRA: one global std per side (best with few shadows)
-    gamma: float = 1.0  # RMIA: threshold on the pairwise likelihood ratio
-    offline_a: float | None = None  # RMIA offline: scaling of p_OUT(x) towards p(x); None: calibrated
-    vectorize: str = "auto"  # shadow training: auto (vmap on CUDA, loop on CPU) | vmap | loop
-    bootstrap: int = 200  # bootstrap replicates for confidence intervals (0 = none)
-    seed: int = 0
+    Each setting is a ``fedleak mia`` option and a key of a ``[[membership]]`` block's options
+    (``experiments/membership/schema.py``); ``cli=False`` ones are scenario keys only, or set by
+    an option of another shape (``--lira-variance``, the global ``--seed``).
+    """
+
+    dataset: str = setting("cifar10", help="Dataset the pool and the population are drawn from (`fedleak datasets`).")
+    model: str = setting("convnet", help="A model of `fedleak models`.")
+    norm: str | None = setting(
+        "group",
+        help="Normalisation layers (group: GroupNorm, DP-ready and vmap-able).",
+        choices=("group", "batch", "none"),
+    )
+    model_options: Mapping[str, Any] = setting(
+        factory=dict,
+        help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
+        flag="--model-option",
+    )
+    dropout: float = setting(0.0, help="Dropout rate of the model (the dropout defense).")
+    standardize: bool | None = setting(
+        None,
+        help="Standardise images per channel with the dataset's mean and std (default: yes for a central target, "
+        "no for a federated one, whose clients train on the images as loaded).",
+        cli=False,
+    )
+    attacks: tuple[str, ...] = setting(
+        ("loss", "lira", "rmia"),
+        help="Attack(s), repeatable or comma-separated (with --federated the server's: grad-cosine, grad-diff, "
+        "grad-norm, fedmia by default).",
+        flag="--attack",
+    )
+    shadows: int = setting(8, help="Shadow/reference models (LiRA, RMIA); each record is IN for half of them.")
+    pool_size: int = setting(4000, help="Candidate records, half members.")
+    split: str = setting(
+        "balanced",
+        help="Members: exactly half of the pool, or each record by a fair coin (needed by --one-run-guesses).",
+        choices=SPLITS,
+    )
+    one_run_guesses: int = setting(
+        0,
+        help="Steinke et al.'s one-run audit: guess 'in' for the K highest and 'out' for the K lowest scores "
+        "of each attack and bound ε from the right guesses (0: off; needs --split bernoulli).",
+    )
+    population_size: int = setting(1000, help="RMIA population records (never in any model's training set).")
+    epochs: int | None = setting(
+        None, help="A central target's training epochs (default 20; a federated one trains rounds x local epochs)."
+    )
+    clients: int = setting(
+        0,
+        help="0: train the target centrally; N: the target is the final global model of a Flower federation of N "
+        "clients sharing the members (FedAvg), and every shadow is the same federation on its own half of the pool.",
+    )
+    rounds: int = setting(3, help="Federated target: rounds.")
+    local_epochs: int = setting(1, help="Federated target: local epochs per round.")
+    local_steps: int = setting(0, help="Federated target: > 0, this many local steps instead of epochs.")
+    batch_size: int = setting(64, help="Minibatch size (of every model: target, shadows, clients).")
+    lr: float = setting(0.05, help="Learning rate (Adam: 1e-3 is usual).")
+    momentum: float = setting(0.9, help="SGD momentum (a federated target's clients start each round afresh).")
+    weight_decay: float = setting(0.0, help="A central target's weight decay.", cli=False)
+    optimizer: str = setting("sgd", help="Optimizer of every model.", choices=OPTIMIZERS)
+    defense: str = setting(
+        "none",
+        help="dp-local: DP-SGD (one record); dp-central: the server clips and noises client updates (one client; "
+        "needs --clients).",
+        choices=MEMBERSHIP_DEFENSES,
+    )
+    epsilon: float = setting(8.0, help="dp-local/dp-central: target epsilon of the whole training run.")
+    delta: float = setting(1e-5, help="dp-local/dp-central: DP delta (also the empirical epsilon's).")
+    max_grad_norm: float = setting(
+        1.0, help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound."
+    )
+    fprs: tuple[float, ...] = setting(DEFAULT_FPRS, help="FPRs for TPR@FPR.", flag="--fpr", parse=parse_fprs)
+    flip: bool | None = setting(None, help="Query mirror images too (default: yes for CIFAR, no otherwise).", cli=False)
+    fix_variance: bool = setting(
+        True,
+        help="LiRA: one global std per side (best with few shadows), else one per record (--lira-variance).",
+        cli=False,
+    )
+    gamma: float = setting(1.0, help="RMIA: threshold on the pairwise likelihood ratio.", flag="--rmia-gamma")
+    offline_a: float | None = setting(
+        None,
+        help="Offline RMIA scaling a in [0, 1]; auto (the default) calibrates it on a shadow model.",
+        flag="--rmia-a",
+        parse=parse_offline_a,
+        metavar="AUTO|[0,1]",
+    )
+    vectorize: str = setting(
+        "auto",
+        help="Shadow training path (auto: vmap on CUDA and for models without convolutions, else a loop).",
+        choices=VECTORIZE,
+    )
+    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).")
+    seed: int = setting(0, help="Seed of the pool, the models and the attacks (the global --seed).", cli=False)
 
     def __post_init__(self) -> None:
         if not self.attacks:
@@ -170,16 +249,3 @@ class MIAConfig:
     def attack_options(self) -> dict[str, Any]:
         """Options handed to every attack (each takes the ones that are its fields)."""
         return {"fix_variance": self.fix_variance, "gamma": self.gamma, "a": self.offline_a}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MIAConfig:
-        """Build from a scenario-file table; unknown keys are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown mia option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        vals = dict(values)
-        for key in ("attacks", "fprs"):
-            if key in vals:
-                vals[key] = tuple(vals[key])
-        return cls(**vals)

@@ -58,18 +58,18 @@ def invert(
     cfg = inversion_config({**settings, "seed": state.seed if seed is None else seed})
     out = out or Path("runs") / f"invert-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     progress = state.verbosity >= 0 and sys.stderr.isatty()
-    summaries = run_inversion(cfg, device=device, data_root=data_dir, out_dir=out, progress=progress, resume=resume)
+    run = run_inversion(cfg, device=device, data_root=data_dir, out_dir=out, progress=progress, resume=resume)
     lpips = cfg.lpips_weights is not None
     rows = [
         [
-            cfg.label(name),
-            f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f}",
-            f"{s['ssim_mean']:.3f}",
-            *([f"{s['lpips_mean']:.4f}"] if lpips else []),
-            f"{s['label_acc']:.2f} ({s['label_source']})",
-            f"{s['time_s']:.1f}",
+            s.label,
+            f"{s.psnr_mean:.2f} ± {s.psnr_std:.2f}",
+            f"{s.ssim_mean:.3f}",
+            *([f"{s.lpips_mean:.4f}"] if s.lpips_mean is not None else []),
+            f"{s.label_acc:.2f} ({s.label_source})",
+            f"{s.time_s:.1f}",
         ]
-        for name, s in summaries.items()
+        for s in run.attacks.values()
     ]
     header = ["attack", "PSNR dB", "SSIM", *(["LPIPS"] if lpips else []), "label acc", "time s"]
     click.echo(format_table(header, rows, fmt))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -25,18 +24,6 @@ def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
         raise click.BadParameter(str(err)) from None
 
 
-def model_option(f: click.decorators.FC) -> click.decorators.FC:
-    """The repeatable ``--model-option KEY=VALUE`` of every command that builds a model."""
-    return click.option(
-        "--model-option",
-        "model_options",
-        multiple=True,
-        callback=key_values,
-        metavar="KEY=VALUE",
-        help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
-    )(f)
-
-
 def lpips_options(f: click.decorators.FC) -> click.decorators.FC:
     """``--lpips-weights`` and ``--lpips-backbone``: LPIPS from local files, for the commands that score
     reconstructions."""
@@ -53,20 +40,3 @@ def lpips_options(f: click.decorators.FC) -> click.decorators.FC:
         default=None,
         help="Also score LPIPS (AlexNet, v0.1): the lpips package's weights/v0.1/alex.pth, a local file.",
     )(f)
-
-
-class AutoOrUnitFloat(click.ParamType):
-    """``auto`` (None) or a number in [0, 1]."""
-
-    name = "auto|[0,1]"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
-        if value is None or value == "auto":
-            return None
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = math.nan
-        if not 0.0 <= number <= 1.0:
-            self.fail(f"{value!r} is neither auto nor a number in [0, 1]", param, ctx)
-        return number

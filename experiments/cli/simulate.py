@@ -10,6 +10,7 @@ import click
 
 from experiments.cli.schema import click_options
 from experiments.cli.state import get_state
+from experiments.federated.results import FederationResult
 from experiments.federated.schema import federation_settings, simulation_config
 
 
@@ -73,11 +74,10 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
         click.echo(table)
 
 
-def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dict[str, Any]:
+def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> FederationResult:
     from tqdm import tqdm
 
     from experiments.federated import run_federation
-    from experiments.federated.epsilon import epsilon_text
     from experiments.federated.federation import round_line
 
     quiet = state.verbosity < 0
@@ -95,9 +95,9 @@ def _run_one(name: str, cfg: Any, out: Path, state: Any, *, resume: bool) -> dic
         )
     finally:
         bar.close()
-    eps = f", ε {epsilon_text(result)}" if result["epsilon"] is not None else ""
+    eps = f", ε {result.epsilon_text()}" if result.epsilon is not None else ""
     click.echo(
-        f"{name}: final accuracy {result['final_accuracy']:.4f}, loss {result['final_loss']:.4f}{eps} "
-        f"after {result['rounds_done']} rounds in {result['wall_s']:.1f} s -> {out}"
+        f"{name}: final accuracy {result.final_accuracy:.4f}, loss {result.final_loss:.4f}{eps} "
+        f"after {result.rounds_done} rounds in {result.wall_s:.1f} s -> {out}"
     )
     return result

@@ -7,23 +7,20 @@ These are different guarantees, so no figure is shown without its unit, and no t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from fl.privacy_units import PRIVACY_UNITS, unit_label
 
 UNITS = tuple(PRIVACY_UNITS)
 
 
-def epsilon_text(result: Mapping[str, Any], spec: str = ".2f") -> str:
-    """``"0.52 per record (δ=1e-05)"`` from a round record or run result; ``"-"`` without an epsilon."""
-    if result.get("epsilon") is None:
+def epsilon_text(epsilon: float | None, unit: str | None, delta: float | None, spec: str = ".2f") -> str:
+    """``"0.52 per record (δ=1e-05)"``; ``"-"`` without an epsilon."""
+    if epsilon is None or unit is None or delta is None:
         return "-"
-    return f"{format(result['epsilon'], spec)} per {unit_label(result['epsilon_unit'])} (δ={result['delta']:g})"
+    return f"{format(epsilon, spec)} per {unit_label(unit)} (δ={delta:g})"
 
 
-def epsilon_column(result: Mapping[str, Any], unit: str, spec: str = ".2f") -> str:
-    """The result's epsilon for a table column of one ``unit`` (``"-"`` when its epsilon has another unit or none)."""
-    if result.get("epsilon") is None or result.get("epsilon_unit") != unit:
+def epsilon_column(epsilon: float | None, unit: str | None, delta: float | None, column: str, spec: str = ".2f") -> str:
+    """An epsilon for a table ``column`` of one unit (``"-"`` when it has another unit or none)."""
+    if epsilon is None or unit != column or delta is None:
         return "-"
-    return f"{format(result['epsilon'], spec)} (δ={result['delta']:g})"
+    return f"{format(epsilon, spec)} (δ={delta:g})"

@@ -22,6 +22,7 @@ from attacks.inversion.cost import CostBudget, admit
 from defenses import build_defense
 from experiments.federated.config import SimulationConfig, unreplayable_steps
 from experiments.federated.epsilon import epsilon_text
+from experiments.federated.results import FederationResult
 from fl.core.errors import ConfigError, DataError, FedleakError
 from fl.core.runs import atomic_write_json, atomic_write_text, init_run_dir, read_json
 from fl.data import DATASETS, load_dataset, partition
@@ -301,15 +302,11 @@ def run_federation(
     resume: bool = False,
     verbose: bool = False,
     records: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> FederationResult:
     """Run one federation into ``out_dir`` and return its final metrics.
 
-    ``records``: the indices of the training split the clients share (default: all of it).
-
-    Returns ``final_accuracy``, ``final_loss``, ``epsilon`` (None without DP) with its
-    ``epsilon_unit`` (a key of ``fl.privacy_units.PRIVACY_UNITS``) and ``delta``, ``attack_psnr``
-    (round -> mean PSNR), ``failures``, ``rounds_done`` and ``wall_s``. Call it inside
-    :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
+    ``records``: the indices of the training split the clients share (default: all of it). Call it
+    inside :func:`fl.federation.engine.ray_session` to share one Ray instance across runs.
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -344,7 +341,8 @@ def run_federation(
             verbose=verbose,
         )
     ckpt = server.result or Checkpoint.load(out)
-    return summarise(ckpt, out, time.perf_counter() - start, clients_epsilon=clients_epsilon(comp.defense, clients))
+    wall_s = time.perf_counter() - start
+    return summarise(cfg, ckpt, out, wall_s, clients_epsilon=clients_epsilon(comp.defense, clients))
 
 
 def clients_epsilon(defense: Any, client_dir: Path) -> float | None:
@@ -380,7 +378,9 @@ def clients_secret(clients: Path, *, resume: bool, resuming: bool, given: str | 
     return (kept, False) if kept is not None else (given or new_client_secret(), True)
 
 
-def summarise(ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: float | None = None) -> dict[str, Any]:
+def summarise(
+    cfg: SimulationConfig, ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: float | None = None
+) -> FederationResult:
     """Final metrics of a finished federation; also written to ``out/result.json`` with the history.
 
     ``epsilon`` is the larger of ``clients_epsilon`` (the clients' own accountants, when given) and
@@ -388,18 +388,19 @@ def summarise(ckpt: Checkpoint, out: Path, wall_s: float, *, clients_epsilon: fl
     """
     last = ckpt.history[-1] if ckpt.history else {}
     spent = [e for e in (clients_epsilon, last.get("epsilon")) if e is not None]
-    result = {
-        "final_accuracy": last.get("accuracy"),
-        "final_loss": last.get("loss"),
-        "epsilon": max(spent) if spent else None,
-        "epsilon_unit": last.get("epsilon_unit"),
-        "delta": last.get("delta"),
-        "attack_psnr": {h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},
-        "failures": {h["round"]: h["failed"] for h in ckpt.history if h["failed"]},
-        "rounds_done": ckpt.server_round,
-        "wall_s": wall_s,
-    }
-    atomic_write_json(out / "result.json", {**result, "history": ckpt.history})
+    result = FederationResult(
+        attack=cfg.attack,
+        final_accuracy=last.get("accuracy"),
+        final_loss=last.get("loss"),
+        epsilon=max(spent) if spent else None,
+        epsilon_unit=last.get("epsilon_unit"),
+        delta=last.get("delta"),
+        attack_psnr={h["round"]: h["attack_psnr"] for h in ckpt.history if "attack_psnr" in h},
+        failures={h["round"]: h["failed"] for h in ckpt.history if h["failed"]},
+        rounds_done=ckpt.server_round,
+        wall_s=wall_s,
+    )
+    atomic_write_json(out / "result.json", {**result.to_json(), "history": ckpt.history})
     return result
 
 
@@ -407,7 +408,7 @@ def round_line(name: str, r: dict[str, Any], rounds: int) -> str:
     """One round's progress line: accuracy, loss, epsilon spent, attack score, failed clients."""
     parts = [f"[{name}] round {r['round']}/{rounds}", f"acc {r['accuracy']:.4f}", f"loss {r['loss']:.4f}"]
     if "epsilon" in r:
-        parts.append(f"ε {epsilon_text(r)}")
+        parts.append(f"ε {epsilon_text(r['epsilon'], r['epsilon_unit'], r['delta'])}")
     if "attack_psnr" in r:
         parts.append(f"{r['attack']} PSNR {r['attack_psnr']:.1f} dB")
     if "attack_error" in r:

@@ -39,7 +39,5 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "%s", round_line("fedleak", record, cfg.rounds))
 
     ckpt = make_server(cfg, comp, out=out, device=device, progress=report).run(grid)
-    result = summarise(ckpt, out, time.perf_counter() - start)
-    log(
-        INFO, "fedleak: final accuracy %.4f after %d rounds -> %s", result["final_accuracy"], result["rounds_done"], out
-    )
+    result = summarise(cfg, ckpt, out, time.perf_counter() - start)
+    log(INFO, "fedleak: final accuracy %.4f after %d rounds -> %s", result.final_accuracy, result.rounds_done, out)

@@ -51,13 +51,10 @@ def execute_cell(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "cell.json", {"kind": kind.name, "key": key, "config": typed})
     try:
-        summary = to_jsonable(
-            dict(
-                kind.run(
-                    typed, device=dev, data_root=Path(data_root) if data_root else None, out_dir=out, progress=progress
-                )
-            )
+        result = kind.run(
+            typed, device=dev, data_root=Path(data_root) if data_root else None, out_dir=out, progress=progress
         )
+        summary = to_jsonable(result.to_json())
     except Exception as exc:  # a failed cell must not stop the grid; the error is stored
         (out / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         return CellOutcome(
@@ -76,7 +73,7 @@ def execute_cell(
         key=key,
         ok=True,
         summary=summary,
-        metrics=kind.metrics(summary, attacks),
+        metrics=result.rows(),
         wall_s=time.perf_counter() - start,
         device=str(dev),
         versions=package_versions(),

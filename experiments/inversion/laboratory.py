@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,7 +23,9 @@ from attacks.inversion.lpips import LPIPS, load_lpips
 from attacks.inversion.observation import Observation, observe_client
 from attacks.inversion.plots import save_grid
 from experiments.inversion.config import InversionConfig
+from experiments.inversion.results import AttackSummary, InversionRun
 from fl.core.errors import ConfigError
+from fl.core.results import from_json
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, read_json, save_tensors
 from fl.seed import derive_seed, make_generator
 
@@ -74,13 +75,15 @@ def build_observations(
 
 
 def summarize(
+    attack: str,
+    label: str,
     result: list[InversionResult],
     truth: torch.Tensor,
     true_labels: torch.Tensor,
     batch: int,
     *,
     lpips: LPIPS | None = None,
-) -> dict[str, Any]:
+) -> AttackSummary:
     """Per-image and mean metrics of one attack over all victims (matched within each batch)."""
     per: dict[str, list[float]] = {"mse": [], "psnr": [], "ssim": []}
     if lpips is not None:
@@ -94,19 +97,22 @@ def summarize(
         label_acc.append(metrics.label_accuracy(r.labels, true_labels[sl]))
     finite = [p for p in per["psnr"] if math.isfinite(p)]
     psnr_t = torch.tensor(per["psnr"], dtype=torch.float64)
-    extra = {"lpips_mean": sum(per["lpips"]) / len(per["lpips"])} if lpips is not None else {}
-    return {
-        "psnr_mean": float(psnr_t.mean()),
-        "psnr_std": float(psnr_t.std()) if len(finite) > 1 else 0.0,
-        "ssim_mean": sum(per["ssim"]) / len(per["ssim"]),
-        "mse_mean": sum(per["mse"]) / len(per["mse"]),
-        **extra,
-        "label_acc": sum(label_acc) / len(label_acc),
-        "label_source": result[0].label_source,
-        "grad_loss_mean": sum(r.grad_loss for r in result) / len(result),
-        "iters": result[0].iters,
-        "per_image": per,
-    }
+    return AttackSummary(
+        attack=attack,
+        label=label,
+        psnr_mean=float(psnr_t.mean()),
+        psnr_std=float(psnr_t.std()) if len(finite) > 1 else 0.0,
+        ssim_mean=sum(per["ssim"]) / len(per["ssim"]),
+        mse_mean=sum(per["mse"]) / len(per["mse"]),
+        lpips_mean=sum(per["lpips"]) / len(per["lpips"]) if lpips is not None else None,
+        label_acc=sum(label_acc) / len(label_acc),
+        label_source=result[0].label_source,
+        grad_loss_mean=sum(r.grad_loss for r in result) / len(result),
+        iters=result[0].iters,
+        time_s=0.0,  # the caller's: the attack's wall time, scoring included
+        per_image=per,
+        trace=[r.trace for r in result],
+    )
 
 
 def run_inversion(
@@ -117,9 +123,9 @@ def run_inversion(
     out_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """Run every attack of ``cfg``; returns ``{attack: summary}`` and writes ``metrics.json``
-    and ``grid.png`` (plus per-attack checkpoints) into ``out_dir`` when given."""
+) -> InversionRun:
+    """Run every attack of ``cfg`` and score it; writes ``metrics.json`` and ``grid.png`` (plus
+    per-attack checkpoints) into ``out_dir`` when given."""
     from fl.data import load_dataset
 
     device = torch.device(device)
@@ -133,44 +139,44 @@ def run_inversion(
     if out is not None:
         _check_resume(out, cfg, resume)
         init_run_dir(out, config=cfg, seed=cfg.seed, device=device)
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, AttackSummary] = {}
     recons: dict[str, torch.Tensor] = {}
     for name in cfg.attacks:
         ckpt = out / "attacks" / f"{name}.safetensors" if out is not None else None
         if resume and ckpt is not None and ckpt.exists():
-            summaries[name] = read_json(ckpt.with_suffix(".json"))
+            summaries[name] = from_json(AttackSummary, read_json(ckpt.with_suffix(".json")))
             recons[name] = load_tensors(ckpt)["inputs"]
             log.info("%s: resumed from %s", name, ckpt)
             continue
         start = time.perf_counter()
         config = ATTACKS.get(name).Config(**cfg.attack_overrides(name))
         result = invert_many(observations, name, config=config, device=device, progress=progress)
-        summary = summarize(result, truth, true_labels, cfg.batch_size, lpips=scorer)
-        summary["time_s"] = time.perf_counter() - start
-        summary["trace"] = [r.trace for r in result]
-        summary["attack_config"] = asdict(config)  # the settings in force, defaults resolved
-        if cfg.label(name) != name:
-            summary["label"] = cfg.label(name)
+        summary = replace(
+            summarize(name, cfg.label(name), result, truth, true_labels, cfg.batch_size, lpips=scorer),
+            time_s=time.perf_counter() - start,  # the attack's wall time, scoring included
+            attack_config=asdict(config),
+        )
         summaries[name] = summary
         recons[name] = torch.cat([r.inputs for r in result])
         log.info(
             "%s: PSNR %.2f dB, SSIM %.3f, label acc %.2f, %.1f s",
             name,
-            summary["psnr_mean"],
-            summary["ssim_mean"],
-            summary["label_acc"],
-            summary["time_s"],
+            summary.psnr_mean,
+            summary.ssim_mean,
+            summary.label_acc,
+            summary.time_s,
         )
         if ckpt is not None:
             save_tensors(ckpt, {"inputs": recons[name], "labels": torch.cat([r.labels for r in result])})
             atomic_write_json(ckpt.with_suffix(".json"), summary)
+    run = InversionRun(summaries)
     if out is not None:
-        atomic_write_json(out / "metrics.json", {"config": asdict(cfg), "device": str(device), "attacks": summaries})
+        atomic_write_json(out / "metrics.json", {"config": cfg, "device": str(device), "attacks": run.to_json()})
         save_tensors(out / "reconstructions.safetensors", {"truth": truth, **recons})
         ordered = {cfg.label(n): _matched(recons[n], truth, cfg.batch_size) for n in cfg.attacks}
-        psnr = {cfg.label(n): summaries[n]["per_image"]["psnr"] for n in cfg.attacks}
+        psnr = {cfg.label(n): summaries[n].per_image["psnr"] for n in cfg.attacks}
         save_grid(out / "grid.png", truth, ordered, psnr)
-    return summaries
+    return run
 
 
 def _matched(x: torch.Tensor, truth: torch.Tensor, batch: int) -> torch.Tensor:

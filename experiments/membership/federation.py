@@ -261,7 +261,7 @@ def run_federation_mia(
         )
     target = global_model(sim, Checkpoint.load(out / "target").weights, train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
-    eps, unit = fed["epsilon"], fed["epsilon_unit"]
+    eps, unit = fed.epsilon, fed.epsilon_unit
     result: dict[str, Any] = {
         "train_accuracy": accuracy(target, x[members], y[members], device=device),
         "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
@@ -269,9 +269,9 @@ def run_federation_mia(
         # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
         "epsilon": eps,
         "epsilon_unit": unit,
-        "delta": fed["delta"],
+        "delta": fed.delta,
         "target_run": str(out / "target"),
-        "federation_accuracy": fed["final_accuracy"],
+        "federation_accuracy": fed.final_accuracy,
     }
 
     def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
@@ -287,7 +287,7 @@ def run_federation_mia(
             device=device,
         )
 
-    bounded = replace(cfg, delta=fed["delta"] or cfg.delta)
+    bounded = replace(cfg, delta=fed.delta or cfg.delta)
     record_result = {**result, "epsilon": eps if unit == "record" else None}
     scores = audit(bounded, x, y, members, pop_x, pop_y, target, shadows, record_result, timings, device=device)
     result["attacks"], result["shadows"] = record_result["attacks"], record_result.get("shadows")

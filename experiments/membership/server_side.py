@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attacks.membership.config import parse_fprs
 from attacks.membership.federated import (
     FEDERATED_ATTACKS,
     attribute_records,
@@ -31,6 +32,7 @@ from attacks.membership.metrics import DEFAULT_FPRS, evaluate
 from attacks.membership.plots import plot_roc
 from fl.core.errors import ConfigError, DataError
 from fl.core.runs import atomic_write_bytes, atomic_write_json, init_run_dir
+from fl.core.schema import setting
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.mia")
@@ -38,15 +40,25 @@ log = logging.getLogger("fedleak.mia")
 
 @dataclass(frozen=True)
 class FederatedMIAConfig:
-    """Which round, clients and attacks of a captured federation to audit."""
+    """Which round, clients and attacks of a captured federation to audit (``fedleak mia --federated``).
 
-    attacks: tuple[str, ...] = ("grad-cosine", "grad-diff", "grad-norm", "fedmia")
-    server_round: int | None = None  # None: the last captured round
-    clients: tuple[int, ...] = ()  # empty: every client captured in the round
-    candidates: int = 500  # members (and as many non-members) per client, at most
-    fprs: tuple[float, ...] = DEFAULT_FPRS
-    bootstrap: int = 200  # bootstrap replicates for confidence intervals (0 = none)
-    seed: int = 0
+    ``attacks``, ``fprs`` and ``bootstrap`` share their options with the black-box audit's
+    (:class:`~attacks.membership.config.MIAConfig`); ``clients`` is the repeatable ``--client``.
+    """
+
+    attacks: tuple[str, ...] = setting(
+        ("grad-cosine", "grad-diff", "grad-norm", "fedmia"), help="The server's attack(s).", flag="--attack"
+    )
+    server_round: int | None = setting(
+        None, help="--federated: round to attack (default: the last captured).", flag="--round"
+    )
+    clients: tuple[int, ...] = setting(
+        (), help="--federated: client(s) to attack (default: all captured).", flag="--client", cli=False
+    )
+    candidates: int = setting(500, help="--federated: members (and non-members) per client.")
+    fprs: tuple[float, ...] = setting(DEFAULT_FPRS, help="FPRs for TPR@FPR.", flag="--fpr", parse=parse_fprs)
+    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).")
+    seed: int = setting(0, help="Seed of the candidates and the bootstrap (the global --seed).", cli=False)
 
     def __post_init__(self) -> None:
         if not self.attacks:

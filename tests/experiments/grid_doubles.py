@@ -65,23 +65,33 @@ class ToyKind(CellKind):
 
     def run(
         self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
-    ) -> Mapping[str, Any]:
+    ) -> ToyResult:
         self.calls += 1
         if self.interrupt_on_call and self.calls == self.interrupt_on_call:
             raise KeyboardInterrupt
         if config.fail:
             raise RuntimeError("toy failure")
         eps_term = 0.0 if math.isinf(config.target_epsilon) else 1.0 / config.target_epsilon
-        out: dict[str, Any] = {
-            "test_accuracy": 0.9 - 0.2 * config.dropout - 0.1 * eps_term,
-        }
+        cell = {"test_accuracy": 0.9 - 0.2 * config.dropout - 0.1 * eps_term}
         if not math.isinf(config.target_epsilon):  # DP-SGD's epsilon protects one record
-            out.update(epsilon_record=config.target_epsilon, delta=1e-5)
+            cell.update(epsilon_record=config.target_epsilon, delta=1e-5)
+        out = {"": cell}
         for attack in config.attacks:
             psnr = 30.0 - (20.0 * config.dropout if attack == "ig" else 0.0) + 0.5 * config.seed
             out[attack] = {"psnr_mean": psnr, "ssim_mean": psnr / 40.0, "auc": 0.9 - 0.3 * eps_term}
         (out_dir / "artifact.json").write_text(json.dumps({"calls": self.calls}))
-        return out
+        return ToyResult(out)
+
+
+@dataclass(frozen=True)
+class ToyResult:
+    metrics: dict[str, dict[str, float]]
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        return self.metrics
+
+    def to_json(self) -> dict[str, Any]:
+        return self.metrics
 
 
 def toy_kinds(**kwargs: Any) -> Registry[CellKind]:

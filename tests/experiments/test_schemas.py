@@ -38,7 +38,7 @@ def test_command_options_are_the_schemas_settings(kind: str) -> None:
             assert s.help.split(".")[0] in (option.help or ""), s.name
 
 
-@pytest.mark.parametrize("kind", ["federated", "inversion"])
+@pytest.mark.parametrize("kind", ["federated", "inversion", "membership"])
 def test_scenario_options_are_the_schemas_settings(kind: str) -> None:
     """Every setting is a scenario key (its default accepted as given), an unknown key fails in one
     line naming the valid ones, and a value of the wrong type names its key."""
@@ -51,6 +51,40 @@ def test_scenario_options_are_the_schemas_settings(kind: str) -> None:
     first = next(s for s in schema.settings if s.kind is int)
     with pytest.raises(ConfigError, match=rf"{kind}\[0\]\.{first.name} = 'x' has the wrong type"):
         schema.build({first.name: "x"}, where=f"{kind}[0]")
+
+
+def test_mia_options_are_the_membership_schemas_settings() -> None:
+    """``fedleak mia`` has one option per command-line setting of the black-box audit's schema (the
+    membership kind's) and of the server-side audit's (a setting of both is one option, one flag),
+    unset by default, and nothing else but its own run options and the two settings it sets by an
+    option of another shape (``--client``, ``--lira-variance``)."""
+    from experiments.cli.mia import mia
+    from experiments.membership.schema import membership_schema, mia_settings, server_side_schema
+
+    black_box, server = membership_schema(), server_side_schema()
+    assert CELL_KINDS.get("membership").schema() is black_box
+    options = {p.name: p for p in mia.params}
+    shown = [s for s in mia_settings() if s.cli]
+    own = {"run_dir", "attacked_clients", "lira_variance", "client_secret_file", "data_dir", "cache_dir", "out", "fmt"}
+    assert set(options) == {s.name for s in shown} | own
+    for s in shown:
+        option = options[s.name]
+        assert option.multiple or option.default is None, s.name
+        assert s.help.split(".")[0] in (option.help or ""), s.name
+    for s in (*black_box.settings, *server.settings):
+        if s.cli:
+            assert s.flag in options[s.name].opts, s.name
+    set_otherwise = {s.name: s.flag for s in (*black_box.settings, *server.settings) if not s.cli}
+    assert set_otherwise == {
+        "standardize": "--standardize",  # scenario keys only
+        "weight_decay": "--weight-decay",
+        "flip": "--flip",
+        "fix_variance": "--fix-variance",  # --lira-variance fixed|per-example
+        "seed": "--seed",  # the global --seed
+        "clients": "--client",  # the server's clients: repeatable --client
+    }
+    assert options["attacked_clients"].opts == ["--client"] and options["attacked_clients"].multiple
+    assert options["lira_variance"].opts == ["--lira-variance"]
 
 
 def test_inversion_attack_settings_are_the_attack_configs_fields() -> None:

@@ -225,7 +225,7 @@ def test_final_epsilon_is_the_clients_own_accountant_when_a_last_reply_was_lost(
     store = DirectoryStore(tmp_path / "clients")
     defense = build_defense(cfg.defense)
     own = max(defense.client_epsilon(store.load(c).state) for c in (0, 1))
-    assert result["epsilon"] == own == pytest.approx(history[-1]["epsilon"], abs=1e-12)
+    assert result.epsilon == own == pytest.approx(history[-1]["epsilon"], abs=1e-12)
     record = store.load(1)
     record.state["dp_history"][0][2] += 2  # as if a third, lost participation had been trained
     store.save(1, record)

@@ -80,3 +80,54 @@ def test_mia_cli_tiny_audit(data_root, tmp_path, caplog) -> None:
         "bias": True,
     }
     assert (out / "roc.png").stat().st_size > 0
+
+
+class _Stop(Exception):
+    """Raised by the stand-in runners once they hold the config the command built."""
+
+
+def test_mia_cli_options_reach_the_configs(monkeypatch, tmp_path) -> None:
+    """Given options reach their settings (``--lira-variance`` and ``--client`` too), unset ones are
+    the configs' defaults, and the global ``--seed`` is the config's."""
+    import experiments.membership
+    import experiments.membership.server_side
+    from attacks.membership import MIAConfig
+    from experiments.membership.server_side import FederatedMIAConfig
+
+    seen: list[object] = []
+
+    def capture(*args: object, **kw: object) -> None:
+        seen.append(next(a for a in args if isinstance(a, (MIAConfig, FederatedMIAConfig))))
+        raise _Stop
+
+    monkeypatch.setattr(experiments.membership, "run_mia", capture)
+    monkeypatch.setattr(experiments.membership.server_side, "run_federated_mia", capture)
+    cli_args = ["--device", "cpu", "--seed", "3", "mia"]
+    CliRunner().invoke(cli, cli_args)
+    assert seen.pop() == MIAConfig(seed=3)
+    args = ["--attack", "loss", "--attack", "lira", "--lira-variance", "per-example", "--rmia-a", "0.3"]
+    args += ["--fpr", "0.01,0.1", "--model-option", "width=8", "--epochs", "2", "--norm", "none"]
+    CliRunner().invoke(cli, [*cli_args, *args])
+    assert seen.pop() == MIAConfig(
+        attacks=("loss", "lira"), fix_variance=False, offline_a=0.3, fprs=(0.01, 0.1),
+        model_options={"width": 8}, epochs=2, norm="none", seed=3,
+    )  # fmt: skip
+    fed = ["--federated", str(tmp_path), "--client", "0", "--client", "2", "--round", "2", "--attack", "grad-norm"]
+    CliRunner().invoke(cli, [*cli_args, *fed, "--bootstrap", "0"])
+    assert seen.pop() == FederatedMIAConfig(attacks=("grad-norm",), server_round=2, clients=(0, 2), bootstrap=0, seed=3)
+    CliRunner().invoke(cli, [*cli_args, "--federated", str(tmp_path)])
+    assert seen.pop() == FederatedMIAConfig(seed=3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target (leave it out with --clients)"),
+        (["--rounds", "3"], "--rounds applies to a federated target (--clients N)"),
+        (["--federated", ".", "--one-run-guesses", "3"], "--one-run-guesses applies to the black-box audit"),
+        (["--norm", "layer"], "'layer' is not one of 'group', 'batch', 'none'"),
+    ],
+)
+def test_mia_cli_refuses_options_of_the_other_mode(args: list[str], message: str) -> None:
+    res = _run(*args)
+    assert res.exit_code == 2 and message in res.output, res.output

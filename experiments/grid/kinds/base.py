@@ -7,7 +7,6 @@ that package's entry point. A new kind is one subclass registered in :data:`CELL
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -20,6 +19,7 @@ import torch
 from defenses import DefenseConfig
 from fl.core.errors import ConfigError
 from fl.core.registry import Registry
+from fl.core.results import RunResult
 from fl.core.schema import Schema
 
 
@@ -69,8 +69,8 @@ class CellKind:
 
     def run(
         self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
-    ) -> Mapping[str, Any]:
-        """Run one cell and return its summary (JSON-ready)."""
+    ) -> RunResult:
+        """Run one cell and return its typed result (its ``rows()`` are the cell's metrics)."""
         raise NotImplementedError
 
     def target_label(self, config: Any) -> str:
@@ -119,47 +119,6 @@ class CellKind:
     def budget_value(self, key: str, value: Any, where: str) -> Any:
         """Translate a budget value for its config field (identity by default)."""
         return value
-
-    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """Flatten a summary into ``{attack: {metric: value}}`` ('' = cell-level metrics)."""
-        return flatten_summary(summary, attacks)
-
-
-def flatten_summary(summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Numbers at the top level go to attack '', tables keyed by an attack name to that attack.
-
-    A table called ``attacks`` holding per-attack tables is looked into; lists of numbers
-    (per-round curves) are summarised by their last value as ``<name>_last``.
-    """
-    out: dict[str, dict[str, float]] = {}
-
-    def put(attack: str, name: str, value: Any) -> None:
-        number = _number(value)
-        if number is not None:
-            out.setdefault(attack, {})[name] = number
-        elif isinstance(value, list) and value and all(_number(v) is not None for v in value):
-            out.setdefault(attack, {})[f"{name}_last"] = _number(value[-1])  # type: ignore[assignment]
-
-    def walk_attacks(table: Mapping[str, Any]) -> None:
-        for attack, metrics in table.items():
-            if isinstance(metrics, Mapping):
-                for name, value in metrics.items():
-                    put(str(attack), str(name), value)
-
-    for key, value in summary.items():
-        if key == "attacks" and isinstance(value, Mapping):
-            walk_attacks(value)
-        elif key in attacks and isinstance(value, Mapping):
-            walk_attacks({key: value})
-        else:
-            put("", str(key), value)
-    return out
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if not math.isnan(value) else math.nan
 
 
 CELL_KINDS: Registry[CellKind] = Registry("cell kind")

@@ -9,7 +9,6 @@ one attack per federation, so a federated block's ``attacks`` list is a grid axi
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from fl.core.errors import ConfigError
+from fl.core.results import RunResult
 from fl.core.schema import Schema
 
 
@@ -74,36 +74,12 @@ class FederatedKind(CellKind):
 
     def run(
         self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
-    ) -> Mapping[str, Any]:
+    ) -> RunResult:
         from experiments.federated import run_federation
 
         if data_root is not None and config.data_dir is None:
             config = dataclasses.replace(config, data_dir=str(data_root))
         return run_federation(config, out_dir=out_dir, device=device, progress=progress, resume=True)
-
-    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """Accuracy, loss, epsilon named by its unit (``epsilon_record``, ``epsilon_client_central``,
-        ``epsilon_client_local``) with its delta;
-        the attack's PSNR over the attacked rounds (mean, first, last)."""
-        cell = {
-            k: float(summary[k])
-            for k in ("final_accuracy", "final_loss", "wall_s")
-            if isinstance(summary.get(k), (int, float))
-        }
-        if isinstance(summary.get("epsilon"), (int, float)):
-            cell[f"epsilon_{summary['epsilon_unit'].replace('-', '_')}"] = float(summary["epsilon"])
-            cell["delta"] = float(summary["delta"])
-        out: dict[str, dict[str, float]] = {"": cell}
-        per_round = summary.get("attack_psnr") or {}
-        values = [float(per_round[r]) for r in sorted(per_round, key=int) if isinstance(per_round[r], (int, float))]
-        (attack,) = attacks
-        if attack != "none" and values:
-            out[attack] = {
-                "psnr_mean": math.fsum(values) / len(values),
-                "psnr_first": values[0],
-                "psnr_last": values[-1],
-            }
-        return out
 
 
 CELL_KINDS.register("federated")(FederatedKind())

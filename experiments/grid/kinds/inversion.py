@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec, flatten_summary
+from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from fl.core.errors import ConfigError, DataError
+from fl.core.results import RunResult
 from fl.core.schema import Schema
 
 
@@ -51,14 +52,6 @@ class InversionKind(CellKind):
             return tuple(range(value))
         return value
 
-    def metrics(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """Per attack, under the name the run gives it: a DIA with options says which
-        ('dia (readout)', 'dia (given attn_drop)'), so the report does not pass it off as plain DIA."""
-        labelled = {
-            (table.get("label", name) if isinstance(table, Mapping) else name): table for name, table in summary.items()
-        }
-        return flatten_summary(labelled, tuple(labelled))
-
     def check_data(self, config: Any, data_root: str | None) -> None:
         from experiments.inversion.laboratory import check_indices
 
@@ -70,7 +63,7 @@ class InversionKind(CellKind):
 
     def run(
         self, config: Any, *, device: torch.device, data_root: Path | None, out_dir: Path, progress: bool
-    ) -> Mapping[str, Any]:
+    ) -> RunResult:
         from experiments.inversion.laboratory import run_inversion
 
         return run_inversion(

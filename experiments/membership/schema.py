@@ -1,0 +1,38 @@
+"""The membership kind's schemas: every setting of ``MIAConfig`` (a black-box audit, central or of a
+federation's global model) and of ``FederatedMIAConfig`` (the curious server's audit of captured
+updates). ``fedleak mia``'s options and the scenario keys of ``[[membership]]`` blocks come from them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from attacks.membership.config import MIAConfig
+from experiments.membership.server_side import FederatedMIAConfig
+from fl.core.schema import Schema, Setting, flat_settings, nested
+
+
+@cache
+def membership_schema() -> Schema:
+    """The black-box audit (``fedleak mia``, ``[[membership]]`` blocks)."""
+    return Schema("membership", flat_settings(MIAConfig, {}), nested(MIAConfig, {}))
+
+
+@cache
+def server_side_schema() -> Schema:
+    """The curious server's audit of a captured federation (``fedleak mia --federated``)."""
+    return Schema("membership-server", flat_settings(FederatedMIAConfig, {}), nested(FederatedMIAConfig, {}))
+
+
+def mia_settings() -> tuple[Setting, ...]:
+    """``fedleak mia``'s settings: the black-box audit's, then the server-side audit's own.
+
+    A setting of both (same name) is one option, so it must have one flag; the black-box one's
+    help and default are shown.
+    """
+    black_box = membership_schema().by_name()
+    server = server_side_schema().settings
+    for s in server:
+        if s.name in black_box and s.cli and s.flag != black_box[s.name].flag:
+            raise TypeError(f"{s.name!r} is {black_box[s.name].flag} and {s.flag}: one option cannot be both")
+    return (*black_box.values(), *(s for s in server if s.name not in black_box))
