@@ -5,8 +5,8 @@ Each image is its class's fixed random template at low contrast plus its own uni
 share of the labels is drawn at random: a small model learns the classes only partly from the
 templates and memorises the rest, which is what the membership attacks exploit (the real
 dataset's overfitting, in miniature). The sizes are those of the partial CIFAR-10 copy the tests
-were calibrated on (5170 train, 1017 test). The server-side tests need real MNIST: their margins
-were set on it.
+were calibrated on (5170 train, 1017 test). The server-side tests make their own MNIST-format
+data (``test_mia_federated.made_mnist``).
 """
 
 from __future__ import annotations
