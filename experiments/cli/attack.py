@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from experiments.cli.params import AFTER_THE_FACT, CAPTURE_ATTACKS, key_values, lpips_options
+from attacks.inversion.base import attack_settings
+from experiments.cli.params import AFTER_THE_FACT, key_values, lpips_options
+from experiments.cli.schema import click_options
 from experiments.cli.state import get_state
 
 
@@ -33,21 +36,14 @@ from experiments.cli.state import get_state
     "(the update read as one mean gradient at the global weights), scored against the true images they "
     "match best (0: every image, replaying the local steps).",
 )
-@click.option(
-    "--layer-weights",
-    type=click.Choice(["equal", "balanced"]),
-    default="equal",
-    show_default=True,
-    help="Cosine over all parameters as one vector (the papers) or each parameter tensor counted "
-    "equally (see `fedleak invert --help`).",
-)
+@click_options(s for s in attack_settings() if s.cli)
 @click.option(
     "--attack-option",
     "attack_options",
     multiple=True,
     callback=key_values,
     metavar="KEY=VALUE",
-    help="Attack setting, e.g. tv_weight=1e-6 or recipe=ig (repeatable; the fields of the attack's config, "
+    help="Any other attack setting, e.g. bn_prior=0.01 (repeatable; the fields of the attack's config, "
     "as `fedleak simulate --attack-option`; see docs/inversion.md).",
 )
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset root (default: as recorded).")
@@ -68,12 +64,12 @@ def attack(
     client: str | None,
     iters: int,
     max_images: int,
-    layer_weights: str,
     attack_options: dict[str, object],
     data_dir: str | None,
     threads: int,
     lpips_weights: Path | None,
     lpips_backbone: Path | None,
+    **flags: Any,
 ) -> None:
     """Reconstruct a client's training images from its captured update; print PSNR/SSIM (LPIPS from local
     weights), save a grid.
@@ -81,7 +77,7 @@ def attack(
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
     afterwards to score it.
     """
-    from attacks.inversion.base import config_fields
+    from attacks.inversion.base import takers
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, part_attacked, save_outcome_grid
     from experiments.federated.config import check_attack_options, unattackable_training
@@ -92,12 +88,14 @@ def attack(
     from fl.federation.settings import TrainSettings
 
     state = get_state(ctx)
-    if layer_weights != "equal" and "layer_weights" not in config_fields(attack):
-        weighted = [a for a in CAPTURE_ATTACKS if "layer_weights" in config_fields(a)]
-        raise click.BadParameter(
-            f"applies to attacks {' and '.join(weighted)}, not {attack!r}", param_hint="--layer-weights"
-        )
-    options = {**attack_options, **({"layer_weights": layer_weights} if layer_weights != "equal" else {})}
+    given = {name: value for name, value in flags.items() if value is not None}
+    for name in given:
+        if attack not in takers(name):
+            usable = [a for a in AFTER_THE_FACT if a in takers(name)]
+            flag = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"applies to attacks {', '.join(usable)}, not {attack!r}", param_hint=flag)
+    options = {**attack_options, **given}
+    layer_weights = str(options.get("layer_weights", "equal"))
     if options:
         check_attack_options(attack, options)
     check_lpips_paths(lpips_weights, lpips_backbone)

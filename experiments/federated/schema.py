@@ -1,14 +1,18 @@
 """The federation's one schema: every setting of ``SimulationConfig``, its ``TrainSettings`` and its
-``DefenseConfig``, flat and in order. ``fedleak simulate``'s options, the Flower App's run config
-(``[tool.flwr.app.config]``) and the scenario keys of ``[[federated]]`` blocks come from it.
+``DefenseConfig``, flat and in order, then the curious server's attack settings (``tv_weight``, ...,
+gathered into ``attack_options``). ``fedleak simulate``'s options, the Flower App's run config
+(``[tool.flwr.app.config]``, which takes the attack settings as ``attack-options``) and the scenario
+keys of ``[[federated]]`` blocks come from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
+from attacks.inversion.base import attack_settings
 from defenses import DefenseConfig
 from experiments.federated.config import SimulationConfig
 from fl.core.schema import Schema, Setting, flat_settings, nested
@@ -20,7 +24,20 @@ NESTED = {"train": TrainSettings, "defense": DefenseConfig}
 @cache
 def federation_schema() -> Schema:
     """The federation kind of run."""
-    return Schema("federation", flat_settings(SimulationConfig, NESTED), nested(SimulationConfig, NESTED))
+    own = flat_settings(SimulationConfig, NESTED)
+    names = {s.name for s in own}
+    attack = tuple(replace(s, app=False) for s in attack_settings() if s.name not in names)
+    return Schema("federation", own + attack, _assemble)
+
+
+def _assemble(values: dict[type, dict[str, Any]], fixed: dict[str, Any]) -> SimulationConfig:
+    parts = {cls: values.pop(cls, {}) for cls in (SimulationConfig, *NESTED.values())}
+    given = {name: value for part in values.values() for name, value in part.items()}  # the attack's settings
+    if given:
+        sim = parts[SimulationConfig]
+        sim["attack_options"] = {**sim.get("attack_options", {}), **given}
+    config: SimulationConfig = nested(SimulationConfig, NESTED)(parts, fixed)
+    return config
 
 
 def federation_settings() -> tuple[Setting, ...]:

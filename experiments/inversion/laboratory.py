@@ -168,7 +168,7 @@ def run_inversion(
         )
         if ckpt is not None:
             save_tensors(ckpt, {"inputs": recons[name], "labels": torch.cat([r.labels for r in result])})
-            atomic_write_json(ckpt.with_suffix(".json"), summary)
+            atomic_write_json(ckpt.with_suffix(".json"), summary.to_json())
     run = InversionRun(summaries)
     if out is not None:
         atomic_write_json(out / "metrics.json", {"config": cfg, "device": str(device), "attacks": run.to_json()})

@@ -49,6 +49,13 @@ class AttackSummary:
             out["lpips_mean"] = self.lpips_mean
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        """Every field; ``lpips_mean`` only when LPIPS was scored."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.lpips_mean is None:
+            del out["lpips_mean"]
+        return out
+
 
 @dataclass(frozen=True)
 class InversionRun:
@@ -61,7 +68,7 @@ class InversionRun:
         return {s.label: s.scores() for s in self.attacks.values()}
 
     def to_json(self) -> dict[str, Any]:
-        return {name: s for name, s in self.attacks.items()}
+        return {name: s.to_json() for name, s in self.attacks.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InversionRun:

@@ -102,3 +102,14 @@ def test_inversion_attack_settings_are_the_attack_configs_fields() -> None:
     assert "mask_reg" not in cfg.attack_overrides("ig") and cfg.attack_overrides("dia")["mask_reg"] == 0.5
     typed = inversion_config({"attacks": ("ig",), "recipe": "ig", "attack_options": {"lr_decay_at": "0.5,0.75"}})
     assert typed.attack_overrides("ig")["lr_decay_at"] == (0.5, 0.75)
+
+
+def test_federation_attack_settings_reach_the_curious_servers_attack() -> None:
+    """``fedleak simulate --mask-reg`` (or a scenario's ``mask_reg``) is the attack's setting, as in
+    ``fedleak invert``; one the attack does not have is refused in one line."""
+    from experiments.federated.schema import simulation_config
+
+    cfg = simulation_config({"attack": "dia", "attack_clients": 1, "mask_reg": 0.5, "attack_options": {"recipe": "ig"}})
+    assert cfg.attack_options == {"recipe": "ig", "mask_reg": 0.5}
+    with pytest.raises(ConfigError, match=r"^attack 'ig' has no option 'mask_reg'"):
+        simulation_config({"attack": "ig", "attack_clients": 1, "mask_reg": 0.5})
