@@ -22,8 +22,7 @@ class TokenEmbed(nn.Module):
 
     The class token and position embeddings start from N(0, 1), as in the ``vit-pytorch``
     model of the DIA paper's code. With std 0.02 instead, Inverting Gradients at p = 0 put the
-    right patches in the wrong places (12.0 dB on 8 CIFAR-10 images at 1000 iterations,
-    against 22.2 dB at 300 iterations with N(0, 1); see docs/inversion.md).
+    right patches in the wrong places (docs/inversion.md compares the two).
     """
 
     def __init__(self, in_shape: tuple[int, int, int], patch: int, dim: int) -> None:
