@@ -1,4 +1,4 @@
-"""Loading the real files in shared/data: MNIST, partial CIFAR-10, Fashion-MNIST (Debian package)."""
+"""Real dataset files where a data folder holds them: MNIST, partial CIFAR-10, Fashion-MNIST (Debian package)."""
 
 from __future__ import annotations
 
