@@ -18,6 +18,7 @@ from defenses.config import ACCOUNTANTS
 from fl.core.errors import ConfigError
 
 History = list[tuple[float, float, int]]
+OPACUS_TOLERANCE = 0.01  # Opacus' absolute epsilon tolerance of its noise search (make_private_with_epsilon)
 
 
 def accountant_from_history(history: Sequence[Sequence[float]], *, accountant: str = "rdp") -> IAccountant:
@@ -42,12 +43,18 @@ def epsilon_from_history(history: Sequence[Sequence[float]], *, delta: float, ac
 
 
 def noise_for_epsilon(
-    *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "rdp",
+    epsilon_tolerance: float | None = None,
 ) -> float:
     """Smallest noise multiplier whose ``steps`` subsampled Gaussian steps stay within ``target_epsilon``.
 
-    Opacus' search stops within ``epsilon_tolerance`` under the target; it is set to 0.5 % of the
-    target (Opacus' default, an absolute 0.01, would be 2 % of a target of 0.5).
+    Opacus' search stops within ``epsilon_tolerance`` under the target; by default 0.5 % of the
+    target (Opacus' own default, :data:`OPACUS_TOLERANCE`, would be 2 % of a target of 0.5).
     """
     if steps < 1:
         raise ConfigError(f"the privacy plan needs at least one step, got steps={steps}")
@@ -58,7 +65,7 @@ def noise_for_epsilon(
             sample_rate=sample_rate,
             steps=steps,
             accountant=accountant,
-            epsilon_tolerance=0.005 * target_epsilon,
+            epsilon_tolerance=0.005 * target_epsilon if epsilon_tolerance is None else epsilon_tolerance,
         )
     )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from opacus import GradSampleModule, PrivacyEngine
@@ -58,6 +58,18 @@ def check_private_model(model: nn.Module) -> None:
         raise ConfigError(f"DP-SGD cannot train {type(model).__name__}: {'; '.join(map(str, errors))}")
 
 
+class PrivateTraining(NamedTuple):
+    """What :func:`make_private` wraps: train ``model`` with ``optimizer`` on ``loader``'s batches,
+    computing the loss with ``criterion`` (the one given, wrapped for ghost clipping); ``engine``
+    holds the accountant (``epsilon_of(engine, delta)`` reads the budget spent so far)."""
+
+    model: GradSampleModule
+    optimizer: DPOptimizer
+    loader: DataLoader
+    engine: PrivacyEngine
+    criterion: nn.Module | None
+
+
 def make_private(
     model: nn.Module,
     optimizer: Optimizer,
@@ -71,17 +83,20 @@ def make_private(
     accountant: str = "rdp",
     noise_generator: torch.Generator | None = None,
     history: Sequence[Sequence[float]] = (),
-) -> tuple[GradSampleModule, DPOptimizer, DataLoader, PrivacyEngine]:
-    """Wrap a model, optimizer and loader for DP-SGD (Poisson sampling, flat per-sample clipping).
+    criterion: nn.Module | None = None,
+    epsilon_tolerance: float | None = None,
+) -> PrivateTraining:
+    """Wrap a model, optimizer and loader for DP-SGD (Poisson sampling, flat per-sample clipping):
+    fedleak's one place that makes an Opacus private model, optimizer and accountant.
 
     Give ``noise_multiplier`` or ``target_epsilon`` (then sigma is planned for ``epochs`` passes
-    over ``loader`` at ``delta``). ``history`` restores an earlier accountant so epsilon keeps
-    adding up; ``noise_generator`` makes the noise reproducible (a private per-party generator).
-    Poisson batches are drawn with the loader's own generator.
-
-    Returns:
-        The per-sample-gradient model, the DP optimizer, the Poisson loader and the engine
-        (``epsilon_of(engine, delta)`` reads the budget spent so far).
+    over ``loader`` at ``delta``, within ``epsilon_tolerance``: see :func:`noise_for_epsilon`).
+    ``history`` restores an earlier accountant so epsilon keeps adding up; ``noise_generator``
+    makes the noise reproducible (a private per-party generator; None: PyTorch's global one).
+    Poisson batches are drawn with the loader's own generator. With a ``criterion`` the clipping
+    norms come from ghost clipping (Li et al., ICLR 2022: per-sample gradient norms without
+    materialising per-sample gradients, so memory does not grow with batch x parameters) and the
+    returned criterion runs both of its backward passes; without one, from per-sample gradients.
     """
     if (noise_multiplier is None) == (target_epsilon is None):
         raise ConfigError("make_private needs exactly one of noise_multiplier and target_epsilon")
@@ -96,19 +111,25 @@ def make_private(
             sample_rate=1 / len(loader),
             steps=epochs * poisson_batches(len(loader)),
             accountant=accountant,
+            epsilon_tolerance=epsilon_tolerance,
         )
-    private_model, private_optimizer, private_loader = engine.make_private(
+    wrapped = engine.make_private(
         module=model,
         optimizer=optimizer,
         data_loader=loader,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         noise_generator=noise_generator,
+        **({"criterion": criterion, "grad_sample_mode": "ghost"} if criterion is not None else {}),
     )
+    if criterion is not None:
+        private_model, private_optimizer, criterion, private_loader = wrapped
+    else:
+        private_model, private_optimizer, private_loader = wrapped
     # Opacus samples each record at rate 1 / len(loader) but accounts 1 / len(Poisson loader), which is
     # larger when its int(1 / rate) steps per epoch round down (92 for 93): account the rate sampled.
     private_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=1 / len(loader)))
-    return private_model, private_optimizer, private_loader, engine
+    return PrivateTraining(private_model, private_optimizer, private_loader, engine, criterion)
 
 
 def poisson_batches(batches: int) -> int:
@@ -165,7 +186,7 @@ class DpLocalDefense(Defense):
             self._check_budget(
                 history, sigma, 1 / len(cast(DataLoader, training.loader)), participation_steps(training)
             )
-        model, optimizer, loader, engine = make_private(
+        model, optimizer, loader, engine, _ = make_private(
             training.model,
             training.optimizer,
             cast(DataLoader, training.loader),

@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
 from attacks.membership.metrics import DEFAULT_FPRS
 from attacks.membership.shadows import VECTORIZE
-from attacks.membership.training import OPTIMIZERS, DPConfig, ModelTraining
+from attacks.membership.training import OPTIMIZERS, ModelTraining
 from fl.core.errors import ConfigError
 from fl.core.schema import setting
+
+if TYPE_CHECKING:
+    from defenses.config import DefenseConfig
 
 MEMBERSHIP_DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
@@ -188,8 +191,15 @@ class MIAConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if self.defense in ("dp-local", "dp-central"):
+            if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+                raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+            if not 0 < self.delta < 1:
+                raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+            if not self.max_grad_norm > 0:
+                raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         self.train_config  # noqa: B018  (validates the training fields)
-        self.dp_config  # noqa: B018  (validates the DP fields)
+        self.defense_config  # noqa: B018  (validates the defense as the defenses package takes it)
 
     @property
     def train_config(self) -> ModelTraining:
@@ -236,10 +246,24 @@ class MIAConfig:
         return self.clients > 0
 
     @property
-    def dp_config(self) -> DPConfig | None:
-        if self.defense != "dp-local" or self.federated:
-            return None
-        return DPConfig(epsilon=self.epsilon, delta=self.delta, max_grad_norm=self.max_grad_norm)
+    def defense_config(self) -> DefenseConfig:
+        """The defense as :mod:`defenses` builds it: the dropout rate, or DP's target epsilon and delta
+        with the clipping bound (dp-local: per sample, ``max_grad_norm``; dp-central: per client
+        update, ``clipping_norm``)."""
+        from defenses.config import DefenseConfig
+
+        values: dict[str, Any] = {"name": self.defense}
+        if self.defense == "dropout":
+            values["dropout"] = self.dropout
+        if self.defense in ("dp-local", "dp-central"):
+            values.update(target_epsilon=self.epsilon, delta=self.delta)
+            values["max_grad_norm" if self.defense == "dp-local" else "clipping_norm"] = self.max_grad_norm
+        return DefenseConfig(**values)
+
+    @property
+    def dp_config(self) -> DefenseConfig | None:
+        """The DP-SGD of a central target's (and its shadows') training, None without."""
+        return self.defense_config if self.defense == "dp-local" and not self.federated else None
 
     @property
     def query_flip(self) -> bool:

@@ -21,7 +21,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,10 +30,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.membership.stacked_optim import StackedOptimizer
-from attacks.membership.training import DPConfig, ModelTraining, seeded_global_rng, train_model
+from attacks.membership.training import ModelTraining, seeded_global_rng, train_model
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
 from fl.seed import derive_seed
+
+if TYPE_CHECKING:
+    from defenses.config import DefenseConfig
 
 VECTORIZE = ("auto", "vmap", "loop")
 
@@ -76,7 +79,7 @@ def cache_key(parts: Mapping[str, Any], images: torch.Tensor, labels: torch.Tens
     return h.hexdigest()[:16]
 
 
-def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DPConfig | None) -> str:
+def choose_path(vectorize: str, model: nn.Module, device: torch.device, dp: DefenseConfig | None) -> str:
     """``vmap`` or ``loop``. ``auto`` takes vmap on CUDA and, on the CPU, for models without
     convolutions (the rule rests on benchmarks/mia_shadows.py; figures in docs/results.md); DP-SGD and
     BatchNorm (running statistics) always loop."""
@@ -161,7 +164,7 @@ def train_shadows(
     *,
     num_shadows: int,
     train: ModelTraining,
-    dp: DPConfig | None,
+    dp: DefenseConfig | None,
     seed: int,
     device: torch.device,
     cache_dir: str | Path | None,
@@ -224,15 +227,18 @@ def train_shadows(
 
 
 def code_salt(model: nn.Module) -> str:
-    """Hash of the code that trains and builds ``model``: the training modules, every module of
-    the model zoo (the builders: an MLP is a torch ``Sequential`` whose layers a builder chose),
-    the source file of every class in the model, the seeding code, and torch's and Opacus' versions. A
-    change in any of them misses the cache instead of reusing models trained by other code."""
+    """Hash of the code that trains and builds ``model``: the training modules (DP-SGD's in
+    ``defenses`` too), every module of the model zoo (the builders: an MLP is a torch ``Sequential``
+    whose layers a builder chose), the source file of every class in the model, the seeding code,
+    and torch's and Opacus' versions. A change in any of them misses the cache instead of reusing
+    models trained by other code."""
     import fl.models
     import fl.seed
     from attacks.membership import stacked_optim, training
+    from defenses import accounting, dp_local
 
-    files = {Path(inspect.getfile(m)) for m in (training, stacked_optim, fl.seed, sys.modules[__name__])}
+    modules = (training, stacked_optim, dp_local, accounting, fl.seed, sys.modules[__name__])
+    files = {Path(inspect.getfile(m)) for m in modules}
     files |= set(Path(inspect.getfile(fl.models)).parent.glob("*.py"))
     files |= {
         Path(inspect.getfile(type(m)))

@@ -1,19 +1,23 @@
-"""Training the target and shadow models: plain mini-batch SGD, or DP-SGD through Opacus
-(Abadi et al., CCS 2016; per-sample clipping to ``max_grad_norm``, Gaussian noise calibrated to
-``epsilon`` at ``delta`` by the RDP accountant; Opacus' ghost clipping computes the clipping norms)."""
+"""Training the target and shadow models: plain mini-batch SGD, or DP-SGD (Abadi et al., CCS 2016)
+through :func:`defenses.dp_local.make_private`, the DP-SGD of the federation's clients: per-sample
+clipping to ``max_grad_norm`` (norms by ghost clipping), Gaussian noise calibrated to the target
+epsilon at ``delta`` by the accountant over the training run's Poisson-sampled steps."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fl.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from defenses.config import DefenseConfig
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -38,23 +42,6 @@ class ModelTraining:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
-
-
-@dataclass(frozen=True)
-class DPConfig:
-    """DP-SGD settings in Opacus' vocabulary."""
-
-    epsilon: float = 8.0  # target epsilon over the whole training run
-    delta: float = 1e-5
-    max_grad_norm: float = 1.0  # per-sample gradient clipping bound
-
-    def __post_init__(self) -> None:
-        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
-        if not 0 < self.delta < 1:
-            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if not self.max_grad_norm > 0:
-            raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: ModelTraining) -> torch.optim.Optimizer:
@@ -82,9 +69,10 @@ def train_model(
     *,
     seed: int,
     device: torch.device | str = "cpu",
-    dp: DPConfig | None = None,
+    dp: DefenseConfig | None = None,
 ) -> float | None:
-    """Train ``model`` in place on ``images``/``labels``; returns the spent epsilon under DP, else None."""
+    """Train ``model`` in place on ``images``/``labels``; with ``dp`` (a dp-local defense with a
+    target epsilon) by DP-SGD, returning the epsilon spent, else None."""
     model.to(device).train()
     with seeded_global_rng(seed, device):
         if dp is not None:
@@ -108,46 +96,39 @@ def _train_dp(
     images: torch.Tensor,
     labels: torch.Tensor,
     cfg: ModelTraining,
-    dp: DPConfig,
+    dp: DefenseConfig,
     *,
     seed: int,
     device: torch.device | str,
 ) -> float:
-    from opacus import PrivacyEngine
-    from opacus.validators import ModuleValidator
+    from defenses.accounting import OPACUS_TOLERANCE
+    from defenses.dp_local import epsilon_of, make_private
 
-    errors = ModuleValidator.validate(model, strict=False)
-    if errors:
-        raise ConfigError(f"model cannot be trained with DP-SGD ({errors[0]}); use norm=group or none")
-    # batches from ``gen``; Opacus' noise from the global generator, which train_model has seeded
+    # batches from ``gen``; the noise from the global generator, which train_model has seeded
     gen = torch.Generator().manual_seed(seed)
     dataset = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-    engine = PrivacyEngine(accountant="rdp")
-    # ghost clipping (Li et al., ICLR 2022): per-sample gradient norms without materialising
-    # per-sample gradients, so memory and time do not grow with the batch times the parameters
-    module, opt, criterion, loader = engine.make_private_with_epsilon(
-        module=model,
-        optimizer=make_optimizer(list(model.parameters()), cfg),
-        criterion=nn.CrossEntropyLoss(),
-        data_loader=loader,
-        target_epsilon=dp.epsilon,
-        target_delta=dp.delta,
-        epochs=cfg.epochs,
+    private = make_private(
+        model,
+        make_optimizer(list(model.parameters()), cfg),
+        loader,
+        target_epsilon=dp.target_epsilon,
+        delta=dp.delta,
         max_grad_norm=dp.max_grad_norm,
-        grad_sample_mode="ghost",
+        epochs=cfg.epochs,
+        accountant=dp.accountant,
+        criterion=nn.CrossEntropyLoss(),
+        epsilon_tolerance=OPACUS_TOLERANCE,  # the search the audits' targets were planned with
     )
+    assert private.criterion is not None  # ghost clipping: the criterion runs both backward passes
     for _ in range(cfg.epochs):
-        for xb, yb in loader:
-            if len(xb) == 0:
-                continue
-            opt.zero_grad(set_to_none=True)
-            criterion(module(xb.to(device)), yb.to(device)).backward()
-            opt.step()
-    module.eval()
-    eps = float(engine.get_epsilon(dp.delta))
-    module.remove_hooks()  # ``model`` is a plain module again
-    return eps
+        for xb, yb in private.loader:  # an empty Poisson batch is still a (noise-only, accounted) step
+            private.optimizer.zero_grad(set_to_none=True)
+            private.criterion(private.model(xb.to(device)), yb.to(device)).backward()
+            private.optimizer.step()
+    private.model.eval()
+    private.model.cleanup()  # ``model`` is a plain module again
+    return epsilon_of(private.engine, dp.delta)
 
 
 @torch.no_grad()

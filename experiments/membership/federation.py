@@ -38,7 +38,7 @@ from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.shadows import cache_key, paired_assignment, stored_assignment
 from attacks.membership.training import accuracy
-from defenses import DefenseConfig, build_defense
+from defenses import build_defense
 from experiments.federated.config import SimulationConfig
 from experiments.federated.federation import client_partitions, model_spec, run_federation
 from experiments.membership.central import (
@@ -61,12 +61,6 @@ def simulation_config(
     cfg: MIAConfig, *, seed: int, data_root: str | Path | None, client_secret: str | None = None, capture: str = "none"
 ) -> SimulationConfig:
     """The federation of ``cfg``'s target (or, with the attacker's ``seed`` and secret, of a shadow)."""
-    defense: dict[str, Any] = {"name": cfg.defense}
-    if cfg.defense == "dropout":
-        defense["dropout"] = cfg.dropout
-    if cfg.defense in ("dp-local", "dp-central"):
-        defense.update(target_epsilon=cfg.epsilon, delta=cfg.delta)
-        defense["max_grad_norm" if cfg.defense == "dp-local" else "clipping_norm"] = cfg.max_grad_norm
     return SimulationConfig(
         dataset=cfg.dataset,
         model=cfg.model,
@@ -82,7 +76,7 @@ def simulation_config(
             optimizer=cfg.optimizer,
             momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
         ),
-        defense=DefenseConfig.from_dict(defense),
+        defense=cfg.defense_config,
         capture=capture,
         engine="inline",
         data_dir=None if data_root is None else str(data_root),

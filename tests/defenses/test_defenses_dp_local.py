@@ -65,7 +65,7 @@ def test_defenses_make_private_trains_a_groupnorm_model() -> None:
     )
     x, y = _task()
     loader = DataLoader(TensorDataset(x, y), batch_size=16, generator=make_generator(1))
-    model, optimizer, loader, engine = make_private(
+    model, optimizer, loader, engine, _ = make_private(
         model,
         torch.optim.Adam(model.parameters(), lr=0.01),
         loader,
@@ -93,7 +93,7 @@ def test_defenses_make_private_target_epsilon_plans_the_noise() -> None:
     model = _mlp()
     x, y = _task()
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    _, optimizer, _, engine = make_private(
+    _, optimizer, _, engine, _ = make_private(
         model, torch.optim.SGD(model.parameters(), lr=0.1), loader, target_epsilon=2.0, delta=1e-5, epochs=5
     )
     planned = noise_for_epsilon(target_epsilon=2.0, delta=1e-5, sample_rate=0.25, steps=20)
@@ -102,6 +102,38 @@ def test_defenses_make_private_target_epsilon_plans_the_noise() -> None:
     assert epsilon_of(engine, 1e-5) == 0.0  # nothing spent before the first step
     with pytest.raises(ConfigError, match="exactly one of noise_multiplier and target_epsilon"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), loader)
+
+
+def test_defenses_make_private_ghost_clipping_is_the_same_dp_sgd() -> None:
+    """With a criterion the clipping norms come from ghost clipping: with the same batches and noise
+    the model ends where per-sample clipping takes it, and the accountant records the same steps."""
+    x, y = _task()
+    ends, histories = [], []
+    for criterion in (None, nn.CrossEntropyLoss()):
+        model = _mlp()
+        loader = DataLoader(TensorDataset(x, y), batch_size=16, generator=make_generator(1))
+        private = make_private(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.5),
+            loader,
+            noise_multiplier=0.5,
+            max_grad_norm=0.1,  # small: every per-sample gradient is clipped
+            noise_generator=make_generator(2),
+            criterion=criterion,
+        )
+        loss_fn = private.criterion or nn.CrossEntropyLoss()
+        for _ in range(3):
+            for bx, by in private.loader:
+                if len(by):
+                    private.optimizer.zero_grad(set_to_none=True)
+                    loss_fn(private.model(bx), by).backward()
+                    private.optimizer.step()
+        assert (private.criterion is None) == (criterion is None)
+        private.model.cleanup()
+        ends.append(_update(model))
+        histories.append(private.engine.accountant.history)
+    torch.testing.assert_close(ends[1], ends[0], rtol=1e-5, atol=1e-6)
+    assert histories[0] == histories[1] and histories[0][0][:2] == (0.5, 0.25)
 
 
 def test_defenses_dp_local_epsilon_is_cumulative_and_restorable() -> None:

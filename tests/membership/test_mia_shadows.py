@@ -15,9 +15,12 @@ from attacks.membership.shadows import (
     train_shadows,
     train_stacked,
 )
-from attacks.membership.training import DPConfig, ModelTraining, accuracy, train_model
+from attacks.membership.training import ModelTraining, accuracy, train_model
+from defenses import DefenseConfig
 from fl.core.errors import ConfigError
 from fl.models import build_model
+
+DP = DefenseConfig(name="dp-local", target_epsilon=8.0)
 
 
 def test_mia_assignment_puts_each_record_in_half_the_models() -> None:
@@ -43,9 +46,9 @@ def test_mia_path_choice_per_device() -> None:
     assert choose_path("auto", mlp, cpu, None) == "vmap"
     assert choose_path("auto", gn, cuda, None) == "vmap"
     assert choose_path("auto", bn, cuda, None) == "loop"
-    assert choose_path("auto", gn, cuda, DPConfig()) == "loop"
+    assert choose_path("auto", gn, cuda, DP) == "loop"
     with pytest.raises(ConfigError, match="vmap cannot train DP-SGD"):
-        choose_path("vmap", gn, cpu, DPConfig())
+        choose_path("vmap", gn, cpu, DP)
     with pytest.raises(ConfigError, match="valid choices: auto, vmap, loop"):
         choose_path("fast", gn, cpu, None)
 

@@ -1,0 +1,109 @@
+"""A DP-SGD target (or shadow) trains through defenses.dp_local.make_private, the federation's DP-SGD,
+and is what Opacus' own make_private_with_epsilon trains: the same weights and the accountant's epsilon."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from attacks.membership import MIAConfig
+from attacks.membership.training import ModelTraining, make_optimizer, seeded_global_rng, train_model
+from defenses import DefenseConfig
+from defenses.accounting import OPACUS_TOLERANCE, epsilon_from_history, noise_for_epsilon
+from defenses.dp_local import poisson_batches
+from fl.core.errors import ConfigError
+from fl.models import build_model
+from fl.seed import make_generator
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("mlp", in_shape=(1, 8, 8), num_classes=3, hidden=16, depth=1, dropout=0.2)
+
+
+def _data(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = make_generator(0)
+    return torch.rand(n, 1, 8, 8, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def _opacus_reference(x: torch.Tensor, y: torch.Tensor, cfg: ModelTraining, dp: DefenseConfig, seed: int):
+    """Opacus' own path: make_private_with_epsilon with ghost clipping, noise and dropout from the
+    seeded global generator, batches from the loader's."""
+    model = _model()
+    with seeded_global_rng(seed, "cpu"):
+        loader = DataLoader(
+            TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+        )
+        engine = PrivacyEngine(accountant="rdp")
+        module, opt, criterion, loader = engine.make_private_with_epsilon(
+            module=model,
+            optimizer=make_optimizer(list(model.parameters()), cfg),
+            criterion=nn.CrossEntropyLoss(),
+            data_loader=loader,
+            target_epsilon=dp.target_epsilon,
+            target_delta=dp.delta,
+            epochs=cfg.epochs,
+            max_grad_norm=dp.max_grad_norm,
+            grad_sample_mode="ghost",
+        )
+        for _ in range(cfg.epochs):
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True)
+                criterion(module(xb), yb).backward()
+                opt.step()
+    module.remove_hooks()
+    return model, engine, opt
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mia_dp_training_equals_opacus_make_private_with_epsilon(optimizer: str) -> None:
+    x, y = _data()
+    cfg = ModelTraining(epochs=3, batch_size=16, lr=0.05, optimizer=optimizer)
+    dp = DefenseConfig(name="dp-local", target_epsilon=4.0, delta=1e-5, max_grad_norm=1.0)
+    model = _model()
+    eps = train_model(model, x, y, cfg, seed=7, dp=dp)
+    reference, engine, opt = _opacus_reference(x, y, cfg, dp, seed=7)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    history = engine.accountant.history  # [(sigma, rate, steps)], recorded by Opacus step by step
+    assert eps == engine.get_epsilon(dp.delta) == epsilon_from_history(history, delta=dp.delta)
+    assert history == [(opt.noise_multiplier, 1 / 6, cfg.epochs * 6)]
+    planned = noise_for_epsilon(
+        target_epsilon=4.0, delta=1e-5, sample_rate=1 / 6, steps=18, epsilon_tolerance=OPACUS_TOLERANCE
+    )
+    assert opt.noise_multiplier == planned
+    assert 4.0 - OPACUS_TOLERANCE <= epsilon_from_history([(planned, 1 / 6, 18)], delta=1e-5) <= 4.0
+
+
+def test_mia_dp_training_accounts_every_step_at_the_rate_it_samples() -> None:
+    """Where Opacus' Poisson loader takes fewer steps per epoch than batches (92 for 93), the noise is
+    planned for the steps taken and the accountant composes the rate sampled (1 / 93), as a client's;
+    empty batches (frequent at batch 2) are noise-only steps, accounted like the others."""
+    x, y = _data(186)
+    cfg = ModelTraining(epochs=2, batch_size=2, lr=0.05)
+    dp = DefenseConfig(name="dp-local", target_epsilon=2.0, delta=1e-5, max_grad_norm=1.0)
+    assert poisson_batches(93) == 92
+    eps = train_model(_model(), x, y, cfg, seed=1, dp=dp)
+    sigma = noise_for_epsilon(
+        target_epsilon=2.0, delta=1e-5, sample_rate=1 / 93, steps=184, epsilon_tolerance=OPACUS_TOLERANCE
+    )
+    assert eps == epsilon_from_history([(sigma, 1 / 93, 184)], delta=1e-5)
+    assert 2.0 - OPACUS_TOLERANCE <= eps <= 2.0
+
+
+def test_mia_config_hands_its_defense_to_the_defenses_package() -> None:
+    """The config's defense fields become the DefenseConfig the federation and DP-SGD are built from."""
+    local = MIAConfig(defense="dp-local", epsilon=4.0, delta=1e-6, max_grad_norm=2.0)
+    assert local.dp_config == DefenseConfig(name="dp-local", target_epsilon=4.0, delta=1e-6, max_grad_norm=2.0)
+    central = MIAConfig(defense="dp-central", epsilon=4.0, max_grad_norm=2.0, clients=2, pool_size=100)
+    assert central.dp_config is None
+    assert central.defense_config == DefenseConfig(name="dp-central", target_epsilon=4.0, clipping_norm=2.0)
+    assert MIAConfig(defense="dropout", dropout=0.3).defense_config == DefenseConfig(name="dropout", dropout=0.3)
+    assert MIAConfig().defense_config == DefenseConfig()
+    with pytest.raises(ConfigError, match="epsilon must be a finite number > 0, got inf"):
+        MIAConfig(defense="dp-local", epsilon=float("inf"))
+    with pytest.raises(ConfigError, match=r"delta must be in \(0, 1\), got 0.0"):
+        MIAConfig(defense="dp-central", clients=2, pool_size=100, delta=0.0)
