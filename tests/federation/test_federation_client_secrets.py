@@ -317,6 +317,7 @@ def test_resume_refuses_a_run_whose_clients_side_is_gone(tmp_path):
 
 
 def test_the_runs_epsilon_is_the_larger_of_the_clients_own_and_the_last_record(tmp_path):
+    from experiments.federated.config import SimulationConfig
     from experiments.federated.federation import summarise
     from fl.federation.checkpoint import Checkpoint
 
@@ -335,6 +336,7 @@ def test_the_runs_epsilon_is_the_larger_of_the_clients_own_and_the_last_record(t
             }
         ],
     )
-    assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=4.0)["epsilon"] == 4.0  # a lost last reply
-    assert summarise(ckpt, tmp_path, 1.0, clients_epsilon=2.0)["epsilon"] == 3.0
-    assert summarise(ckpt, tmp_path, 1.0)["epsilon"] == 3.0
+    cfg = SimulationConfig()
+    assert summarise(cfg, ckpt, tmp_path, 1.0, clients_epsilon=4.0).epsilon == 4.0  # a lost last reply
+    assert summarise(cfg, ckpt, tmp_path, 1.0, clients_epsilon=2.0).epsilon == 3.0
+    assert summarise(cfg, ckpt, tmp_path, 1.0).epsilon == 3.0
