@@ -204,7 +204,7 @@ def compose(
             f"{cfg.clients_per_round} (--clients {cfg.clients} x --fraction {cfg.fraction})"
         )
     # SecAgg+'s bound on a client's weight: without the partitions, the cap or the split's nominal size
-    largest = max(len(p) for p in parts) if parts else cfg.client_examples or source.sizes.get("train", 60000)
+    largest = max(len(p) for p in parts) if parts else cfg.client_examples or source.sizes["train"]
     server_spec = ServerSpec(
         model=spec,
         num_clients=cfg.clients,

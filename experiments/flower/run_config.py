@@ -54,6 +54,11 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> SimulationConfig:
     return simulation_config(values)
 
 
+def app_out(run_config: Mapping[str, Any]) -> Path:
+    """The run folder of a Flower App run (run-config key ``out``)."""
+    return Path(str(run_config.get("out", "runs/flwr")))
+
+
 @lru_cache(maxsize=4)
 def composition(items: tuple[tuple[str, Any], ...], side: str = "both") -> Composition:
     """The federation of a run config, built once per process (clients share it across rounds).
@@ -65,5 +70,5 @@ def composition(items: tuple[tuple[str, Any], ...], side: str = "both") -> Compo
     """
     run_config = dict(items)
     node_data = bool(run_config.get("node-data", False))
-    truth = None if node_data else Path(str(run_config.get("out", "runs/flwr"))) / "truth"
+    truth = None if node_data else app_out(run_config) / "truth"
     return compose(config_from_run_config(run_config), node_data=node_data, truth_dir=truth, side=side)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from logging import INFO
-from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -12,7 +11,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from experiments.federated.federation import make_server, round_line, summarise
-from experiments.flower.run_config import composition, config_from_run_config
+from experiments.flower.run_config import app_out, composition, config_from_run_config
 from fl.core.runs import init_run_dir
 from fl.device import resolve_device
 
@@ -30,7 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     start = time.perf_counter()
     run_config = dict(context.run_config)
     cfg = config_from_run_config(run_config)
-    out = Path(str(run_config.get("out", "runs/flwr")))
+    out = app_out(run_config)
     device = resolve_device(str(run_config.get("device", "cpu")))
     init_run_dir(out, config=cfg.server_dict(), seed=cfg.seed, device=device)
     comp = composition(tuple(sorted(run_config.items())))
