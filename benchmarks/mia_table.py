@@ -23,6 +23,7 @@ from attacks.membership import MIAConfig
 from attacks.membership.metrics import epsilon_lower_bound
 from attacks.membership.plots import plot_roc_settings
 from experiments.membership import run_mia
+from experiments.membership.results import MembershipResult
 from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.device import resolve_device
 
@@ -98,25 +99,25 @@ def main(
         secs = time.perf_counter() - t0
         row = [
             name,
-            f"{res['test_accuracy']:.3f}",
-            "-" if res["epsilon"] is None else f"{res['epsilon']:.2f}",
+            f"{res.test_accuracy:.3f}",
+            "-" if res.epsilon is None else f"{res.epsilon:.2f}",
         ]
         for attack in BASE.attacks:
-            m = res["attacks"][attack]
+            m = res.attacks[attack]
             row += [f"{m['auc']:.3f}", f"{100 * m['tpr@0.1%']:.1f}", f"{100 * m['tpr@1%']:.1f}"]
         rows.append([*row, f"{secs:.0f}"])
         with np.load(out / name / "scores.npz") as saved:
-            curves[name] = (saved[f"score_{figure_attack}"], saved["members"], res["epsilon"])
+            curves[name] = (saved[f"score_{figure_attack}"], saved["members"], res.epsilon)
             # the attack too is chosen on one half of the records, the bound computed on the other
             sets = {a: saved[f"score_{a}"] for a in BASE.attacks}
             bound = epsilon_lower_bound(sets, saved["members"], delta=BASE.delta, seed=BASE.seed)
         audit_rows.append(_audit_row(name, res, bound))
         click.echo(
-            json.dumps({"setting": name, "seconds": round(secs, 1), "test_accuracy": res["test_accuracy"]}),
+            json.dumps({"setting": name, "seconds": round(secs, 1), "test_accuracy": res.test_accuracy}),
             err=True,
         )
     header = ["setting", "test acc", f"ε per record (RDP, δ={BASE.delta:g})"]
-    n_out = res["attacks"][BASE.attacks[0]]["n_nonmembers"]  # the same random split for every setting
+    n_out = res.attacks[BASE.attacks[0]]["n_nonmembers"]  # the same random split for every setting
     for attack in BASE.attacks:
         header += [f"{attack} AUC", f"{attack} {tpr_label(0.001, n_out)}", f"{attack} {tpr_label(0.01, n_out)}"]
     click.echo(format_table([*header, "seconds"], rows))
@@ -147,18 +148,18 @@ def main(
         click.echo(f"figure: {figure}")
 
 
-def _audit_row(name: str, res: dict, bound: tuple[float, str]) -> list[str]:
+def _audit_row(name: str, res: MembershipResult, bound: tuple[float, str]) -> list[str]:
     """The privacy columns of one setting: the accountant's epsilon beside the empirical lower bound
     of the best attack (``bound``: chosen on one half of the records, bounded on the other), and the
     DP bound check summed over the attacks."""
-    attacks = res["attacks"]
+    attacks = res.attacks
     eps_bound, best = bound
-    dp = res["epsilon"] is not None
+    dp = res.epsilon is not None
     lira = attacks["lira"]
     return [
         name,
-        f"{res['train_accuracy']:.3f}",
-        f"{res['epsilon']:.2f}" if dp else "-",
+        f"{res.train_accuracy:.3f}",
+        f"{res.epsilon:.2f}" if dp else "-",
         f"{eps_bound:.2f} ({best})",
         f"{sum(int(m['points_above_bound']) for m in attacks.values())}" if dp else "-",
         f"{sum(int(m['significant_violations']) for m in attacks.values())}" if dp else "-",

@@ -115,16 +115,16 @@ def _blackbox(state: Any, cfg: Any, kw: dict[str, Any]) -> None:
         cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"],
         progress=state.verbosity >= 0, cache_dir=kw["cache_dir"],
     )  # fmt: skip
-    eps = res["epsilon"]
+    eps = res.epsilon
     head = f"target (final global model of {cfg.clients} clients, {cfg.rounds} rounds)" if cfg.federated else "target"
     click.echo(
-        f"{head}: train accuracy {res['train_accuracy']:.3f}, test accuracy {res['test_accuracy']:.3f}"
-        + (f", ε {eps:.3g} per {unit_label(res['epsilon_unit'])} (δ={res['delta']:g})" if eps is not None else "")
+        f"{head}: train accuracy {res.train_accuracy:.3f}, test accuracy {res.test_accuracy:.3f}"
+        + (f", ε {eps:.3g} per {unit_label(res.epsilon_unit or 'record')} (δ={res.delta:g})" if eps is not None else "")
     )
-    _report(res, cfg.fprs, kw["fmt"], kw["out"])
-    if "client_level" in res:
-        _client_report(res["client_level"], kw["fmt"])
-        click.echo(f"server-side scores on the same federation: fedleak mia --federated {res['target_run']}")
+    _report(res.attacks, cfg.fprs, kw["fmt"], kw["out"])
+    if res.client_level is not None:
+        _client_report(res.client_level, kw["fmt"])
+        click.echo(f"server-side scores on the same federation: fedleak mia --federated {res.target_run}")
 
 
 def _client_report(levels: dict, fmt: str) -> None:
@@ -145,20 +145,21 @@ def _federated(state: Any, run_dir: Path, cfg: Any, kw: dict[str, Any]) -> None:
     from experiments.membership.server_side import run_federated_mia
 
     res = run_federated_mia(run_dir, cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"])
-    click.echo(f"round {res['server_round']}, clients {', '.join(map(str, res['clients']))}")
-    _report(res, cfg.fprs, kw["fmt"], kw["out"])
-    if "attribution" in res:
-        a = res["attribution"]
+    click.echo(f"round {res.server_round}, clients {', '.join(map(str, res.clients))}")
+    _report(res.attacks, cfg.fprs, kw["fmt"], kw["out"])
+    if res.attribution is not None:
+        a = res.attribution
         click.echo(f"client attribution (grad-cosine argmax): accuracy {a['accuracy']:.3f} (chance {a['chance']:.3f})")
 
 
-def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
+def _report(attacks: dict[str, dict[str, Any]], fprs: tuple[float, ...], fmt: str, out: Path) -> None:
+    """One row per attack: AUC with its interval, TPR at the FPRs, the empirical epsilon."""
     from attacks.membership.metrics import fpr_label
     from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 
     labels = [fpr_label(f) for f in fprs]
-    n_out = min(m["n_nonmembers"] for m in res["attacks"].values())
-    one_run = all("eps_one_run" in m for m in res["attacks"].values())
+    n_out = min(m["n_nonmembers"] for m in attacks.values())
+    one_run = all("eps_one_run" in m for m in attacks.values())
     header = [
         "attack",
         "AUC",
@@ -169,7 +170,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
         *(["ε one-run per record"] if one_run else []),
     ]
     rows = []
-    for name, m in res["attacks"].items():
+    for name, m in attacks.items():
         ci = f"[{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]" if "auc_ci_low" in m else "-"
         rows.append(
             [
@@ -194,7 +195,7 @@ def _report(res: dict, fprs: tuple[float, ...], fmt: str, out: Path) -> None:
     click.echo(format_table(header, rows, fmt))
     if any("*" in h for h in header):
         click.echo(ZERO_FP_NOTE)
-    for name, m in res["attacks"].items():
+    for name, m in attacks.items():
         if m.get("fitted"):
             fitted = ", ".join(f"{k} = {v:g}" for k, v in m["fitted"].items())
             click.echo(f"{name}: {fitted} (fitted on the shadow models)")

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from attacks.membership.plots import plot_roc
 from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
+from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import (
     atomic_write_bytes,
@@ -195,7 +197,7 @@ def run_mia(
     out_dir: str | Path | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
+) -> MembershipResult:
     """Run the audit; returns test/train accuracy, the accountant's epsilon and per-attack metrics."""
     if cfg.federated:
         raise ConfigError(
@@ -213,17 +215,12 @@ def run_mia(
     t0 = time.perf_counter()
     target, eps = train_target(cfg, build, x[members], y[members], device=device, cache_dir=cache)
     timings["target_s"] = time.perf_counter() - t0
-    result: dict[str, Any] = {
-        "train_accuracy": accuracy(target, x[members], y[members], device=device),
-        "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
-        "epsilon": eps,
-        "epsilon_unit": "record" if eps is not None else None,  # DP-SGD protects one training record
-        "delta": cfg.delta if eps is not None else None,
-    }
+    train_acc = accuracy(target, x[members], y[members], device=device)
+    test_acc = accuracy(target, x[~members], y[~members], device=device)
     log.debug(  # the CLI prints this line; a debug log keeps default output from repeating it
         "target: train acc %.3f, test acc %.3f%s",
-        result["train_accuracy"],
-        result["test_accuracy"],
+        train_acc,
+        test_acc,
         f", epsilon {eps:.3g}" if eps is not None else "",
     )
 
@@ -234,11 +231,29 @@ def run_mia(
             vectorize=cfg.vectorize, progress=progress,
         )  # fmt: skip
 
-    scores = audit(cfg, x, y, members, pop_x, pop_y, target, shadows, result, timings, device=device)
-    result["timings"] = timings
+    found = audit(cfg, x, y, members, pop_x, pop_y, target, shadows, timings, epsilon=eps, device=device)
+    result = MembershipResult(
+        train_accuracy=train_acc,
+        test_accuracy=test_acc,
+        epsilon=eps,
+        epsilon_unit="record" if eps is not None else None,  # DP-SGD protects one training record
+        delta=cfg.delta if eps is not None else None,
+        attacks=found.metrics,
+        shadows=found.shadows,
+        timings=timings,
+    )
     if out_dir is not None:
-        write_audit(Path(out_dir), cfg, result, scores, members, eps)
+        write_audit(Path(out_dir), cfg, result, found.scores, members, eps)
     return result
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Each attack's metrics and scores over the pool, and how the shadows were trained."""
+
+    metrics: dict[str, dict[str, Any]]
+    scores: dict[str, np.ndarray]
+    shadows: dict[str, Any] | None
 
 
 def audit(
@@ -250,19 +265,17 @@ def audit(
     pop_y: torch.Tensor,
     target: nn.Module,
     shadows: Callable[[], tuple[list[nn.Module], np.ndarray, dict[str, Any]]],
-    result: dict[str, Any],
     timings: dict[str, float],
     *,
+    epsilon: float | None,
     device: torch.device,
-) -> dict[str, np.ndarray]:
+) -> Audit:
     """Query the target (and the shadows, trained by ``shadows()`` when an attack needs them) on
-    the pool and the population, score every attack and evaluate it against ``members``.
-
-    Adds ``attacks`` (per-attack metrics) and ``shadows`` (how they were trained) to ``result``;
-    returns each attack's scores over the pool.
-    """
+    the pool and the population, score every attack and evaluate it against ``members``, with the
+    DP bound of a record-level ``epsilon`` where there is one."""
     attacks = {name: build_attack(name, **cfg.attack_options) for name in cfg.attacks}
-    eps = result["epsilon"]
+    eps = epsilon
+    trained: dict[str, Any] | None = None
     flip = cfg.query_flip
     kw: dict[str, Any] = {
         "labels": y,
@@ -277,7 +290,7 @@ def audit(
         t0 = time.perf_counter()
         models, inside, info = shadows()
         timings["shadows_s"] = time.perf_counter() - t0
-        result["shadows"] = info
+        trained = info
         kw.update(
             shadow_in=torch.from_numpy(inside),
             shadow_logits=torch.stack([query_logits(m, x, flip=flip, device=device) for m in models]),
@@ -289,7 +302,7 @@ def audit(
     obs = MembershipObservation(**kw)
 
     scores: dict[str, np.ndarray] = {}
-    result["attacks"] = {}
+    found: dict[str, dict[str, Any]] = {}
     for name, attack in attacks.items():
         attack.check(obs)
         scores[name] = attack.score(obs)
@@ -308,20 +321,20 @@ def audit(
         fitted = attack.fitted(obs)
         if fitted:
             m["fitted"] = fitted
-        result["attacks"][name] = m
+        found[name] = m
         if m.get("bound_violated"):
             log.warning(
                 "WARNING: %s exceeds the DP bound at epsilon=%.3g (%d significant points): "
                 "a bug or an accounting error",
                 name, eps, int(m["significant_violations"]),
             )  # fmt: skip
-    return scores
+    return Audit(found, scores, trained)
 
 
 def write_audit(
     out: Path,
     cfg: MIAConfig,
-    result: dict[str, Any],
+    result: MembershipResult,
     scores: dict[str, np.ndarray],
     members: np.ndarray,
     eps: float | None,
@@ -331,7 +344,7 @@ def write_audit(
     buf = io.BytesIO()
     np.savez(buf, members=members, **arrays, **{f"score_{k}": v for k, v in scores.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
-    atomic_write_json(out / "metrics.json", result)
+    atomic_write_json(out / "metrics.json", result.to_json())
     title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (f" ε={eps:.3g}" if eps is not None else "")
     plot_roc(
         {k: (v, members) for k, v in scores.items()},

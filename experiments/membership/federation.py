@@ -47,6 +47,7 @@ from experiments.membership.central import (
     draw_indices,
     write_audit,
 )
+from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
 from fl.data import load_dataset
@@ -216,7 +217,7 @@ def run_federation_mia(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     client_secret: str | None = None,
-) -> dict[str, Any]:
+) -> MembershipResult:
     """Run the audit of a federated target (``cfg.clients`` > 0) into ``out_dir``.
 
     ``client_secret``: the target's clients' secret (as ``fedleak simulate --client-secret-file``),
@@ -256,17 +257,6 @@ def run_federation_mia(
     target = global_model(sim, Checkpoint.load(out / "target").weights, train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
     eps, unit = fed.epsilon, fed.epsilon_unit
-    result: dict[str, Any] = {
-        "train_accuracy": accuracy(target, x[members], y[members], device=device),
-        "test_accuracy": accuracy(target, x[~members], y[~members], device=device),
-        # the record-level audit is bounded by a record-level epsilon only (a client-level epsilon
-        # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
-        "epsilon": eps,
-        "epsilon_unit": unit,
-        "delta": fed.delta,
-        "target_run": str(out / "target"),
-        "federation_accuracy": fed.final_accuracy,
-    }
 
     def shadows() -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
         return train_shadow_federations(
@@ -282,16 +272,28 @@ def run_federation_mia(
         )
 
     bounded = replace(cfg, delta=fed.delta or cfg.delta)
-    record_result = {**result, "epsilon": eps if unit == "record" else None}
-    scores = audit(bounded, x, y, members, pop_x, pop_y, target, shadows, record_result, timings, device=device)
-    result["attacks"], result["shadows"] = record_result["attacks"], record_result.get("shadows")
+    # the record-level audit is bounded by a record-level epsilon only (a client-level epsilon
+    # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
+    record_eps = eps if unit == "record" else None
+    found = audit(bounded, x, y, members, pop_x, pop_y, target, shadows, timings, epsilon=record_eps, device=device)
     where = {int(i): k for k, i in enumerate(pool)}
     clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, pool[members])]
-    # a central-DP epsilon protects a client against whoever sees the global models (this black-box
-    # auditor) but cannot guess the run's seed, which draws the noise (fl.privacy_units)
-    result["client_level"] = client_level(
-        scores, members, clients, cfg=bounded, epsilon=eps if unit and unit.startswith("client") else None
+    result = MembershipResult(
+        train_accuracy=accuracy(target, x[members], y[members], device=device),
+        test_accuracy=accuracy(target, x[~members], y[~members], device=device),
+        epsilon=eps,
+        epsilon_unit=unit,
+        delta=fed.delta,
+        attacks=found.metrics,
+        shadows=found.shadows,
+        timings=timings,
+        target_run=str(out / "target"),
+        federation_accuracy=fed.final_accuracy,
+        # a central-DP epsilon protects a client against whoever sees the global models (this black-box
+        # auditor) but cannot guess the run's seed, which draws the noise (fl.privacy_units)
+        client_level=client_level(
+            found.scores, members, clients, cfg=bounded, epsilon=eps if unit and unit.startswith("client") else None
+        ),
     )
-    result["timings"] = timings
-    write_audit(out, cfg, result, scores, members, eps if unit == "record" else None, pool=pool)
+    write_audit(out, cfg, result, found.scores, members, record_eps, pool=pool)
     return result

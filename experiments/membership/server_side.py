@@ -30,6 +30,7 @@ from attacks.membership.federated import (
 )
 from attacks.membership.metrics import DEFAULT_FPRS, evaluate
 from attacks.membership.plots import plot_roc
+from experiments.membership.results import ServerSideResult
 from fl.core.errors import ConfigError, DataError
 from fl.core.runs import atomic_write_bytes, atomic_write_json, init_run_dir
 from fl.core.schema import setting
@@ -122,7 +123,7 @@ def run_federated_mia(
     device: torch.device | str,
     data_root: str | Path | None = None,
     out_dir: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ServerSideResult:
     """Attack every selected client's update of one round; returns pooled and per-client metrics."""
     from fl.data import load_dataset
     from fl.federation.capture import AGGREGATE, CaptureStore
@@ -184,24 +185,24 @@ def run_federated_mia(
         pooled_members.append(members)
         owners.append((client, cand[:k]))
     members_all = np.concatenate(pooled_members)
-    result: dict[str, Any] = {
-        "server_round": rnd,
-        "clients": clients,
-        "dataset": ds,
-        "attacks": {},
-        "per_client": per_client,
-    }
     scores_all = {name: np.concatenate(v) for name, v in pooled.items()}
-    for name, scores in scores_all.items():
-        result["attacks"][name] = evaluate(scores, members_all, fprs=cfg.fprs, bootstrap=cfg.bootstrap, seed=cfg.seed)
-    if len(clients) > 1:
-        result["attribution"] = _attribution(store, rnd, clients, owners, data, device)
+    result = ServerSideResult(
+        server_round=rnd,
+        clients=clients,
+        dataset=ds,
+        attacks={
+            name: evaluate(scores, members_all, fprs=cfg.fprs, bootstrap=cfg.bootstrap, seed=cfg.seed)
+            for name, scores in scores_all.items()
+        },
+        per_client=per_client,
+        attribution=_attribution(store, rnd, clients, owners, data, device) if len(clients) > 1 else None,
+    )
     if out_dir is not None:
         out = Path(out_dir)
         buf = io.BytesIO()
         np.savez(buf, members=members_all, **{f"score_{k}": v for k, v in scores_all.items()})
         atomic_write_bytes(out / "scores.npz", buf.getvalue())
-        atomic_write_json(out / "metrics.json", result)
+        atomic_write_json(out / "metrics.json", result.to_json())
         plot_roc(
             {k: (v, members_all) for k, v in scores_all.items()},
             out / "roc.png",

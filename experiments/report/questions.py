@@ -17,17 +17,17 @@ from experiments.report.aggregate import Group, Stat
 from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.privacy_units import PRIVACY_UNITS, unit_label
 
-# metric names as the attack packages report them (first match wins)
-PSNR = ("psnr_mean", "psnr")
-SSIM = ("ssim_mean", "ssim")
+# metric names as the results name them in rows() (experiments/*/results.py; first match wins)
+PSNR = ("psnr_mean",)
+SSIM = ("ssim_mean",)
 LABEL_ACC = ("label_acc",)
 AUC = ("auc",)
-TPR_01 = ("tpr@0.1%", "tpr_at_0.1%_fpr", "tpr@0.001")
-TPR_1 = ("tpr@1%", "tpr_at_1%_fpr", "tpr@0.01")
-ACCURACY = ("test_accuracy", "final_accuracy", "accuracy")
+TPR_01 = ("tpr@0.1%",)
+TPR_1 = ("tpr@1%",)
+ACCURACY = ("test_accuracy", "final_accuracy")  # a target model's; a federation's
 EPSILON = {unit: (f"epsilon_{unit.replace('-', '_')}",) for unit in PRIVACY_UNITS}  # never mixed: one per unit
 DELTA = ("delta",)
-ROUND_PSNR = ("psnr_mean", "psnr_mean_last", "psnr_last", "psnr")
+ROUND_PSNR = ("psnr_mean",)
 
 GROUP_HEADER = ("Dataset", "Model", "Defense", "Setting")
 EPSILON_NOTE = (

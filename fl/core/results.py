@@ -49,6 +49,8 @@ def _value(value: Any, hint: Any) -> Any:
     if origin in (dict, Mapping) and isinstance(value, Mapping):
         key, item = typing.get_args(hint) or (Any, Any)
         return {(int(k) if key is int else k): _value(v, item) for k, v in value.items()}
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
+    if origin in (list, tuple) and isinstance(value, list):
+        (item, *_) = typing.get_args(hint) or (Any,)
+        items = [_value(v, item) for v in value]
+        return tuple(items) if origin is tuple else items
     return value

@@ -50,17 +50,17 @@ def overfit(data_root, tmp_path_factory):
 
 def test_mia_overfitted_target_leaks_membership(overfit) -> None:
     res, _ = overfit
-    assert res["train_accuracy"] > res["test_accuracy"] + 0.3
+    assert res.train_accuracy > res.test_accuracy + 0.3
     for name in ("loss", "lira"):
-        m = res["attacks"][name]
+        m = res.attacks[name]
         assert m["auc"] > 0.8, (name, m["auc"])
         assert m["tpr@1%"] > 0.03, (name, m["tpr@1%"])  # 500 non-members: 1 % FPR = 5 of them
     # shadow models calibrate per-record difficulty: far more members caught at low FPR
-    assert res["attacks"]["lira"]["tpr@1%"] > 0.2
-    assert res["attacks"]["rmia"]["tpr@1%"] > 0.2
+    assert res.attacks["lira"]["tpr@1%"] > 0.2
+    assert res.attacks["rmia"]["tpr@1%"] > 0.2
     for name in MEMBERSHIP_ATTACKS.names():  # every registered attack runs and beats chance
-        assert res["attacks"][name]["auc"] > 0.55, name
-    assert res["attacks"]["rmia-offline"]["fitted"]["a"] in A_GRID  # calibrated and reported
+        assert res.attacks[name]["auc"] > 0.55, name
+    assert res.attacks["rmia-offline"]["fitted"]["a"] in A_GRID  # calibrated and reported
 
 
 def test_mia_run_writes_rebuildable_results(overfit) -> None:
@@ -72,9 +72,9 @@ def test_mia_run_writes_rebuildable_results(overfit) -> None:
         members = data["members"]
         assert members.sum() == TINY.pool_size // 2
         again = point_metrics(data["score_lira"], members)
-    assert again["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
+    assert again["auc"] == pytest.approx(res.attacks["lira"]["auc"])
     assert json.loads((run / "metrics.json").read_text())["attacks"]["loss"]["auc"] == pytest.approx(
-        res["attacks"]["loss"]["auc"]
+        res.attacks["loss"]["auc"]
     )
 
 
@@ -82,8 +82,8 @@ def test_mia_shadow_cache_is_reused(overfit, data_root) -> None:
     res, out = overfit
     cfg = dataclasses.replace(TINY, attacks=("lira",), bootstrap=0)
     again = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=out / "cache", progress=False)
-    assert again["shadows"]["reused"] == TINY.shadows and again["shadows"]["trained"] == 0
-    assert again["attacks"]["lira"]["auc"] == pytest.approx(res["attacks"]["lira"]["auc"])
+    assert again.shadows["reused"] == TINY.shadows and again.shadows["trained"] == 0
+    assert again.attacks["lira"]["auc"] == pytest.approx(res.attacks["lira"]["auc"])
 
 
 def test_mia_one_reference_model_is_enough_for_rmia(overfit, data_root) -> None:
@@ -91,8 +91,8 @@ def test_mia_one_reference_model_is_enough_for_rmia(overfit, data_root) -> None:
     _, out = overfit
     cfg = dataclasses.replace(TINY, attacks=("rmia",), shadows=1, bootstrap=0)
     res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=out / "cache", progress=False)
-    assert res["shadows"]["trained"] == 1
-    assert res["attacks"]["rmia"]["auc"] > 0.7, res["attacks"]["rmia"]["auc"]
+    assert res.shadows["trained"] == 1
+    assert res.attacks["rmia"]["auc"] > 0.7, res.attacks["rmia"]["auc"]
 
 
 @pytest.mark.parametrize("attack", ["lira", "lira-offline"])
@@ -147,7 +147,7 @@ def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
         bootstrap=0,
     )
     res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
-    assert 0 < res["epsilon"] <= 1.0 + 1e-6
-    for m in res["attacks"].values():
+    assert 0 < res.epsilon <= 1.0 + 1e-6
+    for m in res.attacks.values():
         assert m["bound_violated"] == 0.0 and m["significant_violations"] == 0.0
-        assert m["eps_lower_bound"] <= res["epsilon"]
+        assert m["eps_lower_bound"] <= res.epsilon

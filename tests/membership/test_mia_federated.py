@@ -168,11 +168,11 @@ def test_mia_federated_audit_and_client_attribution(capture, data_root, margin, 
     run, *_ = capture
     cfg = FederatedMIAConfig(candidates=100, bootstrap=20)
     res = run_federated_mia(run, cfg, device="cpu", data_root=data_root, out_dir=tmp_path)
-    assert res["server_round"] == 1 and res["clients"] == [0, 1, 2, 3]
+    assert res.server_round == 1 and res.clients == [0, 1, 2, 3]
     # non-members here include other clients' records: the client-level question
-    assert res["attacks"]["fedmia"]["auc"] > margin["auc"], res["attacks"]["fedmia"]["auc"]
-    assert res["attacks"]["grad-cosine"]["auc"] > margin["auc"], res["attacks"]["grad-cosine"]["auc"]
-    assert res["attribution"]["accuracy"] > 1.5 * res["attribution"]["chance"]  # 128 records: > 3 s.e.
+    assert res.attacks["fedmia"]["auc"] > margin["auc"], res.attacks["fedmia"]["auc"]
+    assert res.attacks["grad-cosine"]["auc"] > margin["auc"], res.attacks["grad-cosine"]["auc"]
+    assert res.attribution["accuracy"] > 1.5 * res.attribution["chance"]  # 128 records: > 3 s.e.
     assert json.loads((tmp_path / "metrics.json").read_text())["attacks"]["grad-diff"]["n_members"] == 128
     assert (tmp_path / "roc.png").is_file()
 
@@ -281,7 +281,7 @@ def test_mia_fedmia_uses_every_captured_round_of_the_client(capture, data_root, 
         weights = {k: v + sum(d[k] for d in deltas) / len(deltas) for k, v in weights.items()}
     cfg = FederatedMIAConfig(attacks=("fedmia",), clients=(0,), candidates=16, bootstrap=0)
     res = run_federated_mia(tmp_path, cfg, device="cpu", data_root=data_root, out_dir=tmp_path / "audit")
-    assert res["server_round"] == 2 and res["per_client"]["0"]["fedmia_rounds"] == [1, 2]
+    assert res.server_round == 2 and res.per_client["0"]["fedmia_rounds"] == [1, 2]
     with np.load(tmp_path / "audit" / "scores.npz") as saved:
         scores = saved["score_fedmia"]
     store = CaptureStore(tmp_path)

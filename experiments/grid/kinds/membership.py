@@ -8,9 +8,7 @@ final global model of a Flower federation (``experiments.membership``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +62,6 @@ class MembershipKind(CellKind):
             values.update(epsilon=defense.target_epsilon, delta=defense.delta, max_grad_norm=bound)
         return values
 
-    def rows(self, summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """The flattened summary, the epsilon named by its unit (``epsilon_record`` for DP-SGD,
-        ``epsilon_client_central`` for central DP), and a federated target's client-level AUC per
-        attack (``client_auc``)."""
-        out = _flatten_summary(summary, attacks)
-        if "epsilon" in out.get("", {}):
-            unit = summary.get("epsilon_unit") or "record"
-            out[""][f"epsilon_{unit.replace('-', '_')}"] = out[""].pop("epsilon")
-        for attack, level in (summary.get("client_level") or {}).items():
-            out.setdefault(attack, {})["client_auc"] = float(level["auc"])
-        return out
-
     def target_label(self, config: Any) -> str:
         """A federated target's tables say so: ``global model of N clients``."""
         return f"global model of {config.clients} clients" if config.federated else ""
@@ -100,61 +86,10 @@ class MembershipKind(CellKind):
         if config.federated:
             from experiments.membership import run_federation_mia
 
-            summary = run_federation_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
-        else:
-            from experiments.membership import run_mia
+            return run_federation_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
+        from experiments.membership import run_mia
 
-            summary = run_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
-        return _Summary(summary, self.rows(summary, config.attacks))
-
-
-@dataclass(frozen=True)
-class _Summary:
-    summary: Mapping[str, Any]
-    metrics: dict[str, dict[str, float]]
-
-    def rows(self) -> dict[str, dict[str, float]]:
-        return self.metrics
-
-    def to_json(self) -> Any:
-        return self.summary
-
-
-def _flatten_summary(summary: Mapping[str, Any], attacks: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Numbers at the top level go to attack '', tables keyed by an attack name to that attack.
-
-    A table called ``attacks`` holding per-attack tables is looked into; lists of numbers
-    (per-round curves) are summarised by their last value as ``<name>_last``.
-    """
-    out: dict[str, dict[str, float]] = {}
-
-    def put(attack: str, name: str, value: Any) -> None:
-        number = _number(value)
-        if number is not None:
-            out.setdefault(attack, {})[name] = number
-        elif isinstance(value, list) and value and all(_number(v) is not None for v in value):
-            out.setdefault(attack, {})[f"{name}_last"] = _number(value[-1])  # type: ignore[assignment]
-
-    def walk_attacks(table: Mapping[str, Any]) -> None:
-        for attack, metrics in table.items():
-            if isinstance(metrics, Mapping):
-                for name, value in metrics.items():
-                    put(str(attack), str(name), value)
-
-    for key, value in summary.items():
-        if key == "attacks" and isinstance(value, Mapping):
-            walk_attacks(value)
-        elif key in attacks and isinstance(value, Mapping):
-            walk_attacks({key: value})
-        else:
-            put("", str(key), value)
-    return out
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if not math.isnan(value) else math.nan
+        return run_mia(config, device=device, data_root=data_root, out_dir=out_dir, progress=progress)
 
 
 CELL_KINDS.register("membership")(MembershipKind())
