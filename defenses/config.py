@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting, within
 
 CLIPPING_MODES = ("server-fixed", "client-fixed", "adaptive", "client-adaptive")
 ACCOUNTANTS = ("rdp", "prv")
@@ -31,22 +31,32 @@ class DefenseConfig:
         flag="--defense",
         key="defense",
     )
-    dropout: float = setting(0.25, help="dropout: the model's dropout rate p (0.25: the DIA paper's MLP).")
+    dropout: float = setting(
+        0.25,
+        help="dropout: the model's dropout rate p (0.25: the DIA paper's MLP).",
+        bounds=within(0, 1, high_open=True),
+    )
     dropout_placement: str | None = setting(
         None, help="dropout: head|all, where models with the option place it (default: the model's own)."
     )
     # DP-SGD (dp-local) and central DP (dp-central): Gaussian noise std = noise_multiplier * clip.
     noise_multiplier: float | None = setting(
-        None, help="dp-local/dp-central: noise std / clipping bound (default: from --target-epsilon, else 1.0)."
+        None,
+        help="dp-local/dp-central: noise std / clipping bound (default: from --target-epsilon, else 1.0).",
+        bounds=at_least(0),
     )
     target_epsilon: float | None = setting(
-        None, help="dp-local/dp-central: epsilon budget of the whole run (instead of --noise-multiplier)."
+        None,
+        help="dp-local/dp-central: epsilon budget of the whole run (instead of --noise-multiplier).",
+        bounds=above(0),
     )
-    delta: float = setting(1e-5, help="dp-local/dp-central/ldp: DP delta, in (0, 1).")
-    max_grad_norm: float = setting(1.0, help="dp-local: per-sample clipping bound (Opacus).")
+    delta: float = setting(
+        1e-5, help="dp-local/dp-central/ldp: DP delta.", bounds=within(0, 1, low_open=True, high_open=True)
+    )
+    max_grad_norm: float = setting(1.0, help="dp-local: per-sample clipping bound (Opacus).", bounds=above(0))
     accountant: str = setting("rdp", help="dp-local: Opacus accountant, rdp|prv.")
     clipping_norm: float = setting(
-        1.0, help="dp-central/ldp: L2 bound on each client's update (the initial bound if adaptive)."
+        1.0, help="dp-central/ldp: L2 bound on each client's update (the initial bound if adaptive).", bounds=above(0)
     )
     clipping: str = setting(
         "server-fixed", help="dp-central: server-fixed|client-fixed|adaptive (server-side)|client-adaptive."
@@ -55,33 +65,40 @@ class DefenseConfig:
         None,
         help="dp-central adaptive: noise std on the clipped-update count (Andrew et al.; default: Flower's "
         "clients per round / 20, which must exceed noise_multiplier / 2).",
+        bounds=above(0),
     )
     target_quantile: float = setting(
-        0.5, help="dp-central adaptive: quantile of the update norms the bound tracks, in (0, 1) (Andrew et al.)."
+        0.5,
+        help="dp-central adaptive: quantile of the update norms the bound tracks (Andrew et al.).",
+        bounds=within(0, 1, low_open=True, high_open=True),
     )
-    clip_norm_lr: float = setting(0.2, help="dp-central adaptive: the bound's geometric learning rate, > 0.")
+    clip_norm_lr: float = setting(
+        0.2, help="dp-central adaptive: the bound's geometric learning rate.", bounds=above(0)
+    )
     sensitivity: float | None = setting(
         None,
         help="ldp: L2 sensitivity LocalDpMod scales its noise by, >= 2 x clipping norm (default: 2 x clipping "
         "norm, the true one).",
+        bounds=above(0),
     )
-    epsilon: float = setting(1.0, help="ldp: per-round epsilon of each client's release (LocalDpMod).")
+    epsilon: float = setting(1.0, help="ldp: per-round epsilon of each client's release (LocalDpMod).", bounds=above(0))
     prune_ratio: float = setting(
-        0.9, help="prune: fraction of the update's entries zeroed per tensor (0.9 keeps the 10 % largest)."
+        0.9,
+        help="prune: fraction of the update's entries zeroed per tensor (0.9 keeps the 10 % largest).",
+        bounds=within(0, 1, high_open=True),
     )
-    quantize_bits: int = setting(8, help="quantize: bits per update entry, 1..16 (2**bits levels per tensor).")
+    quantize_bits: int = setting(
+        8, help="quantize: bits per update entry (2**bits levels per tensor).", bounds=within(1, MAX_QUANTIZE_BITS)
+    )
     stochastic_rounding: bool = setting(
         True, help="quantize: unbiased stochastic rounding (default), else round to nearest."
     )
 
     def __post_init__(self) -> None:
-        _check_range("dropout", self.dropout, 0.0, 1.0, "[0, 1)", hi_open=True)
+        check_bounds(self)
         if self.dropout_placement is not None and self.dropout_placement not in DROPOUT_PLACEMENTS:
             _bad("dropout_placement", self.dropout_placement, f"one of {', '.join(DROPOUT_PLACEMENTS)}")
-        if self.noise_multiplier is not None:
-            _check_range("noise_multiplier", self.noise_multiplier, 0.0, math.inf, ">= 0")
         if self.target_epsilon is not None:
-            _check_positive("target_epsilon", self.target_epsilon)
             if math.isinf(self.target_epsilon):  # Opacus would plan some finite noise for it
                 _bad("target_epsilon", self.target_epsilon, "a finite value > 0 (for no DP use the none defense)")
             if self.noise_multiplier is not None:
@@ -89,26 +106,11 @@ class DefenseConfig:
                     f"noise_multiplier={self.noise_multiplier} and target_epsilon={self.target_epsilon} "
                     "are exclusive; give one of them"
                 )
-        _check_range("delta", self.delta, 0.0, 1.0, "(0, 1)", lo_open=True, hi_open=True)
-        _check_positive("max_grad_norm", self.max_grad_norm)
         if self.accountant not in ACCOUNTANTS:
             _bad("accountant", self.accountant, f"one of {', '.join(ACCOUNTANTS)}")
-        _check_positive("clipping_norm", self.clipping_norm)
         if self.clipping not in CLIPPING_MODES:
             _bad("clipping", self.clipping, f"one of {', '.join(CLIPPING_MODES)}")
-        if self.clipped_count_stddev is not None:
-            _check_positive("clipped_count_stddev", self.clipped_count_stddev)
-        _check_range("target_quantile", self.target_quantile, 0.0, 1.0, "(0, 1)", lo_open=True, hi_open=True)
-        _check_positive("clip_norm_lr", self.clip_norm_lr)
-        if self.sensitivity is not None:
-            _check_positive("sensitivity", self.sensitivity)
-        _check_positive("epsilon", self.epsilon)
-        _check_range("prune_ratio", self.prune_ratio, 0.0, 1.0, "[0, 1)", hi_open=True)
-        if (
-            isinstance(self.quantize_bits, bool)
-            or not isinstance(self.quantize_bits, int)
-            or not 1 <= self.quantize_bits <= MAX_QUANTIZE_BITS
-        ):
+        if not isinstance(self.quantize_bits, int):
             _bad("quantize_bits", self.quantize_bits, f"an integer in [1, {MAX_QUANTIZE_BITS}]")
         if not isinstance(self.stochastic_rounding, bool):
             _bad("stochastic_rounding", self.stochastic_rounding, "true or false")
@@ -136,17 +138,3 @@ class DefenseConfig:
 
 def _bad(key: str, value: object, valid: str) -> None:
     raise ConfigError(f"defense option {key}={value!r} is invalid; expected {valid}")
-
-
-def _check_positive(key: str, value: float) -> None:
-    _check_range(key, value, 0.0, math.inf, "> 0", lo_open=True)
-
-
-def _check_range(
-    key: str, value: float, lo: float, hi: float, text: str, *, lo_open: bool = False, hi_open: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _bad(key, value, f"a number in {text}" if text[0] in "[(" else f"a number {text}")
-    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok or math.isnan(value):
-        _bad(key, value, f"a value in {text}" if text[0] in "[(" else f"a value {text}")

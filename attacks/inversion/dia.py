@@ -35,24 +35,26 @@ from attacks.inversion.optim import (
     check_mask_penalty,
 )
 from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, setting
 
 
 @dataclass(frozen=True)
 class DIAConfig(IGConfig):
     """DIA settings (the authors' code: TV 1e-5, mask regulariser 1e-4 on |drop rate - p|, their loop)."""
 
-    tv_weight: float = setting(1e-5, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"])
+    tv_weight: float = setting(
+        1e-5, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"], bounds=at_least(0)
+    )
     recipe: str = setting(
         "dia", help=IGConfig.__dataclass_fields__["recipe"].metadata["help"], choices=RECIPES
     )  # the authors' loop (plateau schedule, best iterate)
-    mask_reg: float = setting(1e-4, help="DIA: the pull of each mask's mean drop rate towards p.")
+    mask_reg: float = setting(1e-4, help="DIA: the pull of each mask's mean drop rate towards p.", bounds=at_least(0))
     mask_penalty: str = setting(
         "abs",
         help="DIA's mask regulariser on |drop rate - p| as the authors' code, or its square.",
         choices=MASK_PENALTIES,
     )
-    mask_step_size: float = setting(0.1, help="DIA: the Adam learning rate of the masks.")
+    mask_step_size: float = setting(0.1, help="DIA: the Adam learning rate of the masks.", bounds=above(0))
     mask_signed: bool = setting(False, help="DIA: masks follow the signed gradient, like the images.", cli=False)
     mask_init: str = setting(
         "bernoulli",
@@ -76,10 +78,6 @@ class DIAConfig(IGConfig):
         check_given_sites(self.given_sites)
         check_mask_init(self.mask_init)
         check_mask_penalty(self.mask_penalty)
-        if not self.mask_reg >= 0:
-            raise ConfigError(f"mask_reg must be >= 0, got {self.mask_reg}")
-        if not self.mask_step_size > 0:
-            raise ConfigError(f"mask_step_size must be > 0, got {self.mask_step_size}")
 
     def loop(self) -> LoopSettings:
         return replace(
@@ -102,7 +100,9 @@ class OracleConfig(IGConfig):
     masks the ViT's cosine gets there within about 60 iterations, at a worse image than DIA's
     (docs/inversion.md, "Results"); a bound must not be stopped by a budget rule."""
 
-    tv_weight: float = setting(DIAConfig.tv_weight, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"])
+    tv_weight: float = setting(
+        DIAConfig.tv_weight, help=IGConfig.__dataclass_fields__["tv_weight"].metadata["help"], bounds=at_least(0)
+    )
 
 
 @ATTACKS.register("dia")

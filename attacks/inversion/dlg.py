@@ -21,7 +21,7 @@ from attacks.inversion.base import ATTACKS, InversionResult
 from attacks.inversion.observation import Observation
 from attacks.inversion.victims import prepare, victim_seeds
 from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting
 
 LINE_SEARCHES = ("none", "strong_wolfe")
 
@@ -30,21 +30,22 @@ LINE_SEARCHES = ("none", "strong_wolfe")
 class DLGConfig:
     """DLG settings: the paper's 300 L-BFGS steps, PyTorch's L-BFGS defaults as the authors' code."""
 
-    iters: int = setting(300, help="L-BFGS steps.")
-    step_size: float = setting(1.0, help="L-BFGS learning rate.", cli=False)
-    max_iter: int = setting(20, help="DLG: function evaluations per L-BFGS step (PyTorch's default).", cli=False)
-    history_size: int = setting(100, help="DLG: L-BFGS curvature pairs kept.", cli=False)
+    iters: int = setting(300, help="L-BFGS steps.", bounds=at_least(1))
+    step_size: float = setting(1.0, help="L-BFGS learning rate.", cli=False, bounds=above(0))
+    max_iter: int = setting(
+        20, help="DLG: function evaluations per L-BFGS step (PyTorch's default).", cli=False, bounds=at_least(1)
+    )
+    history_size: int = setting(100, help="DLG: L-BFGS curvature pairs kept.", cli=False, bounds=at_least(1))
     line_search: str = setting(
         "none", help="DLG: L-BFGS line search, none (the authors') or strong_wolfe.", choices=LINE_SEARCHES, cli=False
     )
     seed: int = setting(0, help='Seeds the initial inputs (victim k uses derive_seed(seed, "victim", k)).')
-    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False)
+    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False, bounds=at_least(1))
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.line_search not in LINE_SEARCHES:
             raise ConfigError(f"dlg line_search {self.line_search!r} is not one of {', '.join(LINE_SEARCHES)}")
-        if self.max_iter < 1:
-            raise ConfigError(f"dlg max_iter must be >= 1, got {self.max_iter}")
 
 
 @ATTACKS.register("dlg")

@@ -28,23 +28,27 @@ from attacks.inversion.optim import (
     parse_lr_decay_at,
 )
 from attacks.inversion.victims import group, prepare, victim_seeds
-from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting
 
 
 @dataclass(frozen=True)
 class IGConfig:
     """Inverting Gradients settings (paper defaults, with fewer iterations)."""
 
-    iters: int = setting(400, help="Optimization steps (the paper uses 4800 for ImageNet-size images).")
+    iters: int = setting(
+        400, help="Optimization steps (the paper uses 4800 for ImageNet-size images).", bounds=at_least(1)
+    )
     step_size: float | None = setting(
         None,
         help="The attack's learning rate: Adam's on the signed image gradient (IG family; None: the recipe's) "
         "or L-BFGS's (DLG).",
         cli=False,
+        bounds=above(0),
     )
-    restarts: int = setting(1, help="Independent initialisations; the lowest final gradient distance wins.")
-    tv_weight: float = setting(1e-4, help="Weight of the total-variation prior.")
+    restarts: int = setting(
+        1, help="Independent initialisations; the lowest final gradient distance wins.", bounds=at_least(1)
+    )
+    tv_weight: float = setting(1e-4, help="Weight of the total-variation prior.", bounds=at_least(0))
     seed: int = setting(0, help='Seeds the initial images (victim k uses derive_seed(seed, "victim", k)).')
     lr_decay_at: tuple[float, ...] = setting(
         IG_LR_DECAY_AT,
@@ -66,23 +70,21 @@ class IGConfig:
         choices=RECIPES,
     )
     bn_prior: float = setting(
-        0.0, help="GradInversion's BatchNorm prior against the client's batch statistics (0: off).", cli=False
+        0.0,
+        help="GradInversion's BatchNorm prior against the client's batch statistics (0: off).",
+        cli=False,
+        bounds=at_least(0),
     )
-    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False)
+    log_every: int = setting(10, help="Trace resolution in iterations.", cli=False, bounds=at_least(1))
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         check_lr_decay_at(tuple(self.lr_decay_at))
         check_layer_weights(self.layer_weights)
         check_recipe(self.recipe)
         if self.step_size is None:  # recorded resolved, so attack_config shows the rate in force
             object.__setattr__(self, "step_size", RECIPE_STEP_SIZE[self.recipe])
         assert self.step_size is not None  # resolved just above
-        if not self.step_size > 0:
-            raise ConfigError(f"step_size must be > 0, got {self.step_size}")
-        if not self.tv_weight >= 0:
-            raise ConfigError(f"tv_weight must be >= 0, got {self.tv_weight}")
-        if not self.bn_prior >= 0:
-            raise ConfigError(f"bn_prior must be >= 0, got {self.bn_prior}")
 
     def loop(self) -> LoopSettings:
         return LoopSettings(

@@ -13,7 +13,7 @@ from attacks.membership.metrics import DEFAULT_FPRS
 from attacks.membership.shadows import VECTORIZE
 from attacks.membership.training import OPTIMIZERS, ModelTraining
 from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting, within
 
 if TYPE_CHECKING:
     from defenses.config import DefenseConfig
@@ -69,7 +69,9 @@ class MIAConfig:
         help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
         flag="--model-option",
     )
-    dropout: float = setting(0.0, help="Dropout rate of the model (the dropout defense).")
+    dropout: float = setting(
+        0.0, help="Dropout rate of the model (the dropout defense).", bounds=within(0, 1, high_open=True)
+    )
     standardize: bool | None = setting(
         None,
         help="Standardise images per channel with the dataset's mean and std (default: yes for a central target, "
@@ -82,8 +84,10 @@ class MIAConfig:
         "grad-norm, fedmia by default).",
         flag="--attack",
     )
-    shadows: int = setting(8, help="Shadow/reference models (LiRA, RMIA); each record is IN for half of them.")
-    pool_size: int = setting(4000, help="Candidate records, half members.")
+    shadows: int = setting(
+        8, help="Shadow/reference models (LiRA, RMIA); each record is IN for half of them.", bounds=at_least(0)
+    )
+    pool_size: int = setting(4000, help="Candidate records, half members.", bounds=at_least(4))
     split: str = setting(
         "balanced",
         help="Members: exactly half of the pool, or each record by a fair coin (needed by --one-run-guesses).",
@@ -93,23 +97,35 @@ class MIAConfig:
         0,
         help="Steinke et al.'s one-run audit: guess 'in' for the K highest and 'out' for the K lowest scores "
         "of each attack and bound ε from the right guesses (0: off; needs --split bernoulli).",
+        bounds=at_least(0),
     )
-    population_size: int = setting(1000, help="RMIA population records (never in any model's training set).")
+    population_size: int = setting(
+        1000, help="RMIA population records (never in any model's training set).", bounds=at_least(0)
+    )
     epochs: int | None = setting(
-        None, help="A central target's training epochs (default 20; a federated one trains rounds x local epochs)."
+        None,
+        help="A central target's training epochs (default 20; a federated one trains rounds x local epochs).",
+        bounds=at_least(1),
     )
     clients: int = setting(
         0,
         help="0: train the target centrally; N: the target is the final global model of a Flower federation of N "
         "clients sharing the members (FedAvg), and every shadow is the same federation on its own half of the pool.",
+        bounds=at_least(0),
     )
-    rounds: int = setting(3, help="Federated target: rounds.")
-    local_epochs: int = setting(1, help="Federated target: local epochs per round.")
-    local_steps: int = setting(0, help="Federated target: > 0, this many local steps instead of epochs.")
-    batch_size: int = setting(64, help="Minibatch size (of every model: target, shadows, clients).")
-    lr: float = setting(0.05, help="Learning rate (Adam: 1e-3 is usual).")
-    momentum: float = setting(0.9, help="SGD momentum (a federated target's clients start each round afresh).")
-    weight_decay: float = setting(0.0, help="A central target's weight decay.", cli=False)
+    rounds: int = setting(3, help="Federated target: rounds.", bounds=at_least(1))
+    local_epochs: int = setting(1, help="Federated target: local epochs per round.", bounds=at_least(1))
+    local_steps: int = setting(
+        0, help="Federated target: > 0, this many local steps instead of epochs.", bounds=at_least(0)
+    )
+    batch_size: int = setting(64, help="Minibatch size (of every model: target, shadows, clients).", bounds=at_least(1))
+    lr: float = setting(0.05, help="Learning rate (Adam: 1e-3 is usual).", bounds=above(0))
+    momentum: float = setting(
+        0.9,
+        help="SGD momentum (a federated target's clients start each round afresh).",
+        bounds=within(0, 1, high_open=True),
+    )
+    weight_decay: float = setting(0.0, help="A central target's weight decay.", cli=False, bounds=at_least(0))
     optimizer: str = setting("sgd", help="Optimizer of every model.", choices=OPTIMIZERS)
     defense: str = setting(
         "none",
@@ -117,10 +133,16 @@ class MIAConfig:
         "needs --clients).",
         choices=MEMBERSHIP_DEFENSES,
     )
-    epsilon: float = setting(8.0, help="dp-local/dp-central: target epsilon of the whole training run.")
-    delta: float = setting(1e-5, help="dp-local/dp-central: DP delta (also the empirical epsilon's).")
+    epsilon: float = setting(
+        8.0, help="dp-local/dp-central: target epsilon of the whole training run.", bounds=above(0)
+    )
+    delta: float = setting(
+        1e-5,
+        help="dp-local/dp-central: DP delta (also the empirical epsilon's).",
+        bounds=within(0, 1, low_open=True, high_open=True),
+    )
     max_grad_norm: float = setting(
-        1.0, help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound."
+        1.0, help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound.", bounds=above(0)
     )
     fprs: tuple[float, ...] = setting(DEFAULT_FPRS, help="FPRs for TPR@FPR.", flag="--fpr", parse=parse_fprs)
     flip: bool | None = setting(None, help="Query mirror images too (default: yes for CIFAR, no otherwise).", cli=False)
@@ -129,7 +151,9 @@ class MIAConfig:
         help="LiRA: one global std per side (best with few shadows), else one per record (--lira-variance).",
         cli=False,
     )
-    gamma: float = setting(1.0, help="RMIA: threshold on the pairwise likelihood ratio.", flag="--rmia-gamma")
+    gamma: float = setting(
+        1.0, help="RMIA: threshold on the pairwise likelihood ratio.", flag="--rmia-gamma", bounds=above(0)
+    )
     offline_a: float | None = setting(
         None,
         help="Offline RMIA scaling a in [0, 1]; auto (the default) calibrates it on a shadow model.",
@@ -142,10 +166,11 @@ class MIAConfig:
         help="Shadow training path (auto: vmap on CUDA and for models without convolutions, else a loop).",
         choices=VECTORIZE,
     )
-    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).")
+    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).", bounds=at_least(0))
     seed: int = setting(0, help="Seed of the pool, the models and the attacks (the global --seed).", cli=False)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if not self.attacks:
             raise ConfigError("give at least one attack")
         for name in self.attacks:  # before any training: LiRA 3, offline RMIA 2 (3 to calibrate a)
@@ -153,16 +178,12 @@ class MIAConfig:
             if self.shadows < need:
                 hint = " (it calibrates a; or give a fixed a)" if name == "rmia-offline" and need == 3 else ""
                 raise ConfigError(f"shadows must be >= {need} for {name}{hint}, got {self.shadows}")
-        if self.shadows < 0:
-            raise ConfigError(f"shadows must be >= 0, got {self.shadows}")
         for f in self.fprs:
             if not 0.0 < f < 1.0:
                 raise ConfigError(f"FPR {f} is outside (0, 1)")
-        if self.pool_size < 4:
-            raise ConfigError(f"pool_size must be >= 4, got {self.pool_size}")
         if self.split not in SPLITS:
             raise ConfigError(f"unknown split {self.split!r}; valid choices: {', '.join(SPLITS)}")
-        if self.one_run_guesses < 0 or 2 * self.one_run_guesses > self.pool_size:
+        if 2 * self.one_run_guesses > self.pool_size:
             raise ConfigError(
                 f"one_run_guesses must be in [0, pool_size / 2 = {self.pool_size // 2}], got {self.one_run_guesses}"
             )
@@ -175,29 +196,14 @@ class MIAConfig:
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
         if self.defense not in MEMBERSHIP_DEFENSES:
             raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(MEMBERSHIP_DEFENSES)}")
-        if self.clients < 0 or (self.clients and (self.rounds < 1 or self.local_epochs < 1 or self.local_steps < 0)):
-            raise ConfigError(
-                f"clients must be >= 0 and, for a federated target, rounds and local_epochs >= 1 and local_steps >= 0; "
-                f"got clients={self.clients}, rounds={self.rounds}, local_epochs={self.local_epochs}, "
-                f"local_steps={self.local_steps}"
-            )
         if self.defense == "dp-central" and not self.clients:
             raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")
         if self.clients:
             self._check_federated()
         if self.defense == "dropout" and self.dropout <= 0:
             raise ConfigError("the dropout defense needs --dropout > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
-        if self.defense in ("dp-local", "dp-central"):
-            if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-                raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
-            if not 0 < self.delta < 1:
-                raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-            if not self.max_grad_norm > 0:
-                raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.defense in ("dp-local", "dp-central") and not math.isfinite(self.epsilon):
+            raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
         self.train_config  # noqa: B018  (validates the training fields)
         self.defense_config  # noqa: B018  (validates the defense as the defenses package takes it)
 

@@ -23,7 +23,10 @@ def click_option(s: Setting) -> Callable[[Any], Any]:
     if s.kind is bool:
         shown = s.flag if s.default else f"--no-{s.flag[2:]}"
         return click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=f"{s.help}  [default: {shown}]")
-    shown = "" if s.default is None or s.default == () else f"  [default: {_shown(s.default)}]"
+    notes = ([] if s.default is None or s.default == () else [f"default: {_shown(s.default)}"]) + (
+        [s.bounds.text()] if s.bounds is not None else []
+    )
+    shown = f"  [{'; '.join(notes)}]" if notes else ""
     if s.kind is tuple and s.item is str and s.parse is None:  # repeatable, or one comma list
         return click.option(s.flag, s.name, multiple=True, callback=_names(s), metavar=s.metavar, help=s.help + shown)
     if s.kind is tuple or s.parse is not None:

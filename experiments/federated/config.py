@@ -9,7 +9,7 @@ from typing import Any
 from defenses import DefenseConfig
 from fl.core.errors import ConfigError
 from fl.core.keyvalues import parse_int_list
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting, within
 from fl.federation.capture import CAPTURE_MODES
 from fl.federation.client_side import check_client_secret, settings_tag
 from fl.federation.server import STRATEGIES
@@ -128,23 +128,25 @@ class SimulationConfig:
     norm: str | None = setting(
         None, help="Normalisation variant (group: the DP-ready one).", choices=("batch", "group", "none")
     )
-    clients: int = setting(10, help="Virtual clients (Flower SuperNodes).")
-    fraction: float = setting(1.0, help="Share of clients sampled per round, in (0, 1].")
-    rounds: int = setting(3, help="Federated rounds.")
-    client_examples: int = setting(0, help="Cap on each client's partition (0 = all of it).")
+    clients: int = setting(10, help="Virtual clients (Flower SuperNodes).", bounds=at_least(1))
+    fraction: float = setting(1.0, help="Share of clients sampled per round.", bounds=within(0, 1, low_open=True))
+    rounds: int = setting(3, help="Federated rounds.", bounds=at_least(1))
+    client_examples: int = setting(0, help="Cap on each client's partition (0 = all of it).", bounds=at_least(0))
     partition: str = setting("iid", help="How the records are dealt to the clients.", choices=PARTITIONS)
-    alpha: float = setting(0.5, help="Dirichlet concentration (non-IID when small).")
+    alpha: float = setting(0.5, help="Dirichlet concentration (non-IID when small).", bounds=above(0))
     strategy: str = setting("fedavg", help="Server strategy (fedprox: with --proximal-mu).", choices=STRATEGIES)
     train: TrainSettings = field(default_factory=TrainSettings)  # the clients' local training
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its parameters
     attack: str = setting(
         "none", help="The curious server's inversion of the attacked clients' updates.", choices=SERVER_ATTACKS
     )
-    attack_clients: int = setting(0, help="Clients attacked per round (the command line's default: 1 with --attack).")
+    attack_clients: int = setting(
+        0, help="Clients attacked per round (the command line's default: 1 with --attack).", bounds=at_least(0)
+    )
     attack_rounds: tuple[int, ...] = setting(
         (), help="Comma-separated rounds to attack (default: first and last).", parse=parse_int_list
     )
-    attack_iters: int = setting(200, help="Optimization steps per reconstruction.")
+    attack_iters: int = setting(200, help="Optimization steps per reconstruction.", bounds=at_least(1))
     attack_options: dict[str, Any] = setting(
         factory=dict,
         help="Attack setting, e.g. layer_weights=balanced or mask_step_size=0.3 (repeatable; the fields of the "
@@ -163,8 +165,8 @@ class SimulationConfig:
         choices=ENGINES,
         app=False,
     )
-    client_cpus: float = setting(1.0, help="Ray CPUs per client.", app=False)
-    client_gpus: float = setting(0.0, help="Ray GPU share per client.", app=False)
+    client_cpus: float = setting(1.0, help="Ray CPUs per client.", app=False, bounds=above(0))
+    client_gpus: float = setting(0.0, help="Ray GPU share per client.", app=False, bounds=at_least(0))
     data_dir: str | None = setting(None, help="Dataset root (default $FEDLEAK_DATA).")
     # the global --seed: the server's randomness (partitions, sampling, initial weights, central noise)
     seed: int = setting(0, help="The server's seed.", cli=False)
@@ -172,21 +174,16 @@ class SimulationConfig:
     # bit-identical rerun; given to the clients only, never in the server's config.json. None: a
     # fresh one from the OS, kept on the clients' side (RUN/clients/client_secret).
     client_secret: str | None = None
-    stop_after_round: int = setting(0, help="Stop after this round as if killed (then --resume).", app=False)
+    stop_after_round: int = setting(
+        0, help="Stop after this round as if killed (then --resume).", app=False, bounds=at_least(0)
+    )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.fraction <= 1.0:
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if self.clients < 1 or self.rounds < 1:
-            raise ConfigError(f"--clients and --rounds must be >= 1, got {self.clients} and {self.rounds}")
+        check_bounds(self)
         if taken := sorted({"dropout", "norm"} & set(self.model_options)):
             raise ConfigError(
                 f"--model-option {taken[0]}=... is set by --{taken[0]} (or the dropout defense), not as a model option"
             )
-        if self.client_examples < 0:
-            raise ConfigError(f"--client-examples must be >= 0 (0 = all), got {self.client_examples}")
-        if self.attack_iters < 1:
-            raise ConfigError(f"--attack-iters must be >= 1, got {self.attack_iters}")
         if self.partition not in PARTITIONS:
             raise ConfigError(f"unknown partition {self.partition!r}; valid choices: {', '.join(PARTITIONS)}")
         if self.strategy not in STRATEGIES:
@@ -215,10 +212,6 @@ class SimulationConfig:
             raise ConfigError(f"--attack-rounds {bad} outside 1..{self.rounds}")
         if self.client_secret is not None:
             object.__setattr__(self, "client_secret", check_client_secret(str(self.client_secret)))
-        if self.client_cpus <= 0 or self.client_gpus < 0:
-            raise ConfigError(
-                f"--client-cpus must be > 0 and --client-gpus >= 0, got {self.client_cpus}, {self.client_gpus}"
-            )
 
     @property
     def clients_per_round(self) -> int:

@@ -19,7 +19,7 @@ from attacks.inversion.base import ATTACKS, RUN_SETTINGS, attack_config, attack_
 from attacks.inversion.lpips import check_lpips_paths
 from attacks.inversion.readout import check_readable
 from fl.core.errors import ConfigError
-from fl.core.schema import Schema, Setting, coerce, setting, settings_of
+from fl.core.schema import Schema, Setting, above, at_least, check_bounds, coerce, setting, settings_of, within
 
 MODEL_TV_WEIGHT = {"vit": 1e-5}
 """TV weights that replace the attacks' defaults on some architectures: IG's 1e-4 over-smooths the
@@ -65,18 +65,22 @@ class InversionConfig:
         help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
         flag="--model-option",
     )
-    dropout: float = setting(0.25, help="Dropout rate p of the client's model, in [0, 1).")
+    dropout: float = setting(0.25, help="Dropout rate p of the client's model.", bounds=within(0, 1, high_open=True))
     dataset: str = setting("cifar10", help="Dataset from `fedleak datasets`.")
     split: str = setting("test", help="The split the victims' images come from.", choices=("train", "test"))
     indices: tuple[int, ...] = setting(
         (0,), help="Victim image indices: 0..7 (inclusive), 3, or 0,4,9.", flag="--index", parse=parse_indices
     )
-    iters: int = setting(400, help="Attack iterations.")
+    iters: int = setting(400, help="Attack iterations.", bounds=at_least(1))
     known_labels: bool = setting(False, help="Give the attacker the true labels (default: it recovers them).")
-    batch_size: int = setting(1, help="Images per client update (consecutive indices form one client).")
-    local_steps: int = setting(1, help="Client SGD steps; more than one sends a weight delta, inverted by unrolling.")
-    lr: float = setting(0.1, help="Client learning rate.")
-    restarts: int = setting(1, help="Attack restarts (IG family).")
+    batch_size: int = setting(
+        1, help="Images per client update (consecutive indices form one client).", bounds=at_least(1)
+    )
+    local_steps: int = setting(
+        1, help="Client SGD steps; more than one sends a weight delta, inverted by unrolling.", bounds=at_least(1)
+    )
+    lr: float = setting(0.1, help="Client learning rate.", bounds=above(0))
+    restarts: int = setting(1, help="Attack restarts (IG family).", bounds=at_least(1))
     attack_options: dict[str, Any] = setting(
         factory=dict,
         help="Any attack setting, e.g. bn_prior=0.01 (repeatable; each reaches the attacks whose config has it, "
@@ -97,19 +101,9 @@ class InversionConfig:
     )
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if not self.attacks:
             object.__setattr__(self, "attacks", DEFAULT_ATTACKS if self.dropout > 0 else ("ig",))
-        if self.iters <= 0:
-            raise ConfigError(f"--iters must be > 0, got {self.iters}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.restarts < 1 or self.batch_size < 1 or self.local_steps < 1:
-            raise ConfigError(
-                f"restarts, batch_size and local_steps must be >= 1, got {self.restarts}, "
-                f"{self.batch_size}, {self.local_steps}"
-            )
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in self.attacks:
             ATTACKS.get(name)
         if not self.indices or len(self.indices) % self.batch_size:

@@ -33,7 +33,7 @@ from attacks.membership.plots import plot_roc
 from experiments.membership.results import ServerSideResult
 from fl.core.errors import ConfigError, DataError
 from fl.core.runs import atomic_write_bytes, atomic_write_json, init_run_dir
-from fl.core.schema import setting
+from fl.core.schema import at_least, check_bounds, setting
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.mia")
@@ -56,18 +56,17 @@ class FederatedMIAConfig:
     clients: tuple[int, ...] = setting(
         (), help="--federated: client(s) to attack (default: all captured).", flag="--client", cli=False
     )
-    candidates: int = setting(500, help="--federated: members (and non-members) per client.")
+    candidates: int = setting(500, help="--federated: members (and non-members) per client.", bounds=at_least(1))
     fprs: tuple[float, ...] = setting(DEFAULT_FPRS, help="FPRs for TPR@FPR.", flag="--fpr", parse=parse_fprs)
-    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).")
+    bootstrap: int = setting(200, help="Bootstrap replicates for CIs (0: none).", bounds=at_least(0))
     seed: int = setting(0, help="Seed of the candidates and the bootstrap (the global --seed).", cli=False)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if not self.attacks:
             raise ConfigError("give at least one attack")
         for name in self.attacks:
             FEDERATED_ATTACKS.get(name)
-        if self.candidates < 1:
-            raise ConfigError(f"candidates must be >= 1, got {self.candidates}")
         for f in self.fprs:
             if not 0.0 < f < 1.0:
                 raise ConfigError(f"FPR {f} is outside (0, 1)")

@@ -19,10 +19,48 @@ from typing import Any
 from fl.core.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a setting takes: ``low`` to ``high`` (None: unbounded), each end open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if value != value:  # nan
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def text(self) -> str:
+        """``> 0``, ``>= 1``, ``<= 16`` or ``in [0, 1)``."""
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+def at_least(low: float) -> Bounds:
+    return Bounds(low=low)
+
+
+def above(low: float) -> Bounds:
+    return Bounds(low=low, low_open=True)
+
+
+def within(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Bounds:
+    return Bounds(low, high, low_open, high_open)
+
+
 def setting(
     default: Any = MISSING,
     *,
     help: str,
+    bounds: Bounds | None = None,
     factory: Any = None,
     choices: tuple[str, ...] | None = None,
     flag: str | None = None,
@@ -37,9 +75,11 @@ def setting(
     run-config key other than the field's name, ``cli=False`` for a setting the command line sets
     otherwise, ``app=False`` for one the Flower App's run config does not take (how a local run
     executes), ``parse`` how a command-line or run-config text becomes the value (a ``ValueError``
-    is the user's mistake) where the type alone does not say."""
+    is the user's mistake) where the type alone does not say, ``bounds`` the numbers it takes
+    (checked by :func:`check_bounds`, shown by ``--help``)."""
     metadata = {
         "help": help,
+        "bounds": bounds,
         "choices": choices,
         "flag": flag,
         "key": key,
@@ -65,6 +105,7 @@ class Setting:
     hint: Any  # the field's annotation (scenario values are checked against it)
     default: Any
     help: str
+    bounds: Bounds | None
     choices: tuple[str, ...] | None
     flag: str  # the command-line flag, e.g. --local-steps
     key: str  # the scenario / Flower run-config key, e.g. local-steps
@@ -95,6 +136,15 @@ class Setting:
 
 def settings_of(cls: type) -> tuple[Setting, ...]:
     """The described fields of ``cls`` in declaration order (fields without help are not settings)."""
+    if cls not in _SETTINGS:  # every config's __post_init__ asks (check_bounds)
+        _SETTINGS[cls] = _described(cls)
+    return _SETTINGS[cls]
+
+
+_SETTINGS: dict[type, tuple[Setting, ...]] = {}
+
+
+def _described(cls: type) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in fields(cls):
@@ -111,6 +161,7 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
                 hint=hints[f.name],
                 default=_default(f),
                 help=f.metadata["help"],
+                bounds=f.metadata["bounds"],
                 choices=f.metadata["choices"],
                 flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"),
                 key=f.metadata["key"] or f.name.replace("_", "-"),
@@ -121,6 +172,17 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
             )
         )
     return tuple(out)
+
+
+def check_bounds(config: Any) -> None:
+    """Refuse, in one line naming the setting and its flag, a value outside its bounds (a config's
+    ``__post_init__`` calls it first; checks across settings stay there)."""
+    for s in settings_of(type(config)):
+        value = getattr(config, s.name)
+        if s.bounds is None or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not s.bounds.holds(value):
+            raise ConfigError(f"{s.name}={value!r} is invalid; expected a value {s.bounds.text()} ({s.flag})")
 
 
 def _kind(hint: Any) -> tuple[type, type | None, bool]:

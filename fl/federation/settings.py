@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fl.core.errors import ConfigError
-from fl.core.schema import setting
+from fl.core.schema import above, at_least, check_bounds, setting, within
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -21,27 +21,28 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainSettings:
     """One round of local training (McMahan et al., 2017: E epochs of B-sized minibatch SGD)."""
 
-    local_epochs: int = setting(1, help="Passes over the client's data per round (ignored when --local-steps > 0).")
-    local_steps: int = setting(0, help="> 0: exactly this many optimizer steps per round instead of epochs.")
-    batch_size: int = setting(32, help="Minibatch size B; 0 = full batch (the client's whole data).")
-    lr: float = setting(0.05, help="Client learning rate.")
+    local_epochs: int = setting(
+        1, help="Passes over the client's data per round (ignored when --local-steps > 0).", bounds=at_least(1)
+    )
+    local_steps: int = setting(
+        0, help="> 0: exactly this many optimizer steps per round instead of epochs.", bounds=at_least(0)
+    )
+    batch_size: int = setting(
+        32, help="Minibatch size B; 0 = full batch (the client's whole data).", bounds=at_least(0)
+    )
+    lr: float = setting(0.05, help="Client learning rate.", bounds=above(0))
     optimizer: str = setting("sgd", help="Client optimizer.", choices=OPTIMIZERS)
-    momentum: float = setting(0.0, help="SGD momentum (0: one step is one plain gradient step).")
-    proximal_mu: float = setting(0.0, help="FedProx (Li et al., 2020) proximal term weight; 0 = FedAvg.")
+    momentum: float = setting(
+        0.0, help="SGD momentum (0: one step is one plain gradient step).", bounds=within(0, 1, high_open=True)
+    )
+    proximal_mu: float = setting(
+        0.0, help="FedProx (Li et al., 2020) proximal term weight; 0 = FedAvg.", bounds=at_least(0)
+    )
 
     def __post_init__(self) -> None:
-        if self.local_epochs < 1:
-            raise ConfigError(f"--local-epochs must be >= 1, got {self.local_epochs}")
-        if self.local_steps < 0:
-            raise ConfigError(f"--local-steps must be >= 0, got {self.local_steps}")
-        if self.batch_size < 0:
-            raise ConfigError(f"--batch-size must be >= 0 (0 = full batch), got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        check_bounds(self)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
-        if self.proximal_mu < 0:
-            raise ConfigError(f"--proximal-mu must be >= 0, got {self.proximal_mu}")
 
     def to_config(self) -> dict[str, int | float | str]:
         """Flower ``ConfigRecord`` entries (keys prefixed ``train-``)."""

@@ -32,7 +32,10 @@ def _expand(text: str):
             "toy.defenses names 'dp', which has no [defenses.dp] table",
         ),
         (("[defenses.dropout]", "[defenses.dropout]\nname = 'shield'"), "unknown defense 'shield' in defenses.dropout"),
-        (("dropout = [0.25, 0.5]", "dropout = [0.25, 1.5]"), "defense option dropout=1.5 is invalid"),
+        (
+            ("dropout = [0.25, 0.5]", "dropout = [0.25, 1.5]"),
+            "defenses.dropout: dropout=1.5 is invalid; expected a value",
+        ),
         (
             ("iterations = 5", "iterations = 'many'"),
             "toy.iters = 'many' has the wrong type; expected an integer (toy.budget.iterations sets 'iters')",

@@ -113,3 +113,35 @@ def test_federation_attack_settings_reach_the_curious_servers_attack() -> None:
     assert cfg.attack_options == {"recipe": "ig", "mask_reg": 0.5}
     with pytest.raises(ConfigError, match=r"^attack 'ig' has no option 'mask_reg'"):
         simulation_config({"attack": "ig", "attack_clients": 1, "mask_reg": 0.5})
+
+
+@pytest.mark.parametrize("kind", ["federated", "inversion", "membership"])
+def test_bounds_in_the_settings_refuse_a_value_just_outside_in_one_line(kind: str) -> None:
+    """Every bounded setting of a kind (the attacks' included) refuses the nearest value outside its
+    bounds in one line naming the setting, the value and its flag."""
+    from attacks.inversion.base import takers
+
+    schema = CELL_KINDS.get(kind).schema()
+    bounded = [s for s in schema.settings if s.bounds is not None]
+    assert len(bounded) >= 5, [s.name for s in bounded]
+    for s in bounded:
+        b = s.bounds
+        assert b is not None
+        step = 1 if s.kind is int else 0.5
+        if b.low is not None:
+            outside = b.low if b.low_open else b.low - step
+        else:
+            assert b.high is not None
+            outside = b.high if b.high_open else b.high + step
+        value = s.kind(outside)
+        attack = next((a for a in takers(s.name) if a in ("dlg", "ig", "dia")), "dia")
+        base: dict = {}
+        if kind == "federated":
+            base = {"attack": attack, "attack_clients": 1, "name": "dropout" if attack == "dia" else "dp-local"}
+        if kind == "inversion":
+            base = {"attacks": (attack,)}
+        with pytest.raises(ConfigError) as err:
+            schema.build({**base, s.name: value})
+        message = str(err.value)
+        assert f"{s.name}={value!r} is invalid; expected a value {b.text()} ({s.flag})" in message, message
+        assert "\n" not in message

@@ -100,7 +100,7 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--fraction", "1.5"], "--fraction must be in (0, 1]"),
+        (["--fraction", "1.5"], "fraction=1.5 is invalid; expected a value in (0, 1] (--fraction)"),
         (
             ["--clients", "4", "--fraction", "0.5", "--attack", "ig", "--attack-clients", "3"],
             "--attack-clients 3 exceeds",
@@ -108,8 +108,8 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
         (["--defense", "dp-local", "--target-epsilon", "0"], "target_epsilon=0"),
         (["--defense", "nonsense"], "nonsense"),
         (["--attack-rounds", "1,x"], "--attack-rounds"),
-        (["--client-examples", "-1"], "--client-examples must be >= 0"),
-        (["--attack", "ig", "--attack-iters", "0"], "--attack-iters must be >= 1"),
+        (["--client-examples", "-1"], "client_examples=-1 is invalid; expected a value >= 0"),
+        (["--attack", "ig", "--attack-iters", "0"], "attack_iters=0 is invalid; expected a value >= 1"),
         (["--client-secret-file", "/nonexistent/secret"], "cannot read the client secret file '/nonexistent/secret'"),
         (
             ["--defense", "ldp", "--sensitivity", "1.0"],

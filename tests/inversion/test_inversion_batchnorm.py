@@ -128,5 +128,5 @@ def test_bn_prior_is_zero_at_the_clients_batch_and_refused_without_batchnorm() -
     plain = observe_client(mlp, x[:1], y[:1], model_name="mlp", model_options={"hidden": 16, "depth": 1})
     with pytest.raises(ConfigError, match="bn_prior needs a model with BatchNorm; 'mlp' has none"):
         invert(plain, "ig", config=attack_config("ig", iters=2, bn_prior=0.1))
-    with pytest.raises(ConfigError, match="bn_prior must be >= 0"):
+    with pytest.raises(ConfigError, match=r"bn_prior=-1\.0 is invalid; expected a value >= 0"):
         attack_config("ig", bn_prior=-1.0)

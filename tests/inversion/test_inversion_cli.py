@@ -122,7 +122,7 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
     ("args", "needle"),
     [
         (["--iters", "0"], "--iters"),
-        (["--dropout", "1.0"], "--dropout"),
+        (["--dropout", "1.0"], "dropout=1.0 is invalid; expected a value in [0, 1) (--dropout)"),
         (["--attack", "dia", "--dropout", "0"], "need a model with dropout"),
         (["--attack", "nope"], "unknown attack 'nope'"),
         (["--index", "0..x"], "not an index or a range"),
@@ -227,7 +227,7 @@ def test_attack_settings_reach_only_the_attacks_that_have_them() -> None:
         "mask_init": "mean",
     }
     assert cfg.attack_overrides("ig") == {"iters": 7, "restarts": 1, "seed": 0, "tv_weight": 1e-5}
-    with pytest.raises(ConfigError, match="mask_step_size must be > 0, got -1"):
+    with pytest.raises(ConfigError, match=r"mask_step_size=-1.0 is invalid; expected a value > 0 \(--mask-step-size\)"):
         inversion_config(dict(mask_step_size=-1.0))
     assert inversion_config(dict(lr_decay_at=(0.75, 0.9), recipe="ig")).attack_overrides("ig")["lr_decay_at"] == (
         0.75,

@@ -105,5 +105,5 @@ def test_mia_config_hands_its_defense_to_the_defenses_package() -> None:
     assert MIAConfig().defense_config == DefenseConfig()
     with pytest.raises(ConfigError, match="epsilon must be a finite number > 0, got inf"):
         MIAConfig(defense="dp-local", epsilon=float("inf"))
-    with pytest.raises(ConfigError, match=r"delta must be in \(0, 1\), got 0.0"):
+    with pytest.raises(ConfigError, match=r"delta=0.0 is invalid; expected a value in \(0, 1\)"):
         MIAConfig(defense="dp-central", clients=2, pool_size=100, delta=0.0)
