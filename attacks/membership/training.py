@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fl.core.errors import ConfigError
+from fl.seed import private_generator
 
 if TYPE_CHECKING:
     from defenses.config import DefenseConfig
@@ -70,9 +71,10 @@ def train_model(
     seed: int,
     device: torch.device | str = "cpu",
     dp: DefenseConfig | None = None,
-) -> float | None:
+) -> list[tuple[float, float, int]] | None:
     """Train ``model`` in place on ``images``/``labels``; with ``dp`` (a dp-local defense with a
-    target epsilon) by DP-SGD, returning the epsilon spent, else None."""
+    target epsilon) by DP-SGD, returning the accountant's record ``[(sigma, sample rate, steps)]``
+    (its epsilon: :func:`defenses.accounting.epsilon_from_history`), else None."""
     model.to(device).train()
     with seeded_global_rng(seed, device):
         if dp is not None:
@@ -91,6 +93,12 @@ def train_model(
     return None
 
 
+def dp_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """The DP-SGD noise and the Poisson batches of one training run: two independent streams, as
+    the analysis assumes (one generator for both would tie the noise to the records sampled)."""
+    return private_generator(seed, "dp-noise"), private_generator(seed, "dp-batches")
+
+
 def _train_dp(
     model: nn.Module,
     images: torch.Tensor,
@@ -100,14 +108,13 @@ def _train_dp(
     *,
     seed: int,
     device: torch.device | str,
-) -> float:
+) -> list[tuple[float, float, int]]:
     from defenses.accounting import OPACUS_TOLERANCE
-    from defenses.dp_local import epsilon_of, make_private
+    from defenses.dp_local import make_private
 
-    # batches from ``gen``; the noise from the global generator, which train_model has seeded
-    gen = torch.Generator().manual_seed(seed)
+    noise, batches = dp_generators(seed)
     dataset = torch.utils.data.TensorDataset(images, labels)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=batches)
     private = make_private(
         model,
         make_optimizer(list(model.parameters()), cfg),
@@ -118,6 +125,7 @@ def _train_dp(
         epochs=cfg.epochs,
         accountant=dp.accountant,
         criterion=nn.CrossEntropyLoss(),
+        noise_generator=noise,
         epsilon_tolerance=OPACUS_TOLERANCE,  # the search the audits' targets were planned with
     )
     assert private.criterion is not None  # ghost clipping: the criterion runs both backward passes
@@ -128,7 +136,7 @@ def _train_dp(
             private.optimizer.step()
     private.model.eval()
     private.model.cleanup()  # ``model`` is a plain module again
-    return epsilon_of(private.engine, dp.delta)
+    return [(float(sigma), float(rate), int(steps)) for sigma, rate, steps in private.engine.accountant.history]
 
 
 @torch.no_grad()

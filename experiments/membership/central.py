@@ -31,6 +31,7 @@ from attacks.membership.plots import plot_roc
 from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
+from defenses.accounting import epsilon_from_history
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import (
@@ -160,8 +161,9 @@ def train_target(
     *,
     device: torch.device,
     cache_dir: Path,
-) -> tuple[nn.Module, float | None]:
-    """The target model trained on the members (cached like the shadows); returns (model, epsilon)."""
+) -> tuple[nn.Module, list[tuple[float, float, int]] | None]:
+    """The target model trained on the members (cached like the shadows); returns the model and,
+    under DP-SGD, its accountant's record ``[(sigma, sample rate, steps)]``."""
     model = build(derive_seed(cfg.seed, "target"))
     parts = {
         **_key_parts(cfg),
@@ -172,10 +174,11 @@ def train_target(
         "code": code_salt(model),
     }
     folder = cache_dir / cache_key(parts, images, labels)
-    if (folder / "target.safetensors").is_file():
+    if (folder / "target.safetensors").is_file() and "dp_history" in (saved := read_json(folder / "target.json")):
         model.load_state_dict(load_tensors(folder / "target.safetensors"))
-        return model.to(device).eval(), read_json(folder / "target.json")["epsilon"]
-    eps = train_model(
+        history = saved["dp_history"]
+        return model.to(device).eval(), None if history is None else [(s, q, int(t)) for s, q, t in history]
+    history = train_model(
         model,
         images,
         labels,
@@ -185,8 +188,8 @@ def train_target(
         dp=cfg.dp_config,
     )
     save_tensors(folder / "target.safetensors", model.state_dict())
-    atomic_write_json(folder / "target.json", {"epsilon": eps, **parts})
-    return model, eps
+    atomic_write_json(folder / "target.json", {"dp_history": history, **parts})
+    return model, history
 
 
 def run_mia(
@@ -213,7 +216,14 @@ def run_mia(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    target, eps = train_target(cfg, build, x[members], y[members], device=device, cache_dir=cache)
+    target, history = train_target(cfg, build, x[members], y[members], device=device, cache_dir=cache)
+    # the accountant's epsilon on the recorded (sigma, q, steps), kept beside it in metrics.json
+    dp = cfg.dp_config
+    eps = (
+        None
+        if history is None or dp is None
+        else epsilon_from_history(history, delta=dp.delta, accountant=dp.accountant)
+    )
     timings["target_s"] = time.perf_counter() - t0
     train_acc = accuracy(target, x[members], y[members], device=device)
     test_acc = accuracy(target, x[~members], y[~members], device=device)
@@ -241,6 +251,7 @@ def run_mia(
         attacks=found.metrics,
         shadows=found.shadows,
         timings=timings,
+        dp_history=history,
     )
     if out_dir is not None:
         write_audit(Path(out_dir), cfg, result, found.scores, members, eps)

@@ -30,8 +30,9 @@ class MembershipResult:
     """A black-box audit of one target: a centrally trained model or a federation's final global model.
 
     ``epsilon`` is the target's training budget with its ``epsilon_unit`` and ``delta`` (None without
-    DP). A federated target adds its run folder, the federation's own accuracy and
-    ``client_level``: per attack, the metrics of telling the run's clients from outsiders.
+    DP); a DP-SGD target's is the accountant's on ``dp_history``. A federated target adds its run
+    folder, the federation's own accuracy and ``client_level``: per attack, the metrics of telling
+    the run's clients from outsiders.
     """
 
     train_accuracy: float
@@ -45,6 +46,7 @@ class MembershipResult:
     target_run: str | None = None
     federation_accuracy: float | None = None
     client_level: dict[str, dict[str, Any]] | None = None
+    dp_history: list[tuple[float, float, int]] | None = None  # a DP-SGD target's (sigma, sample rate, steps)
 
     def rows(self) -> dict[str, dict[str, float]]:
         """The target's accuracies and epsilon named by its unit (``epsilon_record``,
@@ -62,7 +64,7 @@ class MembershipResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return _without_unset(self, ("shadows", "target_run", "federation_accuracy", "client_level"))
+        return _without_unset(self, ("shadows", "target_run", "federation_accuracy", "client_level", "dp_history"))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MembershipResult:

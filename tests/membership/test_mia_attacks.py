@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from opacus.accountants import RDPAccountant
 
 from attacks.membership import MEMBERSHIP_ATTACKS, MembershipObservation, MIAConfig, build_attack
 from attacks.membership.metrics import point_metrics
@@ -146,8 +147,17 @@ def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
         max_grad_norm=1.0,
         bootstrap=0,
     )
-    res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
+    res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, out_dir=tmp_path / "run", progress=False)
     assert 0 < res.epsilon <= 1.0 + 1e-6
     for m in res.attacks.values():
         assert m["bound_violated"] == 0.0 and m["significant_violations"] == 0.0
         assert m["eps_lower_bound"] <= res.epsilon
+    # the reported epsilon is Opacus' RDP accountant called on the recorded (sigma, q, steps), also
+    # when the target comes from the cache
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (sigma, q, steps), *more = recorded["dp_history"]
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, steps), *map(tuple, more)]
+    assert recorded["epsilon"] == res.epsilon == acc.get_epsilon(delta=cfg.delta)
+    again = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
+    assert again.epsilon == res.epsilon and again.dp_history == res.dp_history

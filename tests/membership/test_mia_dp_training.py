@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attacks.membership import MIAConfig
-from attacks.membership.training import ModelTraining, make_optimizer, seeded_global_rng, train_model
+from attacks.membership.training import ModelTraining, dp_generators, make_optimizer, seeded_global_rng, train_model
 from defenses import DefenseConfig
 from defenses.accounting import OPACUS_TOLERANCE, epsilon_from_history, noise_for_epsilon
 from defenses.dp_local import poisson_batches
@@ -30,19 +30,19 @@ def _data(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _opacus_reference(x: torch.Tensor, y: torch.Tensor, cfg: ModelTraining, dp: DefenseConfig, seed: int):
-    """Opacus' own path: make_private_with_epsilon with ghost clipping, noise and dropout from the
-    seeded global generator, batches from the loader's."""
+    """Opacus' own path: make_private_with_epsilon with ghost clipping, dropout from the seeded
+    global generator, the noise and the Poisson batches from their own two streams."""
     model = _model()
+    noise, batches = dp_generators(seed)
     with seeded_global_rng(seed, "cpu"):
-        loader = DataLoader(
-            TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-        )
+        loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, generator=batches)
         engine = PrivacyEngine(accountant="rdp")
         module, opt, criterion, loader = engine.make_private_with_epsilon(
             module=model,
             optimizer=make_optimizer(list(model.parameters()), cfg),
             criterion=nn.CrossEntropyLoss(),
             data_loader=loader,
+            noise_generator=noise,
             target_epsilon=dp.target_epsilon,
             target_delta=dp.delta,
             epochs=cfg.epochs,
@@ -64,13 +64,14 @@ def test_mia_dp_training_equals_opacus_make_private_with_epsilon(optimizer: str)
     cfg = ModelTraining(epochs=3, batch_size=16, lr=0.05, optimizer=optimizer)
     dp = DefenseConfig(name="dp-local", target_epsilon=4.0, delta=1e-5, max_grad_norm=1.0)
     model = _model()
-    eps = train_model(model, x, y, cfg, seed=7, dp=dp)
+    history = train_model(model, x, y, cfg, seed=7, dp=dp)
+    assert history is not None
+    eps = epsilon_from_history(history, delta=dp.delta)
     reference, engine, opt = _opacus_reference(x, y, cfg, dp, seed=7)
     for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
-    history = engine.accountant.history  # [(sigma, rate, steps)], recorded by Opacus step by step
-    assert eps == engine.get_epsilon(dp.delta) == epsilon_from_history(history, delta=dp.delta)
-    assert history == [(opt.noise_multiplier, 1 / 6, cfg.epochs * 6)]
+    assert history == engine.accountant.history == [(opt.noise_multiplier, 1 / 6, cfg.epochs * 6)]
+    assert eps == engine.get_epsilon(dp.delta)
     planned = noise_for_epsilon(
         target_epsilon=4.0, delta=1e-5, sample_rate=1 / 6, steps=18, epsilon_tolerance=OPACUS_TOLERANCE
     )
@@ -86,11 +87,12 @@ def test_mia_dp_training_accounts_every_step_at_the_rate_it_samples() -> None:
     cfg = ModelTraining(epochs=2, batch_size=2, lr=0.05)
     dp = DefenseConfig(name="dp-local", target_epsilon=2.0, delta=1e-5, max_grad_norm=1.0)
     assert poisson_batches(93) == 92
-    eps = train_model(_model(), x, y, cfg, seed=1, dp=dp)
+    history = train_model(_model(), x, y, cfg, seed=1, dp=dp)
     sigma = noise_for_epsilon(
         target_epsilon=2.0, delta=1e-5, sample_rate=1 / 93, steps=184, epsilon_tolerance=OPACUS_TOLERANCE
     )
-    assert eps == epsilon_from_history([(sigma, 1 / 93, 184)], delta=1e-5)
+    assert history == [(sigma, 1 / 93, 184)]
+    eps = epsilon_from_history(history, delta=1e-5)
     assert 2.0 - OPACUS_TOLERANCE <= eps <= 2.0
 
 
@@ -107,3 +109,14 @@ def test_mia_config_hands_its_defense_to_the_defenses_package() -> None:
         MIAConfig(defense="dp-local", epsilon=float("inf"))
     with pytest.raises(ConfigError, match=r"delta=0.0 is invalid; expected a value in \(0, 1\)"):
         MIAConfig(defense="dp-central", clients=2, pool_size=100, delta=0.0)
+
+
+def test_mia_dp_noise_and_batches_are_independent_streams() -> None:
+    """The noise must not be the sampler's stream: torch's generators seeded alike (the global one
+    and the loader's) give the same draws, which tied each step's noise to the records it sampled."""
+    noise, batches = dp_generators(7)
+    assert not torch.equal(torch.rand(64, generator=noise), torch.rand(64, generator=batches))
+    again, _ = dp_generators(7)
+    assert torch.equal(torch.rand(64, generator=again), torch.rand(64, generator=dp_generators(7)[0]))
+    coupled = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(torch.rand(64, generator=coupled[0]), torch.rand(64, generator=coupled[1]))
