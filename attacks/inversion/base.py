@@ -73,24 +73,26 @@ RUN_SETTINGS = ("iters", "restarts", "seed")
 """Settings every run sets for all its attacks at once, so not attack options."""
 
 
-def attack_settings() -> tuple[Setting, ...]:
-    """Every registered attack's own settings, one row per name (the first attack declaring it),
-    with no default: each attack keeps its own unless the option is given. The help ends with
-    the attacks that take the setting and their defaults."""
+def attack_settings(attacks: Sequence[str] | None = None) -> tuple[Setting, ...]:
+    """The own settings of ``attacks`` (default: every registered one), one row per name (the
+    first attack declaring it), with no default: each attack keeps its own unless the option is
+    given. The help ends with the attacks that take the setting and their defaults (a flag's
+    default, off, goes without saying)."""
     rows: dict[str, Setting] = {}
     defaults: dict[str, dict[str, list[str]]] = {}
-    for attack in ATTACKS.names():
+    for attack in ATTACKS.names() if attacks is None else attacks:
         for s in settings_of(ATTACKS.get(attack).Config):
             if s.name in RUN_SETTINGS:
                 continue
             rows.setdefault(s.name, s)
-            defaults.setdefault(s.name, {}).setdefault(_shown(s.default), []).append(attack)
+            if s.default is not None and s.kind is not bool:
+                defaults.setdefault(s.name, {}).setdefault(_shown(s.default), []).append(attack)
     return tuple(
         replace(
             s,
             default=None,
             optional=True,
-            help=f"{s.help} [default {'; '.join(_by_attack(defaults[s.name]))}]",
+            help=f"{s.help} [default {'; '.join(_by_attack(defaults[s.name]))}]" if s.name in defaults else s.help,
         )
         for s in rows.values()
     )

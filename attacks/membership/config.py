@@ -203,7 +203,7 @@ class MIAConfig:
         if self.defense == "dropout" and self.dropout <= 0:
             raise ConfigError("the dropout defense needs --dropout > 0")
         if self.defense in ("dp-local", "dp-central") and not math.isfinite(self.epsilon):
-            raise ConfigError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+            raise ConfigError(f"epsilon={self.epsilon!r} is invalid; expected a finite value > 0 (--epsilon)")
         self.train_config  # noqa: B018  (validates the training fields)
         self.defense_config  # noqa: B018  (validates the defense as the defenses package takes it)
 

@@ -102,7 +102,7 @@ def unreplayable_steps(settings: TrainSettings, num_examples: int) -> str | None
 def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
     """Refuse attack options the curious server's attack does not take (one line)."""
     if attack == "none":
-        raise ConfigError("--attack-option needs an --attack")
+        raise ConfigError(f"attack setting {next(iter(options))!r} needs an --attack to apply to")
     if taken := sorted({"iters", "seed"} & set(options)):
         raise ConfigError(f"--attack-option {taken[0]}=... is set by --attack-iters / --seed, not as an attack option")
     import attacks.inversion  # noqa: F401  (registration)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.federated.epsilon import epsilon_text
-from fl.core.results import from_json
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,3 @@ class FederationResult:
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FederationResult:
-        return from_json(cls, data)

@@ -14,11 +14,12 @@ from typing import Any
 
 from attacks.inversion.base import attack_settings
 from defenses import DefenseConfig
-from experiments.federated.config import SimulationConfig
+from experiments.federated.config import SERVER_ATTACKS, SimulationConfig
 from fl.core.schema import Schema, Setting, flat_settings, nested
 from fl.federation.settings import TrainSettings
 
 NESTED = {"train": TrainSettings, "defense": DefenseConfig}
+CURIOUS_ATTACKS = tuple(a for a in SERVER_ATTACKS if a != "none")  # the server's inversions (no oracle)
 
 
 @cache
@@ -26,7 +27,7 @@ def federation_schema() -> Schema:
     """The federation kind of run."""
     own = flat_settings(SimulationConfig, NESTED)
     names = {s.name for s in own}
-    attack = tuple(replace(s, app=False) for s in attack_settings() if s.name not in names)
+    attack = tuple(replace(s, app=False) for s in attack_settings(CURIOUS_ATTACKS) if s.name not in names)
     return Schema("federation", own + attack, _assemble)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fl.core.results import from_json
-
 
 @dataclass(frozen=True)
 class AttackSummary:
@@ -69,7 +67,3 @@ class InversionRun:
 
     def to_json(self) -> dict[str, Any]:
         return {name: s.to_json() for name, s in self.attacks.items()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InversionRun:
-        return cls({name: from_json(AttackSummary, s) for name, s in data.items()})

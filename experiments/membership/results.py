@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fl.core.results import from_json
-
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric entries of an attack's metrics (``fitted`` and text left out)."""
@@ -66,10 +64,6 @@ class MembershipResult:
     def to_json(self) -> dict[str, Any]:
         return _without_unset(self, ("shadows", "target_run", "federation_accuracy", "client_level", "dp_history"))
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MembershipResult:
-        return from_json(cls, data)
-
 
 @dataclass(frozen=True)
 class ServerSideResult:
@@ -86,11 +80,6 @@ class ServerSideResult:
     attacks: dict[str, dict[str, Any]]
     per_client: dict[str, dict[str, Any]]
     attribution: dict[str, float] | None = None
-
-    def rows(self) -> dict[str, dict[str, float]]:
-        """Per attack its pooled metrics; the attribution accuracy and its chance level for the round."""
-        cell = {f"attribution_{k}": v for k, v in (self.attribution or {}).items()}
-        return {"": cell, **{name: _numbers(m) for name, m in self.attacks.items()}}
 
     def to_json(self) -> dict[str, Any]:
         return _without_unset(self, ("attribution",))

@@ -145,3 +145,25 @@ def test_bounds_in_the_settings_refuse_a_value_just_outside_in_one_line(kind: st
         message = str(err.value)
         assert f"{s.name}={value!r} is invalid; expected a value {b.text()} ({s.flag})" in message, message
         assert "\n" not in message
+
+
+def test_membership_cells_refuse_defense_settings_they_cannot_apply() -> None:
+    """A defense table's setting a membership cell would drop (its accountant, adaptive clipping)
+    is refused in one line instead of labelling a run that did not use it."""
+    from defenses import DefenseConfig
+    from experiments.grid.kinds.base import CellSpec
+
+    kind = CELL_KINDS.get("membership")
+
+    def spec(defense: DefenseConfig) -> CellSpec:
+        return CellSpec("membership", "membership[0]", "sample", "mlp", ("loss",), defense, 0)
+
+    assert kind.build_config(spec(DefenseConfig(name="dp-local", target_epsilon=2.0))).epsilon == 2.0
+    for defense, name in (
+        (DefenseConfig(name="dp-local", target_epsilon=2.0, accountant="prv"), "accountant"),
+        (DefenseConfig(name="dp-central", target_epsilon=2.0, clipping="adaptive"), "clipping"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"^membership\[0\]: membership cells cannot apply defense setting '{name}'"
+        ):
+            kind.build_config(spec(defense))

@@ -105,7 +105,7 @@ def test_mia_config_hands_its_defense_to_the_defenses_package() -> None:
     assert central.defense_config == DefenseConfig(name="dp-central", target_epsilon=4.0, clipping_norm=2.0)
     assert MIAConfig(defense="dropout", dropout=0.3).defense_config == DefenseConfig(name="dropout", dropout=0.3)
     assert MIAConfig().defense_config == DefenseConfig()
-    with pytest.raises(ConfigError, match="epsilon must be a finite number > 0, got inf"):
+    with pytest.raises(ConfigError, match=r"epsilon=inf is invalid; expected a finite value > 0 \(--epsilon\)"):
         MIAConfig(defense="dp-local", epsilon=float("inf"))
     with pytest.raises(ConfigError, match=r"delta=0.0 is invalid; expected a value in \(0, 1\)"):
         MIAConfig(defense="dp-central", clients=2, pool_size=100, delta=0.0)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from defenses import DefenseConfig
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from fl.core.errors import ConfigError, DataError
 from fl.core.results import RunResult
@@ -43,6 +44,13 @@ class MembershipKind(CellKind):
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         defense = spec.defense
+        honoured = {"name", "dropout", "target_epsilon", "delta", "max_grad_norm", "clipping_norm"}
+        default = DefenseConfig().to_dict()
+        if unused := sorted(k for k, v in defense.to_dict().items() if k not in honoured and v != default[k]):
+            raise ConfigError(
+                f"{spec.where}: membership cells cannot apply defense setting {unused[0]!r} of the "
+                f"{defense.name} table; they take {', '.join(sorted(honoured - {'name'}))}"
+            )
         values: dict[str, Any] = {
             "dataset": spec.dataset,
             "model": spec.model,
