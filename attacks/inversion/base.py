@@ -9,7 +9,7 @@ victims at once (batched where the attack allows it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from attacks.inversion.cost import CostBudget, InversionCost, admit, estimate
 from attacks.inversion.observation import Observation
 from fl.core.errors import ConfigError
 from fl.core.registry import Registry
-from fl.core.schema import Setting, settings_of
+from fl.core.schema import Setting, coerce, settings_of, value_text
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def attack_settings(attacks: Sequence[str] | None = None) -> tuple[Setting, ...]
                 continue
             rows.setdefault(s.name, s)
             if s.default is not None and s.kind is not bool:
-                defaults.setdefault(s.name, {}).setdefault(_shown(s.default), []).append(attack)
+                defaults.setdefault(s.name, {}).setdefault(value_text(s.default), []).append(attack)
     return tuple(
         replace(
             s,
@@ -98,6 +98,25 @@ def attack_settings(attacks: Sequence[str] | None = None) -> tuple[Setting, ...]
     )
 
 
+def gather_attack_options(options: Mapping[str, Any], settings: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """A run's attack options: ``--attack-option`` values as their settings' types (a text such as
+    ``lr_decay_at=0.5,0.75`` parsed; names no attack has are left to the attack's config to refuse),
+    then the attack settings given by name (flags, scenario keys), which win."""
+    known = {s.name: s for s in attack_settings()}
+    out = {}
+    for name, value in options.items():
+        s = known.get(name)
+        if s is not None and isinstance(value, str) and s.kind is not str:
+            try:
+                value = s.from_text(value)
+            except ValueError as err:
+                raise ConfigError(f"attack option {name}: {err}") from None
+        out[name] = value if s is None else coerce(value, s.hint, name)
+    for part in settings:
+        out.update(part)
+    return out
+
+
 def takers(setting: str) -> list[str]:
     """The registered attacks whose config has ``setting``."""
     return [a for a in ATTACKS.names() if setting in config_fields(a)]
@@ -105,10 +124,6 @@ def takers(setting: str) -> list[str]:
 
 def _by_attack(defaults: dict[str, list[str]]) -> list[str]:
     return [", ".join(attacks) + ": " + value for value, attacks in defaults.items()]
-
-
-def _shown(value: Any) -> str:
-    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
 
 
 def config_fields(attack: str) -> tuple[str, ...]:

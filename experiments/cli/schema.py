@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from experiments.cli.params import key_values
-from fl.core.schema import Setting
+from fl.core.schema import Setting, value_text
 
 
 def click_option(s: Setting) -> Callable[[Any], Any]:
@@ -23,7 +23,7 @@ def click_option(s: Setting) -> Callable[[Any], Any]:
     if s.kind is bool:
         shown = s.flag if s.default else f"--no-{s.flag[2:]}"
         return click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=f"{s.help}  [default: {shown}]")
-    notes = ([] if s.default is None or s.default == () else [f"default: {_shown(s.default)}"]) + (
+    notes = ([] if s.default is None or s.default == () else [f"default: {value_text(s.default)}"]) + (
         [s.bounds.text()] if s.bounds is not None else []
     )
     shown = f"  [{'; '.join(notes)}]" if notes else ""
@@ -45,10 +45,6 @@ def click_options(settings: Iterable[Setting]) -> Callable[[Any], Any]:
         return f
 
     return decorate
-
-
-def _shown(default: Any) -> str:
-    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
 
 
 def _parsed(s: Setting) -> Callable[[click.Context, click.Parameter, str | None], Any]:

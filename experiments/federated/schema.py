@@ -12,7 +12,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from attacks.inversion.base import attack_settings
+from attacks.inversion.base import attack_settings, gather_attack_options
 from defenses import DefenseConfig
 from experiments.federated.config import SERVER_ATTACKS, SimulationConfig
 from fl.core.schema import Schema, Setting, flat_settings, nested
@@ -33,10 +33,9 @@ def federation_schema() -> Schema:
 
 def _assemble(values: dict[type, dict[str, Any]], fixed: dict[str, Any]) -> SimulationConfig:
     parts = {cls: values.pop(cls, {}) for cls in (SimulationConfig, *NESTED.values())}
-    given = {name: value for part in values.values() for name, value in part.items()}  # the attack's settings
-    if given:
-        sim = parts[SimulationConfig]
-        sim["attack_options"] = {**sim.get("attack_options", {}), **given}
+    sim = parts[SimulationConfig]
+    if values or "attack_options" in sim:  # what is left: the attack's own settings
+        sim["attack_options"] = gather_attack_options(sim.get("attack_options", {}), values.values())
     config: SimulationConfig = nested(SimulationConfig, NESTED)(parts, fixed)
     return config
 

@@ -15,11 +15,19 @@ from functools import cache
 from typing import Any
 
 import attacks.inversion  # noqa: F401  (registration)
-from attacks.inversion.base import ATTACKS, RUN_SETTINGS, attack_config, attack_settings, config_default, takers
+from attacks.inversion.base import (
+    ATTACKS,
+    RUN_SETTINGS,
+    attack_config,
+    attack_settings,
+    config_default,
+    gather_attack_options,
+    takers,
+)
 from attacks.inversion.lpips import check_lpips_paths
 from attacks.inversion.readout import check_readable
 from fl.core.errors import ConfigError
-from fl.core.schema import Schema, Setting, above, at_least, check_bounds, coerce, setting, settings_of, within
+from fl.core.schema import Schema, above, at_least, check_bounds, setting, settings_of, within
 
 MODEL_TV_WEIGHT = {"vit": 1e-5}
 """TV weights that replace the attacks' defaults on some architectures: IG's 1e-4 over-smooths the
@@ -197,22 +205,8 @@ def inversion_schema() -> Schema:
 
 def _assemble(values: dict[type, dict[str, Any]], fixed: dict[str, Any]) -> InversionConfig:
     own = {**values.pop(InversionConfig, {}), **fixed}
-    settings = {s.name: s for s in attack_settings()}
-    given = {name: _typed(settings.get(name), name, v) for name, v in own.pop("attack_options", {}).items()}
-    options = {name: value for part in values.values() for name, value in part.items()}
-    return InversionConfig(**own, attack_options={**given, **options})
-
-
-def _typed(s: Setting | None, name: str, value: Any) -> Any:
-    """An ``--attack-option`` value as its setting's type (``lr_decay_at=0.5,0.75`` is a tuple)."""
-    if s is None:
-        return value
-    if isinstance(value, str) and s.kind is not str:
-        try:
-            value = s.from_text(value)
-        except ValueError as err:
-            raise ConfigError(f"attack option {name}: {err}") from None
-    return coerce(value, s.hint, name)
+    given = own.pop("attack_options", {})
+    return InversionConfig(**own, attack_options=gather_attack_options(given, values.values()))
 
 
 def inversion_config(values: Mapping[str, Any], *, where: str = "", **fixed: Any) -> InversionConfig:

@@ -174,6 +174,11 @@ def _described(cls: type) -> tuple[Setting, ...]:
     return tuple(out)
 
 
+def value_text(value: Any) -> str:
+    """A setting's value as a user writes it: a tuple as a comma list (``0.375,0.625,0.875``)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def check_bounds(config: Any) -> None:
     """Refuse, in one line naming the setting and its flag, a value outside its bounds (a config's
     ``__post_init__`` calls it first; checks across settings stay there)."""

@@ -167,3 +167,16 @@ def test_membership_cells_refuse_defense_settings_they_cannot_apply() -> None:
             ConfigError, match=rf"^membership\[0\]: membership cells cannot apply defense setting '{name}'"
         ):
             kind.build_config(spec(defense))
+
+
+def test_attack_option_texts_are_typed_alike_for_every_kind() -> None:
+    """``--attack-option lr_decay_at=0.5,0.75`` is the tuple the attack's config takes, whether the
+    run is a federation (simulate, the Flower run config) or an inversion experiment."""
+    from experiments.federated.schema import simulation_config
+    from experiments.inversion.config import inversion_config
+
+    given = {"lr_decay_at": "0.5,0.75", "tv_weight": 1, "recipe": "ig"}
+    sim = simulation_config({"attack": "ig", "attack_clients": 1, "attack_options": given})
+    inv = inversion_config({"attacks": ("ig",), "attack_options": given})
+    assert sim.attack_options == inv.attack_options == {"lr_decay_at": (0.5, 0.75), "tv_weight": 1.0, "recipe": "ig"}
+    assert isinstance(sim.attack_options["tv_weight"], float)
