@@ -100,7 +100,7 @@ def attack_settings(attacks: Sequence[str] | None = None) -> tuple[Setting, ...]
 
 def gather_attack_options(options: Mapping[str, Any], settings: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """A run's attack options: ``--attack-option`` values as their settings' types (a text such as
-    ``lr_decay_at=0.5,0.75`` parsed; names no attack has are left to the attack's config to refuse),
+    ``lr_decay_at=0.5,0.75`` parsed; names no attack has are left to :func:`check_applies` to refuse),
     then the attack settings given by name (flags, scenario keys), which win."""
     known = {s.name: s for s in attack_settings()}
     out = {}
@@ -120,6 +120,20 @@ def gather_attack_options(options: Mapping[str, Any], settings: Iterable[Mapping
 def takers(setting: str) -> list[str]:
     """The registered attacks whose config has ``setting``."""
     return [a for a in ATTACKS.names() if setting in config_fields(a)]
+
+
+def check_applies(setting: str, chosen: Sequence[str]) -> None:
+    """Refuse attack setting ``setting`` unless one of the ``chosen`` attacks takes it, in the one line
+    every command and scenario gives: the setting, the attacks that take it and its flag."""
+    used = takers(setting)
+    if not used:
+        valid = ", ".join(s.name for s in attack_settings())
+        raise ConfigError(f"no attack has the setting {setting!r}; valid settings: {valid}")
+    if set(used) & set(chosen):
+        return
+    flag = {s.name: s.flag for s in attack_settings() if s.cli}.get(setting, f"--attack-option {setting}=...")
+    chosen_text = f"attack is {chosen[0]}" if len(chosen) == 1 else f"attacks are {', '.join(chosen)}"
+    raise ConfigError(f"{setting} applies to {', '.join(used)} ({flag}); the chosen {chosen_text}")
 
 
 def _by_attack(defaults: dict[str, list[str]]) -> list[str]:

@@ -77,7 +77,6 @@ def attack(
     Only RUN_DIR/capture (what the server received) feeds the attack; RUN_DIR/truth is read
     afterwards to score it.
     """
-    from attacks.inversion.base import takers
     from attacks.inversion.lpips import check_lpips_paths, load_lpips
     from experiments.federated.attacking import attack_captured, part_attacked, save_outcome_grid
     from experiments.federated.config import check_attack_options, unattackable_training
@@ -88,13 +87,7 @@ def attack(
     from fl.federation.settings import TrainSettings
 
     state = get_state(ctx)
-    given = {name: value for name, value in flags.items() if value is not None}
-    for name in given:
-        if attack not in takers(name):
-            usable = [a for a in AFTER_THE_FACT if a in takers(name)]
-            flag = "--" + name.replace("_", "-")
-            raise click.BadParameter(f"applies to attacks {', '.join(usable)}, not {attack!r}", param_hint=flag)
-    options = {**attack_options, **given}
+    options = {**attack_options, **{name: value for name, value in flags.items() if value is not None}}
     layer_weights = str(options.get("layer_weights", "equal"))
     if options:
         check_attack_options(attack, options)

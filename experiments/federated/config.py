@@ -106,8 +106,10 @@ def check_attack_options(attack: str, options: Mapping[str, Any]) -> None:
     if taken := sorted({"iters", "seed"} & set(options)):
         raise ConfigError(f"--attack-option {taken[0]}=... is set by --attack-iters / --seed, not as an attack option")
     import attacks.inversion  # noqa: F401  (registration)
-    from attacks.inversion.base import attack_config
+    from attacks.inversion.base import attack_config, check_applies
 
+    for name in options:
+        check_applies(name, (attack,))
     attack_config(attack, None, **options)
 
 

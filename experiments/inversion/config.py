@@ -20,6 +20,7 @@ from attacks.inversion.base import (
     RUN_SETTINGS,
     attack_config,
     attack_settings,
+    check_applies,
     config_default,
     gather_attack_options,
     takers,
@@ -129,14 +130,7 @@ class InversionConfig:
         if taken := sorted(set(RUN_SETTINGS) & set(options)):
             raise ConfigError(f"--attack-option {taken[0]}=... is set by --{taken[0]}, not as an attack option")
         for name in options:
-            used = takers(name)
-            if not used:
-                valid = ", ".join(s.name for s in attack_settings())
-                raise ConfigError(f"no attack has the setting {name!r}; valid settings: {valid}")
-            if not set(used) & set(self.attacks):
-                only = f"attack {used[0]!r} only" if len(used) == 1 else f"attacks {', '.join(used)}"
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{name} ({flag}) applies to {only}; attacks: {', '.join(self.attacks)}")
+            check_applies(name, self.attacks)
         for attack in self.attacks:
             attack_config(attack, **self.attack_overrides(attack))
         if options.get("mask_readout"):

@@ -111,7 +111,7 @@ def test_federation_attack_settings_reach_the_curious_servers_attack() -> None:
 
     cfg = simulation_config({"attack": "dia", "attack_clients": 1, "mask_reg": 0.5, "attack_options": {"recipe": "ig"}})
     assert cfg.attack_options == {"recipe": "ig", "mask_reg": 0.5}
-    with pytest.raises(ConfigError, match=r"^attack 'ig' has no option 'mask_reg'"):
+    with pytest.raises(ConfigError, match=r"^mask_reg applies to dia \(--mask-reg\); the chosen attack is ig$"):
         simulation_config({"attack": "ig", "attack_clients": 1, "mask_reg": 0.5})
 
 
@@ -180,3 +180,41 @@ def test_attack_option_texts_are_typed_alike_for_every_kind() -> None:
     inv = inversion_config({"attacks": ("ig",), "attack_options": given})
     assert sim.attack_options == inv.attack_options == {"lr_decay_at": (0.5, 0.75), "tv_weight": 1.0, "recipe": "ig"}
     assert isinstance(sim.attack_options["tv_weight"], float)
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        (["--attack", "ig", "--mask-reg", "0.5"], "mask_reg applies to dia (--mask-reg); the chosen attack is ig"),
+        (
+            ["--attack", "dlg", "--attack-option", "bn_prior=0.01"],
+            "bn_prior applies to ig, dia, oracle (--attack-option bn_prior=...); the chosen attack is dlg",
+        ),
+    ],
+)
+def test_an_attack_setting_no_chosen_attack_takes_is_one_line_alike_in_every_command(tmp_path, given, line) -> None:
+    """``fedleak attack``, ``invert`` and ``simulate`` refuse it with the same usage error (exit 2),
+    before reading a capture or training anything."""
+    from click.testing import CliRunner
+
+    from experiments.cli import cli
+
+    commands = {
+        "attack": ["attack", str(tmp_path)],
+        "invert": ["invert", "--dataset", "sample", "--out", str(tmp_path / "invert")],
+        "simulate": ["simulate", "--dataset", "sample", "--engine", "inline", "--out", str(tmp_path / "sim")],
+    }
+    for name, args in commands.items():
+        res = CliRunner().invoke(cli, ["--device", "cpu", "-q", *args, *given])
+        assert res.exit_code == 2, (name, res.output)
+        assert [ln for ln in res.output.splitlines() if ln.startswith("Error:")] == [f"Error: {line}"], name
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_attack_setting_names_every_chosen_attack_it_misses() -> None:
+    from attacks.inversion.base import check_applies
+
+    with pytest.raises(ConfigError, match=r"^mask_reg applies to dia \(--mask-reg\); the chosen attacks are ig, dlg$"):
+        check_applies("mask_reg", ("ig", "dlg"))
+    with pytest.raises(ConfigError, match=r"^no attack has the setting 'tv'; valid settings: min_bias_grad, "):
+        check_applies("tv", ("ig",))

@@ -93,7 +93,9 @@ def test_federation_run_config_takes_model_and_attack_options_as_comma_lists() -
         ConfigError, match="run-config key 'attack-rounds': 'x' is not a comma-separated list of integers"
     ):
         config_from_run_config({"attack-rounds": "x"})
-    with pytest.raises(ConfigError, match="attack 'ig' has no option 'mask_step_size'"):
+    with pytest.raises(
+        ConfigError, match=r"mask_step_size applies to dia \(--mask-step-size\); the chosen attack is ig"
+    ):
         config_from_run_config({"attack": "ig", "attack-clients": 1, "attack-options": "mask_step_size=0.3"})
 
 

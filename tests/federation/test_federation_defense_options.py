@@ -227,7 +227,7 @@ def test_federation_simulate_curious_server_recovers_batch_one_clients_analytica
     [
         (["--attack-option", "layer_weights=balanced"], "attack setting 'layer_weights' needs an --attack"),
         (["--attack", "ig", "--attack-option", "iters=5"], "--attack-option iters=... is set by --attack-iters"),
-        (["--attack", "dia", "--attack-option", "tv=1"], "attack 'dia' has no option 'tv'; valid options:"),
+        (["--attack", "dia", "--attack-option", "tv=1"], "no attack has the setting 'tv'; valid settings:"),
         (["--attack", "ig", "--attack-option", "layer_weights=all"], "layer_weights 'all' is not one of"),
     ],
 )

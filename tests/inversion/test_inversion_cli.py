@@ -136,12 +136,18 @@ def test_mask_readout_is_named_in_the_table_and_the_metrics(tmp_path) -> None:
         (["--index", "20"], "past the end of sample test (20 images)"),
         (["--lr-decay-at", "0.9,0.5"], "(--lr-decay-at) must be strictly increasing fractions"),
         (["--lr-decay-at", "half"], "'half' is not a comma list of fractions"),
-        (["--attack", "ig", "--given-sites", "attn"], "given_sites (--given-sites) applies to attack 'dia' only"),
+        (
+            ["--attack", "ig", "--given-sites", "attn"],
+            "given_sites applies to dia (--given-sites); the chosen attack is ig",
+        ),
         (["--attack", "dia", "--given-sites", "["], "'[' is not a regular expression"),
         (["--attack", "dia", "--mask-init", "zeros"], "'zeros' is not one of 'bernoulli', 'mean'"),
         (["--layer-weights", "layerwise"], "'layerwise' is not one of 'equal', 'balanced'"),
-        (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig, dia, oracle; attacks: dlg"),
-        (["--attack", "ig", "--mask-readout"], "mask_readout (--mask-readout) applies to attack 'dia' only"),
+        (
+            ["--attack", "dlg", "--layer-weights", "balanced"],
+            "layer_weights applies to ig, dia, oracle (--layer-weights); the chosen attack is dlg",
+        ),
+        (["--attack", "ig", "--mask-readout"], "mask_readout applies to dia (--mask-readout); the chosen attack is ig"),
         (
             ["--attack", "dia", "--mask-readout", "--index", "0..1", "--batch-size", "2"],
             (

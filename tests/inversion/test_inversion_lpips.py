@@ -308,7 +308,10 @@ def test_attack_cli_runs_every_attack_a_capture_supports(captured_run) -> None:
     assert "dlg on round 1, client 0: PSNR" in res.output
     for args, needle in (
         (["--attack", "analytic"], "first layer is fully connected with a bias"),
-        (["--attack", "dlg", "--layer-weights", "balanced"], "applies to attacks ig, dia, oracle, not 'dlg'"),
+        (
+            ["--attack", "dlg", "--layer-weights", "balanced"],
+            "layer_weights applies to ig, dia, oracle (--layer-weights); the chosen attack is dlg",
+        ),
         (["--attack", "oracle"], "the oracle needs a model with dropout"),
     ):
         res = attack(*args)
