@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.federated.epsilon import epsilon_text
+from fl.core.runs import to_jsonable
 
 
 @dataclass(frozen=True)
@@ -56,4 +57,7 @@ class FederationResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """Every field as ``result.json`` stores it (:func:`fl.core.runs.to_jsonable`: round keys as
+        text, an infinite PSNR as ``"inf"``)."""
+        stored: dict[str, Any] = to_jsonable(self)
+        return stored

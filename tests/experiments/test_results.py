@@ -9,7 +9,7 @@ from experiments.federated.results import FederationResult
 from experiments.inversion.results import AttackSummary, InversionRun
 from experiments.membership.results import MembershipResult
 from fl.core.results import from_json
-from fl.core.runs import to_jsonable
+from fl.core.runs import atomic_write_json, to_jsonable
 
 
 def _stored(obj: object) -> dict:
@@ -30,6 +30,23 @@ def test_federation_result_rows_name_the_epsilon_by_its_unit_and_read_back() -> 
     assert res.epsilon_text() == "3.00 per client, central (δ=1e-05)"
     plain = FederationResult("none", 0.9, 0.3, None, None, None, 3, 1.0)
     assert set(plain.rows()) == {""} and "delta" not in plain.rows()[""]
+
+
+def test_federation_result_json_is_the_stored_file(tmp_path) -> None:
+    """``to_json`` is what ``result.json`` holds, byte for byte as before (round keys as text, an
+    exact reconstruction's PSNR as "inf")."""
+    res = FederationResult("analytic", 0.5, 1.25, None, None, None, 2, 3.5, {2: math.inf, 1: 30.0}, {1: [0, 3]})
+    assert res.to_json() == {
+        "attack": "analytic", "final_accuracy": 0.5, "final_loss": 1.25, "epsilon": None, "epsilon_unit": None,
+        "delta": None, "rounds_done": 2, "wall_s": 3.5, "attack_psnr": {"2": "inf", "1": 30.0},
+        "failures": {"1": [0, 3]},
+    }  # fmt: skip
+    atomic_write_json(tmp_path / "result.json", {**res.to_json(), "history": []})
+    assert (tmp_path / "result.json").read_text() == (
+        '{\n  "attack": "analytic",\n  "attack_psnr": {\n    "1": 30.0,\n    "2": "inf"\n  },\n  "delta": null,\n'
+        '  "epsilon": null,\n  "epsilon_unit": null,\n  "failures": {\n    "1": [\n      0,\n      3\n    ]\n  },\n'
+        '  "final_accuracy": 0.5,\n  "final_loss": 1.25,\n  "history": [],\n  "rounds_done": 2,\n  "wall_s": 3.5\n}\n'
+    )
 
 
 def test_inversion_run_rows_are_labelled_and_an_exact_reconstruction_reads_back() -> None:
