@@ -14,7 +14,7 @@ from fl.data import load_dataset
 from fl.federation.capture import CaptureStore
 
 
-def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
+def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path, simulate_args) -> None:
     """Two clients of 8 bundled CIFAR-10 images, batch 4, 2 local SGD steps (a weight delta over
     all 8 images), dropout 0.25, the paper's MLP; 100 iterations, labels recovered by the server.
     Measured with this secret: IG 7.7 / 8.1 dB, DIA 12.7 / 15.3 dB (with fresh secrets DIA ranged
@@ -22,42 +22,17 @@ def test_dia_beats_ig_on_a_batch4_two_step_federated_capture(tmp_path) -> None:
     run = tmp_path / "run"
     secret = tmp_path / "client_secret"  # a fixed clients' secret: the same masks and batches on every run
     secret.write_text("5eed" * 8 + "\n")
-    res = CliRunner().invoke(
-        cli,
-        [
-            "--device",
-            "cpu",
-            "simulate",
-            "--dataset",
-            "sample",
-            "--model",
-            "mlp",
-            "--clients",
-            "2",
-            "--client-examples",
-            "8",
-            "--batch-size",
-            "4",
-            "--local-steps",
-            "2",
-            "--lr",
-            "0.1",
-            "--rounds",
-            "1",
-            "--capture",
-            "all",
-            "--defense",
-            "dropout",
-            "--dropout",
-            "0.25",
-            "--engine",
-            "inline",
-            "--client-secret-file",
-            str(secret),
-            "--out",
-            str(run),
-        ],
+    args = simulate_args(
+        run,
+        client_examples=8,
+        batch_size=4,
+        local_steps=2,
+        lr=0.1,
+        defense="dropout",
+        dropout=0.25,
+        client_secret_file=secret,
     )
+    res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
     train = load_dataset("sample", split="train")

@@ -49,7 +49,7 @@ def test_one_step_update_gives_the_clients_batch_statistics() -> None:
         client_batch_statistics(two)
 
 
-def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_path) -> None:
+def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_path, simulate_args) -> None:
     """Through a federation: the capture keeps the buffers, the observation hands them over, and
     they give the attacked client's batch statistics; the curious server's IG runs with the prior
     (and the cost estimate on a state dict whose first entries are integer counters)."""
@@ -57,44 +57,19 @@ def test_captured_update_carries_the_batchnorm_statistics_to_the_attacker(tmp_pa
     from fl.federation.capture import CaptureStore
 
     run = tmp_path / "run"
-    res = CliRunner().invoke(
-        cli,
-        [
-            "--device",
-            "cpu",
-            "simulate",
-            "--dataset",
-            "sample",
-            "--model",
-            "convnet",
-            "--model-option",
-            "width=8",
-            "--clients",
-            "2",
-            "--client-examples",
-            "4",
-            "--batch-size",
-            "4",
-            "--local-steps",
-            "1",
-            "--rounds",
-            "1",
-            "--capture",
-            "all",
-            "--engine",
-            "inline",
-            "--attack",
-            "ig",
-            "--attack-clients",
-            "1",
-            "--attack-iters",
-            "3",
-            "--attack-option",
-            "bn_prior=0.1",
-            "--out",
-            str(run),
-        ],
+    args = simulate_args(
+        run,
+        model="convnet",
+        model_option="width=8",
+        client_examples=4,
+        batch_size=4,
+        local_steps=1,
+        attack="ig",
+        attack_clients=1,
+        attack_iters=3,
+        attack_option="bn_prior=0.1",
     )
+    res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     store = CaptureStore(run)
     obs = observation_from_capture(store.load(1, 0))

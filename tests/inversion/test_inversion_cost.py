@@ -139,80 +139,28 @@ def test_cli_refuses_an_oversized_inversion_in_one_line_within_seconds(tmp_path,
     assert time.perf_counter() - start < 60
 
 
-def test_simulate_refuses_an_oversized_curious_server_before_the_federation(tmp_path, monkeypatch) -> None:
+def test_simulate_refuses_an_oversized_curious_server_before_the_federation(
+    tmp_path, monkeypatch, simulate_args
+) -> None:
     monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "1")
     out = tmp_path / "run"
-    res = CliRunner().invoke(
-        cli,
-        [
-            "--device",
-            "cpu",
-            "simulate",
-            "--dataset",
-            "sample",
-            "--model",
-            "mlp",
-            "--clients",
-            "2",
-            "--client-examples",
-            "40",
-            "--batch-size",
-            "8",
-            "--rounds",
-            "2",
-            "--capture",
-            "all",
-            "--attack",
-            "ig",
-            "--attack-clients",
-            "1",
-            "--attack-iters",
-            "100000",
-            "--engine",
-            "inline",
-            "--out",
-            str(out),
-        ],
+    args = simulate_args(
+        out, client_examples=40, batch_size=8, rounds=2, attack="ig", attack_clients=1, attack_iters=100000
     )
+    res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2, res.output
     assert "in each of 2 rounds" in res.output and "over the time budget 60 s" in res.output
     assert not (out / "capture").exists() and not (out / "checkpoint").exists()
 
 
-def test_attack_rebuilds_a_part_of_a_large_update_and_says_which(tmp_path, monkeypatch) -> None:
+def test_attack_rebuilds_a_part_of_a_large_update_and_says_which(tmp_path, monkeypatch, simulate_args) -> None:
     """An update of 4 local steps x batch 8 (32 images): the full replay is over a tight budget and
     refused; --max-images 4 rebuilds 4 images under the one-gradient approximation, says so before
     it starts, and scores those 4 against the true images they match."""
     import json
 
     run = tmp_path / "run"
-    res = CliRunner().invoke(
-        cli,
-        [
-            "-q",
-            "--device",
-            "cpu",
-            "simulate",
-            "--dataset",
-            "sample",
-            "--model",
-            "mlp",
-            "--clients",
-            "2",
-            "--client-examples",
-            "32",
-            "--batch-size",
-            "8",
-            "--rounds",
-            "1",
-            "--capture",
-            "all",
-            "--engine",
-            "inline",
-            "--out",
-            str(run),
-        ],
-    )
+    res = CliRunner().invoke(cli, ["-q", *simulate_args(run, client_examples=32, batch_size=8)])
     assert res.exit_code == 0, res.output
     args = ["--device", "cpu", "attack", str(run), "--attack", "ig", "--iters", "20000"]
     monkeypatch.setenv("FEDLEAK_ATTACK_MINUTES", "1")
