@@ -19,21 +19,22 @@ from pathlib import Path
 import click
 import numpy as np
 
-from attacks.membership import MIAConfig
 from attacks.membership.metrics import epsilon_lower_bound
 from attacks.membership.plots import plot_roc_settings
+from defenses import DefenseConfig
 from experiments.membership import run_mia
+from experiments.membership.config import MIAConfig
 from experiments.membership.results import MembershipResult
 from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.device import resolve_device
 
 SETTINGS = {
-    "none": {},
-    "dropout-0.25": {"defense": "dropout", "dropout": 0.25},
-    "dropout-0.5": {"defense": "dropout", "dropout": 0.5},
-    "dp-eps1": {"defense": "dp-local", "epsilon": 1.0},
-    "dp-eps4": {"defense": "dp-local", "epsilon": 4.0},
-    "dp-eps8": {"defense": "dp-local", "epsilon": 8.0},
+    "none": DefenseConfig(),
+    "dropout-0.25": DefenseConfig(name="dropout", dropout=0.25),
+    "dropout-0.5": DefenseConfig(name="dropout", dropout=0.5),
+    "dp-eps1": DefenseConfig(name="dp-local", target_epsilon=1.0),
+    "dp-eps4": DefenseConfig(name="dp-local", target_epsilon=4.0),
+    "dp-eps8": DefenseConfig(name="dp-local", target_epsilon=8.0),
 }
 ATTACK_NAMES = {"loss": "LOSS", "lira": "LiRA", "rmia": "RMIA"}
 BASE = MIAConfig(
@@ -84,10 +85,10 @@ def main(
     rows, audit_rows = [], []
     curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]] = {}
     start = time.perf_counter()
-    for name, overrides in SETTINGS.items():
+    for name, defense in SETTINGS.items():
         if only and name not in only:
             continue
-        cfg = dataclasses.replace(BASE, **overrides)
+        cfg = dataclasses.replace(BASE, defense=defense)
         t0 = time.perf_counter()
         res = run_mia(
             cfg,

@@ -8,7 +8,7 @@ Field names follow the libraries: Opacus (``noise_multiplier``, ``max_grad_norm`
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +19,26 @@ CLIPPING_MODES = ("server-fixed", "client-fixed", "adaptive", "client-adaptive")
 ACCOUNTANTS = ("rdp", "prv")
 DROPOUT_PLACEMENTS = ("head", "all")
 MAX_QUANTIZE_BITS = 16
+# The settings each defense reads (a setting given for another defense is a mistake: refused).
+DEFENSE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "dropout": ("dropout", "dropout_placement"),
+    "dp-local": ("noise_multiplier", "target_epsilon", "delta", "max_grad_norm", "accountant"),
+    "dp-central": (
+        "noise_multiplier",
+        "target_epsilon",
+        "delta",
+        "clipping_norm",
+        "clipping",
+        "clipped_count_stddev",
+        "target_quantile",
+        "clip_norm_lr",
+    ),
+    "ldp": ("clipping_norm", "sensitivity", "epsilon", "delta"),
+    "prune": ("prune_ratio",),
+    "quantize": ("quantize_bits", "stochastic_rounding"),
+    "secagg": (),
+}
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,18 @@ class DefenseConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (for ``config.json``)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def unread_setting(name: str, given: Iterable[str]) -> str | None:
+    """The first of the ``given`` settings that defense ``name`` does not read (None: all are its own).
+
+    A user who writes ``--dropout 0.3`` without ``--defense dropout`` would otherwise train without
+    dropout and label the run as if it had some.
+    """
+    reads = DEFENSE_SETTINGS.get(name)
+    if reads is None:  # an unknown defense is refused by whoever builds it
+        return None
+    return next((k for k in given if k != "name" and k not in reads), None)
 
 
 def _bad(key: str, value: object, valid: str) -> None:

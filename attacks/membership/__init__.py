@@ -8,6 +8,5 @@ plus one import line below.
 
 from attacks.membership import blackbox, lira, rmia  # noqa: F401  (registration)
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipObservation, build_attack
-from attacks.membership.config import MIAConfig
 
-__all__ = ["MEMBERSHIP_ATTACKS", "MIAConfig", "MembershipAttack", "MembershipObservation", "build_attack"]
+__all__ = ["MEMBERSHIP_ATTACKS", "MembershipAttack", "MembershipObservation", "build_attack"]

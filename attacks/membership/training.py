@@ -72,9 +72,10 @@ def train_model(
     device: torch.device | str = "cpu",
     dp: DefenseConfig | None = None,
 ) -> list[tuple[float, float, int]] | None:
-    """Train ``model`` in place on ``images``/``labels``; with ``dp`` (a dp-local defense with a
-    target epsilon) by DP-SGD, returning the accountant's record ``[(sigma, sample rate, steps)]``
-    (its epsilon: :func:`defenses.accounting.epsilon_from_history`), else None."""
+    """Train ``model`` in place on ``images``/``labels``; with ``dp`` (a dp-local defense: its noise
+    multiplier, or the one planned for its target epsilon) by DP-SGD, returning the accountant's
+    record ``[(sigma, sample rate, steps)]`` (its epsilon: :func:`defenses.accounting.epsilon_from_history`),
+    else None."""
     model.to(device).train()
     with seeded_global_rng(seed, device):
         if dp is not None:
@@ -119,6 +120,7 @@ def _train_dp(
         model,
         make_optimizer(list(model.parameters()), cfg),
         loader,
+        noise_multiplier=None if dp.target_epsilon is not None else dp.sigma,
         target_epsilon=dp.target_epsilon,
         delta=dp.delta,
         max_grad_norm=dp.max_grad_norm,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from experiments.cli.schema import click_options
+from experiments.cli.schema import click_options, refuse_unread_defense_settings
 from experiments.cli.state import get_state
 from experiments.membership.schema import membership_schema, mia_settings, server_side_schema
 from fl.privacy_units import unit_label
@@ -64,8 +64,8 @@ def mia(ctx: click.Context, run_dir: Path | None, **kw: Any) -> None:
     """Membership inference with ROC, AUC, TPR at low FPR, DP bound and empirical epsilon.
 
     \b
-    fedleak mia --dataset cifar10 --model convnet --attack lira --shadows 16 --defense dp-local --epsilon 8 --out runs/mia1
-    fedleak mia --dataset mnist --model 2nn --clients 4 --rounds 3 --defense dp-local --epsilon 8 --out runs/mia2
+    fedleak mia --dataset cifar10 --model convnet --attack lira --shadows 16 --defense dp-local --target-epsilon 8 --out runs/mia1
+    fedleak mia --dataset mnist --model 2nn --clients 4 --rounds 3 --defense dp-local --target-epsilon 8 --out runs/mia2
     fedleak mia --federated runs/fed1 --attack grad-cosine --round 3
     """  # noqa: E501
     state = get_state(ctx)
@@ -78,6 +78,7 @@ def mia(ctx: click.Context, run_dir: Path | None, **kw: Any) -> None:
         cfg = server.build({**own, "clients": kw["attacked_clients"] or None, "seed": state.seed})
         _federated(state, run_dir, cfg, kw)
         return
+    refuse_unread_defense_settings(values, membership_schema().settings, always_read=("delta",))  # the empirical ε's
     if values["clients"]:
         _refuse(("epochs",), values, "a central target (leave it out with --clients)")
     else:

@@ -7,7 +7,7 @@ value by the config, in one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import click
@@ -45,6 +45,25 @@ def click_options(settings: Iterable[Setting]) -> Callable[[Any], Any]:
         return f
 
     return decorate
+
+
+def refuse_unread_defense_settings(
+    values: Mapping[str, Any], settings: Iterable[Setting], *, always_read: Iterable[str] = ()
+) -> None:
+    """A usage error for a defense setting given on the command line that the chosen defense does
+    not read (``--dropout 0.3`` without ``--defense dropout`` would train without dropout);
+    ``always_read``: settings the command reads whatever the defense."""
+    from defenses.config import DEFENSE_SETTINGS, DefenseConfig, unread_setting
+
+    flags = {s.name: s.flag for s in settings if s.owner is DefenseConfig and s.name not in set(always_read)}
+    name = values.get("name") or "none"
+    bad = unread_setting(name, [k for k in flags if values.get(k) is not None])
+    if bad is not None:
+        reads = [flags[k] for k in DEFENSE_SETTINGS[name] if k in flags]
+        raise click.UsageError(
+            f"{flags[bad]} does not apply to --defense {name}"
+            + (f", which takes {', '.join(reads)}" if reads else ", which takes no settings")
+        )
 
 
 def _parsed(s: Setting) -> Callable[[click.Context, click.Parameter, str | None], Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from experiments.cli.schema import click_options
+from experiments.cli.schema import click_options, refuse_unread_defense_settings
 from experiments.cli.state import get_state
 from experiments.federated.results import FederationResult
 from experiments.federated.schema import federation_settings, simulation_config
@@ -48,6 +48,7 @@ def simulate(ctx: click.Context, **kw: Any) -> None:
 
     state = get_state(ctx)
     values = {s.name: kw.pop(s.name) for s in federation_settings() if s.cli}
+    refuse_unread_defense_settings(values, federation_settings())
     if values["attack_clients"] is None:
         values["attack_clients"] = int(values["attack"] not in (None, "none"))
     if values["strategy"] != "fedprox":  # the proximal term belongs to FedProx

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from defenses import DEFENSES, DefenseConfig
+from defenses.config import DEFENSE_SETTINGS, unread_setting
 from experiments.grid.kinds.base import CellKind, CellSpec
 from experiments.grid.scenario import DefenseGrid, Scenario
 from fl.core.errors import ConfigError
@@ -58,6 +59,9 @@ def defense_settings(grid: DefenseGrid, known: Collection[str]) -> list[tuple[De
             config = DefenseConfig.from_dict(values)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        if (unread := unread_setting(family, values)) is not None:
+            reads = ", ".join(DEFENSE_SETTINGS[family]) or "no settings"
+            raise ConfigError(f"{where}: {unread!r} is not a setting of the {family} defense, which takes {reads}")
         labels = {k: v for k, v in values.items() if k != "name"}
         shown = {k: labels[k] for k in names} or labels  # the grid axes, else the fixed options
         setting = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) or "-"

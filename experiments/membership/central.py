@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from attacks.membership.base import MembershipObservation, build_attack
-from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.one_run import one_run_audit
 from attacks.membership.plots import plot_roc
@@ -32,6 +31,7 @@ from attacks.membership.shadows import cache_key, code_salt, train_shadows
 from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
 from defenses.accounting import epsilon_from_history
+from experiments.membership.config import MIAConfig
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import (
@@ -120,17 +120,18 @@ def draw_pool(
 
 
 def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
+    """The target's (and shadows') model: the user's model options, then the defense's overrides
+    (the dropout defense's rate and placement), as a federated model is built."""
+    from defenses import build_defense
     from fl.models import build_model
+
+    overrides = {**cfg.model_options, **build_defense(cfg.defense).model_overrides()}
+    dropout = float(overrides.pop("dropout", 0.0))
 
     def build(seed: int) -> nn.Module:
         torch.manual_seed(seed)
         return build_model(
-            cfg.model,
-            in_shape=in_shape,
-            num_classes=num_classes,
-            dropout=cfg.dropout,
-            norm=cfg.norm,
-            **dict(cfg.model_options),
+            cfg.model, in_shape=in_shape, num_classes=num_classes, dropout=dropout, norm=cfg.norm, **overrides
         )
 
     return build
@@ -149,6 +150,7 @@ def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
         "norm": cfg.norm if cfg.norm is not None else model_options(cfg.model).get("norm"),
         "model_options": dict(cfg.model_options),
         "dropout": cfg.dropout,
+        **({"placement": cfg.defense.dropout_placement} if cfg.dropout and cfg.defense.dropout_placement else {}),
         "standardize": cfg.standardized,
     }
 
@@ -247,7 +249,7 @@ def run_mia(
         test_accuracy=test_acc,
         epsilon=eps,
         epsilon_unit="record" if eps is not None else None,  # DP-SGD protects one training record
-        delta=cfg.delta if eps is not None else None,
+        delta=cfg.defense.delta if eps is not None else None,
         attacks=found.metrics,
         shadows=found.shadows,
         timings=timings,
@@ -324,11 +326,11 @@ def audit(
             bootstrap=cfg.bootstrap,
             seed=cfg.seed,
             epsilon=eps,
-            delta=cfg.delta,
+            delta=cfg.defense.delta,
         )
         if cfg.one_run_guesses:
             k = cfg.one_run_guesses
-            m.update(one_run_audit(scores[name], members, k_pos=k, k_neg=k, delta=cfg.delta).as_dict())
+            m.update(one_run_audit(scores[name], members, k_pos=k, k_neg=k, delta=cfg.defense.delta).as_dict())
         fitted = attack.fitted(obs)
         if fitted:
             m["fitted"] = fitted
@@ -356,11 +358,11 @@ def write_audit(
     np.savez(buf, members=members, **arrays, **{f"score_{k}": v for k, v in scores.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     atomic_write_json(out / "metrics.json", result.to_json())
-    title = f"{cfg.dataset} {cfg.model}, {cfg.defense}" + (f" ε={eps:.3g}" if eps is not None else "")
+    title = f"{cfg.dataset} {cfg.model}, {cfg.defense.name}" + (f" ε={eps:.3g}" if eps is not None else "")
     plot_roc(
         {k: (v, members) for k, v in scores.items()},
         out / "roc.png",
         epsilon=eps,
-        delta=cfg.delta,
+        delta=cfg.defense.delta,
         title=title,
     )

@@ -34,7 +34,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.membership.base import build_attack
-from attacks.membership.config import MIAConfig
 from attacks.membership.metrics import evaluate
 from attacks.membership.shadows import cache_key, paired_assignment, stored_assignment
 from attacks.membership.training import accuracy
@@ -47,6 +46,7 @@ from experiments.membership.central import (
     draw_indices,
     write_audit,
 )
+from experiments.membership.config import MIAConfig
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
@@ -77,7 +77,7 @@ def simulation_config(
             optimizer=cfg.optimizer,
             momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
         ),
-        defense=cfg.defense_config,
+        defense=cfg.defense,
         capture=capture,
         engine="inline",
         data_dir=None if data_root is None else str(data_root),
@@ -202,7 +202,7 @@ def client_level(
             bootstrap=cfg.bootstrap,
             seed=cfg.seed,
             epsilon=epsilon,
-            delta=cfg.delta,
+            delta=cfg.defense.delta,
         )
         for name, s in scores.items()
     }
@@ -271,7 +271,7 @@ def run_federation_mia(
             device=device,
         )
 
-    bounded = replace(cfg, delta=fed.delta or cfg.delta)
+    bounded = replace(cfg, defense=replace(cfg.defense, delta=fed.delta or cfg.defense.delta))
     # the record-level audit is bounded by a record-level epsilon only (a client-level epsilon
     # bounds a record by group privacy only, about (2 eps, (1 + e^eps) delta): not applied)
     record_eps = eps if unit == "record" else None

@@ -5,17 +5,37 @@ updates). ``fedleak mia``'s options and the scenario keys of ``[[membership]]`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
-from attacks.membership.config import MIAConfig
+from defenses import DefenseConfig
+from experiments.membership.config import MEMBERSHIP_DEFENSE_SETTINGS, MEMBERSHIP_DEFENSES, MIAConfig
 from experiments.membership.server_side import FederatedMIAConfig
 from fl.core.schema import Schema, Setting, flat_settings, nested
+
+NESTED = {"defense": DefenseConfig}
+# Where a defense setting means more in an audit than DefenseConfig's help says.
+AUDIT_HELP = {
+    "name": "Defense of the target's (and the shadows') training: dropout; dp-local, DP-SGD (one record); "
+    "dp-central, the server clips and noises client updates (one client; needs --clients).",
+    "delta": "DP delta of dp-local/dp-central, and of the empirical epsilon every audit reports.",
+}
 
 
 @cache
 def membership_schema() -> Schema:
-    """The black-box audit (``fedleak mia``, ``[[membership]]`` blocks)."""
-    return Schema("membership", flat_settings(MIAConfig, {}), nested(MIAConfig, {}))
+    """The black-box audit (``fedleak mia``, ``[[membership]]`` blocks): ``MIAConfig``'s settings
+    with those of its nested ``DefenseConfig`` that the membership defenses read."""
+    settings = []
+    for s in flat_settings(MIAConfig, NESTED):
+        if s.owner is DefenseConfig:
+            if s.name not in MEMBERSHIP_DEFENSE_SETTINGS:
+                continue
+            s = replace(
+                s, help=AUDIT_HELP.get(s.name, s.help), choices=MEMBERSHIP_DEFENSES if s.name == "name" else None
+            )
+        settings.append(s)
+    return Schema("membership", tuple(settings), nested(MIAConfig, NESTED))
 
 
 @cache

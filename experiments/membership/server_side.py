@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.membership.config import parse_fprs
 from attacks.membership.federated import (
     FEDERATED_ATTACKS,
     attribute_records,
@@ -30,6 +29,7 @@ from attacks.membership.federated import (
 )
 from attacks.membership.metrics import DEFAULT_FPRS, evaluate
 from attacks.membership.plots import plot_roc
+from experiments.membership.config import parse_fprs
 from experiments.membership.results import ServerSideResult
 from fl.core.errors import ConfigError, DataError
 from fl.core.runs import atomic_write_bytes, atomic_write_json, init_run_dir
@@ -44,7 +44,7 @@ class FederatedMIAConfig:
     """Which round, clients and attacks of a captured federation to audit (``fedleak mia --federated``).
 
     ``attacks``, ``fprs`` and ``bootstrap`` share their options with the black-box audit's
-    (:class:`~attacks.membership.config.MIAConfig`); ``clients`` is the repeatable ``--client``.
+    (:class:`~experiments.membership.config.MIAConfig`); ``clients`` is the repeatable ``--client``.
     """
 
     attacks: tuple[str, ...] = setting(

@@ -87,9 +87,10 @@ def test_shipped_scenarios_expand_against_the_real_configs() -> None:
     assert inv["dropout=0.25"].attacks == ("ig", "dia") and inv["dropout=0.25"].dropout == 0.25
     mia = {(c.defense, c.typed.federated): c for c in quick if c.kind == "membership"}
     assert sorted(mia) == [("dp", False), ("dp", True), ("none", False), ("none", True)]
-    assert mia["dp", False].typed.defense == "dp-local" and mia["dp", False].typed.epsilon == 8.0
+    dp = mia["dp", False].typed.defense
+    assert dp.name == "dp-local" and dp.target_epsilon == 8.0 and dp.max_grad_norm == 1.0
     fed_mia = mia["dp", True]  # the demo's membership cell on a federation's global model
-    assert fed_mia.typed.clients == 4 and fed_mia.typed.defense == "dp-local"
+    assert fed_mia.typed.clients == 4 and fed_mia.typed.defense.name == "dp-local"
     assert fed_mia.setting == "global model of 4 clients, target_epsilon=8.0"
     fed = sorted((c.defense, c.typed.attack) for c in quick if c.kind == "federated")
     assert fed == [("dp", "ig"), ("dropout", "dia"), ("dropout", "ig"), ("none", "ig")]  # the demo's federation

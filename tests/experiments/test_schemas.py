@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import click
@@ -147,26 +148,31 @@ def test_bounds_in_the_settings_refuse_a_value_just_outside_in_one_line(kind: st
         assert "\n" not in message
 
 
-def test_membership_cells_refuse_defense_settings_they_cannot_apply() -> None:
-    """A defense table's setting a membership cell would drop (its accountant, adaptive clipping)
-    is refused in one line instead of labelling a run that did not use it."""
-    from defenses import DefenseConfig
+def test_membership_cells_take_their_defense_table_whole() -> None:
+    """A membership cell's DefenseConfig is its table's (the accountant, adaptive clipping reach
+    the target's training), and a table setting its defense does not read is refused in one line
+    instead of labelling a run that did not use it."""
+    from defenses import DEFENSES, DefenseConfig
+    from experiments.grid.cells import defense_settings
     from experiments.grid.kinds.base import CellSpec
+    from experiments.grid.scenario import DefenseGrid
 
     kind = CELL_KINDS.get("membership")
 
-    def spec(defense: DefenseConfig) -> CellSpec:
-        return CellSpec("membership", "membership[0]", "sample", "mlp", ("loss",), defense, 0)
+    def spec(defense: DefenseConfig, **options: int) -> CellSpec:
+        return CellSpec("membership", "membership[0]", "sample", "mlp", ("loss",), defense, 0, options=options)
 
-    assert kind.build_config(spec(DefenseConfig(name="dp-local", target_epsilon=2.0))).epsilon == 2.0
-    for defense, name in (
-        (DefenseConfig(name="dp-local", target_epsilon=2.0, accountant="prv"), "accountant"),
-        (DefenseConfig(name="dp-central", target_epsilon=2.0, clipping="adaptive"), "clipping"),
-    ):
-        with pytest.raises(
-            ConfigError, match=rf"^membership\[0\]: membership cells cannot apply defense setting '{name}'"
-        ):
-            kind.build_config(spec(defense))
+    local = DefenseConfig(name="dp-local", target_epsilon=2.0, accountant="prv", max_grad_norm=3.0)
+    assert kind.build_config(spec(local)).defense == local
+    central = DefenseConfig(name="dp-central", noise_multiplier=0.5, clipping="adaptive", target_quantile=0.7)
+    assert kind.build_config(spec(central, clients=2)).defense == central
+    table = DefenseGrid("dp", fixed={"name": "dp-local", "target_epsilon": 2.0, "prune_ratio": 0.5})
+    message = (
+        "defenses.dp: 'prune_ratio' is not a setting of the dp-local defense, which takes noise_multiplier, "
+        "target_epsilon, delta, max_grad_norm, accountant"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        defense_settings(table, DEFENSES.names())
 
 
 def test_attack_option_texts_are_typed_alike_for_every_kind() -> None:

@@ -84,10 +84,6 @@ def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_pat
         "--no-stochastic-rounding",
         "--quantize-bits",
         "4",
-        "--clipped-count-stddev",
-        "0.5",
-        "--accountant",
-        "prv",
         "--out",
         str(tmp_path),
     ]
@@ -95,8 +91,30 @@ def test_federation_simulate_passes_every_new_defense_flag_to_the_config(tmp_pat
     assert result.exit_code == 0, result.output
     defense = json.loads((tmp_path / "config.json").read_text())["defense"]
     assert defense["stochastic_rounding"] is False and defense["quantize_bits"] == 4
-    assert defense["clipped_count_stddev"] == 0.5 and defense["accountant"] == "prv"
     assert json.loads((tmp_path / "config.json").read_text())["engine"] == "inline"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dropout", "0.3"], "--dropout does not apply to --defense none, which takes no settings"),
+        (
+            ["--defense", "quantize", "--accountant", "prv"],
+            "--accountant does not apply to --defense quantize, which takes --quantize-bits, --stochastic-rounding",
+        ),
+        (
+            ["--defense", "dp-local", "--clipping-norm", "2"],
+            "--clipping-norm does not apply to --defense dp-local, which takes --noise-multiplier, "
+            "--target-epsilon, --delta, --max-grad-norm, --accountant",
+        ),
+    ],
+)
+def test_federation_simulate_refuses_a_setting_its_defense_does_not_read(tmp_path, args, message):
+    """``--dropout 0.3`` without ``--defense dropout`` would train without dropout: one usage line."""
+    result = CliRunner().invoke(cli, [*BASE, *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_federation_simulate_model_options_build_the_federated_model(tmp_path):
@@ -292,3 +310,14 @@ def test_federation_attack_on_updates_the_replay_cannot_model_is_refused_before_
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "config.json").exists()
+
+
+def test_every_defense_names_the_settings_it_reads() -> None:
+    """DEFENSE_SETTINGS has one row per registered defense, and every DefenseConfig setting is read
+    by some defense (a new setting or defense that forgets its row is caught here)."""
+    from defenses import DEFENSES
+    from defenses.config import DEFENSE_SETTINGS
+
+    assert sorted(DEFENSE_SETTINGS) == sorted(DEFENSES.names())
+    read = {s for names in DEFENSE_SETTINGS.values() for s in names}
+    assert read | {"name"} == {f.name for f in fields(DefenseConfig)}

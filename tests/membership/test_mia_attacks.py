@@ -12,12 +12,14 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
-from attacks.membership import MEMBERSHIP_ATTACKS, MembershipObservation, MIAConfig, build_attack
+from attacks.membership import MEMBERSHIP_ATTACKS, MembershipObservation, build_attack
 from attacks.membership.metrics import point_metrics
 from attacks.membership.rmia import A_GRID
 from attacks.membership.signals import query_logits
 from attacks.membership.training import train_model
+from defenses import DefenseConfig
 from experiments.membership import run_mia
+from experiments.membership.config import MIAConfig
 
 TINY = MIAConfig(
     dataset="cifar10",
@@ -142,9 +144,7 @@ def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
         attacks=("loss", "lira"),
         shadows=3,
         epochs=5,
-        defense="dp-local",
-        epsilon=1.0,
-        max_grad_norm=1.0,
+        defense=DefenseConfig(name="dp-local", target_epsilon=1.0, max_grad_norm=1.0),
         bootstrap=0,
     )
     res = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, out_dir=tmp_path / "run", progress=False)
@@ -158,6 +158,6 @@ def test_mia_dp_target_stays_under_the_bound(data_root, tmp_path) -> None:
     (sigma, q, steps), *more = recorded["dp_history"]
     acc = RDPAccountant()
     acc.history = [(sigma, q, steps), *map(tuple, more)]
-    assert recorded["epsilon"] == res.epsilon == acc.get_epsilon(delta=cfg.delta)
+    assert recorded["epsilon"] == res.epsilon == acc.get_epsilon(delta=cfg.defense.delta)
     again = run_mia(cfg, device="cpu", data_root=data_root, cache_dir=tmp_path, progress=False)
     assert again.epsilon == res.epsilon and again.dp_history == res.dp_history

@@ -91,7 +91,8 @@ def test_mia_cli_options_reach_the_configs(monkeypatch, tmp_path) -> None:
     the configs' defaults, and the global ``--seed`` is the config's."""
     import experiments.membership
     import experiments.membership.server_side
-    from attacks.membership import MIAConfig
+    from defenses import DefenseConfig
+    from experiments.membership.config import MIAConfig
     from experiments.membership.server_side import FederatedMIAConfig
 
     seen: list[object] = []
@@ -107,11 +108,16 @@ def test_mia_cli_options_reach_the_configs(monkeypatch, tmp_path) -> None:
     assert seen.pop() == MIAConfig(seed=3)
     args = ["--attack", "loss", "--attack", "lira", "--lira-variance", "per-example", "--rmia-a", "0.3"]
     args += ["--fpr", "0.01,0.1", "--model-option", "width=8", "--epochs", "2", "--norm", "none"]
-    CliRunner().invoke(cli, [*cli_args, *args])
+    CliRunner().invoke(cli, [*cli_args, *args, "--delta", "1e-6"])  # the empirical epsilon's delta, without DP too
     assert seen.pop() == MIAConfig(
         attacks=("loss", "lira"), fix_variance=False, offline_a=0.3, fprs=(0.01, 0.1),
-        model_options={"width": 8}, epochs=2, norm="none", seed=3,
+        model_options={"width": 8}, epochs=2, norm="none", defense=DefenseConfig(delta=1e-6), seed=3,
     )  # fmt: skip
+    dp = ["--defense", "dp-local", "--noise-multiplier", "0.8", "--max-grad-norm", "2", "--accountant", "prv"]
+    CliRunner().invoke(cli, [*cli_args, *dp])
+    assert seen.pop() == MIAConfig(
+        defense=DefenseConfig(name="dp-local", noise_multiplier=0.8, max_grad_norm=2.0, accountant="prv"), seed=3
+    )
     fed = ["--federated", str(tmp_path), "--client", "0", "--client", "2", "--round", "2", "--attack", "grad-norm"]
     CliRunner().invoke(cli, [*cli_args, *fed, "--bootstrap", "0"])
     assert seen.pop() == FederatedMIAConfig(attacks=("grad-norm",), server_round=2, clients=(0, 2), bootstrap=0, seed=3)

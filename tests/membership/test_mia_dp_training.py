@@ -3,17 +3,19 @@ and is what Opacus' own make_private_with_epsilon trains: the same weights and t
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from attacks.membership import MIAConfig
 from attacks.membership.training import ModelTraining, dp_generators, make_optimizer, seeded_global_rng, train_model
 from defenses import DefenseConfig
 from defenses.accounting import OPACUS_TOLERANCE, epsilon_from_history, noise_for_epsilon
 from defenses.dp_local import poisson_batches
+from experiments.membership.config import MIAConfig
 from fl.core.errors import ConfigError
 from fl.models import build_model
 from fl.seed import make_generator
@@ -96,19 +98,27 @@ def test_mia_dp_training_accounts_every_step_at_the_rate_it_samples() -> None:
     assert 2.0 - OPACUS_TOLERANCE <= eps <= 2.0
 
 
-def test_mia_config_hands_its_defense_to_the_defenses_package() -> None:
-    """The config's defense fields become the DefenseConfig the federation and DP-SGD are built from."""
-    local = MIAConfig(defense="dp-local", epsilon=4.0, delta=1e-6, max_grad_norm=2.0)
-    assert local.dp_config == DefenseConfig(name="dp-local", target_epsilon=4.0, delta=1e-6, max_grad_norm=2.0)
-    central = MIAConfig(defense="dp-central", epsilon=4.0, max_grad_norm=2.0, clients=2, pool_size=100)
-    assert central.dp_config is None
-    assert central.defense_config == DefenseConfig(name="dp-central", target_epsilon=4.0, clipping_norm=2.0)
-    assert MIAConfig(defense="dropout", dropout=0.3).defense_config == DefenseConfig(name="dropout", dropout=0.3)
-    assert MIAConfig().defense_config == DefenseConfig()
-    with pytest.raises(ConfigError, match=r"epsilon=inf is invalid; expected a finite value > 0 \(--epsilon\)"):
-        MIAConfig(defense="dp-local", epsilon=float("inf"))
-    with pytest.raises(ConfigError, match=r"delta=0.0 is invalid; expected a value in \(0, 1\)"):
-        MIAConfig(defense="dp-central", clients=2, pool_size=100, delta=0.0)
+def test_mia_config_nests_the_defense_the_defenses_package_builds() -> None:
+    """The audit's defense is a DefenseConfig: DP-SGD reads it for a central target, the federation
+    for a federated one; a setting no membership defense reads, or one the chosen target cannot
+    apply, is refused in one line."""
+    local = DefenseConfig(name="dp-local", target_epsilon=4.0, delta=1e-6, max_grad_norm=2.0, accountant="prv")
+    assert MIAConfig(defense=local).dp_config == local
+    central = DefenseConfig(name="dp-central", target_epsilon=4.0, clipping_norm=2.0, clipping="adaptive")
+    assert MIAConfig(defense=central, clients=2, pool_size=100).dp_config is None  # the federation applies it
+    assert MIAConfig(defense=local, clients=2, pool_size=100).dp_config is None
+    assert MIAConfig(defense=DefenseConfig(name="dropout", dropout=0.3)).dropout == 0.3
+    assert MIAConfig(defense=DefenseConfig(dropout=0.3)).dropout == 0.0  # only the dropout defense sets it
+    for defense, message in (
+        (DefenseConfig(name="prune"), "unknown defense 'prune'; valid choices: none, dropout, dp-local, dp-central"),
+        (DefenseConfig(name="dp-local", epsilon=2.0), "cannot apply defense setting 'epsilon'"),
+        (DefenseConfig(name="dp-central"), "the dp-central defense needs a federated target"),
+        (DefenseConfig(name="dropout", dropout=0.0), "the dropout defense needs dropout > 0 (--dropout)"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            MIAConfig(defense=defense)
+    with pytest.raises(ConfigError, match=r"target_epsilon=inf is invalid; expected a finite value > 0"):
+        DefenseConfig(name="dp-local", target_epsilon=float("inf"))
 
 
 def test_mia_dp_noise_and_batches_are_independent_streams() -> None:
@@ -120,3 +130,18 @@ def test_mia_dp_noise_and_batches_are_independent_streams() -> None:
     assert torch.equal(torch.rand(64, generator=again), torch.rand(64, generator=dp_generators(7)[0]))
     coupled = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     assert torch.equal(torch.rand(64, generator=coupled[0]), torch.rand(64, generator=coupled[1]))
+
+
+def test_mia_dp_training_takes_a_noise_multiplier_and_the_prv_accountant() -> None:
+    """A dp-local defense given by its noise multiplier trains at that sigma (no planning), and the
+    audit's epsilon under the PRV accountant is Opacus' PRVAccountant on the recorded steps."""
+    from opacus.accountants import PRVAccountant
+
+    x, y = _data(60)
+    dp = DefenseConfig(name="dp-local", noise_multiplier=1.3, delta=1e-5, accountant="prv")
+    history = train_model(_model(), x, y, ModelTraining(epochs=2, batch_size=10, lr=0.05), seed=2, dp=dp)
+    assert history == [(1.3, 1 / 6, 2 * poisson_batches(6))]
+    reference = PRVAccountant()
+    reference.history = [(1.3, 1 / 6, 2 * poisson_batches(6))]
+    eps = epsilon_from_history(history, delta=1e-5, accountant="prv")
+    assert eps == reference.get_epsilon(delta=1e-5) and 0 < eps < epsilon_from_history(history, delta=1e-5)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from attacks.membership import MIAConfig
 from experiments.cli import cli
+from experiments.membership.config import MIAConfig
 from fl.core.errors import ConfigError
 
 FED = [
@@ -42,7 +42,9 @@ def _mia(*args: str):
 def dp_central_audit(tmp_path_factory):
     out = tmp_path_factory.mktemp("fed_mia")
     cache = tmp_path_factory.mktemp("cache")
-    result = _mia(*FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(out))
+    result = _mia(
+        *FED, "--defense", "dp-central", "--target-epsilon", "4", "--cache-dir", str(cache), "--out", str(out)
+    )
     return out, cache, result
 
 
@@ -83,13 +85,29 @@ def test_mia_federated_target_trains_on_exactly_the_members(dp_central_audit) ->
 def test_mia_federated_shadows_are_cached_per_recipe(dp_central_audit, tmp_path) -> None:
     _, cache, _ = dp_central_audit
     result = _mia(
-        *FED, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "a")
+        *FED,
+        "--defense",
+        "dp-central",
+        "--target-epsilon",
+        "4",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "a"),
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["shadows"]["reused"] == 4
     other = [*FED[:7], "3", *FED[8:]]  # --rounds 3: another recipe, other shadows
     result = _mia(
-        *other, "--defense", "dp-central", "--epsilon", "4", "--cache-dir", str(cache), "--out", str(tmp_path / "b")
+        *other,
+        "--defense",
+        "dp-central",
+        "--target-epsilon",
+        "4",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "b"),
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["shadows"]["trained"] == 4
@@ -100,7 +118,7 @@ def test_mia_federated_dp_local_target_is_bounded_per_record(tmp_path) -> None:
         *FED,
         "--defense",
         "dp-local",
-        "--epsilon",
+        "--target-epsilon",
         "8",
         "--cache-dir",
         str(tmp_path / "c"),
@@ -140,7 +158,9 @@ def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_
         (["--defense", "dp-central"], "dp-central defense needs a federated target"),
         (["--rounds", "2"], "--rounds applies to a federated target"),
         (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target"),
-        (["--clients", "2", "--dropout", "0.2"], "takes its dropout from the dropout defense"),
+        (["--clients", "2", "--dropout", "0.2"], "--dropout does not apply to --defense none"),
+        (["--defense", "dp-local", "--clipping-norm", "2"], "--clipping-norm does not apply to --defense dp-local"),
+        (["--model-option", "dropout=0.2"], "--model-option dropout=... is set by the dropout defense"),
         (["--clients", "30"], "pool_size // 2 = 20 < clients = 30"),
         (["--client-secret-file", __file__], "--client-secret-file applies to a federated target"),
     ],

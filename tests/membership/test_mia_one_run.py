@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from attacks.membership import MIAConfig
 from attacks.membership.one_run import epsilon_lower_bound, one_run_audit, p_value
 from experiments.cli import cli
+from experiments.membership.config import MIAConfig
 from fl.core.errors import ConfigError
 
 

@@ -63,8 +63,8 @@ def test_mia_cache_key_depends_on_config_and_data() -> None:
 
 def test_mia_cache_key_resolves_the_default_norm() -> None:
     """norm None means the model's default, so it shares shadows with that norm spelled out."""
-    from attacks.membership.config import MIAConfig
     from experiments.membership.central import _key_parts
+    from experiments.membership.config import MIAConfig
 
     assert _key_parts(MIAConfig(model="mlp", norm=None)) == _key_parts(MIAConfig(model="mlp", norm="none"))
     assert _key_parts(MIAConfig(model="convnet", norm=None)) == _key_parts(MIAConfig(model="convnet", norm="batch"))

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from defenses import DefenseConfig
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
+from experiments.membership.config import MEMBERSHIP_DEFENSE_SETTINGS, MEMBERSHIP_DEFENSES
 from fl.core.errors import ConfigError, DataError
 from fl.core.results import RunResult
 from fl.core.schema import Schema
@@ -30,7 +30,7 @@ class MembershipKind(CellKind):
         "population": "population_size",
         "bootstrap": "bootstrap",
     }
-    defenses = ("none", "dropout", "dp-local", "dp-central")
+    defenses = MEMBERSHIP_DEFENSES
 
     def schema(self) -> Schema:
         from experiments.membership.schema import membership_schema
@@ -43,32 +43,19 @@ class MembershipKind(CellKind):
         return MEMBERSHIP_ATTACKS.names()
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
-        defense = spec.defense
-        honoured = {"name", "dropout", "target_epsilon", "delta", "max_grad_norm", "clipping_norm"}
-        default = DefenseConfig().to_dict()
-        if unused := sorted(k for k, v in defense.to_dict().items() if k not in honoured and v != default[k]):
+        defense = spec.defense.to_dict()
+        if given := sorted(set(defense) & set(spec.options)):
             raise ConfigError(
-                f"{spec.where}: membership cells cannot apply defense setting {unused[0]!r} of the "
-                f"{defense.name} table; they take {', '.join(sorted(honoured - {'name'}))}"
+                f"{spec.where}.options sets defense setting {given[0]!r}: give it in a [defenses.NAME] table, "
+                "so the cell's label says it"
             )
-        values: dict[str, Any] = {
+        return {  # a table holds the settings of its defense only (experiments.grid.cells)
             "dataset": spec.dataset,
             "model": spec.model,
             "attacks": spec.attacks,
-            "defense": defense.name,
+            **{k: v for k, v in defense.items() if k in MEMBERSHIP_DEFENSE_SETTINGS},
             "seed": spec.seed,
         }
-        if defense.name == "dropout":
-            values["dropout"] = defense.dropout
-        if defense.name in ("dp-local", "dp-central"):
-            if defense.target_epsilon is None:
-                raise ConfigError(
-                    f"{spec.where}: membership cells train to a target_epsilon; set it in the "
-                    f"{defense.name} defense table"
-                )
-            bound = defense.max_grad_norm if defense.name == "dp-local" else defense.clipping_norm
-            values.update(epsilon=defense.target_epsilon, delta=defense.delta, max_grad_norm=bound)
-        return values
 
     def target_label(self, config: Any) -> str:
         """A federated target's tables say so: ``global model of N clients``."""

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
 from attacks.membership.metrics import DEFAULT_FPRS
 from attacks.membership.shadows import VECTORIZE
 from attacks.membership.training import OPTIMIZERS, ModelTraining
+from defenses.config import DEFENSE_SETTINGS, DefenseConfig
 from fl.core.errors import ConfigError
 from fl.core.schema import above, at_least, check_bounds, setting, within
 
-if TYPE_CHECKING:
-    from defenses.config import DefenseConfig
-
 MEMBERSHIP_DEFENSES = ("none", "dropout", "dp-local", "dp-central")  # dp-central: a federated target only
+# The DefenseConfig settings those defenses read (``name`` is --defense).
+MEMBERSHIP_DEFENSE_SETTINGS = ("name", *dict.fromkeys(s for d in MEMBERSHIP_DEFENSES for s in DEFENSE_SETTINGS[d]))
 FLIP_DATASETS = ("cifar10", "cifar100")  # datasets whose mirror image is a natural query (LiRA)
 SPLITS = ("balanced", "bernoulli")
 
@@ -54,7 +54,9 @@ class MIAConfig:
 
     Each setting is a ``fedleak mia`` option and a key of a ``[[membership]]`` block's options
     (``experiments/membership/schema.py``); ``cli=False`` ones are scenario keys only, or set by
-    an option of another shape (``--lira-variance``, the global ``--seed``).
+    an option of another shape (``--lira-variance``, the global ``--seed``). ``defense`` is the
+    ``DefenseConfig`` the federation takes too; the audit reads the settings of
+    :data:`MEMBERSHIP_DEFENSE_SETTINGS` (its flags are ``simulate``'s: ``--target-epsilon``, ...).
     """
 
     dataset: str = setting("cifar10", help="Dataset the pool and the population are drawn from (`fedleak datasets`).")
@@ -68,9 +70,6 @@ class MIAConfig:
         factory=dict,
         help="Model option, e.g. bias=true or width=32 (repeatable; see `fedleak models`).",
         flag="--model-option",
-    )
-    dropout: float = setting(
-        0.0, help="Dropout rate of the model (the dropout defense).", bounds=within(0, 1, high_open=True)
     )
     standardize: bool | None = setting(
         None,
@@ -127,23 +126,7 @@ class MIAConfig:
     )
     weight_decay: float = setting(0.0, help="A central target's weight decay.", cli=False, bounds=at_least(0))
     optimizer: str = setting("sgd", help="Optimizer of every model.", choices=OPTIMIZERS)
-    defense: str = setting(
-        "none",
-        help="dp-local: DP-SGD (one record); dp-central: the server clips and noises client updates (one client; "
-        "needs --clients).",
-        choices=MEMBERSHIP_DEFENSES,
-    )
-    epsilon: float = setting(
-        8.0, help="dp-local/dp-central: target epsilon of the whole training run.", bounds=above(0)
-    )
-    delta: float = setting(
-        1e-5,
-        help="dp-local/dp-central: DP delta (also the empirical epsilon's).",
-        bounds=within(0, 1, low_open=True, high_open=True),
-    )
-    max_grad_norm: float = setting(
-        1.0, help="dp-local: per-sample clipping bound; dp-central: per-client update clipping bound.", bounds=above(0)
-    )
+    defense: DefenseConfig = field(default_factory=DefenseConfig)  # --defense and its settings
     fprs: tuple[float, ...] = setting(DEFAULT_FPRS, help="FPRs for TPR@FPR.", flag="--fpr", parse=parse_fprs)
     flip: bool | None = setting(None, help="Query mirror images too (default: yes for CIFAR, no otherwise).", cli=False)
     fix_variance: bool = setting(
@@ -194,18 +177,10 @@ class MIAConfig:
             )
         if self.population_size < 1 and any(MEMBERSHIP_ATTACKS.get(a).needs_population for a in self.attacks):
             raise ConfigError(f"population_size must be >= 1 for rmia, got {self.population_size}")
-        if self.defense not in MEMBERSHIP_DEFENSES:
-            raise ConfigError(f"unknown defense {self.defense!r}; valid choices: {', '.join(MEMBERSHIP_DEFENSES)}")
-        if self.defense == "dp-central" and not self.clients:
-            raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")
+        self._check_defense()
         if self.clients:
             self._check_federated()
-        if self.defense == "dropout" and self.dropout <= 0:
-            raise ConfigError("the dropout defense needs --dropout > 0")
-        if self.defense in ("dp-local", "dp-central") and not math.isfinite(self.epsilon):
-            raise ConfigError(f"epsilon={self.epsilon!r} is invalid; expected a finite value > 0 (--epsilon)")
         self.train_config  # noqa: B018  (validates the training fields)
-        self.defense_config  # noqa: B018  (validates the defense as the defenses package takes it)
 
     @property
     def train_config(self) -> ModelTraining:
@@ -234,8 +209,6 @@ class MIAConfig:
             raise ConfigError(
                 "vectorize does not apply to a federated target: its shadows are federations, run one by one"
             )
-        if self.dropout and self.defense != "dropout":
-            raise ConfigError("a federated target takes its dropout from the dropout defense: use --defense dropout")
         if self.pool_size // 2 < self.clients:
             raise ConfigError(
                 f"a federated target needs a member for each client: pool_size // 2 = {self.pool_size // 2} < "
@@ -251,25 +224,37 @@ class MIAConfig:
     def federated(self) -> bool:
         return self.clients > 0
 
-    @property
-    def defense_config(self) -> DefenseConfig:
-        """The defense as :mod:`defenses` builds it: the dropout rate, or DP's target epsilon and delta
-        with the clipping bound (dp-local: per sample, ``max_grad_norm``; dp-central: per client
-        update, ``clipping_norm``)."""
-        from defenses.config import DefenseConfig
+    def _check_defense(self) -> None:
+        """Refuse a defense, or a defense setting, the audit's target cannot train under."""
+        d = self.defense
+        if d.name not in MEMBERSHIP_DEFENSES:
+            raise ConfigError(f"unknown defense {d.name!r}; valid choices: {', '.join(MEMBERSHIP_DEFENSES)}")
+        default = DefenseConfig()
+        unused = [f.name for f in fields(d) if f.name not in MEMBERSHIP_DEFENSE_SETTINGS]
+        if given := [k for k in unused if getattr(d, k) != getattr(default, k)]:
+            raise ConfigError(
+                f"a membership target cannot apply defense setting {given[0]!r} (of a defense it does not train "
+                f"under); it takes {', '.join(MEMBERSHIP_DEFENSE_SETTINGS[1:])}"
+            )
+        if d.name == "dp-central" and not self.clients:
+            raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")
+        if d.name == "dropout" and d.dropout <= 0:
+            raise ConfigError("the dropout defense needs dropout > 0 (--dropout)")
+        if taken := sorted({"dropout", "placement"} & set(self.model_options)):
+            raise ConfigError(
+                f"--model-option {taken[0]}=... is set by the dropout defense (--defense dropout --dropout P"
+                f"{' --dropout-placement head|all' if taken[0] == 'placement' else ''}), not as a model option"
+            )
 
-        values: dict[str, Any] = {"name": self.defense}
-        if self.defense == "dropout":
-            values["dropout"] = self.dropout
-        if self.defense in ("dp-local", "dp-central"):
-            values.update(target_epsilon=self.epsilon, delta=self.delta)
-            values["max_grad_norm" if self.defense == "dp-local" else "clipping_norm"] = self.max_grad_norm
-        return DefenseConfig(**values)
+    @property
+    def dropout(self) -> float:
+        """The target's (and shadows') dropout rate: the dropout defense's, else 0."""
+        return self.defense.dropout if self.defense.name == "dropout" else 0.0
 
     @property
     def dp_config(self) -> DefenseConfig | None:
         """The DP-SGD of a central target's (and its shadows') training, None without."""
-        return self.defense_config if self.defense == "dp-local" and not self.federated else None
+        return self.defense if self.defense.name == "dp-local" and not self.federated else None
 
     @property
     def query_flip(self) -> bool:
