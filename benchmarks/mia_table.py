@@ -1,6 +1,8 @@
 """The membership table of docs/membership.md: undefended vs dropout vs DP-SGD.
 
-Runs ``run_mia`` for each defense setting with one shared pool split and training recipe, and
+Runs ``run_mia`` for each defense setting with one shared pool split and training recipe (one
+data owner's secret, by default the public one in docs/tables-client-secret, so the table
+reruns exactly: the same members and target training randomness for every setting), and
 prints two Markdown tables: test accuracy, AUC and TPR at 0.1 % / 1 % FPR for LOSS, LiRA, RMIA;
 then the accountant's epsilon beside the empirical epsilon lower bound, the DP bound check and
 LiRA's bootstrap intervals. Every run writes its own folder (config, env, metrics.json,
@@ -27,6 +29,7 @@ from experiments.membership.config import MIAConfig
 from experiments.membership.results import MembershipResult
 from experiments.report.tables import ZERO_FP_NOTE, format_table, tpr_label
 from fl.device import resolve_device
+from fl.federation.client_side import read_client_secret
 
 SETTINGS = {
     "none": DefenseConfig(),
@@ -71,6 +74,12 @@ BASE = MIAConfig(
     help="Write the overlaid ROC of --figure-attack across settings here (PNG).",
 )
 @click.option("--figure-attack", type=click.Choice(BASE.attacks), default="lira", show_default=True)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path(__file__).parent.parent / "docs" / "tables-client-secret",
+    help="The data owner's secret (members, the targets' training randomness).  [default: docs/tables-client-secret]",
+)
 def main(
     out: Path,
     data_dir: Path | None,
@@ -79,9 +88,11 @@ def main(
     only: tuple[str, ...],
     figure: Path | None,
     figure_attack: str,
+    secret_file: Path,
 ) -> None:
     """Run the defense grid and print the tables (and the figure)."""
     dev = resolve_device(device)
+    secret = read_client_secret(secret_file)
     rows, audit_rows = [], []
     curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]] = {}
     start = time.perf_counter()
@@ -96,6 +107,7 @@ def main(
             data_root=data_dir,
             out_dir=out / name,
             cache_dir=cache_dir or out / "cache",
+            secret=secret,
         )
         secs = time.perf_counter() - t0
         row = [
@@ -111,13 +123,13 @@ def main(
             curves[name] = (saved[f"score_{figure_attack}"], saved["members"], res.epsilon)
             # the attack too is chosen on one half of the records, the bound computed on the other
             sets = {a: saved[f"score_{a}"] for a in BASE.attacks}
-            bound = epsilon_lower_bound(sets, saved["members"], delta=BASE.delta, seed=BASE.seed)
+            bound = epsilon_lower_bound(sets, saved["members"], delta=BASE.defense.delta, seed=BASE.seed)
         audit_rows.append(_audit_row(name, res, bound))
         click.echo(
             json.dumps({"setting": name, "seconds": round(secs, 1), "test_accuracy": res.test_accuracy}),
             err=True,
         )
-    header = ["setting", "test acc", f"ε per record (RDP, δ={BASE.delta:g})"]
+    header = ["setting", "test acc", f"ε per record (RDP, δ={BASE.defense.delta:g})"]
     n_out = res.attacks[BASE.attacks[0]]["n_nonmembers"]  # the same random split for every setting
     for attack in BASE.attacks:
         header += [f"{attack} AUC", f"{attack} {tpr_label(0.001, n_out)}", f"{attack} {tpr_label(0.01, n_out)}"]
@@ -128,7 +140,7 @@ def main(
     audit_header = [
         "setting",
         "train acc",
-        f"ε per record (RDP, δ={BASE.delta:g})",
+        f"ε per record (RDP, δ={BASE.defense.delta:g})",
         "ε lower bound per record (95 %, held-out half)",
         "points above bound",
         "significant violations",
@@ -142,7 +154,7 @@ def main(
         plot_roc_settings(
             curves,
             figure,
-            delta=BASE.delta,
+            delta=BASE.defense.delta,
             title=f"{ATTACK_NAMES[figure_attack]} on {BASE.dataset} {BASE.model}: "
             f"{members.sum()} members, {(~members).sum()} non-members",
         )

@@ -33,7 +33,7 @@ from attacks.membership.stacked_optim import StackedOptimizer
 from attacks.membership.training import ModelTraining, seeded_global_rng, train_model
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, load_tensors, save_tensors, to_jsonable
-from fl.seed import derive_seed
+from fl.seed import derive_seed, private_generator
 
 if TYPE_CHECKING:
     from defenses.config import DefenseConfig
@@ -130,7 +130,7 @@ def train_stacked(
     halves = [torch.nonzero(row).squeeze(1) for row in inside.cpu()]
     steps = torch.tensor([math.ceil(len(h) / cfg.batch_size) for h in halves])
     width = int(steps.max()) * cfg.batch_size
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    gens = [private_generator(s, "shuffle") for s in seeds]  # as train_model shuffles
     with seeded_global_rng(seeds[0], device):  # dropout masks
         for _ in tqdm(
             range(cfg.epochs),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fl.core.errors import ConfigError
-from fl.seed import private_generator
+from fl.seed import private_generator, private_seed
 
 if TYPE_CHECKING:
     from defenses.config import DefenseConfig
@@ -54,11 +54,14 @@ def make_optimizer(params: list[torch.Tensor], cfg: ModelTraining) -> torch.opti
 
 @contextlib.contextmanager
 def seeded_global_rng(seed: int, device: torch.device | str) -> Iterator[None]:
-    """Seed PyTorch's global generators (dropout masks, Opacus' noise) for one model's training,
-    and give the caller back its own stream afterwards."""
+    """Seed PyTorch's global generators (dropout masks) for one model's training from all of
+    ``seed`` (``torch.manual_seed`` would keep 32 bits of it on the CPU), and give the caller back
+    its own stream afterwards."""
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.default_generator.set_state(private_generator(seed, "global").get_state())
+        if devices:
+            torch.cuda.manual_seed_all(private_seed(seed, "global"))  # Philox: a full 64-bit seed
         yield
 
 
@@ -80,7 +83,7 @@ def train_model(
     with seeded_global_rng(seed, device):
         if dp is not None:
             return _train_dp(model, images, labels, cfg, dp, seed=seed, device=device)
-        gen = torch.Generator().manual_seed(seed)
+        gen = private_generator(seed, "shuffle")
         x, y = images.to(device), labels.to(device)
         opt = make_optimizer(list(model.parameters()), cfg)
         for _ in range(cfg.epochs):

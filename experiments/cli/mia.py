@@ -3,7 +3,6 @@ captured federation (``--federated RUN_DIR``)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,14 @@ from fl.privacy_units import unit_label
     "[default: fixed]",
 )
 @click.option(
+    "--secret-file",
     "--client-secret-file",
+    "secret_file",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="Federated target: a file holding its clients' secret (32+ hex digits), for a target that repeats "
-    "bit for bit (default: a fresh one).",
+    help="A file holding the data owner's secret (32+ hex digits; a federated target's clients' secret), which "
+    "draws the members and the target's batches, dropout masks and DP noise; for an audit that repeats bit for "
+    "bit, e.g. OUT/owner/secret of an earlier run (default: a fresh one, kept in OUT/owner/secret).",
 )
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option(
@@ -71,7 +73,7 @@ def mia(ctx: click.Context, run_dir: Path | None, **kw: Any) -> None:
     state = get_state(ctx)
     values = {s.name: kw.pop(s.name) for s in mia_settings() if s.cli}
     if run_dir is not None:
-        _refuse(("split", "one_run_guesses", "client_secret_file"), {**values, **kw}, "the black-box audit, not to "
+        _refuse(("split", "one_run_guesses", "secret_file"), {**values, **kw}, "the black-box audit, not to "
                 "--federated (a captured run's members are fixed)")  # fmt: skip
         server = server_side_schema()
         own = {s.name: values[s.name] for s in server.settings if s.cli}
@@ -82,7 +84,7 @@ def mia(ctx: click.Context, run_dir: Path | None, **kw: Any) -> None:
     if values["clients"]:
         _refuse(("epochs",), values, "a central target (leave it out with --clients)")
     else:
-        _refuse(("rounds", "local_epochs", "local_steps", "client_secret_file"), {**values, **kw}, "a federated "
+        _refuse(("rounds", "local_epochs", "local_steps"), values, "a federated "
                 "target (--clients N)")  # fmt: skip
     variance = kw["lira_variance"]
     own = {s.name: values[s.name] for s in membership_schema().settings if s.cli}
@@ -101,20 +103,20 @@ def _refuse(names: tuple[str, ...], given: dict[str, Any], applies_to: str) -> N
 
 def _blackbox(state: Any, cfg: Any, kw: dict[str, Any]) -> None:
     from experiments.membership import run_mia
+    from fl.federation.client_side import read_client_secret
 
+    secret = read_client_secret(kw["secret_file"]) if kw["secret_file"] else None
     if cfg.federated:
         from experiments.membership import run_federation_mia
-        from fl.federation.client_side import read_client_secret
         from fl.federation.engine import quiet_flower
 
         quiet_flower(verbose=state.verbosity > 0)
-        secret = read_client_secret(kw["client_secret_file"]) if kw["client_secret_file"] else None
-        run = functools.partial(run_federation_mia, client_secret=secret)
+        run = run_federation_mia
     else:
         run = run_mia
     res = run(
         cfg, device=state.device, data_root=kw["data_dir"], out_dir=kw["out"],
-        progress=state.verbosity >= 0, cache_dir=kw["cache_dir"],
+        progress=state.verbosity >= 0, cache_dir=kw["cache_dir"], secret=secret,
     )  # fmt: skip
     eps = res.epsilon
     head = f"target (final global model of {cfg.clients} clients, {cfg.rounds} rounds)" if cfg.federated else "target"

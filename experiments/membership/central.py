@@ -32,6 +32,7 @@ from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
 from defenses.accounting import epsilon_from_history
 from experiments.membership.config import MIAConfig
+from experiments.membership.owner import keep_owner_secret, owner_rng, owner_secret, owner_seed, secret_digest
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import (
@@ -85,14 +86,15 @@ def dataset_records(dataset: str, data_root: str | Path | None) -> int:
     return len(_merged(dataset, None if data_root is None else str(data_root))[1])
 
 
-def draw_indices(cfg: MIAConfig, records: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_indices(cfg: MIAConfig, records: int, secret: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(pool, population, members)``: disjoint random pool and population indices into a set of
-    ``records`` records, and the member mask over the pool (exactly half, or a fair coin each)."""
+    ``records`` records (the public seed's: the attacker knows them), and the member mask over the
+    pool (exactly half, or a fair coin each), drawn by the data owner's ``secret``."""
     check_pool_fits(cfg, records)
     pop_size = population_needed(cfg)
-    rng = np.random.default_rng(derive_seed(cfg.seed, "pool"))
-    order = rng.permutation(records)
+    order = np.random.default_rng(derive_seed(cfg.seed, "pool")).permutation(records)
     pool, pop = order[: cfg.pool_size], order[cfg.pool_size : cfg.pool_size + pop_size]
+    rng = owner_rng(secret, "members")
     if cfg.split == "bernoulli":  # independent fair coins, as the one-run audit's theorem assumes
         members = rng.random(cfg.pool_size) < 0.5
     else:
@@ -102,7 +104,7 @@ def draw_indices(cfg: MIAConfig, records: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def draw_pool(
-    cfg: MIAConfig, data_root: str | Path | None
+    cfg: MIAConfig, data_root: str | Path | None, secret: str
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor, int]:
     """Pool images/labels, the member mask, population images/labels, and the number of classes.
 
@@ -115,7 +117,7 @@ def draw_pool(
         mean = images.mean(dim=(0, 2, 3), keepdim=True)
         std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         images = (images - mean) / std
-    pool, pop, members = draw_indices(cfg, len(images))
+    pool, pop, members = draw_indices(cfg, len(images), secret)
     return images[pool], labels[pool], members, images[pop], labels[pop], num_classes
 
 
@@ -161,11 +163,14 @@ def train_target(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    secret: str,
     device: torch.device,
     cache_dir: Path,
 ) -> tuple[nn.Module, list[tuple[float, float, int]] | None]:
     """The target model trained on the members (cached like the shadows); returns the model and,
-    under DP-SGD, its accountant's record ``[(sigma, sample rate, steps)]``."""
+    under DP-SGD, its accountant's record ``[(sigma, sample rate, steps)]``. Its initial weights
+    come from the public seed, its batches, dropout masks and DP noise from the owner's ``secret``
+    (the cache is keyed by the secret's digest)."""
     model = build(derive_seed(cfg.seed, "target"))
     parts = {
         **_key_parts(cfg),
@@ -173,6 +178,7 @@ def train_target(
         "train": cfg.train_config,
         "dp": cfg.dp_config,
         "seed": cfg.seed,
+        "owner": secret_digest(secret),
         "code": code_salt(model),
     }
     folder = cache_dir / cache_key(parts, images, labels)
@@ -185,7 +191,7 @@ def train_target(
         images,
         labels,
         cfg.train_config,
-        seed=derive_seed(cfg.seed, "target-train"),
+        seed=owner_seed(secret, "target-train"),
         device=device,
         dp=cfg.dp_config,
     )
@@ -202,8 +208,13 @@ def run_mia(
     out_dir: str | Path | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    secret: str | None = None,
 ) -> MembershipResult:
-    """Run the audit; returns test/train accuracy, the accountant's epsilon and per-attack metrics."""
+    """Run the audit; returns test/train accuracy, the accountant's epsilon and per-attack metrics.
+
+    ``secret``: the data owner's (:mod:`experiments.membership.owner`; default a fresh one, kept
+    in ``out_dir/owner/secret``), which draws the members and the target's training randomness.
+    """
     if cfg.federated:
         raise ConfigError(
             "a federated target (clients > 0) is trained by a Flower federation: use "
@@ -211,14 +222,16 @@ def run_mia(
         )
     device = torch.device(device)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    secret = owner_secret(secret)
     if out_dir is not None:
         init_run_dir(out_dir, config=cfg, seed=cfg.seed, device=device)
-    x, y, members, pop_x, pop_y, num_classes = draw_pool(cfg, data_root)
+        keep_owner_secret(secret, Path(out_dir))
+    x, y, members, pop_x, pop_y, num_classes = draw_pool(cfg, data_root, secret)
     build = _builder(cfg, tuple(x.shape[1:]), num_classes)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    target, history = train_target(cfg, build, x[members], y[members], device=device, cache_dir=cache)
+    target, history = train_target(cfg, build, x[members], y[members], secret=secret, device=device, cache_dir=cache)
     # the accountant's epsilon on the recorded (sigma, q, steps), kept beside it in metrics.json
     dp = cfg.dp_config
     eps = (

@@ -47,6 +47,7 @@ from experiments.membership.central import (
     write_audit,
 )
 from experiments.membership.config import MIAConfig
+from experiments.membership.owner import keep_owner_secret, owner_secret
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
@@ -216,13 +217,14 @@ def run_federation_mia(
     out_dir: str | Path,
     progress: bool = True,
     cache_dir: str | Path | None = None,
-    client_secret: str | None = None,
+    secret: str | None = None,
 ) -> MembershipResult:
     """Run the audit of a federated target (``cfg.clients`` > 0) into ``out_dir``.
 
-    ``client_secret``: the target's clients' secret (as ``fedleak simulate --client-secret-file``),
-    for a target that repeats bit for bit; None draws a fresh one, kept on the clients' side of
-    ``OUT/target``.
+    ``secret``: the data owners' (:mod:`experiments.membership.owner`), which draws the members
+    and is the target's clients' secret (as ``fedleak simulate --client-secret-file``: their
+    keys, batches, masks and noise derive from it), for a target that repeats bit for bit; None
+    draws a fresh one, kept in ``OUT/owner/secret`` and on the clients' side of ``OUT/target``.
 
     Returns what :func:`experiments.membership.central.run_mia` returns (accuracies, the federation's
     epsilon with its unit and delta, per-attack metrics) plus ``client_level`` (per attack) and
@@ -234,8 +236,10 @@ def run_federation_mia(
     out = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     train = load_dataset(cfg.dataset, split="train", root=data_root)
-    pool, pop, members = draw_indices(cfg, len(train.labels))  # refuses an oversized pool before writing
+    secret = owner_secret(secret)
+    pool, pop, members = draw_indices(cfg, len(train.labels), secret)  # refuses an oversized pool before writing
     init_run_dir(out, config=cfg, seed=cfg.seed, device=device)
+    keep_owner_secret(secret, out)
     x, y = train.images[torch.as_tensor(pool)], train.labels[torch.as_tensor(pool)]
     pop_x, pop_y = train.images[torch.as_tensor(pop)], train.labels[torch.as_tensor(pop)]
     timings: dict[str, float] = {}
@@ -249,7 +253,7 @@ def run_federation_mia(
         int(members.sum()),
     )
     t0 = time.perf_counter()
-    sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all", client_secret=client_secret)
+    sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all", client_secret=secret)
     with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
         fed = run_federation(
             sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1), records=pool[members]

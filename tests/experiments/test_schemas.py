@@ -66,7 +66,7 @@ def test_mia_options_are_the_membership_schemas_settings() -> None:
     assert CELL_KINDS.get("membership").schema() is black_box
     options = {p.name: p for p in mia.params}
     shown = [s for s in mia_settings() if s.cli]
-    own = {"run_dir", "attacked_clients", "lira_variance", "client_secret_file", "data_dir", "cache_dir", "out", "fmt"}
+    own = {"run_dir", "attacked_clients", "lira_variance", "secret_file", "data_dir", "cache_dir", "out", "fmt"}
     assert set(options) == {s.name for s in shown} | own
     for s in shown:
         option = options[s.name]

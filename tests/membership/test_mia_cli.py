@@ -82,6 +82,36 @@ def test_mia_cli_tiny_audit(data_root, tmp_path, caplog) -> None:
     assert (out / "roc.png").stat().st_size > 0
 
 
+def test_mia_members_and_target_training_come_from_the_owners_secret(data_root, tmp_path) -> None:
+    """The members, the target's batches and dropout masks derive from the data owner's secret,
+    kept in OUT/owner/secret (0600) and in no other file of the run: whoever holds config.json
+    and the public seed cannot redraw them. The same secret file repeats the audit bit for bit."""
+    import stat
+
+    import numpy as np
+
+    args = [
+        "--dataset", "cifar10", "--model", "mlp", "--norm", "none", "--model-option", "hidden=16",
+        "--model-option", "depth=1", "--attack", "loss", "--pool-size", "200", "--epochs", "2",
+        "--defense", "dropout", "--bootstrap", "0", "--data-dir", str(data_root),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    for name in ("a", "b"):
+        assert _run(*args, "--out", str(tmp_path / name)).exit_code == 0
+    keep = tmp_path / "a" / "owner" / "secret"
+    secret = keep.read_text().strip()
+    assert len(secret) == 32 and stat.S_IMODE(keep.stat().st_mode) == 0o600
+    assert secret != (tmp_path / "b" / "owner" / "secret").read_text().strip()
+    for path in (tmp_path / "a").rglob("*"):
+        if path.is_file() and path != keep:
+            assert secret.encode() not in path.read_bytes(), path
+    again = _run(*args, "--secret-file", str(keep), "--out", str(tmp_path / "c"))
+    assert again.exit_code == 0, again.output
+    a, b, c = (np.load(tmp_path / n / "scores.npz") for n in "abc")
+    assert (a["members"] == c["members"]).all() and (a["score_loss"] == c["score_loss"]).all()
+    assert not (a["members"] == b["members"]).all()  # another owner, other members (same --seed)
+
+
 class _Stop(Exception):
     """Raised by the stand-in runners once they hold the config the command built."""
 

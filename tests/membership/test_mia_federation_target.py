@@ -162,7 +162,6 @@ def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_
         (["--defense", "dp-local", "--clipping-norm", "2"], "--clipping-norm does not apply to --defense dp-local"),
         (["--model-option", "dropout=0.2"], "--model-option dropout=... is set by the dropout defense"),
         (["--clients", "30"], "pool_size // 2 = 20 < clients = 30"),
-        (["--client-secret-file", __file__], "--client-secret-file applies to a federated target"),
     ],
 )
 def test_mia_federated_bad_input_is_one_line(args, message, tmp_path) -> None:
@@ -172,7 +171,8 @@ def test_mia_federated_bad_input_is_one_line(args, message, tmp_path) -> None:
 
 
 def test_mia_federated_target_repeats_with_its_clients_secret(tmp_path) -> None:
-    """With --client-secret-file the target federation repeats bit for bit (same seed, same secret)."""
+    """With --secret-file (--client-secret-file) the members and the target federation repeat bit
+    for bit (same seed, same secret); the secret is kept on the owner's and the clients' side."""
     from fl.federation.checkpoint import Checkpoint
 
     secret = tmp_path / "secret"
@@ -185,6 +185,12 @@ def test_mia_federated_target_repeats_with_its_clients_secret(tmp_path) -> None:
     assert all((runs[0][k] == runs[1][k]).all() for k in runs[0])
     scores = [np.load(tmp_path / name / "scores.npz")["score_loss"] for name in ("a", "b")]
     assert (scores[0] == scores[1]).all()
+    members = [np.load(tmp_path / name / "scores.npz")["members"] for name in ("a", "b")]
+    assert (members[0] == members[1]).all()
+    assert (tmp_path / "a" / "owner" / "secret").read_text().strip() == "ab" * 16
+    assert (tmp_path / "a" / "target" / "clients" / "client_secret").read_text().strip() == "ab" * 16
+    assert "ab" * 16 not in (tmp_path / "a" / "config.json").read_text()
+    assert "ab" * 16 not in (tmp_path / "a" / "target" / "config.json").read_text()
 
 
 def test_mia_config_refuses_standardising_a_federated_target() -> None:

@@ -63,6 +63,8 @@ def test_one_run_needs_independent_inclusions() -> None:
 
 def test_mia_cli_reports_the_one_run_bound(tmp_path) -> None:
     out = tmp_path / "run"
+    secret = tmp_path / "secret"  # the data owner's: the same coins and target on every run
+    secret.write_text("5eed" * 8)
     res = CliRunner().invoke(
         cli,
         [
@@ -95,6 +97,8 @@ def test_mia_cli_reports_the_one_run_bound(tmp_path) -> None:
             "10",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--secret-file",
+            str(secret),
             "--out",
             str(out),
         ],

@@ -191,3 +191,23 @@ def test_mia_paired_assignment_gives_every_shadow_half_the_records() -> None:
     assert (inside[0] ^ inside[1]).all() and not (inside[0] == inside[2]).all()
     odd = paired_assignment(3, 10, seed=0)
     assert odd[2].sum() == 5
+
+
+def test_mia_target_training_randomness_is_the_owners_not_the_seeds(tmp_path) -> None:
+    """Same config, seed, members and initial weights: the target's batches and dropout masks
+    follow the owner's secret (another secret, another model), and the same secret repeats it."""
+    from experiments.membership.central import _builder, train_target
+    from experiments.membership.config import MIAConfig
+
+    defense = DefenseConfig(name="dropout", dropout=0.3)
+    cfg = MIAConfig(dataset="sample", model="mlp", norm=None, model_options={"hidden": 16}, epochs=2, defense=defense)
+    x, y = _pool(60)
+    build = _builder(cfg, (1, 6, 6), 3)
+
+    def weights(secret: str, cache: str) -> dict[str, torch.Tensor]:
+        model, _ = train_target(cfg, build, x, y, secret=secret, device=torch.device("cpu"), cache_dir=tmp_path / cache)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    a, again, other = weights("ab" * 16, "1"), weights("ab" * 16, "2"), weights("cd" * 16, "3")
+    assert all(torch.equal(a[k], again[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
