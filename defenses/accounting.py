@@ -9,6 +9,7 @@ PRV: Gopi, Lee and Wutschitz (NeurIPS 2021).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from opacus.accountants import IAccountant, create_accountant
@@ -36,9 +37,12 @@ def history_of(acc: IAccountant) -> History:
 
 
 def epsilon_from_history(history: Sequence[Sequence[float]], *, delta: float, accountant: str = "rdp") -> float:
-    """Cumulative epsilon at ``delta`` of every step in ``history`` (0.0 before any step)."""
+    """Cumulative epsilon at ``delta`` of every step in ``history`` (0.0 before any step; inf once
+    a step ran without noise, which the RDP accountant says and the PRV one overflows on)."""
     if not history:
         return 0.0
+    if any(float(sigma) == 0.0 and int(steps) > 0 and float(q) > 0.0 for sigma, q, steps in history):
+        return math.inf
     return float(accountant_from_history(history, accountant=accountant).get_epsilon(delta=delta))
 
 

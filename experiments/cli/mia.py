@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from defenses.config import DefenseConfig
 from experiments.cli.schema import click_options, refuse_unread_defense_settings
 from experiments.cli.state import get_state
 from experiments.membership.schema import membership_schema, mia_settings, server_side_schema
@@ -75,6 +76,9 @@ def mia(ctx: click.Context, run_dir: Path | None, **kw: Any) -> None:
     if run_dir is not None:
         _refuse(("split", "one_run_guesses", "secret_file"), {**values, **kw}, "the black-box audit, not to "
                 "--federated (a captured run's members are fixed)")  # fmt: skip
+        if given := [s.flag for s in membership_schema().settings if s.owner is DefenseConfig and values[s.name]]:
+            raise click.UsageError(f"{given[0]} applies to the black-box audit, not to --federated (the captured "
+                                   "run's defense is its own)")  # fmt: skip
         server = server_side_schema()
         own = {s.name: values[s.name] for s in server.settings if s.cli}
         cfg = server.build({**own, "clients": kw["attacked_clients"] or None, "seed": state.seed})
@@ -122,7 +126,11 @@ def _blackbox(state: Any, cfg: Any, kw: dict[str, Any]) -> None:
     head = f"target (final global model of {cfg.clients} clients, {cfg.rounds} rounds)" if cfg.federated else "target"
     click.echo(
         f"{head}: train accuracy {res.train_accuracy:.3f}, test accuracy {res.test_accuracy:.3f}"
-        + (f", ε {eps:.3g} per {unit_label(res.epsilon_unit or 'record')} (δ={res.delta:g})" if eps is not None else "")
+        + (
+            f", ε {eps:.3g} per {unit_label(res.epsilon_unit or 'record')} (δ={res.delta:g}, {res.accountant})"
+            if eps is not None
+            else ""
+        )
     )
     _report(res.attacks, cfg.fprs, kw["fmt"], kw["out"])
     if res.client_level is not None:

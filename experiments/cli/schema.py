@@ -55,11 +55,11 @@ def refuse_unread_defense_settings(
     ``always_read``: settings the command reads whatever the defense."""
     from defenses.config import DEFENSE_SETTINGS, DefenseConfig, unread_setting
 
-    flags = {s.name: s.flag for s in settings if s.owner is DefenseConfig and s.name not in set(always_read)}
+    flags = {s.name: s.flag for s in settings if s.owner is DefenseConfig}
     name = values.get("name") or "none"
-    bad = unread_setting(name, [k for k in flags if values.get(k) is not None])
+    bad = unread_setting(name, [k for k in flags if values.get(k) is not None and k not in set(always_read)])
     if bad is not None:
-        reads = [flags[k] for k in DEFENSE_SETTINGS[name] if k in flags]
+        reads = [flags[k] for k in dict.fromkeys([*DEFENSE_SETTINGS[name], *always_read]) if k in flags]
         raise click.UsageError(
             f"{flags[bad]} does not apply to --defense {name}"
             + (f", which takes {', '.join(reads)}" if reads else ", which takes no settings")

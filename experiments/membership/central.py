@@ -127,14 +127,17 @@ def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
     from defenses import build_defense
     from fl.models import build_model
 
-    overrides = {**cfg.model_options, **build_defense(cfg.defense).model_overrides()}
+    defense = build_defense(cfg.defense)
+    overrides = {**cfg.model_options, **defense.model_overrides()}
     dropout = float(overrides.pop("dropout", 0.0))
 
     def build(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return build_model(
+        model = build_model(
             cfg.model, in_shape=in_shape, num_classes=num_classes, dropout=dropout, norm=cfg.norm, **overrides
         )
+        defense.check_model(model)  # e.g. the dropout defense on a model without dropout layers
+        return model
 
     return build
 
@@ -263,6 +266,7 @@ def run_mia(
         epsilon=eps,
         epsilon_unit="record" if eps is not None else None,  # DP-SGD protects one training record
         delta=cfg.defense.delta if eps is not None else None,
+        accountant=dp.accountant if eps is not None and dp is not None else None,
         attacks=found.metrics,
         shadows=found.shadows,
         timings=timings,

@@ -12,7 +12,7 @@ from attacks.membership.base import MEMBERSHIP_ATTACKS, build_attack
 from attacks.membership.metrics import DEFAULT_FPRS
 from attacks.membership.shadows import VECTORIZE
 from attacks.membership.training import OPTIMIZERS, ModelTraining
-from defenses.config import DEFENSE_SETTINGS, DefenseConfig
+from defenses.config import DEFENSE_SETTINGS, DefenseConfig, unread_setting
 from fl.core.errors import ConfigError
 from fl.core.schema import above, at_least, check_bounds, setting, within
 
@@ -230,11 +230,14 @@ class MIAConfig:
         if d.name not in MEMBERSHIP_DEFENSES:
             raise ConfigError(f"unknown defense {d.name!r}; valid choices: {', '.join(MEMBERSHIP_DEFENSES)}")
         default = DefenseConfig()
-        unused = [f.name for f in fields(d) if f.name not in MEMBERSHIP_DEFENSE_SETTINGS]
-        if given := [k for k in unused if getattr(d, k) != getattr(default, k)]:
+        given = [f.name for f in fields(d) if f.name != "delta" and getattr(d, f.name) != getattr(default, f.name)]
+        if (unread := unread_setting(d.name, given)) is not None:  # delta: also the empirical epsilon's
+            reads = ", ".join(DEFENSE_SETTINGS[d.name]) or "no settings but delta"
+            raise ConfigError(f"defense setting {unread!r} does not apply to the {d.name} defense, which takes {reads}")
+        if d.name in ("dp-local", "dp-central") and d.noise_multiplier is None and d.target_epsilon is None:
             raise ConfigError(
-                f"a membership target cannot apply defense setting {given[0]!r} (of a defense it does not train "
-                f"under); it takes {', '.join(MEMBERSHIP_DEFENSE_SETTINGS[1:])}"
+                f"the {d.name} defense of a membership audit needs a privacy level: give target_epsilon "
+                "(--target-epsilon) or noise_multiplier (--noise-multiplier)"
             )
         if d.name == "dp-central" and not self.clients:
             raise ConfigError("the dp-central defense needs a federated target: set clients > 0 (--clients)")

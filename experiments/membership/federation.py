@@ -288,6 +288,8 @@ def run_federation_mia(
         epsilon=eps,
         epsilon_unit=unit,
         delta=fed.delta,
+        # dp-local: the clients' Opacus accountant; dp-central: Flower's RDP accountant
+        accountant=None if eps is None else cfg.defense.accountant if unit == "record" else "rdp",
         attacks=found.metrics,
         shadows=found.shadows,
         timings=timings,

@@ -39,6 +39,7 @@ class MembershipResult:
     epsilon_unit: str | None
     delta: float | None
     attacks: dict[str, dict[str, Any]]
+    accountant: str | None = None  # the accountant epsilon is from (rdp, prv), None without DP
     timings: dict[str, float] = field(default_factory=dict)
     shadows: dict[str, Any] | None = None  # how the shadow models were trained (None: no attack needed them)
     target_run: str | None = None
@@ -62,7 +63,9 @@ class MembershipResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return _without_unset(self, ("shadows", "target_run", "federation_accuracy", "client_level", "dp_history"))
+        return _without_unset(
+            self, ("accountant", "shadows", "target_run", "federation_accuracy", "client_level", "dp_history")
+        )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ AUDIT_HELP = {
     "name": "Defense of the target's (and the shadows') training: dropout; dp-local, DP-SGD (one record); "
     "dp-central, the server clips and noises client updates (one client; needs --clients).",
     "delta": "DP delta of dp-local/dp-central, and of the empirical epsilon every audit reports.",
+    "noise_multiplier": "dp-local/dp-central: noise std / clipping bound (give it or --target-epsilon).",
+    "target_epsilon": "dp-local/dp-central: epsilon budget of the whole run (or give --noise-multiplier).",
 }
 
 

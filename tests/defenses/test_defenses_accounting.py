@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from defenses.accounting import (
@@ -50,3 +52,15 @@ def test_defenses_gaussian_epsilon_shrinks_with_noise_and_grows_with_releases() 
 def test_defenses_unknown_accountant_lists_choices() -> None:
     with pytest.raises(ConfigError, match="unknown accountant 'gdp'; valid choices: rdp, prv"):
         accountant_from_history([], accountant="gdp")
+
+
+def test_epsilon_is_infinite_once_a_step_ran_without_noise() -> None:
+    """Opacus' RDP accountant says inf for sigma 0; the PRV one overflows: both accountants say inf."""
+    from opacus.accountants import RDPAccountant
+
+    history = [(1.0, 0.01, 100), (0.0, 0.01, 1)]
+    reference = RDPAccountant()
+    reference.history = list(history)
+    assert reference.get_epsilon(delta=1e-5) == math.inf
+    for accountant in ("rdp", "prv"):
+        assert epsilon_from_history(history, delta=1e-5, accountant=accountant) == math.inf

@@ -159,7 +159,7 @@ def test_membership_cells_take_their_defense_table_whole() -> None:
 
     kind = CELL_KINDS.get("membership")
 
-    def spec(defense: DefenseConfig, **options: int) -> CellSpec:
+    def spec(defense: DefenseConfig, **options: float) -> CellSpec:
         return CellSpec("membership", "membership[0]", "sample", "mlp", ("loss",), defense, 0, options=options)
 
     local = DefenseConfig(name="dp-local", target_epsilon=2.0, accountant="prv", max_grad_norm=3.0)
@@ -173,6 +173,10 @@ def test_membership_cells_take_their_defense_table_whole() -> None:
     )
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         defense_settings(table, DEFENSES.names())
+    # the empirical epsilon's delta of a cell without DP is an option; with DP it is the table's
+    assert kind.build_config(spec(DefenseConfig(), delta=1e-6)).defense.delta == 1e-6
+    with pytest.raises(ConfigError, match=r"options sets defense setting 'delta': give it in a \[defenses.NAME\]"):
+        kind.build_config(spec(local, delta=1e-6))
 
 
 def test_attack_option_texts_are_typed_alike_for_every_kind() -> None:

@@ -161,6 +161,12 @@ def test_mia_cli_options_reach_the_configs(monkeypatch, tmp_path) -> None:
         (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target (leave it out with --clients)"),
         (["--rounds", "3"], "--rounds applies to a federated target (--clients N)"),
         (["--federated", ".", "--one-run-guesses", "3"], "--one-run-guesses applies to the black-box audit"),
+        (["--federated", ".", "--defense", "dp-local"], "--defense applies to the black-box audit, not to --federated"),
+        (
+            ["--defense", "dp-local", "--dropout", "0.2"],
+            "--dropout does not apply to --defense dp-local, which takes --noise-multiplier, --target-epsilon, "
+            "--delta, --max-grad-norm, --accountant",
+        ),
         (["--norm", "layer"], "'layer' is not one of 'group', 'batch', 'none'"),
     ],
 )

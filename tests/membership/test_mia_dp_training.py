@@ -108,11 +108,17 @@ def test_mia_config_nests_the_defense_the_defenses_package_builds() -> None:
     assert MIAConfig(defense=central, clients=2, pool_size=100).dp_config is None  # the federation applies it
     assert MIAConfig(defense=local, clients=2, pool_size=100).dp_config is None
     assert MIAConfig(defense=DefenseConfig(name="dropout", dropout=0.3)).dropout == 0.3
-    assert MIAConfig(defense=DefenseConfig(dropout=0.3)).dropout == 0.0  # only the dropout defense sets it
     for defense, message in (
         (DefenseConfig(name="prune"), "unknown defense 'prune'; valid choices: none, dropout, dp-local, dp-central"),
-        (DefenseConfig(name="dp-local", epsilon=2.0), "cannot apply defense setting 'epsilon'"),
-        (DefenseConfig(name="dp-central"), "the dp-central defense needs a federated target"),
+        (
+            DefenseConfig(name="dp-local", target_epsilon=2.0, epsilon=2.0),
+            "defense setting 'epsilon' does not apply to the dp-local defense, which takes noise_multiplier, "
+            "target_epsilon, delta, max_grad_norm, accountant",
+        ),
+        (DefenseConfig(dropout=0.3), "defense setting 'dropout' does not apply to the none defense"),
+        (DefenseConfig(name="dp-local", clipping="adaptive", target_epsilon=2.0), "'clipping' does not apply"),
+        (DefenseConfig(name="dp-local"), "needs a privacy level: give target_epsilon (--target-epsilon) or"),
+        (DefenseConfig(name="dp-central", noise_multiplier=1.0), "the dp-central defense needs a federated target"),
         (DefenseConfig(name="dropout", dropout=0.0), "the dropout defense needs dropout > 0 (--dropout)"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -52,7 +52,7 @@ def test_mia_federated_target_runs_end_to_end_with_its_epsilon_and_client_level_
     out, _, result = dp_central_audit
     assert result.exit_code == 0, result.output
     assert "final global model of 2 clients, 2 rounds" in result.output
-    assert "per client, central (δ=1e-05)" in result.output and "client level" in result.output
+    assert "per client, central (δ=1e-05, rdp)" in result.output and "client level" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     fed = json.loads((out / "target" / "result.json").read_text())
     # the epsilon is the federation's own (its accountant's, cross-checked in tests/defenses), with its unit
@@ -155,7 +155,8 @@ def test_mia_federated_target_feeds_the_server_side_audit(dp_central_audit, tmp_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--defense", "dp-central"], "dp-central defense needs a federated target"),
+        (["--defense", "dp-central", "--target-epsilon", "4"], "dp-central defense needs a federated target"),
+        (["--defense", "dp-local"], "needs a privacy level: give target_epsilon (--target-epsilon)"),
         (["--rounds", "2"], "--rounds applies to a federated target"),
         (["--clients", "2", "--epochs", "3"], "--epochs applies to a central target"),
         (["--clients", "2", "--dropout", "0.2"], "--dropout does not apply to --defense none"),

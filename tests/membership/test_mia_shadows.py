@@ -211,3 +211,22 @@ def test_mia_target_training_randomness_is_the_owners_not_the_seeds(tmp_path) ->
     a, again, other = weights("ab" * 16, "1"), weights("ab" * 16, "2"), weights("cd" * 16, "3")
     assert all(torch.equal(a[k], again[k]) for k in a)
     assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def test_mia_dropout_placement_reaches_the_target_and_its_cache_key() -> None:
+    """--dropout-placement all puts dropout after every block of a central ConvNet target, as in a
+    federation, and a target with another placement is another cache entry."""
+    from experiments.membership.central import _builder, _key_parts
+    from experiments.membership.config import MIAConfig
+    from fl.models.dropout import MaskedDropout
+
+    def cfg(placement: str | None) -> MIAConfig:
+        defense = DefenseConfig(name="dropout", dropout=0.3, dropout_placement=placement)
+        return MIAConfig(dataset="sample", model="convnet", model_options={"width": 4}, defense=defense)
+
+    def dropouts(placement: str | None) -> int:
+        model = _builder(cfg(placement), (3, 32, 32), 10)(0)
+        return sum(isinstance(m, MaskedDropout) and m.p > 0 for m in model.modules())
+
+    assert dropouts(None) == 1 and dropouts("all") > 1
+    assert _key_parts(cfg("all")) != _key_parts(cfg(None))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from defenses.config import DEFENSE_SETTINGS
 from experiments.grid.kinds.base import CELL_KINDS, CellKind, CellSpec
 from experiments.membership.config import MEMBERSHIP_DEFENSE_SETTINGS, MEMBERSHIP_DEFENSES
 from fl.core.errors import ConfigError, DataError
@@ -44,7 +45,9 @@ class MembershipKind(CellKind):
 
     def config_values(self, spec: CellSpec) -> dict[str, Any]:
         defense = spec.defense.to_dict()
-        if given := sorted(set(defense) & set(spec.options)):
+        # the empirical epsilon's delta: an option where the defense has none (none, dropout)
+        own_delta = {"delta"} - set(DEFENSE_SETTINGS.get(spec.defense.name, ()))
+        if given := sorted(set(defense) & set(spec.options) - own_delta):
             raise ConfigError(
                 f"{spec.where}.options sets defense setting {given[0]!r}: give it in a [defenses.NAME] table, "
                 "so the cell's label says it"
