@@ -97,10 +97,11 @@ def train_model(
     return None
 
 
-def dp_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
-    """The DP-SGD noise and the Poisson batches of one training run: two independent streams, as
-    the analysis assumes (one generator for both would tie the noise to the records sampled)."""
-    return private_generator(seed, "dp-noise"), private_generator(seed, "dp-batches")
+def dp_generators(seed: int, device: torch.device | str = "cpu") -> tuple[torch.Generator, torch.Generator]:
+    """The DP-SGD noise (on the device the gradients live on) and the Poisson batches (the CPU
+    loader's) of one training run: two independent streams, as the analysis assumes (one
+    generator for both would tie the noise to the records sampled)."""
+    return private_generator(seed, "dp-noise", device=device), private_generator(seed, "dp-batches")
 
 
 def _train_dp(
@@ -116,7 +117,7 @@ def _train_dp(
     from defenses.accounting import OPACUS_TOLERANCE
     from defenses.dp_local import make_private
 
-    noise, batches = dp_generators(seed)
+    noise, batches = dp_generators(seed, device)
     dataset = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=batches)
     private = make_private(

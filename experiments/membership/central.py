@@ -32,7 +32,7 @@ from attacks.membership.signals import query_logits
 from attacks.membership.training import accuracy, train_model
 from defenses.accounting import epsilon_from_history
 from experiments.membership.config import MIAConfig
-from experiments.membership.owner import keep_owner_secret, owner_rng, owner_secret, owner_seed, secret_digest
+from experiments.membership.owner import keep_owner_secret, keyed_digest, owner_rng, owner_secret, owner_seed
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import (
@@ -46,6 +46,9 @@ from fl.core.runs import (
 from fl.seed import derive_seed
 
 log = logging.getLogger("fedleak.mia")
+# what seeds the models' initial weights and names their seeds (this module), and how the owner's
+# secret becomes the target's seeds (owner.py): a change to either retrains cached models
+DRIVER_FILES = (Path(__file__), Path(__file__).with_name("owner.py"))
 
 
 def default_cache_dir() -> Path:
@@ -144,12 +147,11 @@ def _builder(cfg: MIAConfig, in_shape: tuple[int, int, int], num_classes: int):
 
 def _key_parts(cfg: MIAConfig) -> dict[str, Any]:
     """What determines a trained model, resolved (``norm`` None is the model's default norm), so
-    equivalent configurations share cached shadows; ``driver`` hashes this module, which seeds the
-    models' initial weights (``_builder``) and names their seeds."""
+    equivalent configurations share cached shadows; ``driver`` hashes :data:`DRIVER_FILES`."""
     from fl.models import model_options
 
     return {
-        "driver": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
+        "driver": hashlib.sha256(b"".join(p.read_bytes() for p in DRIVER_FILES)).hexdigest()[:12],
         "dataset": cfg.dataset,
         "model": cfg.model,
         "norm": cfg.norm if cfg.norm is not None else model_options(cfg.model).get("norm"),
@@ -172,8 +174,9 @@ def train_target(
 ) -> tuple[nn.Module, list[tuple[float, float, int]] | None]:
     """The target model trained on the members (cached like the shadows); returns the model and,
     under DP-SGD, its accountant's record ``[(sigma, sample rate, steps)]``. Its initial weights
-    come from the public seed, its batches, dropout masks and DP noise from the owner's ``secret``
-    (the cache is keyed by the secret's digest)."""
+    come from the public seed, its batches, dropout masks and DP noise from the owner's ``secret``.
+    Its cache folder is named by a keyed hash under the secret: a name hashed from the public
+    settings and the members alone would let whoever reads the cache test a guessed member set."""
     model = build(derive_seed(cfg.seed, "target"))
     parts = {
         **_key_parts(cfg),
@@ -181,10 +184,9 @@ def train_target(
         "train": cfg.train_config,
         "dp": cfg.dp_config,
         "seed": cfg.seed,
-        "owner": secret_digest(secret),
         "code": code_salt(model),
     }
-    folder = cache_dir / cache_key(parts, images, labels)
+    folder = cache_dir / f"target-{keyed_digest(secret, cache_key(parts, images, labels))}"
     if (folder / "target.safetensors").is_file() and "dp_history" in (saved := read_json(folder / "target.json")):
         model.load_state_dict(load_tensors(folder / "target.safetensors"))
         history = saved["dp_history"]

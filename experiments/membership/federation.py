@@ -47,7 +47,7 @@ from experiments.membership.central import (
     write_audit,
 )
 from experiments.membership.config import MIAConfig
-from experiments.membership.owner import keep_owner_secret, owner_secret
+from experiments.membership.owner import keep_owner_secret, owner_rng, owner_secret
 from experiments.membership.results import MembershipResult
 from fl.core.errors import ConfigError
 from fl.core.runs import atomic_write_json, init_run_dir, load_tensors, save_tensors
@@ -253,10 +253,13 @@ def run_federation_mia(
         int(members.sum()),
     )
     t0 = time.perf_counter()
+    # the members in the owner's order: the public seed's IID split then deals them (client_partitions)
+    # without telling which member went to which client
+    dealt = pool[members][owner_rng(secret, "deal").permutation(int(members.sum()))]
     sim = simulation_config(cfg, seed=cfg.seed, data_root=data_root, capture="all", client_secret=secret)
     with tqdm(total=cfg.rounds, desc="target federation", unit="round", disable=None if progress else True) as bar:
         fed = run_federation(
-            sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1), records=pool[members]
+            sim, out_dir=out / "target", device=device, progress=lambda _: bar.update(1), records=dealt
         )
     target = global_model(sim, Checkpoint.load(out / "target").weights, train.shape, train.num_classes)
     timings["target_s"] = time.perf_counter() - t0
@@ -281,7 +284,7 @@ def run_federation_mia(
     record_eps = eps if unit == "record" else None
     found = audit(bounded, x, y, members, pop_x, pop_y, target, shadows, timings, epsilon=record_eps, device=device)
     where = {int(i): k for k, i in enumerate(pool)}
-    clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, pool[members])]
+    clients = [np.array([where[int(i)] for i in part]) for part in client_partitions(sim, train.labels, dealt)]
     result = MembershipResult(
         train_accuracy=accuracy(target, x[members], y[members], device=device),
         test_accuracy=accuracy(target, x[~members], y[~members], device=device),
@@ -295,8 +298,9 @@ def run_federation_mia(
         timings=timings,
         target_run=str(out / "target"),
         federation_accuracy=fed.final_accuracy,
-        # a central-DP epsilon protects a client against whoever sees the global models (this black-box
-        # auditor) but cannot guess the run's seed, which draws the noise (fl.privacy_units)
+        # a central-DP epsilon protects a client against viewers of the global models who cannot guess
+        # the run's seed, which draws the server's noise (fl.privacy_units); this auditor's attacks do
+        # not use the seed, though config.json records it
         client_level=client_level(
             found.scores, members, clients, cfg=bounded, epsilon=eps if unit and unit.startswith("client") else None
         ),

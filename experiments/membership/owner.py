@@ -13,6 +13,7 @@ pool, the population and everything the attacker trains (shadows) stay on the pu
 from __future__ import annotations
 
 import hashlib
+import hmac
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def keep_owner_secret(secret: str, out_dir: Path) -> Path:
 
 
 def owner_seed(secret: str, *keys: int | str) -> int:
-    """A 63-bit child seed of the secret (its full entropy: nobody can enumerate them)."""
+    """A 63-bit child seed of the secret: drawn from all of its bits, too many to enumerate."""
     return private_seed(int(secret, 16), *keys)
 
 
@@ -47,6 +48,7 @@ def owner_rng(secret: str, *keys: int | str) -> np.random.Generator:
     return np.random.default_rng(owner_seed(secret, *keys))
 
 
-def secret_digest(secret: str) -> str:
-    """A public digest of the secret, for cache keys (it reveals nothing about the secret)."""
-    return hashlib.sha256(f"fedleak owner {secret}".encode()).hexdigest()[:16]
+def keyed_digest(secret: str, text: str) -> str:
+    """HMAC-SHA-256 of ``text`` under the secret (16 hex digits): a cache name that depends on the
+    members but lets nobody without the secret test a guessed member set against it."""
+    return hmac.new(bytes.fromhex(secret), text.encode(), hashlib.sha256).hexdigest()[:16]

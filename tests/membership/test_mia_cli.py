@@ -102,9 +102,13 @@ def test_mia_members_and_target_training_come_from_the_owners_secret(data_root, 
     secret = keep.read_text().strip()
     assert len(secret) == 32 and stat.S_IMODE(keep.stat().st_mode) == 0o600
     assert secret != (tmp_path / "b" / "owner" / "secret").read_text().strip()
-    for path in (tmp_path / "a").rglob("*"):
+    for path in [*(tmp_path / "a").rglob("*"), *(tmp_path / "cache").rglob("*")]:
         if path.is_file() and path != keep:
             assert secret.encode() not in path.read_bytes(), path
+    # the cached target's folder is a keyed hash under the secret: the cache names no member set
+    # that a reader could test a guess against
+    (target,) = [p for p in (tmp_path / "cache").glob("target-*") if (p / "target.json").is_file()][:1]
+    assert "owner" not in json.loads((target / "target.json").read_text())
     again = _run(*args, "--secret-file", str(keep), "--out", str(tmp_path / "c"))
     assert again.exit_code == 0, again.output
     a, b, c = (np.load(tmp_path / n / "scores.npz") for n in "abc")

@@ -151,3 +151,14 @@ def test_mia_dp_training_takes_a_noise_multiplier_and_the_prv_accountant() -> No
     reference.history = [(1.3, 1 / 6, 2 * poisson_batches(6))]
     eps = epsilon_from_history(history, delta=1e-5, accountant="prv")
     assert eps == reference.get_epsilon(delta=1e-5) and 0 < eps < epsilon_from_history(history, delta=1e-5)
+
+
+@pytest.mark.gpu
+def test_mia_dp_training_runs_on_cuda_with_a_device_noise_generator() -> None:
+    """DP-SGD on CUDA draws its noise from a generator on the gradients' device (a CPU generator
+    cannot feed torch.normal on CUDA) and records the same accounting as on the CPU."""
+    x, y = _data(60)
+    cfg = ModelTraining(epochs=1, batch_size=10, lr=0.05)
+    dp = DefenseConfig(name="dp-local", noise_multiplier=1.0)
+    cpu = train_model(_model(), x, y, cfg, seed=3, dp=dp)
+    assert train_model(_model(), x, y, cfg, seed=3, dp=dp, device="cuda") == cpu

@@ -188,6 +188,11 @@ def test_mia_federated_target_repeats_with_its_clients_secret(tmp_path) -> None:
     assert (scores[0] == scores[1]).all()
     members = [np.load(tmp_path / name / "scores.npz")["members"] for name in ("a", "b")]
     assert (members[0] == members[1]).all()
+    other = tmp_path / "other"
+    other.write_text("cd" * 16 + "\n")
+    result = _mia(*FED, "--attack", "loss", "--secret-file", str(other), "--out", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output
+    assert not (np.load(tmp_path / "c" / "scores.npz")["members"] == members[0]).all()  # same --seed
     assert (tmp_path / "a" / "owner" / "secret").read_text().strip() == "ab" * 16
     assert (tmp_path / "a" / "target" / "clients" / "client_secret").read_text().strip() == "ab" * 16
     assert "ab" * 16 not in (tmp_path / "a" / "config.json").read_text()
