@@ -82,7 +82,7 @@ def test_mia_cli_tiny_audit(data_root, tmp_path, caplog) -> None:
     assert (out / "roc.png").stat().st_size > 0
 
 
-def test_mia_members_and_target_training_come_from_the_owners_secret(data_root, tmp_path) -> None:
+def test_mia_members_and_target_training_come_from_the_owners_secret(tmp_path) -> None:
     """The members, the target's batches and dropout masks derive from the data owner's secret,
     kept in OUT/owner/secret (0600) and in no other file of the run: whoever holds config.json
     and the public seed cannot redraw them. The same secret file repeats the audit bit for bit."""
@@ -91,10 +91,9 @@ def test_mia_members_and_target_training_come_from_the_owners_secret(data_root, 
     import numpy as np
 
     args = [
-        "--dataset", "cifar10", "--model", "mlp", "--norm", "none", "--model-option", "hidden=16",
-        "--model-option", "depth=1", "--attack", "loss", "--pool-size", "200", "--epochs", "2",
-        "--defense", "dropout", "--bootstrap", "0", "--data-dir", str(data_root),
-        "--cache-dir", str(tmp_path / "cache"),
+        "--dataset", "sample-fmnist", "--model", "mlp", "--norm", "none", "--model-option", "hidden=16",
+        "--model-option", "depth=1", "--attack", "loss", "--pool-size", "60", "--population-size", "0",
+        "--epochs", "2", "--defense", "dropout", "--bootstrap", "0", "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
     for name in ("a", "b"):
         assert _run(*args, "--out", str(tmp_path / name)).exit_code == 0
