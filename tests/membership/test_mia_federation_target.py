@@ -32,6 +32,7 @@ FED = [
     "--bootstrap",
     "0",
 ]
+DP_CENTRAL = ["--defense", "dp-central", "--target-epsilon", "4"]  # the audits that share one shadow cache
 
 
 def _mia(*args: str):
@@ -42,9 +43,7 @@ def _mia(*args: str):
 def dp_central_audit(tmp_path_factory):
     out = tmp_path_factory.mktemp("fed_mia")
     cache = tmp_path_factory.mktemp("cache")
-    result = _mia(
-        *FED, "--defense", "dp-central", "--target-epsilon", "4", "--cache-dir", str(cache), "--out", str(out)
-    )
+    result = _mia(*FED, *DP_CENTRAL, "--cache-dir", str(cache), "--out", str(out))
     return out, cache, result
 
 
@@ -84,31 +83,11 @@ def test_mia_federated_target_trains_on_exactly_the_members(dp_central_audit) ->
 
 def test_mia_federated_shadows_are_cached_per_recipe(dp_central_audit, tmp_path) -> None:
     _, cache, _ = dp_central_audit
-    result = _mia(
-        *FED,
-        "--defense",
-        "dp-central",
-        "--target-epsilon",
-        "4",
-        "--cache-dir",
-        str(cache),
-        "--out",
-        str(tmp_path / "a"),
-    )
+    result = _mia(*FED, *DP_CENTRAL, "--cache-dir", str(cache), "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["shadows"]["reused"] == 4
     other = [*FED[:7], "3", *FED[8:]]  # --rounds 3: another recipe, other shadows
-    result = _mia(
-        *other,
-        "--defense",
-        "dp-central",
-        "--target-epsilon",
-        "4",
-        "--cache-dir",
-        str(cache),
-        "--out",
-        str(tmp_path / "b"),
-    )
+    result = _mia(*other, *DP_CENTRAL, "--cache-dir", str(cache), "--out", str(tmp_path / "b"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["shadows"]["trained"] == 4
 
